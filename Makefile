@@ -1,0 +1,35 @@
+# gem-transfer — every target works on a fresh clone; `make setup` is implied where needed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup quickstart test test-fast bench lint clean
+
+setup: $(STAMP)
+
+# torch first, exactly this version (a local CPU wheel on our machines), then the project.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+quickstart: setup
+	$(BIN)/gem-transfer run recipes/quickstart.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/framework_overhead.py
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf gem_runs .cache .pytest_cache .ruff_cache

@@ -1,0 +1,4 @@
+"""Student Adapter, auxiliary distillation heads, projection and parameter-sharing helpers.
+
+Empty for now: the transfer techniques are their own issue (#3).
+"""

@@ -1,0 +1,69 @@
+"""Small vertical models: hashed features + a short history → MLP → one serving logit."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from teacher.layers import EventEmbedding, FeatureEmbedding, HistoryPooling, ModelOutput, mlp
+from transfer.encoding import AD_FEATURE, CATEGORY_FEATURE, InputSpec
+
+
+class MLPVerticalModel(nn.Module):
+    """One surface × task. forward(batch) → logits [B, 1] (the serving head), embedding [B, H]."""
+
+    def __init__(
+        self,
+        *,
+        n_categorical: int,
+        n_dense: int,
+        n_surfaces: int,
+        n_actions: int,
+        hash_buckets: int,
+        dim: int,
+        history_length: int,
+        hidden: list[int],
+    ):
+        super().__init__()
+        self.history_length = history_length
+        self.features = FeatureEmbedding(n_categorical, hash_buckets, dim)
+        self.events = EventEmbedding(self.features, n_surfaces, n_actions, dim, AD_FEATURE, CATEGORY_FEATURE)
+        self.pooling = HistoryPooling(dim, heads=1, recent=min(4, history_length))
+        self.dense = nn.Linear(n_dense, dim)
+        self.trunk = mlp([(n_categorical + 1) * dim + 3 * dim, *hidden])
+        self.head = nn.Linear(hidden[-1], 1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        tokens = self.features(batch["categorical"])  # [B, F, d]
+        target = tokens[:, AD_FEATURE] + tokens[:, CATEGORY_FEATURE]  # [B, d]
+        history = self.pooling(self.events(batch), batch["hist_mask"], target)  # [B, 3d]
+        hidden = self.trunk(torch.cat([tokens.flatten(1), self.dense(batch["dense"]), history], dim=-1))  # [B, H]
+        return ModelOutput(self.head(hidden), hidden)
+
+
+def mlp_vm_xs(inputs: InputSpec) -> MLPVerticalModel:
+    """The smallest VM: 4-dim embeddings, 8 events, one hidden layer of 32."""
+    return _mlp_vm(inputs, dim=4, history_length=8, hidden=[32])
+
+
+def mlp_vm_s(inputs: InputSpec) -> MLPVerticalModel:
+    """The default VM: 8-dim embeddings, 16 events, hidden 64 → 32."""
+    return _mlp_vm(inputs, dim=8, history_length=16, hidden=[64, 32])
+
+
+def mlp_vm_m(inputs: InputSpec) -> MLPVerticalModel:
+    """A larger VM: 16-dim embeddings, 32 events, hidden 128 → 64."""
+    return _mlp_vm(inputs, dim=16, history_length=32, hidden=[128, 64])
+
+
+def _mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int]) -> MLPVerticalModel:
+    return MLPVerticalModel(
+        n_categorical=inputs.n_categorical,
+        n_dense=inputs.n_dense,
+        n_surfaces=inputs.n_surfaces,
+        n_actions=inputs.n_tasks + 1,
+        hash_buckets=inputs.hash_buckets,
+        dim=dim,
+        history_length=history_length,
+        hidden=hidden,
+    )

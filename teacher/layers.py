@@ -1,0 +1,131 @@
+"""Building blocks shared by teachers and vertical models: embeddings, history pooling, MLPs."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from transfer.batches import AGE_BUCKETS
+
+
+class ModelOutput(NamedTuple):
+    """What every ranking model returns."""
+
+    logits: torch.Tensor  # [B, T] one logit per task it serves
+    embedding: torch.Tensor  # [B, E] the representation stored as knowledge / aligned by students
+
+
+class FeatureEmbedding(nn.Module):
+    """Hashed categorical features → tokens, one table row range per feature.
+
+    >>> emb = FeatureEmbedding(n_features=10, buckets=8192, dim=16)
+    >>> emb(torch.zeros(4, 10, dtype=torch.long)).shape
+    torch.Size([4, 10, 16])
+    """
+
+    def __init__(self, n_features: int, buckets: int, dim: int):
+        super().__init__()
+        self.buckets = buckets
+        self.table = nn.Embedding(n_features * buckets, dim)
+        nn.init.normal_(self.table.weight, std=0.05)
+        self.register_buffer("offsets", torch.arange(n_features) * buckets, persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids: [B, F] → [B, F, d]"""
+        return self.table(ids + self.offsets)
+
+    def lookup(self, feature: int, ids: torch.Tensor) -> torch.Tensor:
+        """Embed ids of one feature, any shape [...] → [..., d]"""
+        return self.table(ids + feature * self.buckets)
+
+
+class EventEmbedding(nn.Module):
+    """History events → tokens: ad + category (rows of the feature tables) + a context token.
+
+    The context token embeds (surface, action, age bucket) jointly from one small table, and the ad
+    and category rows come from one lookup, so the backward pass scatters into two tables, not five.
+    """
+
+    def __init__(self, features: FeatureEmbedding, n_surfaces: int, n_actions: int, dim: int, ad_feature: int, category_feature: int):
+        super().__init__()
+        self.features = features
+        self.n_actions = n_actions
+        self.register_buffer(
+            "id_offsets", torch.tensor([ad_feature, category_feature]) * features.buckets, persistent=False
+        )
+        self.context = nn.Embedding(n_surfaces * n_actions * AGE_BUCKETS, dim)
+        nn.init.normal_(self.context.weight, std=0.05)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """→ [B, L, d]"""
+        ids = torch.stack([batch["hist_ad"], batch["hist_category"]], dim=-1) + self.id_offsets  # [B, L, 2]
+        context = (batch["hist_surface"] * self.n_actions + batch["hist_action"]) * AGE_BUCKETS + batch["hist_age"]
+        return self.features.table(ids).sum(dim=-2) + self.context(context)  # [B, L, d]
+
+
+class HistoryPooling(nn.Module):
+    """Summarise a padded history: target attention (query = candidate ad), masked mean, last-k mean.
+
+    Rows with an empty history get zeros. Output: [B, 3·d].
+    """
+
+    def __init__(self, dim: int, heads: int, recent: int):
+        super().__init__()
+        self.heads, self.recent = heads, recent
+        self.query = nn.Linear(dim, dim)
+        self.key = nn.Linear(dim, dim)
+        self.value = nn.Linear(dim, dim)
+
+    def forward(self, events: torch.Tensor, mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """events: [B, L, d], mask: [B, L] bool, target: [B, d] → [B, 3d]"""
+        b, length, d = events.shape
+        h = self.heads
+        q = self.query(target).view(b, h, 1, d // h)  # [B, H, 1, d/H]
+        k = self.key(events).view(b, length, h, d // h).transpose(1, 2)  # [B, H, L, d/H]
+        v = self.value(events).view(b, length, h, d // h).transpose(1, 2)  # [B, H, L, d/H]
+        scores = (q @ k.transpose(-1, -2)) / (d // h) ** 0.5  # [B, H, 1, L]
+        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # empty history → all zeros
+        attended = (weights @ v).reshape(b, d)  # [B, d]
+        maskf = mask.unsqueeze(-1).float()  # [B, L, 1]
+        mean = (events * maskf).sum(1) / maskf.sum(1).clamp(min=1.0)  # [B, d]
+        recent_mask = maskf[:, -self.recent :]
+        recent = (events[:, -self.recent :] * recent_mask).sum(1) / recent_mask.sum(1).clamp(min=1.0)  # [B, d]
+        return torch.cat([attended, mean, recent], dim=-1)
+
+
+class TargetMatchCounts(nn.Module):
+    """How often the user met the candidate before: history events with the same ad, and with the
+    same category, counted overall and per action level (clicked, converted, …), log-scaled.
+
+    Softmax attention averages and so cannot count; these counts give the trunk the "how many times
+    did this user click this category" signal directly. Output: [B, d].
+    """
+
+    def __init__(self, n_actions: int, dim: int):
+        super().__init__()
+        self.n_actions = n_actions
+        self.project = nn.Linear(2 * n_actions, dim)
+
+    def forward(self, batch: dict[str, torch.Tensor], ad_id: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
+        """ad_id, category: [B] hashed ids of the candidate → [B, d]"""
+        mask = batch["hist_mask"]  # [B, L]
+        levels = torch.arange(self.n_actions, device=mask.device)  # [A]
+        reached = batch["hist_action"].unsqueeze(-1) >= levels  # [B, L, A] event's action at least level a
+        counts = []
+        for hist, target in ((batch["hist_ad"], ad_id), (batch["hist_category"], category)):
+            match = (hist == target.unsqueeze(1)) & mask  # [B, L]
+            counts.append((match.unsqueeze(-1) & reached).sum(dim=1))  # [B, A]
+        return self.project(torch.log1p(torch.cat(counts, dim=-1).float()))  # [B, d]
+
+
+def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear → ReLU (→ Dropout) stack over consecutive `sizes`; the last layer also gets ReLU."""
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=False):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)

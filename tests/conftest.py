@@ -1,0 +1,61 @@
+"""Shared fixtures: small real parquet logs, dataset YAMLs and recipes written into tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from transfer.cli import main
+from transfer.synthetic import SyntheticSpec, generate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def small_log() -> pl.DataFrame:
+    """2,000 synthetic impressions over 6 days."""
+    return generate(SyntheticSpec(rows=2_000, days=6, seed=3))
+
+
+def write_dataset(folder: Path, frame: pl.DataFrame, **overrides) -> Path:
+    """Write `frame` as parquet plus a dataset YAML mapping it (canonical column names)."""
+    frame.write_parquet(folder / "log.parquet")
+    config = {
+        "name": "tiny",
+        "source": {"files": {"impressions": "log.parquet"}},
+        "tables": [{"file": "impressions"}],
+        "timestamp": {"column": "ts", "unit": "datetime"},
+        "categorical": ["advertiser", "country"],
+        "dense": ["bid"],
+        "labels": {"click": "click", "conversion": "conversion"},
+        "surfaces": {"fb_feed": "facebook", "fb_marketplace": "facebook", "ig_feed": "instagram", "ig_stories": "instagram", "ig_reels": "instagram"},
+        "hash_buckets": 512,
+    }
+    config.update(overrides)
+    path = folder / "dataset.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def write_recipe(folder: Path, dataset: Path | str, name: str = "tiny", **sections) -> Path:
+    recipe = {
+        "name": name,
+        "output_dir": str(folder / "runs"),
+        "data": {"dataset": str(dataset), "train": {"days": 4}, "eval": {"days": 2}, "cache_dir": str(folder / "cache")},
+        "students": [{"vertical": "ig_stories_click"}],
+        "trainer": {"max_epochs": 1, "progress": False},
+    }
+    recipe.update(sections)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit code, stdout, stderr)."""
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err

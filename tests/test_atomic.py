@@ -1,0 +1,24 @@
+"""Atomic writes: a failure leaves the old file intact and no temporary file behind."""
+
+import pytest
+
+from transfer.atomic import atomic_path, write_text_atomic
+
+
+def test_success_replaces_target(tmp_path):
+    target = tmp_path / "out.txt"
+    write_text_atomic(target, "old")
+    write_text_atomic(target, "new")
+    assert target.read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_failure_keeps_old_content_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-writ")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]

@@ -1,0 +1,79 @@
+"""Bad data fails before training, naming the file and the column, with exit code 2."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from tests.conftest import run_cli, write_dataset, write_recipe
+
+
+def _run(tmp_path, capsys, frame: pl.DataFrame, **dataset_overrides) -> str:
+    dataset = write_dataset(tmp_path, frame, **dataset_overrides)
+    code, out, err = run_cli(capsys, "run", str(write_recipe(tmp_path, dataset)))
+    assert code == 2, out + err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "teacher:" not in out  # nothing was trained
+    return err
+
+
+def test_missing_column(tmp_path, capsys, small_log):
+    err = _run(tmp_path, capsys, small_log.drop("advertiser"))
+    assert "dataset.yaml" in err and "'advertiser'" in err and "not found" in err
+
+
+def test_null_key(tmp_path, capsys, small_log):
+    frame = small_log.with_columns(pl.when(pl.col("example_id") == 5).then(None).otherwise(pl.col("user_id")).alias("user_id"))
+    err = _run(tmp_path, capsys, frame)
+    assert "'user_id'" in err and "1 null" in err
+
+
+def test_label_not_binary(tmp_path, capsys, small_log):
+    frame = small_log.with_columns(pl.when(pl.col("example_id") == 9).then(2).otherwise(pl.col("click")).alias("click"))
+    err = _run(tmp_path, capsys, frame)
+    assert "'click'" in err and "0/1" in err and "2" in err
+
+
+def test_unparsable_timestamp(tmp_path, capsys, small_log):
+    frame = small_log.with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S").alias("ts"))
+    frame = frame.with_columns(pl.when(pl.col("example_id") == 3).then(pl.lit("yesterday")).otherwise(pl.col("ts")).alias("ts"))
+    err = _run(tmp_path, capsys, frame, timestamp={"column": "ts", "unit": "iso"})
+    assert "'ts'" in err and "timestamp" in err
+
+
+def test_duplicate_example_id(tmp_path, capsys, small_log):
+    frame = small_log.with_columns(pl.when(pl.col("example_id") == 1).then(0).otherwise(pl.col("example_id")).alias("example_id"))
+    err = _run(tmp_path, capsys, frame)
+    assert "'example_id'" in err and "duplicate" in err
+
+
+def test_nan_dense_needs_explicit_fill(tmp_path, capsys, small_log):
+    frame = small_log.with_columns(pl.when(pl.col("example_id") == 4).then(float("nan")).otherwise(pl.col("bid")).alias("bid"))
+    err = _run(tmp_path, capsys, frame)
+    assert "'bid'" in err and "dense_nan_fill" in err
+
+
+def test_unknown_surface(tmp_path, capsys, small_log):
+    frame = small_log.with_columns(pl.when(pl.col("example_id") == 4).then(pl.lit("tv")).otherwise(pl.col("surface")).alias("surface"))
+    err = _run(tmp_path, capsys, frame)
+    assert "'surface'" in err and "tv" in err
+
+
+def test_unreadable_file(tmp_path, capsys, small_log):
+    dataset = write_dataset(tmp_path, small_log)
+    (tmp_path / "log.parquet").write_bytes(b"PAR1 this is not parquet")
+    code, _, err = run_cli(capsys, "run", str(write_recipe(tmp_path, dataset)))
+    assert code == 2 and "log.parquet" in err
+
+
+@pytest.mark.parametrize("fill", [0.0, -1.0])
+def test_explicit_nan_fill_is_applied(tmp_path, small_log, fill):
+    from transfer.dataset_config import load_dataset_config
+    from transfer.impressions import load_impressions
+    from transfer.synthetic import SyntheticSpec
+
+    frame = small_log.with_columns(pl.when(pl.col("example_id") == 4).then(None).otherwise(pl.col("bid")).alias("bid"))
+    path = write_dataset(tmp_path, frame, dense_nan_fill=fill)
+    loaded = load_impressions(load_dataset_config(path), path, tmp_path / "c", SyntheticSpec())
+    assert loaded.filter(pl.col("example_id") == 4)["bid"].item() == fill
+    assert loaded["bid"].null_count() == 0

@@ -1,0 +1,63 @@
+"""Knowledge tables: round trip, provenance, refusal of another producer's knowledge, join."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+import torch
+
+from transfer.errors import DataError
+from transfer.knowledge import Provenance, check_provenance, join_soft_logits, read_provenance, write_knowledge
+
+PROV = Provenance("skeleton_tiny", "run123", "2026-01-22T00:00:00+00:00", "2026-11-23T10:00:00+00:00", "abc")
+
+
+def _write(tmp_path, n=6):
+    ids = pl.Series("example_id", [10 * i for i in range(n)], dtype=pl.Int64)
+    logits = torch.randn(n, 2)
+    embedding = torch.randn(n, 8)
+    path = tmp_path / "k.parquet"
+    write_knowledge(path, ids, logits, embedding, ["click", "conversion"], PROV)
+    return path, ids, logits, embedding
+
+
+def test_round_trip_keeps_dtypes_values_and_provenance(tmp_path):
+    path, ids, logits, embedding = _write(tmp_path)
+    table = pl.read_parquet(path)
+    assert table.schema["logit_click"] == pl.Float32
+    assert table.schema["embedding"] == pl.Array(pl.Float16, 8)
+    assert table["example_id"].to_list() == ids.to_list()
+    assert torch.equal(torch.from_numpy(table["logit_conversion"].to_numpy().copy()), logits[:, 1])
+    stored = torch.from_numpy(table["embedding"].to_numpy().astype("float32"))
+    assert torch.equal(stored, embedding.half().float())
+    assert read_provenance(path) == PROV
+
+
+def test_join_aligns_with_requested_order(tmp_path):
+    path, ids, logits, _ = _write(tmp_path)
+    wanted = pl.Series([50, 0, 20])
+    soft = join_soft_logits(path, wanted, "click")
+    assert soft.shape == (3, 1)
+    assert torch.equal(soft[:, 0], logits[[5, 0, 2], 0])
+
+
+def test_join_refuses_missing_examples(tmp_path):
+    path, *_ = _write(tmp_path)
+    with pytest.raises(DataError, match="1 of the 2"):
+        join_soft_logits(path, pl.Series([0, 999]), "click")
+
+
+def test_refuses_knowledge_from_another_producer(tmp_path):
+    path, *_ = _write(tmp_path)
+    assert check_provenance(path, "skeleton_tiny", "run123") == PROV
+    with pytest.raises(DataError, match="produced by 'skeleton_tiny'.*'gem_base'"):
+        check_provenance(path, "gem_base")
+    with pytest.raises(DataError, match="run123"):
+        check_provenance(path, "skeleton_tiny", "another_run")
+
+
+def test_a_plain_parquet_is_not_knowledge(tmp_path):
+    path = tmp_path / "plain.parquet"
+    pl.DataFrame({"example_id": [1]}).write_parquet(path)
+    with pytest.raises(DataError, match="not a knowledge table"):
+        read_provenance(path)

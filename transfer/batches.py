@@ -1,0 +1,91 @@
+"""Whole batches by tensor indexing: a sampler yields index tensors, the dataset gathers them.
+
+No per-example Python and no collation: one `__getitem__` call builds a whole batch, including
+each row's last `L` history events (left-padded, newest last, with a mask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from transfer.encoding import AD_FEATURE, CATEGORY_FEATURE, EncodedLog
+
+AGE_BUCKETS = 16  # history event age, log2(1 + hours) buckets
+
+
+class WindowBatches(Dataset):
+    """Rows of one window (optionally with per-row soft labels from a knowledge table)."""
+
+    def __init__(self, log: EncodedLog, rows: torch.Tensor, history_length: int, soft_logits: torch.Tensor | None = None):
+        self.log = log
+        self.rows = rows  # [n] indices into the log
+        self.history_length = history_length
+        self.soft_logits = soft_logits  # [n, T'] aligned with rows, or None
+        self._offsets = torch.arange(-history_length, 0)  # [L]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, positions: torch.Tensor) -> dict[str, torch.Tensor]:
+        rows = self.rows[positions]  # [B]
+        log = self.log
+        batch = {
+            "row": rows,
+            "categorical": log.categorical[rows],  # [B, F]
+            "dense": log.dense[rows],  # [B, D]
+            "surface": log.surface[rows],  # [B]
+            "labels": log.labels[rows],  # [B, T]
+            **self._history(rows),
+        }
+        if self.soft_logits is not None:
+            batch["soft_logits"] = self.soft_logits[positions]  # [B, T']
+        return batch
+
+    def _history(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        log = self.log
+        pos = log.hist_end[rows, None] + self._offsets  # [B, L]
+        mask = pos >= log.hist_start[rows, None]  # [B, L] True where an event exists
+        pos = torch.where(mask, pos, torch.zeros_like(pos))
+        age_hours = (log.ts[rows, None] - log.ts[pos]).clamp(min=0) / 3600.0  # [B, L]
+        age = torch.log2(1.0 + age_hours).long().clamp(max=AGE_BUCKETS - 1)
+        zero = torch.zeros_like(pos)
+        return {
+            "hist_ad": torch.where(mask, log.categorical[pos, AD_FEATURE], zero),  # [B, L]
+            "hist_category": torch.where(mask, log.categorical[pos, CATEGORY_FEATURE], zero),  # [B, L]
+            "hist_surface": torch.where(mask, log.surface[pos], zero),  # [B, L]
+            "hist_action": torch.where(mask, log.action[pos], zero),  # [B, L]
+            "hist_age": torch.where(mask, age, zero),  # [B, L]
+            "hist_mask": mask,  # [B, L] bool
+        }
+
+
+class IndexBatchSampler(Sampler[torch.Tensor]):
+    """Yields index tensors of `batch_size`; reshuffled every epoch from `seed` when `shuffle`."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return (self.n + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            self.epoch += 1
+        else:
+            order = torch.arange(self.n)
+        yield from order.split(self.batch_size)
+
+
+def _as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch
+
+
+def window_loader(data: WindowBatches, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """A DataLoader of whole batches over `data`."""
+    sampler = IndexBatchSampler(len(data), batch_size, shuffle, seed)
+    return DataLoader(data, sampler=sampler, batch_size=None, collate_fn=_as_is)

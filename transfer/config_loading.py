@@ -1,0 +1,110 @@
+"""Load YAML into a structured (dataclass) schema with one-line errors naming file and key path."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from transfer.errors import RecipeError
+
+T = TypeVar("T")
+
+
+def load_structured(schema: type[T], path: Path, overrides: list[str], what: str = "recipe") -> T:
+    """Merge `path` and `key=value` overrides onto `schema`; return a typed dataclass instance."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{what} file not found: {path}")
+    raw = _read_yaml(path, what)
+    base = OmegaConf.structured(schema)
+    cfg = _merge(base, raw, f"{path}", schema)
+    for item in overrides:
+        cfg = _apply_override(cfg, item, path, schema)
+    _check_no_missing(cfg, path)
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def _read_yaml(path: Path, what: str) -> DictConfig:
+    try:
+        raw = OmegaConf.load(path)
+    except (yaml.YAMLError, OmegaConfBaseException) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise RecipeError(f"{path}: not valid YAML ({first})") from exc
+    if not isinstance(raw, DictConfig):
+        raise RecipeError(f"{path}: a {what} must be a YAML mapping, found {type(raw).__name__}")
+    return raw
+
+
+def _apply_override(cfg: DictConfig, item: str, path: Path, schema: type) -> DictConfig:
+    """Apply one `dotted.key=value` (list items by index: `students.0.lr=3e-3`)."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise RecipeError(f"{path}: override '{item}' is not of the form key=value (e.g. trainer.max_epochs=2)")
+    source = f"{path} (override '{item}')"
+    try:
+        value = OmegaConf.from_dotlist([f"value={text}"])["value"]
+    except (OmegaConfBaseException, yaml.YAMLError) as exc:
+        raise RecipeError(f"{source}: cannot parse the value: {_first_line(exc)}") from exc
+    if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+        allowed = _allowed_keys(schema, key)
+        raise RecipeError(f"{source}: unknown key '{key}'; allowed here: {allowed}")
+    try:
+        OmegaConf.update(cfg, key, value, merge=True)
+    except OmegaConfBaseException as exc:
+        raise RecipeError(f"{source}: key '{key}': {_first_line(exc)}") from exc
+    return cfg
+
+
+_ABSENT = object()
+
+
+def _merge(base: DictConfig, extra: Any, source: str, schema: type) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, extra)  # type: ignore[return-value]
+    except ConfigKeyError as exc:
+        key = exc.full_key or str(exc.key)
+        allowed = _allowed_keys(schema, key)
+        raise RecipeError(f"{source}: unknown key '{key}'; allowed here: {allowed}") from exc
+    except OmegaConfBaseException as exc:
+        key = exc.full_key or "?"
+        raise RecipeError(f"{source}: key '{key}': {_first_line(exc)}") from exc
+
+
+def _check_no_missing(cfg: DictConfig, path: Path) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise RecipeError(f"{path}: required key '{missing[0]}' is not set")
+
+
+def _allowed_keys(schema: type, dotted: str) -> str:
+    """The field names valid at the parent of `dotted` in the dataclass schema."""
+    node: Any = schema
+    for part in dotted.split(".")[:-1]:
+        if part.isdigit():
+            continue
+        hints = typing.get_type_hints(node) if dataclasses.is_dataclass(node) else {}
+        if part not in hints:
+            break
+        node = _element_type(hints[part])
+    if dataclasses.is_dataclass(node):
+        return ", ".join(f.name for f in dataclasses.fields(node))
+    return "(see the schema)"
+
+
+def _element_type(tp: Any) -> Any:
+    """list[X] / Optional[X] → X; anything else unchanged."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (list, typing.Union) and args:
+        return _element_type(args[0])
+    return tp
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,115 @@
+"""Prepare a recipe's data: load and validate the dataset, encode it once (cached), cut windows."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import torch
+
+from transfer.dataset_config import DatasetConfig, dataset_config_path, load_dataset_config
+from transfer.encoding import EncodedLog, encode, load_encoded, save_encoded
+from transfer.errors import DataError
+from transfer.fingerprint import fingerprint
+from transfer.impressions import load_impressions
+from transfer.recipe import DataConfig, WindowConfig
+from transfer.synthetic import GENERATOR_VERSION, SyntheticSpec
+
+ENCODING_VERSION = 2  # bump when the encoded layout changes, to invalidate caches
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    start: datetime
+    end: datetime  # exclusive
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M} → {self.end:%Y-%m-%d %H:%M} UTC"
+
+
+@dataclass
+class PreparedData:
+    dataset: str
+    log: EncodedLog
+    train: Window
+    eval: Window
+    train_rows: torch.Tensor  # [n_train] row indices into log
+    eval_rows: torch.Tensor  # [n_eval]
+
+
+def prepare_data(cfg: DataConfig) -> PreparedData:
+    cfg_path = dataset_config_path(cfg.dataset)
+    dataset = load_dataset_config(cfg_path)
+    synthetic = SyntheticSpec(**asdict(cfg.synthetic))
+    log = _encoded_log(dataset, cfg_path, Path(cfg.cache_dir), synthetic)
+    first_day = datetime.fromtimestamp(int(log.ts.min()), tz=timezone.utc).replace(hour=0, minute=0, second=0)
+    train = _window("train", cfg.train, default_start=first_day)
+    evaluation = _window("eval", cfg.eval, default_start=train.end)
+    if evaluation.start < train.end:
+        raise DataError(f"data.eval: the eval window ({evaluation}) starts before the train window ends ({train.end:%Y-%m-%d})")
+    return PreparedData(
+        dataset=dataset.name,
+        log=log,
+        train=train,
+        eval=evaluation,
+        train_rows=_rows(log, train, dataset.name),
+        eval_rows=_rows(log, evaluation, dataset.name),
+    )
+
+
+def _encoded_log(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec) -> EncodedLog:
+    key = {
+        "version": ENCODING_VERSION,
+        "config": cfg_path.read_text(),
+        "synthetic": [GENERATOR_VERSION, asdict(synthetic)] if dataset.source.synthetic else None,
+        "files": _local_file_stats(dataset, cfg_path),
+    }
+    path = cache_dir / f"encoded-{dataset.name}-{fingerprint(key)}.parquet"
+    if not path.exists():
+        print(f"▸ data: reading and validating {dataset.name} …", flush=True)
+        frame = load_impressions(dataset, cfg_path, cache_dir, synthetic)
+        print(f"▸ data: encoding {frame.height:,} impressions and their histories …", flush=True)
+        tasks, surfaces = list(dataset.labels), list(dataset.surfaces)
+        table = encode(frame, surfaces, tasks, dataset.categorical, dataset.dense, dataset.hash_buckets)
+        meta = {
+            "tasks": tasks,
+            "surfaces": surfaces,
+            "categorical": dataset.categorical,
+            "dense": dataset.dense,
+            "hash_buckets": dataset.hash_buckets,
+        }
+        save_encoded(table, meta, path)
+    return load_encoded(path)
+
+
+def _local_file_stats(dataset: DatasetConfig, cfg_path: Path) -> list[tuple[str, int, int]]:
+    if dataset.source.synthetic or dataset.source.wheel:
+        return []
+    stats = []
+    for rel in dataset.source.files.values():
+        path = cfg_path.parent / rel
+        if path.is_file():
+            st = path.stat()
+            stats.append((str(path.resolve()), st.st_size, st.st_mtime_ns))
+    return stats
+
+
+def _window(name: str, cfg: WindowConfig, default_start: datetime) -> Window:
+    start = default_start
+    if cfg.start is not None:
+        start = datetime.fromisoformat(cfg.start).replace(tzinfo=timezone.utc)
+    return Window(name, start, start + timedelta(days=cfg.days))
+
+
+def _rows(log: EncodedLog, window: Window, dataset: str) -> torch.Tensor:
+    rows = log.window_rows(window.start, window.end)
+    if len(rows) == 0:
+        first = datetime.fromtimestamp(int(log.ts.min()), tz=timezone.utc)
+        last = datetime.fromtimestamp(int(log.ts.max()), tz=timezone.utc)
+        raise DataError(
+            f"data.{window.name}: window {window} of dataset '{dataset}' is empty; "
+            f"the data spans {first:%Y-%m-%d} → {last:%Y-%m-%d}"
+        )
+    return rows

@@ -1,0 +1,1 @@
+"""Built-in dataset configs (YAML files in this folder)."""

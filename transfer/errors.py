@@ -1,0 +1,13 @@
+"""User-facing errors: one line, exit code 2, no traceback (see `transfer.cli`)."""
+
+
+class UserError(Exception):
+    """Bad input from a user (recipe, dataset, CLI argument). Its message is the one line shown."""
+
+
+class RecipeError(UserError):
+    """A recipe (or an override of it) is invalid."""
+
+
+class DataError(UserError):
+    """A dataset, a dataset config or a knowledge table is invalid."""

@@ -1,0 +1,80 @@
+"""Evaluation metrics (design §7): NE, AUC, calibration; lift and transfer ratio."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import BinaryAUROC
+
+
+class NormalizedEntropy(Metric):
+    """Mean log loss divided by the entropy of the base rate p: `−(p log p + (1−p) log(1−p))`.
+
+    Lower is better; 1.0 is what always predicting the base rate scores. Syncs across ranks.
+    """
+
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("log_loss", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("positives", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """logits, labels: [N]"""
+        labels = labels.double()
+        self.log_loss += F.binary_cross_entropy_with_logits(logits.double(), labels, reduction="sum")
+        self.positives += labels.sum()
+        self.count += labels.numel()
+
+    def compute(self) -> torch.Tensor:
+        p = self.positives / self.count
+        entropy = -(p * torch.log(p) + (1 - p) * torch.log(1 - p))
+        return (self.log_loss / self.count) / entropy
+
+
+class Calibration(Metric):
+    """Σ predicted probabilities / Σ labels; 1.0 is perfectly calibrated on aggregate."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("predicted", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("positives", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """logits, labels: [N]"""
+        self.predicted += torch.sigmoid(logits.double()).sum()
+        self.positives += labels.double().sum()
+
+    def compute(self) -> torch.Tensor:
+        return self.predicted / self.positives
+
+
+class _AUROCFromLogits(BinaryAUROC):
+    """BinaryAUROC fed with logits and float labels, like the other metrics here."""
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        super().update(logits, labels.long())
+
+
+def eval_metrics() -> MetricCollection:
+    """NE, AUC and calibration, all updated with (logits [N], labels [N])."""
+    return MetricCollection({"ne": NormalizedEntropy(), "auc": _AUROCFromLogits(), "calibration": Calibration()})
+
+
+def lift_percent(ne_baseline: float, ne_student: float) -> float:
+    """(NE_baseline − NE_student) / NE_baseline, in percent; positive when the student is better."""
+    return 100.0 * (ne_baseline - ne_student) / ne_baseline
+
+
+def transfer_ratio(ne_baseline: float, ne_student: float, ne_teacher: float) -> float:
+    """Share of the teacher's NE gain over the baseline that the student captured (NaN if none)."""
+    gap = ne_baseline - ne_teacher
+    return (ne_baseline - ne_student) / gap if gap != 0 else math.nan

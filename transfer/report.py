@@ -1,0 +1,68 @@
+"""The lift table: teacher, each VM and its baseline on the eval window, with lift and transfer ratio."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from transfer.metrics import lift_percent, transfer_ratio
+
+
+@dataclass(frozen=True)
+class Scores:
+    ne: float
+    auc: float
+    calibration: float
+
+
+@dataclass(frozen=True)
+class VerticalResult:
+    vertical: str
+    surface: str
+    task: str
+    teacher: Scores  # the teacher scored on the VM's eval slice
+    baseline: Scores
+    student: Scores
+
+
+def lift_table(results: list[VerticalResult], teacher_name: str) -> pl.DataFrame:
+    """One row per model: teacher (on each VM's slice), baseline, distilled VM."""
+    rows = []
+    for r in results:
+        for model, role, s in (
+            (teacher_name, "teacher", r.teacher),
+            (r.vertical, "baseline", r.baseline),
+            (r.vertical, "student", r.student),
+        ):
+            rows.append(
+                {
+                    "model": model,
+                    "role": role,
+                    "slice": f"{r.surface}/{r.task}",
+                    "NE": s.ne,
+                    "AUC": s.auc,
+                    "calibration": s.calibration,
+                    "lift %": lift_percent(r.baseline.ne, s.ne),
+                    "transfer ratio": transfer_ratio(r.baseline.ne, s.ne, r.teacher.ne),
+                }
+            )
+    return pl.DataFrame(rows)
+
+
+def format_table(table: pl.DataFrame) -> str:
+    """The table as aligned text, numbers rounded for reading."""
+    shown = table.with_columns(
+        pl.col("NE", "AUC", "calibration").round(4),
+        pl.col("lift %").round(2),
+        pl.col("transfer ratio").round(3),
+    )
+    with pl.Config(
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=200,
+        tbl_formatting="ASCII_MARKDOWN",
+    ):
+        return str(shown)
