@@ -1,4 +1,5 @@
-"""Student Adapter, auxiliary distillation heads, projection and parameter-sharing helpers.
+"""The Student Adapter (design §8): corrects a producer's stale logits from the freshest labels."""
 
-Empty for now: the transfer techniques are their own issue (#3).
-"""
+from adapters.student_adapter import StudentAdapter
+
+__all__ = ["StudentAdapter"]

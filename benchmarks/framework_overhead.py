@@ -27,8 +27,9 @@ from benchmarks.results_file import write_section  # noqa: E402
 from students import ARCHITECTURES  # noqa: E402
 from transfer.batches import WindowBatches, window_loader  # noqa: E402
 from transfer.data import prepare_data  # noqa: E402
-from transfer.losses import ranking_loss  # noqa: E402
+from transfer.losses import distillation_loss, label_loss  # noqa: E402
 from transfer.module import RankingModule  # noqa: E402
+from transfer.objective import TransferTerms  # noqa: E402
 from transfer.recipe import load_recipe  # noqa: E402
 from transfer.training import fit  # noqa: E402
 
@@ -37,7 +38,7 @@ LR = 2e-3
 
 
 def framework_epoch(model: torch.nn.Module, data: WindowBatches, task_col: int, cfg) -> float:
-    module = RankingModule(model, ["click"], [task_col], lr=LR, distill_weight=1.0)
+    module = RankingModule(model, ["click"], [task_col], lr=LR, terms=TransferTerms(distill_weight=1.0))
     loader = window_loader(data, BATCH, shuffle=True, seed=0)
     start = time.perf_counter()
     fit(module, loader, cfg, max_epochs=1, logger=False)
@@ -52,7 +53,8 @@ def hand_written_epoch(model: torch.nn.Module, data: WindowBatches, task_col: in
     for positions in order.split(BATCH):
         batch = data[positions]
         logits = model(batch).logits
-        loss = ranking_loss(logits, batch["labels"][:, [task_col]], batch["soft_logits"], 1.0)
+        labels = batch["labels"][:, [task_col]]
+        loss = label_loss(logits, labels) + distillation_loss(logits, batch["soft_logits"])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -73,7 +75,7 @@ def main() -> None:
     L.seed_everything(0, verbose=False)
     initial = ARCHITECTURES["mlp_vm_s"](log.inputs)
     soft = torch.randn(len(rows), 1)  # stands in for the joined teacher logits: same shape, same cost
-    data = WindowBatches(log, rows, initial.history_length, soft)
+    data = WindowBatches(log, rows, initial.history_length, {"soft_logits": soft})
 
     framework, hand = [], []
     for _ in range(args.repeats):  # interleaved, so drift on a noisy machine hits both alike

@@ -1,4 +1,13 @@
-"""Domain foundation models (hierarchical transfer: teacher → domain FM → VM).
+"""Domain foundation models for hierarchical transfer (teacher → domain FM → VMs).
 
-Empty for now: hierarchical transfer is its own issue (#3). Recipes cannot select it yet.
+`DOMAIN_FMS` maps the names recipes use (`domain_fms.model`) to builders `InputSpec → nn.Module`.
 """
+
+from domain_fms.models import dfm_small, dfm_tiny
+
+DOMAIN_FMS = {
+    "dfm_tiny": dfm_tiny,
+    "dfm_small": dfm_small,
+}
+
+__all__ = ["DOMAIN_FMS"]

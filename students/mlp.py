@@ -23,9 +23,12 @@ class MLPVerticalModel(nn.Module):
         dim: int,
         history_length: int,
         hidden: list[int],
+        feature_names: tuple[str, ...] = (),
     ):
         super().__init__()
         self.history_length = history_length
+        self.embedding_dim = hidden[-1]
+        self.feature_names = list(feature_names) or [f"feature_{i}" for i in range(n_categorical)]
         self.features = FeatureEmbedding(n_categorical, hash_buckets, dim)
         self.events = EventEmbedding(self.features, n_surfaces, n_actions, dim, AD_FEATURE, CATEGORY_FEATURE)
         self.pooling = HistoryPooling(dim, heads=1, recent=min(4, history_length))
@@ -39,6 +42,14 @@ class MLPVerticalModel(nn.Module):
         history = self.pooling(self.events(batch), batch["hist_mask"], target)  # [B, 3d]
         hidden = self.trunk(torch.cat([tokens.flatten(1), self.dense(batch["dense"]), history], dim=-1))  # [B, H]
         return ModelOutput(self.head(hidden), hidden)
+
+    def output_layer(self) -> nn.Linear:
+        """The layer producing the serving logits (its bias starts at the base rates' logits)."""
+        return self.head
+
+    def module_parts(self) -> dict[str, nn.Module]:
+        """Named modules that can be imported from a producer (see `transfer.sharing`)."""
+        return {"history.pooling": self.pooling}
 
 
 def mlp_vm_xs(inputs: InputSpec) -> MLPVerticalModel:
@@ -66,4 +77,5 @@ def _mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[in
         dim=dim,
         history_length=history_length,
         hidden=hidden,
+        feature_names=inputs.categorical_names,
     )

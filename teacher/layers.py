@@ -17,8 +17,24 @@ class ModelOutput(NamedTuple):
     embedding: torch.Tensor  # [B, E] the representation stored as knowledge / aligned by students
 
 
+class SharedTable(nn.Module):
+    """An embedding table imported from a producer (parameter sharing): frozen or fine-tuned, and
+    projected to the consumer's width when they differ. ids [...] → [..., dim]"""
+
+    def __init__(self, weight: torch.Tensor, dim: int, freeze: bool):
+        super().__init__()
+        self.table = nn.Embedding.from_pretrained(weight.detach().clone(), freeze=freeze)  # [N, d_producer]
+        self.project = nn.Linear(weight.shape[1], dim, bias=False) if weight.shape[1] != dim else nn.Identity()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.project(self.table(ids))
+
+
 class FeatureEmbedding(nn.Module):
     """Hashed categorical features → tokens, one table row range per feature.
+
+    A feature's rows can be replaced by a producer's table (`import_table`); the fused lookup stays
+    one gather for the others.
 
     >>> emb = FeatureEmbedding(n_features=10, buckets=8192, dim=16)
     >>> emb(torch.zeros(4, 10, dtype=torch.long)).shape
@@ -31,14 +47,38 @@ class FeatureEmbedding(nn.Module):
         self.table = nn.Embedding(n_features * buckets, dim)
         nn.init.normal_(self.table.weight, std=0.05)
         self.register_buffer("offsets", torch.arange(n_features) * buckets, persistent=False)
+        self.imported = nn.ModuleDict()  # str(feature index) → SharedTable
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids: [B, F] → [B, F, d]"""
-        return self.table(ids + self.offsets)
+        tokens = self.table(ids + self.offsets)  # [B, F, d]
+        if not self.imported:
+            return tokens
+        columns = list(tokens.unbind(1))
+        for feature, table in self.imported.items():
+            columns[int(feature)] = columns[int(feature)] + table(ids[:, int(feature)])
+        return torch.stack(columns, dim=1)
 
     def lookup(self, feature: int, ids: torch.Tensor) -> torch.Tensor:
         """Embed ids of one feature, any shape [...] → [..., d]"""
-        return self.table(ids + feature * self.buckets)
+        own = self.table(ids + feature * self.buckets)
+        if str(feature) in self.imported:
+            return own + self.imported[str(feature)](ids)
+        return own
+
+    def export_table(self, feature: int) -> torch.Tensor:
+        """One feature's rows, as a producer shares them. → [buckets, d]"""
+        own = self.table.weight[feature * self.buckets : (feature + 1) * self.buckets].detach()
+        if str(feature) in self.imported:
+            return own + self.imported[str(feature)](torch.arange(self.buckets, device=own.device)).detach()
+        return own
+
+    def import_table(self, feature: int, weight: torch.Tensor, freeze: bool) -> None:
+        """Add a producer's table [buckets, d_producer] (projected if widths differ) to `feature`'s own
+        rows: the imported knowledge is a prior the consumer's own rows refine."""
+        if weight.shape[0] != self.buckets:
+            raise ValueError(f"the producer's table has {weight.shape[0]} rows, the consumer's {self.buckets} hash buckets")
+        self.imported[str(feature)] = SharedTable(weight, self.table.embedding_dim, freeze)
 
 
 class EventEmbedding(nn.Module):
@@ -52,17 +92,38 @@ class EventEmbedding(nn.Module):
         super().__init__()
         self.features = features
         self.n_actions = n_actions
+        self.ad_feature, self.category_feature = ad_feature, category_feature
+        self.dim = dim
+        self.n_contexts = n_surfaces * n_actions * AGE_BUCKETS
         self.register_buffer(
             "id_offsets", torch.tensor([ad_feature, category_feature]) * features.buckets, persistent=False
         )
-        self.context = nn.Embedding(n_surfaces * n_actions * AGE_BUCKETS, dim)
+        self.context = nn.Embedding(self.n_contexts, dim)
         nn.init.normal_(self.context.weight, std=0.05)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """→ [B, L, d]"""
-        ids = torch.stack([batch["hist_ad"], batch["hist_category"]], dim=-1) + self.id_offsets  # [B, L, 2]
         context = (batch["hist_surface"] * self.n_actions + batch["hist_action"]) * AGE_BUCKETS + batch["hist_age"]
-        return self.features.table(ids).sum(dim=-2) + self.context(context)  # [B, L, d]
+        return self._items(batch["hist_ad"], batch["hist_category"]) + self.context(context)  # [B, L, d]
+
+    def _items(self, ad: torch.Tensor, category: torch.Tensor) -> torch.Tensor:
+        """ad, category: [B, L] → their embeddings summed [B, L, d], one fused gather unless imported."""
+        if self.features.imported:
+            return self.features.lookup(self.ad_feature, ad) + self.features.lookup(self.category_feature, category)
+        ids = torch.stack([ad, category], dim=-1) + self.id_offsets  # [B, L, 2]
+        return self.features.table(ids).sum(dim=-2)
+
+    def export_context(self) -> torch.Tensor:
+        """The (surface, action, age) context table. → [n_contexts, d]"""
+        if isinstance(self.context, SharedTable):
+            return self.context(torch.arange(self.n_contexts, device=self.context.table.weight.device)).detach()
+        return self.context.weight.detach()
+
+    def import_context(self, weight: torch.Tensor, freeze: bool) -> None:
+        """Use a producer's context table [n_contexts, d_producer] (projected if widths differ)."""
+        if weight.shape[0] != self.n_contexts:
+            raise ValueError(f"the producer's context table has {weight.shape[0]} rows, the consumer's {self.n_contexts}")
+        self.context = SharedTable(weight, self.dim, freeze)
 
 
 class HistoryPooling(nn.Module):

@@ -31,9 +31,12 @@ class SkeletonTeacher(nn.Module):
         hidden: list[int],
         heads: int = 4,
         recent: int = 16,
+        feature_names: tuple[str, ...] = (),
     ):
         super().__init__()
         self.history_length = history_length
+        self.embedding_dim = hidden[-1]
+        self.feature_names = list(feature_names) or [f"feature_{i}" for i in range(n_categorical)]
         self.features = FeatureEmbedding(n_categorical, hash_buckets, dim)
         self.events = EventEmbedding(self.features, n_surfaces, n_tasks + 1, dim, AD_FEATURE, CATEGORY_FEATURE)
         self.event_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
@@ -58,18 +61,29 @@ class SkeletonTeacher(nn.Module):
         logits = self.heads(torch.cat([embedding, surface], dim=-1))  # [B, T]
         return ModelOutput(logits, embedding)
 
+    def output_layer(self) -> nn.Linear:
+        """The layer producing the serving logits (its bias starts at the base rates' logits)."""
+        return self.heads
+
+    def module_parts(self) -> dict[str, nn.Module]:
+        """Named modules a consumer may import (see `transfer.sharing`)."""
+        return {"history.event_mlp": self.event_mlp, "history.pooling": self.pooling, "history.match_counts": self.match_counts}
+
 
 def skeleton_tiny(inputs: InputSpec) -> SkeletonTeacher:
     """~0.9M parameters with 8K buckets; 256-event history. Tests and quickstart."""
-    return _skeleton(inputs, dim=16, history_length=256, hidden=[256, 64])
+    return skeleton_model(inputs, dim=16, history_length=256, hidden=[256, 64])
 
 
 def skeleton_small(inputs: InputSpec) -> SkeletonTeacher:
     """Wider and with a 1024-event history."""
-    return _skeleton(inputs, dim=32, history_length=1024, hidden=[512, 256, 64])
+    return skeleton_model(inputs, dim=32, history_length=1024, hidden=[512, 256, 64])
 
 
-def _skeleton(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int]) -> SkeletonTeacher:
+def skeleton_model(
+    inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int], heads: int = 4, recent: int = 16
+) -> SkeletonTeacher:
+    """A skeleton-architecture model of any size for the data `inputs` describes."""
     return SkeletonTeacher(
         n_categorical=inputs.n_categorical,
         n_dense=inputs.n_dense,
@@ -79,4 +93,7 @@ def _skeleton(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[
         dim=dim,
         history_length=history_length,
         hidden=hidden,
+        heads=heads,
+        recent=recent,
+        feature_names=inputs.categorical_names,
     )

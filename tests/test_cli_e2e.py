@@ -42,14 +42,21 @@ def test_quickstart_distilled_vms_beat_their_baselines(tmp_path):
     parent = parents[0]
     assert parent.data.params["teacher.model"] == "skeleton_tiny"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    roles = sorted(r.data.tags["role"] for r in children)
-    assert roles == ["baseline", "baseline", "knowledge", "student", "student", "teacher"]
-    for run in children:
+    assert sorted(r.data.tags["role"] for r in children) == ["stage", "teacher"]
+    (stage,) = [r for r in children if r.data.tags["role"] == "stage"]
+    assert stage.data.tags["producer"] == "teacher" and stage.data.tags["consumers"] == "students"
+    in_stage = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == stage.info.run_id]
+    roles = sorted(r.data.tags["role"] for r in in_stage)
+    assert roles == ["baseline", "baseline", "knowledge", "student", "student"]
+    (teacher,) = [r for r in children if r.data.tags["role"] == "teacher"]
+    for run in in_stage:
         if run.data.tags["role"] in ("student", "baseline"):
             assert {"eval_ne", "eval_auc", "eval_calibration", "lift_pct"} <= set(run.data.metrics)
             assert run.data.tags["surface"] in ("ig_stories", "fb_feed")
         if run.data.tags["role"] == "student":
             assert run.data.tags["producer"] == "skeleton_tiny"
+            assert run.data.tags["producer_run_id"] == teacher.info.run_id
+            assert run.data.tags["techniques"] == "vanilla_kd"
             assert run.data.metrics["lift_pct"] > 0
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"recipe.yaml", "lift.csv"} <= artifacts

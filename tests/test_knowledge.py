@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import polars as pl
 import pytest
 import torch
 
 from transfer.errors import DataError
-from transfer.knowledge import Provenance, check_provenance, join_soft_logits, read_provenance, write_knowledge
+from transfer.knowledge import Provenance, check_age, check_provenance, join_knowledge, read_provenance, write_knowledge
 
 PROV = Provenance("skeleton_tiny", "run123", "2026-01-22T00:00:00+00:00", "2026-11-23T10:00:00+00:00", "abc")
 
@@ -34,17 +36,32 @@ def test_round_trip_keeps_dtypes_values_and_provenance(tmp_path):
 
 
 def test_join_aligns_with_requested_order(tmp_path):
-    path, ids, logits, _ = _write(tmp_path)
+    path, ids, logits, embedding = _write(tmp_path)
     wanted = pl.Series([50, 0, 20])
-    soft = join_soft_logits(path, wanted, "click")
-    assert soft.shape == (3, 1)
-    assert torch.equal(soft[:, 0], logits[[5, 0, 2], 0])
+    joined = join_knowledge(path, wanted, ["click"])
+    assert joined.logits.shape == (3, 1) and joined.embedding is None
+    assert torch.equal(joined.logits[:, 0], logits[[5, 0, 2], 0])
+    both = join_knowledge(path, wanted, ["conversion", "click"], embedding=True)
+    assert torch.equal(both.logits, logits[[5, 0, 2]][:, [1, 0]])
+    assert both.embedding.dtype == torch.float16
+    assert torch.equal(both.embedding, embedding[[5, 0, 2]].half())
 
 
-def test_join_refuses_missing_examples(tmp_path):
+def test_join_refuses_missing_examples_and_tasks(tmp_path):
     path, *_ = _write(tmp_path)
     with pytest.raises(DataError, match="1 of the 2"):
-        join_soft_logits(path, pl.Series([0, 999]), "click")
+        join_knowledge(path, pl.Series([0, 999]), ["click"])
+    with pytest.raises(DataError, match="no column logit_like"):
+        join_knowledge(path, pl.Series([0]), ["like"])
+
+
+def test_max_age_refuses_stale_knowledge(tmp_path):
+    path, *_ = _write(tmp_path)
+    newest = datetime(2026, 1, 29, tzinfo=timezone.utc)  # 7 days after the cutoff
+    assert check_age(path, PROV, newest, None) == pytest.approx(7.0)
+    assert check_age(path, PROV, newest, 7) == pytest.approx(7.0)
+    with pytest.raises(DataError, match="7.0 days old.*max_age_days allows 3"):
+        check_age(path, PROV, newest, 3)
 
 
 def test_refuses_knowledge_from_another_producer(tmp_path):

@@ -28,6 +28,21 @@ def test_overrides_reach_the_typed_recipe():
     assert recipe.teacher.model == "skeleton_small"
 
 
+def test_strategy_alone_gives_its_default_stages(tmp_path):
+    path = _write(tmp_path, BASE + "transfer: {strategy: hierarchical}\n")
+    stages = load_recipe(path).transfer.stages
+    assert [(s.producer, s.consumers) for s in stages] == [("teacher", "domain_fms"), ("domain_fms", "students")]
+    assert load_recipe(_write(tmp_path, BASE)).transfer.stages[0].distillation.head == "serving"
+
+
+def test_stage_overrides_reach_the_typed_recipe():
+    recipe = load_recipe(REPO / "recipes" / "direct_all_techniques.yaml",
+                         ["transfer.stages.0.distillation.grad_scale=0.5", "transfer.stages.0.sharing.modules=[embeddings.ad_id]"])
+    stage = recipe.transfer.stages[0]
+    assert stage.distillation.grad_scale == 0.5 and stage.distillation.head == "auxiliary"
+    assert stage.sharing.modules == ["embeddings.ad_id"]
+
+
 def test_recipe_hash_changes_with_content():
     assert load_recipe(QUICKSTART).hash == load_recipe(QUICKSTART).hash
     assert load_recipe(QUICKSTART).hash != load_recipe(QUICKSTART, ["seed=7"]).hash
@@ -40,6 +55,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 BASE = "name: t\nstudents: [{vertical: ig_stories_click}]\n"
+STAGE = "transfer: {{stages: [{{producer: teacher, consumers: students, {}}}]}}\n"
 
 
 @pytest.mark.parametrize(
@@ -58,7 +74,20 @@ BASE = "name: t\nstudents: [{vertical: ig_stories_click}]\n"
         ("name: t\nstudents: []\n", [], ["students", "at least one"]),
         ("- just\n- a list\n", [], ["must be a YAML mapping"]),
         (BASE + "trainer: {max_epochs: 0}\n", [], ["trainer.max_epochs", "> 0"]),
-        (BASE + "transfer: {strategy: sideways}\n", [], ["transfer.strategy", "sideways", "direct"]),
+        (BASE + "transfer: {strategy: sideways}\n", [], ["transfer.strategy", "sideways", "direct, hierarchical"]),
+        (BASE + STAGE.format("distillation: {head: side}"), [], ["transfer.stages.0.distillation.head", "side", "auxiliary, serving"]),
+        (BASE + STAGE.format("representation: {weight: 1, loss: l1}"), [], ["transfer.stages.0.representation.loss", "l1", "cosine, infonce, mse"]),
+        (BASE + STAGE.format("distillation: {grad_scale: -1}"), [], ["transfer.stages.0.distillation.grad_scale", "-1", ">= 0"]),
+        (BASE + STAGE.format("distillation: {temperature: 0}"), [], ["transfer.stages.0.distillation.temperature", "> 0"]),
+        (BASE + STAGE.format("adapter: {enabled: true, fit_days: 30}"), [], ["transfer.stages.0.adapter.fit_days", "30", "21 days"]),
+        (BASE + STAGE.format("sharing: {modules: [embeddings.zip]}"), [], ["transfer.stages.0.sharing.modules", "embeddings.zip", "embeddings.ad_id", "events.context"]),
+        (BASE + STAGE.format("sharing: {modules: [history.pooling]}"), [], ["transfer.stages.0.sharing.modules", "'history.pooling' cannot fit", "shapes differ"]),
+        (BASE + STAGE.format("sharing: {modules: [history.event_mlp]}"), [], ["consumer", "no part 'history.event_mlp'", "history.pooling"]),
+        (BASE + STAGE.format("sharpening: {on: true}"), [], ["unknown key 'transfer.stages.0.sharpening'", "distillation"]),
+        (BASE + "transfer: {strategy: hierarchical, stages: [{producer: teacher, consumers: students}]}\n", [],
+         ["transfer.stages", "teacher → students", "teacher → domain_fms, domain_fms → students"]),
+        (BASE + "transfer: {staleness_days: 7, max_age_days: 3}\n", [], ["transfer.max_age_days", "staleness_days=7"]),
+        (BASE + "domain_fms: {model: dfm_huge}\n", [], ["domain_fms.model", "dfm_huge", "dfm_small"]),
     ],
 )
 def test_bad_recipe_is_one_line_exit_2(tmp_path, capsys, text, overrides, expected):

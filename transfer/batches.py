@@ -17,13 +17,16 @@ AGE_BUCKETS = 16  # history event age, log2(1 + hours) buckets
 
 
 class WindowBatches(Dataset):
-    """Rows of one window (optionally with per-row soft labels from a knowledge table)."""
+    """Rows of one window, optionally with per-row extras aligned with them (knowledge: `soft_logits`
+    [n, T], `teacher_embedding` [n, E], `knowledge_age` [n], `fresh` [n]), gathered into each batch."""
 
-    def __init__(self, log: EncodedLog, rows: torch.Tensor, history_length: int, soft_logits: torch.Tensor | None = None):
+    def __init__(
+        self, log: EncodedLog, rows: torch.Tensor, history_length: int, extras: dict[str, torch.Tensor] | None = None
+    ):
         self.log = log
         self.rows = rows  # [n] indices into the log
         self.history_length = history_length
-        self.soft_logits = soft_logits  # [n, T'] aligned with rows, or None
+        self.extras = extras or {}
         self._offsets = torch.arange(-history_length, 0)  # [L]
 
     def __len__(self) -> int:
@@ -40,8 +43,8 @@ class WindowBatches(Dataset):
             "labels": log.labels[rows],  # [B, T]
             **self._history(rows),
         }
-        if self.soft_logits is not None:
-            batch["soft_logits"] = self.soft_logits[positions]  # [B, T']
+        for name, values in self.extras.items():
+            batch[name] = values[positions]
         return batch
 
     def _history(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -70,12 +70,12 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from transfer.direct import run_direct
+    from transfer.engine import run_recipe
     from transfer.recipe import load_recipe
     from transfer.report import format_table
 
     recipe = load_recipe(args.recipe, args.overrides)
-    result = run_direct(recipe, args.recipe)
+    result = run_recipe(recipe, args.recipe)
     print()
     print(format_table(result.table))
     print()

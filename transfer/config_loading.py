@@ -22,6 +22,7 @@ def load_structured(schema: type[T], path: Path, overrides: list[str], what: str
     if not path.is_file():
         raise RecipeError(f"{what} file not found: {path}")
     raw = _read_yaml(path, what)
+    _check_keys(OmegaConf.to_container(raw), schema, "", str(path))
     base = OmegaConf.structured(schema)
     cfg = _merge(base, raw, f"{path}", schema)
     for item in overrides:
@@ -75,6 +76,21 @@ def _merge(base: DictConfig, extra: Any, source: str, schema: type) -> DictConfi
     except OmegaConfBaseException as exc:
         key = exc.full_key or "?"
         raise RecipeError(f"{source}: key '{key}': {_first_line(exc)}") from exc
+
+
+def _check_keys(tree: Any, schema: Any, prefix: str, source: str) -> None:
+    """Unknown keys anywhere in the YAML, list items included, named by their full path."""
+    if dataclasses.is_dataclass(schema) and isinstance(tree, dict):
+        hints = typing.get_type_hints(schema)
+        for key, value in tree.items():
+            path = f"{prefix}{key}"
+            if key not in hints:
+                allowed = ", ".join(f.name for f in dataclasses.fields(schema))
+                raise RecipeError(f"{source}: unknown key '{path}'; allowed here: {allowed}")
+            _check_keys(value, _element_type(hints[key]), f"{path}.", source)
+    elif isinstance(tree, list):
+        for i, item in enumerate(tree):
+            _check_keys(item, schema, f"{prefix[:-1]}.{i}." if prefix else f"{i}.", source)
 
 
 def _check_no_missing(cfg: DictConfig, path: Path) -> None:

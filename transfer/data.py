@@ -31,35 +31,59 @@ class Window:
 
 @dataclass
 class PreparedData:
+    """The log and its three windows (design §8, staleness protocol): the teacher trains on `train`
+    (its cutoff is `train.end`); consumers train on `student`, which ends `staleness_days` after
+    that cutoff; everyone is evaluated on `eval`, right after `student`."""
+
     dataset: str
     log: EncodedLog
+    domains: dict[str, list[str]]  # domain → its surfaces
+    fingerprint: str  # identifies the encoded log (for stage caches)
     train: Window
+    student: Window
     eval: Window
     train_rows: torch.Tensor  # [n_train] row indices into log
+    student_rows: torch.Tensor  # [n_student]
     eval_rows: torch.Tensor  # [n_eval]
 
+    def domain_rows(self, rows: torch.Tensor, domain: str) -> torch.Tensor:
+        """The subset of `rows` on any surface of `domain`. → [m]"""
+        codes = torch.tensor([self.log.surfaces.index(s) for s in self.domains[domain]])
+        return rows[torch.isin(self.log.surface[rows], codes)]
 
-def prepare_data(cfg: DataConfig) -> PreparedData:
+
+def prepare_data(cfg: DataConfig, staleness_days: int = 0) -> PreparedData:
     cfg_path = dataset_config_path(cfg.dataset)
     dataset = load_dataset_config(cfg_path)
     synthetic = SyntheticSpec(**asdict(cfg.synthetic))
-    log = _encoded_log(dataset, cfg_path, Path(cfg.cache_dir), synthetic)
+    log, path = _encoded_log(dataset, cfg_path, Path(cfg.cache_dir), synthetic)
     first_day = datetime.fromtimestamp(int(log.ts.min()), tz=timezone.utc).replace(hour=0, minute=0, second=0)
     train = _window("train", cfg.train, default_start=first_day)
-    evaluation = _window("eval", cfg.eval, default_start=train.end)
-    if evaluation.start < train.end:
-        raise DataError(f"data.eval: the eval window ({evaluation}) starts before the train window ends ({train.end:%Y-%m-%d})")
+    student_end = train.end + timedelta(days=staleness_days)
+    student = Window("student", student_end - timedelta(days=cfg.student_days or cfg.train.days), student_end)
+    evaluation = _window("eval", cfg.eval, default_start=student.end)
+    if evaluation.start < student.end:
+        raise DataError(
+            f"data.eval: the eval window ({evaluation}) starts before the students' train window ends ({student.end:%Y-%m-%d})"
+        )
+    domains: dict[str, list[str]] = {}
+    for surface, domain in dataset.surfaces.items():
+        domains.setdefault(domain, []).append(surface)
     return PreparedData(
         dataset=dataset.name,
         log=log,
+        domains=domains,
+        fingerprint=path.stem,
         train=train,
+        student=student,
         eval=evaluation,
         train_rows=_rows(log, train, dataset.name),
+        student_rows=_rows(log, student, dataset.name),
         eval_rows=_rows(log, evaluation, dataset.name),
     )
 
 
-def _encoded_log(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec) -> EncodedLog:
+def _encoded_log(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec) -> tuple[EncodedLog, Path]:
     key = {
         "version": ENCODING_VERSION,
         "config": cfg_path.read_text(),
@@ -81,7 +105,7 @@ def _encoded_log(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthe
             "hash_buckets": dataset.hash_buckets,
         }
         save_encoded(table, meta, path)
-    return load_encoded(path)
+    return load_encoded(path), path
 
 
 def _local_file_stats(dataset: DatasetConfig, cfg_path: Path) -> list[tuple[str, int, int]]:
@@ -108,8 +132,9 @@ def _rows(log: EncodedLog, window: Window, dataset: str) -> torch.Tensor:
     if len(rows) == 0:
         first = datetime.fromtimestamp(int(log.ts.min()), tz=timezone.utc)
         last = datetime.fromtimestamp(int(log.ts.max()), tz=timezone.utc)
+        key = "data.train (shifted by transfer.staleness_days)" if window.name == "student" else f"data.{window.name}"
         raise DataError(
-            f"data.{window.name}: window {window} of dataset '{dataset}' is empty; "
+            f"{key}: window {window} of dataset '{dataset}' is empty; "
             f"the data spans {first:%Y-%m-%d} → {last:%Y-%m-%d}"
         )
     return rows

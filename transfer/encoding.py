@@ -34,6 +34,7 @@ class InputSpec:
     n_surfaces: int
     n_tasks: int
     hash_buckets: int
+    categorical_names: tuple[str, ...] = ()  # names of the F categorical features, in order
 
 
 @dataclass
@@ -63,6 +64,7 @@ class EncodedLog:
             n_surfaces=len(self.surfaces),
             n_tasks=len(self.tasks),
             hash_buckets=self.hash_buckets,
+            categorical_names=tuple(self.categorical_names),
         )
 
     def window_rows(self, start: datetime, end: datetime) -> torch.Tensor:
@@ -135,4 +137,17 @@ def load_encoded(path: Path) -> EncodedLog:
         categorical_names=[*ID_FEATURES, *meta["categorical"]],
         dense_names=meta["dense"],
         hash_buckets=meta["hash_buckets"],
+    )
+
+
+def inputs_of(dataset) -> InputSpec:
+    """The `InputSpec` a dataset config implies, without reading its data (`dataset`: a DatasetConfig)."""
+    names = (*ID_FEATURES, *dataset.categorical)
+    return InputSpec(
+        n_categorical=len(names),
+        n_dense=len(dataset.dense),
+        n_surfaces=len(dataset.surfaces),
+        n_tasks=len(dataset.labels),
+        hash_buckets=dataset.hash_buckets,
+        categorical_names=names,
     )

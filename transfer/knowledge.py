@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -74,13 +75,39 @@ def check_provenance(path: Path, expected_producer: str, expected_run_id: str | 
     return found
 
 
-def join_soft_logits(path: Path, example_id: pl.Series, task: str) -> torch.Tensor:
-    """The producer's logits for `task`, aligned with `example_id` (a polars left join). → [N, 1]"""
-    column = f"logit_{task}"
-    table = pl.read_parquet(path, columns=["example_id", column])
+def check_age(path: Path, provenance: Provenance, newest_example: datetime, max_age_days: int | None) -> float:
+    """Days between the producer's cutoff and the newest example it teaches; refuse beyond `max_age_days`."""
+    age = (newest_example - datetime.fromisoformat(provenance.cutoff)).total_seconds() / 86400
+    if max_age_days is not None and age > max_age_days:
+        raise DataError(
+            f"{path}: knowledge from '{provenance.producer}' (cutoff {provenance.cutoff}) is {age:.1f} days old "
+            f"at the end of the consumers' window; transfer.max_age_days allows {max_age_days}"
+        )
+    return age
+
+
+@dataclass
+class JoinedKnowledge:
+    """A producer's knowledge aligned with a consumer's training rows."""
+
+    logits: torch.Tensor  # [N, T] the producer's logits for the consumer's tasks
+    embedding: torch.Tensor | None  # [N, E] float16, when asked for
+
+
+def join_knowledge(path: Path, example_id: pl.Series, tasks: list[str], embedding: bool = False) -> JoinedKnowledge:
+    """The producer's logits for `tasks` (and its embeddings), aligned with `example_id` by a polars
+    left join; a `DataError` names the table and the count of examples it lacks."""
+    available = pl.read_parquet_schema(path)
+    columns = [f"logit_{task}" for task in tasks] + (["embedding"] if embedding else [])
+    absent = [c for c in columns if c not in available]
+    if absent:
+        raise DataError(f"{path}: knowledge has no column {', '.join(absent)}; it has {', '.join(available)}")
+    table = pl.read_parquet(path, columns=["example_id", *columns])
     keys = pl.DataFrame({"example_id": example_id})
     joined = keys.join(table, on="example_id", how="left", maintain_order="left")
-    missing = joined[column].null_count()
+    missing = joined[columns[0]].null_count()
     if missing:
-        raise DataError(f"{path}: knowledge has no '{column}' for {missing} of the {len(keys)} training examples")
-    return torch.from_numpy(joined[column].to_numpy().astype(np.float32)).unsqueeze(1)
+        raise DataError(f"{path}: knowledge has no {columns[0]} for {missing} of the {len(keys)} training examples")
+    logits = torch.from_numpy(joined.select(columns[: len(tasks)]).to_numpy().astype(np.float32))
+    emb = torch.from_numpy(np.stack(joined["embedding"].to_numpy())) if embedding else None
+    return JoinedKnowledge(logits, emb)

@@ -6,16 +6,11 @@ A recipe is a small diff from these defaults. Every error names the file and the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 
 from omegaconf import MISSING, OmegaConf
 
-from students import ARCHITECTURES, VERTICALS
-from teacher import TEACHERS
 from transfer.config_loading import load_structured
-from transfer.dataset_config import builtin_datasets
-from transfer.errors import RecipeError
 from transfer.fingerprint import fingerprint
 
 
@@ -40,7 +35,8 @@ class SyntheticConfig:
 class DataConfig:
     dataset: str = "synthetic"  # a built-in dataset name or a path to a dataset YAML
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    train: WindowConfig = field(default_factory=lambda: WindowConfig(days=21))
+    train: WindowConfig = field(default_factory=lambda: WindowConfig(days=21))  # the teacher's window
+    student_days: int | None = None  # length of the consumers' window (default: train.days)
     eval: WindowConfig = field(default_factory=lambda: WindowConfig(days=3))
     cache_dir: str = ".cache/gem-transfer"
 
@@ -54,14 +50,72 @@ class TeacherConfig:
 
 
 @dataclass
+class DomainFMConfig:
+    """The domain foundation models of hierarchical transfer: one per domain of the dataset."""
+
+    model: str = "dfm_small"  # a key of domain_fms.DOMAIN_FMS
+    max_epochs: int = 1
+    lr: float = 2e-3
+    batch_size: int = 1024
+
+
+@dataclass
 class DistillationConfig:
-    weight: float = 1.0  # w in BCE(z, y) + w·BCE(z, σ(z_t))
+    """Knowledge distillation from the producer's logits (design §8)."""
+
+    weight: float = 1.0  # w; 0 turns distillation off
+    head: str = "serving"  # serving: vanilla KD on the serving logit; auxiliary: a separate head
+    label_scale: float = 1.0  # α in min(α·σ(z_t / T), 1)
+    grad_scale: float = 1.0  # β: the auxiliary head's gradient into the trunk is scaled by β
+    temperature: float = 1.0  # T
+
+
+@dataclass
+class RepresentationConfig:
+    """Align the consumer's hidden state with the producer's embedding through a projection head."""
+
+    weight: float = 0.0  # 0 turns it off
+    loss: str = "cosine"  # cosine, mse or infonce (in-batch negatives)
+    temperature: float = 0.1  # InfoNCE only
+
+
+@dataclass
+class SharingConfig:
+    """Producer modules the consumer imports (see `gem-transfer ls sharing`)."""
+
+    modules: list[str] = field(default_factory=list)  # e.g. [embeddings.ad_id, history.pooling]
+    freeze: bool = True
+
+
+@dataclass
+class AdapterConfig:
+    """The Student Adapter: corrects stale producer logits from the freshest labels."""
+
+    enabled: bool = False
+    fit_days: int = 3  # the adapter learns from the last `fit_days` of the consumer's window
+    weight: float = 3.0  # weight of the second distillation head, supervised by σ(z_a)
+    hidden: int = 16
+    lr: float = 0.03
+
+
+@dataclass
+class StageConfig:
+    """One transfer stage: a producer's knowledge into its consumers, with these techniques."""
+
+    producer: str = "teacher"  # teacher or domain_fms
+    consumers: str = "students"  # domain_fms or students
+    distillation: DistillationConfig = field(default_factory=DistillationConfig)
+    representation: RepresentationConfig = field(default_factory=RepresentationConfig)
+    sharing: SharingConfig = field(default_factory=SharingConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
 
 
 @dataclass
 class TransferConfig:
-    strategy: str = "direct"
-    distillation: DistillationConfig = field(default_factory=DistillationConfig)
+    strategy: str = "direct"  # direct: teacher → students; hierarchical: teacher → domain FMs → students
+    stages: list[StageConfig] = field(default_factory=list)  # empty: the strategy's stages, default techniques
+    staleness_days: int = 0  # consumers train on a window ending this many days after the producer's cutoff
+    max_age_days: int | None = None  # refuse knowledge older than this (consumer window end − cutoff)
 
 
 @dataclass
@@ -96,6 +150,7 @@ class Recipe:
     output_dir: str = "gem_runs"
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    domain_fms: DomainFMConfig = field(default_factory=DomainFMConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     students: list[StudentConfig] = field(default_factory=list)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -113,68 +168,25 @@ class Recipe:
         return fingerprint(OmegaConf.to_container(OmegaConf.structured(self)))
 
 
-STRATEGIES = ("direct",)
-
-
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Load, override and validate a recipe; raises `RecipeError` with one line on any problem."""
+    """Load, override and validate a recipe; raises `RecipeError` with one line on any problem.
+
+    An empty `transfer.stages` becomes the strategy's stages with default techniques.
+    """
+    from transfer.recipe_validation import default_stages, validate  # validation needs the model catalogs
+
     recipe = load_structured(Recipe, Path(path), overrides or [])
+    if not recipe.transfer.stages and recipe.transfer.strategy in STRATEGY_STAGES:
+        recipe.transfer.stages = default_stages(recipe.transfer.strategy)
     validate(recipe, Path(path))
     return recipe
 
 
-def validate(recipe: Recipe, path: Path) -> None:
-    """Checks the schema cannot express: names exist, values are in range, dates parse."""
-    _one_of(path, "teacher.model", recipe.teacher.model, TEACHERS)
-    _one_of(path, "transfer.strategy", recipe.transfer.strategy, STRATEGIES)
-    if recipe.data.dataset not in builtin_datasets() and not Path(recipe.data.dataset).is_file():
-        raise RecipeError(
-            f"{path}: data.dataset: '{recipe.data.dataset}' is neither a built-in dataset "
-            f"({', '.join(builtin_datasets())}) nor an existing dataset YAML file"
-        )
-    if not recipe.students:
-        raise RecipeError(f"{path}: students: at least one student is needed, e.g. [{{vertical: ig_stories_click}}]")
-    for i, student in enumerate(recipe.students):
-        _one_of(path, f"students.{i}.vertical", student.vertical, VERTICALS)
-        if student.architecture is not None:
-            _one_of(path, f"students.{i}.architecture", student.architecture, ARCHITECTURES)
-        _positive(path, f"students.{i}.lr", student.lr)
-        _positive(path, f"students.{i}.batch_size", student.batch_size)
-    verticals = [s.vertical for s in recipe.students]
-    if len(set(verticals)) != len(verticals):
-        raise RecipeError(f"{path}: students: a vertical is listed twice ({verticals})")
-    for key, window in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
-        _positive(path, f"{key}.days", window.days)
-        if window.start is not None:
-            _date(path, f"{key}.start", window.start)
-    _date(path, "data.synthetic.start", recipe.data.synthetic.start)
-    for key, value in (
-        ("data.synthetic.rows", recipe.data.synthetic.rows),
-        ("teacher.max_epochs", recipe.teacher.max_epochs),
-        ("teacher.lr", recipe.teacher.lr),
-        ("teacher.batch_size", recipe.teacher.batch_size),
-        ("trainer.max_epochs", recipe.trainer.max_epochs),
-    ):
-        _positive(path, key, value)
-    if recipe.transfer.distillation.weight < 0:
-        raise RecipeError(f"{path}: transfer.distillation.weight: found {recipe.transfer.distillation.weight}; allowed: >= 0")
-
-
-def _one_of(path: Path, key: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise RecipeError(f"{path}: {key}: unknown name '{value}'; allowed: {', '.join(sorted(allowed))}")
-
-
-def _positive(path: Path, key: str, value: float) -> None:
-    if value <= 0:
-        raise RecipeError(f"{path}: {key}: found {value}; allowed: a number > 0")
-
-
-def _date(path: Path, key: str, value: str) -> None:
-    try:
-        date.fromisoformat(value)
-    except ValueError:
-        raise RecipeError(f"{path}: {key}: found '{value}'; allowed: a date YYYY-MM-DD") from None
+# strategy → its stages as (producer, consumers)
+STRATEGY_STAGES = {
+    "direct": [("teacher", "students")],
+    "hierarchical": [("teacher", "domain_fms"), ("domain_fms", "students")],
+}
 
 
 def _flatten(tree: object, prefix: str = "") -> dict[str, object]:

@@ -24,17 +24,19 @@ class VerticalResult:
     teacher: Scores  # the teacher scored on the VM's eval slice
     baseline: Scores
     student: Scores
+    producer: str | None = None  # the VM's direct producer when it is not the teacher (a domain FM)
+    producer_scores: Scores | None = None
 
 
 def lift_table(results: list[VerticalResult], teacher_name: str) -> pl.DataFrame:
-    """One row per model: teacher (on each VM's slice), baseline, distilled VM."""
+    """One row per model: teacher (on each VM's slice), its domain FM if any, baseline, distilled VM."""
     rows = []
     for r in results:
-        for model, role, s in (
-            (teacher_name, "teacher", r.teacher),
-            (r.vertical, "baseline", r.baseline),
-            (r.vertical, "student", r.student),
-        ):
+        models = [(teacher_name, "teacher", r.teacher)]
+        if r.producer is not None and r.producer_scores is not None:
+            models.append((r.producer, "domain_fm", r.producer_scores))
+        models += [(r.vertical, "baseline", r.baseline), (r.vertical, "student", r.student)]
+        for model, role, s in models:
             rows.append(
                 {
                     "model": model,

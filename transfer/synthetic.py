@@ -8,7 +8,10 @@ What it models (see design §9):
 - a share of users developing purchase intent in one category: first a casual interest that grows
   over weeks, then conversions on ads of that category. Conversions are an order of magnitude rarer
   than clicks and mostly depend on this long-range intent, visible only in a long history;
-- ads with category, advertiser, objective and format, launching throughout the period.
+- ads with category, advertiser, objective and format, launching throughout the period;
+- a world that moves, so that knowledge goes stale: each surface's click rate trends (a redesign,
+  a growing format), each category's appeal follows its own random walk (seasons, fashions), and
+  each ad's quality drifts with its age (fatigue or word of mouth).
 
 Everything is numpy over whole arrays; 1M impressions take a few seconds.
 """
@@ -34,12 +37,15 @@ _FORMATS = ("image", "video", "carousel")
 _FORMAT_BY_SURFACE = np.array(
     [[0.0, 0.1, 0.2], [0.2, -0.4, 0.5], [0.1, 0.2, 0.1], [-0.3, 0.5, -0.4], [-0.6, 0.8, -0.5]]
 )
+# weekly trend of each surface's click logit (design §8: stale knowledge must be measurably worse)
+_SURFACE_TREND_PER_WEEK = np.array([-0.12, 0.08, 0.05, 0.15, -0.10])
+_CATEGORY_DRIFT_PER_WEEK = 0.25  # std of each category's weekly random-walk step
 _OBJECTIVES = ("awareness", "traffic", "sales")
 _COUNTRIES = 24
 _AGE_BUCKETS = ("13-17", "18-24", "25-34", "35-44", "45-54", "55+")
 _DEVICES = ("ios", "android", "web")
 _SECONDS_PER_DAY = 86_400
-GENERATOR_VERSION = 2  # bump whenever the simulation changes, so cached logs are regenerated
+GENERATOR_VERSION = 4  # bump whenever the simulation changes, so cached logs are regenerated
 
 
 @dataclass(frozen=True)
@@ -70,11 +76,16 @@ def generate(spec: SyntheticSpec) -> pl.DataFrame:
     ad = _pick_launched_ad(rng, ads["launch"], t, user, users, ads)
     interest = _interest_at(users, user, ads["category"][ad], t)
     intent = _intent_at(users, user, ads["category"][ad], t)
+    weeks = t / (7 * _SECONDS_PER_DAY)
+    category_trend = _random_walk(rng, spec.categories, spec.days // 7 + 2, _CATEGORY_DRIFT_PER_WEEK)  # [K, W]
 
     click_logit = (
         _SURFACE_BASE_LOGIT[surface]
+        + _SURFACE_TREND_PER_WEEK[surface] * weeks
+        + _interpolate(category_trend[ads["category"][ad]], weeks)
         + users["propensity"][user]
         + ads["quality"][ad]
+        + ads["quality_drift"][ad] * (t - ads["launch"][ad]) / (7 * _SECONDS_PER_DAY)
         + 4.0 * interest
         + 1.5 * intent
         + _FORMAT_BY_SURFACE[surface, ads["format"][ad]]
@@ -115,6 +126,20 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _random_walk(rng: np.random.Generator, n: int, steps: int, std: float) -> np.ndarray:
+    """n independent random walks starting at 0, one value per week. → [n, steps]"""
+    walk = np.cumsum(rng.normal(0.0, std, size=(n, steps)), axis=1)
+    return walk - walk[:, :1]
+
+
+def _interpolate(walk: np.ndarray, weeks: np.ndarray) -> np.ndarray:
+    """Each row's walk at fractional week `weeks` (linear between weekly values). walk: [N, W] → [N]"""
+    lo = np.minimum(weeks.astype(np.int64), walk.shape[1] - 2)
+    frac = weeks - lo
+    rows = np.arange(len(walk))
+    return (1 - frac) * walk[rows, lo] + frac * walk[rows, lo + 1]
+
+
 def _simulate_users(rng: np.random.Generator, n: int, k: int, period: float) -> dict[str, np.ndarray]:
     activity = rng.lognormal(0.0, 1.0, size=n)
     has_intent = rng.random(n) < 0.5
@@ -142,6 +167,7 @@ def _simulate_ads(rng: np.random.Generator, n: int, k: int, period: float) -> di
         "objective": rng.integers(0, len(_OBJECTIVES), size=n),
         "format": rng.integers(0, len(_FORMATS), size=n),
         "quality": rng.normal(0.0, 0.4, size=n),
+        "quality_drift": rng.normal(0.0, 0.2, size=n),  # change of quality per week since launch
         "bid": rng.lognormal(0.0, 0.6, size=n),
     }
 

@@ -20,7 +20,9 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
-def make_trainer(cfg: TrainerConfig, max_epochs: int, logger: Logger | bool = False, progress: bool | None = None) -> L.Trainer:
+def make_trainer(
+    cfg: TrainerConfig, max_epochs: int, logger: Logger | bool = False, progress: bool | None = None, log_every: int = 50
+) -> L.Trainer:
     return L.Trainer(
         max_epochs=max_epochs,
         accelerator=cfg.accelerator,
@@ -30,13 +32,14 @@ def make_trainer(cfg: TrainerConfig, max_epochs: int, logger: Logger | bool = Fa
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=cfg.progress if progress is None else progress,
-        log_every_n_steps=50,
+        log_every_n_steps=log_every,
         num_sanity_val_steps=0,
     )
 
 
 def fit(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int, logger: Logger | bool) -> None:
-    make_trainer(cfg, max_epochs, logger).fit(module, train_dataloaders=loader)
+    log_every = max(1, min(50, len(loader) // 2))  # short epochs still log their curves
+    make_trainer(cfg, max_epochs, logger, log_every=log_every).fit(module, train_dataloaders=loader)
 
 
 def evaluate(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, task: str) -> Scores:

@@ -1,0 +1,195 @@
+"""The transfer techniques at work on real models, batches and a real Lightning Trainer:
+auxiliary-head gradients (β), the Student Adapter's isolation, export without training-only heads,
+and parameter sharing (frozen parts stay bit-identical)."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning as L
+import pytest
+import torch
+
+from adapters import StudentAdapter
+from students import ARCHITECTURES
+from teacher import TEACHERS
+from tests.conftest import write_dataset, write_recipe
+from transfer.batches import WindowBatches, window_loader
+from transfer.data import prepare_data
+from transfer.heads import TransferHeads, scale_gradient
+from transfer.module import RankingModule
+from transfer.objective import TransferTerms
+from transfer.recipe import TrainerConfig, load_recipe
+from transfer.sharing import SharingError, part_names, share_parts
+from transfer.training import fit
+
+TRAINER = TrainerConfig(max_epochs=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, small_log):
+    folder = tmp_path_factory.mktemp("techniques")
+    return prepare_data(load_recipe(write_recipe(folder, write_dataset(folder, small_log))).data)
+
+
+def _batch(data, model, n=64, embedding_dim=None, adapter=False) -> dict[str, torch.Tensor]:
+    rows = data.train_rows[:n]
+    extras = {"soft_logits": torch.randn(len(rows), 1)}
+    if embedding_dim:
+        extras["teacher_embedding"] = torch.randn(len(rows), embedding_dim).half()
+    if adapter:
+        extras["knowledge_age"] = torch.rand(len(rows)) * 7
+        extras["fresh"] = torch.arange(len(rows)) % 2 == 0
+    return WindowBatches(data.log, rows, model.history_length, extras)[torch.arange(len(rows))]
+
+
+def test_scale_gradient_is_identity_forward_and_scales_backward():
+    x = torch.randn(5, 3, requires_grad=True)
+    y = scale_gradient(x, 0.25)
+    assert torch.equal(y, x)
+    y.sum().backward()
+    assert torch.allclose(x.grad, torch.full_like(x, 0.25))
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 2.0])
+def test_beta_scales_the_trunk_gradient_not_the_head_gradient(beta):
+    torch.manual_seed(0)
+    heads = TransferHeads(8, 1, distill_head=True, adapter_head=False, projection_dim=None, grad_scale=1.0)
+    scaled = copy.deepcopy(heads)
+    scaled.grad_scale = beta
+    hidden = torch.randn(16, 8)
+    grads = []
+    for h in (heads, scaled):
+        trunk_out = hidden.clone().requires_grad_(True)
+        h(trunk_out)["distill"].pow(2).sum().backward()
+        grads.append((trunk_out.grad, h.distill.weight.grad))
+    (trunk_1, head_1), (trunk_b, head_b) = grads
+    assert torch.allclose(trunk_b, beta * trunk_1)
+    assert torch.equal(head_b, head_1)
+
+
+def test_auxiliary_head_keeps_soft_labels_off_the_serving_head(data):
+    torch.manual_seed(0)
+    model = ARCHITECTURES["mlp_vm_xs"](data.log.inputs)
+    terms = TransferTerms(distill_weight=1.0, distill_on_serving_head=False)
+    heads = TransferHeads(model.embedding_dim, 1, distill_head=True, adapter_head=False, projection_dim=None)
+    module = RankingModule(model, ["click"], [0], 1e-3, terms, heads)
+    batch = _batch(data, model)
+    batch["labels"] = torch.full_like(batch["labels"], float("nan"))  # no true labels: only the KD term
+    loss, parts = module.model_loss(batch, batch["labels"][:, [0]], None)
+    loss.backward()
+    assert set(parts) == {"label", "distill"}
+    assert model.output_layer().weight.grad is None or not model.output_layer().weight.grad.any()
+    assert heads.distill.weight.grad.abs().sum() > 0
+    assert model.trunk[0].weight.grad.abs().sum() > 0  # the trunk learns from the soft labels
+
+
+def test_the_vm_loss_never_reaches_the_adapter(data):
+    torch.manual_seed(0)
+    model = ARCHITECTURES["mlp_vm_xs"](data.log.inputs)
+    adapter = StudentAdapter(len(data.log.surfaces), 1)
+    terms = TransferTerms(distill_weight=1.0, adapter_weight=2.0, distill_on_serving_head=False)
+    heads = TransferHeads(model.embedding_dim, 1, distill_head=True, adapter_head=True, projection_dim=None)
+    module = RankingModule(model, ["click"], [0], 1e-3, terms, heads, adapter)
+    batch = _batch(data, model, adapter=True)
+    with torch.no_grad():
+        adapter.net[-1].bias.fill_(0.5)  # a trained-looking adapter: z_a differs from z_t
+    adapted = module.corrected_logits(batch)
+    assert not torch.equal(adapted, batch["soft_logits"])
+    loss, parts = module.model_loss(batch, batch["labels"][:, [0]], adapted)
+    assert "adapter_kd" in parts
+    loss.backward()
+    assert all(p.grad is None for p in adapter.parameters())
+    assert heads.adapted.weight.grad.abs().sum() > 0
+
+
+def test_training_steps_the_adapter_on_fresh_rows_then_the_vm(data):
+    torch.manual_seed(0)
+    model = ARCHITECTURES["mlp_vm_xs"](data.log.inputs)
+    adapter = StudentAdapter(len(data.log.surfaces), 1)
+    before = copy.deepcopy(adapter.state_dict())
+    terms = TransferTerms(distill_weight=1.0, adapter_weight=1.0, distill_on_serving_head=False)
+    heads = TransferHeads(model.embedding_dim, 1, distill_head=True, adapter_head=True, projection_dim=None)
+    module = RankingModule(model, ["click"], [0], 1e-3, terms, heads, adapter)
+    rows = data.train_rows
+    extras = {
+        "soft_logits": torch.randn(len(rows), 1),
+        "knowledge_age": torch.zeros(len(rows)),
+        "fresh": torch.arange(len(rows)) >= len(rows) // 2,
+    }
+    fit(module, window_loader(WindowBatches(data.log, rows, model.history_length, extras), 128, True), TRAINER, 1, False)
+    assert any(not torch.equal(before[k], v) for k, v in adapter.state_dict().items())
+
+
+def test_export_drops_the_projection_head(data):
+    torch.manual_seed(0)
+    plain = ARCHITECTURES["mlp_vm_xs"](data.log.inputs)
+    aligned = copy.deepcopy(plain)
+    teacher_dim = 24
+    terms = TransferTerms(representation_weight=1.0, representation_loss="infonce")
+    heads = TransferHeads(aligned.embedding_dim, 1, distill_head=False, adapter_head=False, projection_dim=teacher_dim)
+    module = RankingModule(aligned, ["click"], [0], 1e-2, terms, heads)
+    rows = data.train_rows
+    extras = {"soft_logits": torch.randn(len(rows), 1), "teacher_embedding": torch.randn(len(rows), teacher_dim).half()}
+    fit(module, window_loader(WindowBatches(data.log, rows, aligned.history_length, extras), 128, True), TRAINER, 1, False)
+
+    exported = module.export()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(exported) == count(plain) < count(module)
+    assert [k for k in exported.state_dict()] == [k for k in plain.state_dict()]
+    batch = _batch(data, exported)
+    exported.eval()
+    module.eval()
+    assert torch.equal(exported(batch).logits, module(batch).logits)
+    assert not torch.equal(exported(batch).logits, plain.eval()(batch).logits)  # it did train
+
+
+def test_frozen_shared_parts_stay_bit_identical_through_training(data):
+    torch.manual_seed(0)
+    teacher = TEACHERS["skeleton_tiny"](data.log.inputs)
+    vm = ARCHITECTURES["mlp_vm_s"](data.log.inputs)
+    share_parts(teacher, vm, ["embeddings.ad_id", "events.context"], freeze=True)
+    imported_ad = vm.features.imported[str(vm.feature_names.index("ad_id"))].table.weight.clone()
+    imported_context = vm.events.context.table.weight.clone()
+    projection = vm.features.imported[str(vm.feature_names.index("ad_id"))].project.weight.clone()
+    assert torch.equal(imported_ad, teacher.features.export_table(1))
+    module = RankingModule(vm, ["click"], [0], 1e-2)
+    loader = window_loader(WindowBatches(data.log, data.train_rows, vm.history_length), 128, True)
+    fit(module, loader, TrainerConfig(max_epochs=2, progress=False), 2, False)
+    assert torch.equal(vm.features.imported["1"].table.weight, imported_ad)
+    assert torch.equal(vm.events.context.table.weight, imported_context)
+    assert not torch.equal(vm.features.imported["1"].project.weight, projection)  # the projection learns
+
+
+def test_unfrozen_shared_parts_fine_tune(data):
+    torch.manual_seed(0)
+    teacher = TEACHERS["skeleton_tiny"](data.log.inputs)
+    vm = ARCHITECTURES["mlp_vm_m"](data.log.inputs)  # same width as the teacher: pooling fits as is
+    share_parts(teacher, vm, ["history.pooling", "embeddings.user_id"], freeze=False)
+    assert torch.equal(vm.pooling.query.weight, teacher.pooling.query.weight)
+    module = RankingModule(vm, ["click"], [0], 1e-2)
+    fit(module, window_loader(WindowBatches(data.log, data.train_rows, vm.history_length), 128, True), TRAINER, 1, False)
+    assert not torch.equal(vm.pooling.query.weight, teacher.pooling.query.weight)
+
+
+def test_sharing_refuses_unknown_and_unfitting_parts(data):
+    teacher = TEACHERS["skeleton_tiny"](data.log.inputs)
+    vm = ARCHITECTURES["mlp_vm_s"](data.log.inputs)
+    with pytest.raises(SharingError, match="no part 'embeddings.zip'.*embeddings.ad_id.*events.context"):
+        share_parts(teacher, vm, ["embeddings.zip"], freeze=True)
+    with pytest.raises(SharingError, match="consumer.*no part 'history.event_mlp'"):
+        share_parts(teacher, vm, ["history.event_mlp"], freeze=True)
+    with pytest.raises(SharingError, match="'history.pooling' cannot fit.*shapes differ"):
+        share_parts(teacher, vm, ["history.pooling"], freeze=True)
+    assert "embeddings.country" in part_names(vm)
+
+
+def test_sharing_keeps_the_consumer_deterministic(data):
+    outputs = []
+    for _ in range(2):
+        L.seed_everything(5, verbose=False)
+        teacher = TEACHERS["skeleton_tiny"](data.log.inputs)
+        vm = ARCHITECTURES["mlp_vm_s"](data.log.inputs)
+        share_parts(teacher, vm, ["embeddings.ad_category"], freeze=False)
+        outputs.append(vm.eval()(_batch(data, vm)).logits)
+    assert torch.equal(*outputs)

@@ -1,0 +1,209 @@
+"""The transfer engine: one path for direct and hierarchical recipes (design §3, §8).
+
+1. train the teacher on the train window (every surface and task), or reuse an identical one;
+2. run the recipe's stages in order, each its own MLflow child run: a producer (the teacher, or
+   each domain's FM) generates knowledge for the consumers' window once, and its consumers (the
+   domain FMs, or the VMs and their no-transfer baselines) train on it with the stage's techniques;
+3. evaluate teacher, producers, VMs and baselines on the eval window → the lift table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import polars as pl
+
+from domain_fms import DOMAIN_FMS
+from students import ARCHITECTURES, VERTICALS, VerticalSpec
+from transfer.atomic import atomic_path, write_text_atomic
+from transfer.batches import WindowBatches, window_loader
+from transfer.consumers import ConsumerTarget, knowledge_batches, techniques, transfer_module
+from transfer.data import PreparedData, prepare_data
+from transfer.errors import RecipeError
+from transfer.metrics import lift_percent, transfer_ratio
+from transfer.module import RankingModule
+from transfer.producers import SCORING_BATCH, Producer, knowledge_for, train_teacher
+from transfer.progress import step
+from transfer.recipe import Recipe, StageConfig, StudentConfig
+from transfer.report import Scores, VerticalResult, lift_table
+from transfer.stage_cache import StageCache
+from transfer.tracking import Tracker, default_tracking_uri
+from transfer.training import evaluate, fit
+
+
+@dataclass
+class RunResult:
+    table: pl.DataFrame
+    parent_run_id: str
+    tracking_uri: str
+    experiment: str
+    run_dir: Path
+
+
+@dataclass
+class _Run:
+    """What every stage of one recipe run shares."""
+
+    recipe: Recipe
+    data: PreparedData
+    tracker: Tracker
+    cache: StageCache
+    teacher: Producer | None = None
+    domain_fms: dict[str, Producer] | None = None
+
+
+def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
+    """Run a recipe end to end; returns the lift table and where it was tracked."""
+    data = prepare_data(recipe.data, recipe.transfer.staleness_days)
+    verticals = [_vertical(recipe_path, i, s, data) for i, s in enumerate(recipe.students)]
+    run_dir = Path(recipe.output_dir) / recipe.name / recipe.hash
+    uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
+    experiment = recipe.tracking.experiment or recipe.name
+    artifacts = Path(recipe.output_dir) / "mlartifacts" if recipe.tracking.uri is None else None
+    run = _Run(recipe, data, Tracker(uri, experiment, artifacts), StageCache(Path(recipe.output_dir) / "stages"))
+    print(
+        f"▸ data: {data.dataset}: teacher {data.train} ({len(data.train_rows):,} rows), students {data.student} "
+        f"({len(data.student_rows):,}), eval {data.eval} ({len(data.eval_rows):,})",
+        flush=True,
+    )
+    tags = {"recipe": recipe.name, "recipe_hash": recipe.hash, "strategy": recipe.transfer.strategy}
+    with run.tracker.run(recipe.name, tags) as parent_id:
+        _log_recipe(recipe, run_dir)
+        run.teacher = train_teacher(recipe, data, run.tracker, run.cache)
+        results: list[VerticalResult] = []
+        for index, stage in enumerate(recipe.transfer.stages, start=1):
+            with run.tracker.run(f"stage {index}: {stage.producer} → {stage.consumers}", _stage_tags(run, index, stage), nested=True):
+                if stage.consumers == "domain_fms":
+                    run.domain_fms = {domain: _train_domain_fm(run, domain, stage, index) for domain in data.domains}
+                else:
+                    results = [
+                        _transfer_to_vertical(run, spec, student, stage, index, seed=recipe.seed + i + 1)
+                        for i, (spec, student) in enumerate(zip(verticals, recipe.students, strict=True))
+                    ]
+        table = lift_table(results, recipe.teacher.model)
+        with atomic_path(run_dir / "lift.csv") as tmp:
+            table.write_csv(tmp)
+        mlflow.log_artifact(str(run_dir / "lift.csv"))
+    return RunResult(table, parent_id, uri, experiment, run_dir)
+
+
+def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedData) -> VerticalSpec:
+    spec = VERTICALS[student.vertical]
+    if spec.surface not in data.log.surfaces:
+        raise RecipeError(
+            f"{recipe_path}: students.{i}.vertical: '{spec.name}' serves surface '{spec.surface}', which dataset "
+            f"'{data.dataset}' does not have; its surfaces: {', '.join(data.log.surfaces)}"
+        )
+    if spec.task not in data.log.tasks:
+        raise RecipeError(
+            f"{recipe_path}: students.{i}.vertical: '{spec.name}' serves task '{spec.task}'; dataset "
+            f"'{data.dataset}' has tasks: {', '.join(data.log.tasks)}"
+        )
+    return spec
+
+
+def _log_recipe(recipe: Recipe, run_dir: Path) -> None:
+    mlflow.log_params(recipe.flat())
+    write_text_atomic(run_dir / "recipe.yaml", recipe.to_yaml())
+    mlflow.log_artifact(str(run_dir / "recipe.yaml"))
+
+
+def _stage_tags(run: _Run, index: int, stage: StageConfig) -> dict[str, str]:
+    return {
+        "role": "stage",
+        "stage": str(index),
+        "producer": stage.producer,
+        "consumers": stage.consumers,
+        "techniques": ",".join(techniques(stage)) or "none",
+        "staleness_days": str(run.recipe.transfer.staleness_days),
+    }
+
+
+def _producer_for(run: _Run, stage: StageConfig, domain: str) -> Producer:
+    if stage.producer == "teacher":
+        return run.teacher
+    return run.domain_fms[domain]
+
+
+def _lineage_tags(run: _Run, producer: Producer, stage: StageConfig, index: int) -> dict[str, str]:
+    return {
+        "producer": producer.name,
+        "producer_run_id": producer.run_id,
+        "knowledge_cutoff": producer.cutoff.isoformat(),
+        "staleness_days": str(run.recipe.transfer.staleness_days),
+        "stage": str(index),
+        "techniques": ",".join(techniques(stage)) or "none",
+    }
+
+
+def _train_domain_fm(run: _Run, domain: str, stage: StageConfig, index: int) -> Producer:
+    """Train one domain's FM on its surfaces of the consumers' window, taught by the stage's producer."""
+    cfg, data = run.recipe.domain_fms, run.data
+    producer = _producer_for(run, stage, domain)
+    target = ConsumerTarget(data.log.tasks, list(range(len(data.log.tasks))), data.domain_rows(data.student_rows, domain))
+    knowledge = knowledge_for(producer, data, run.recipe, run.tracker, run.cache)
+    name = f"{cfg.model}:{domain}"
+    tags = {"role": "domain_fm", "model": cfg.model, "domain": domain, "surface": ",".join(data.domains[domain]),
+            "task": ",".join(data.log.tasks), **_lineage_tags(run, producer, stage, index)}
+    with run.tracker.run(f"domain_fm:{name}", tags, nested=True) as run_id:
+        L.seed_everything(run.recipe.seed, verbose=False)
+        model = DOMAIN_FMS[cfg.model](data.log.inputs)
+        module = transfer_module(model, target, cfg.lr, stage, producer, len(data.log.surfaces), target.base_rates(data))
+        batches = knowledge_batches(data, target, model.history_length, stage, producer, knowledge, run.recipe.transfer.max_age_days)
+        loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=run.recipe.seed)
+        with step(f"domain FM: {name} on {len(target.rows):,} impressions"):
+            fit(module, loader, run.recipe.trainer, cfg.max_epochs, run.tracker.lightning_logger(run_id))
+        mlflow.log_metric("parameters", sum(p.numel() for p in module.export().parameters()))
+    return Producer(name, module, run_id, data.student.end, target.rows)
+
+
+def _transfer_to_vertical(run: _Run, spec: VerticalSpec, student: StudentConfig, stage: StageConfig, index: int, seed: int) -> VerticalResult:
+    data = run.data
+    domain = next(d for d, surfaces in data.domains.items() if spec.surface in surfaces)
+    producer = _producer_for(run, stage, domain)
+    target = ConsumerTarget([spec.task], [data.log.tasks.index(spec.task)], data.log.surface_rows(data.student_rows, spec.surface))
+    eval_rows = data.log.surface_rows(data.eval_rows, spec.surface)
+    knowledge = knowledge_for(producer, data, run.recipe, run.tracker, run.cache)
+    teacher_scores = _score(run, run.teacher.module, eval_rows, spec.task)
+    producer_scores = _score(run, producer.module, eval_rows, spec.task) if producer is not run.teacher else None
+
+    scores: dict[str, Scores] = {}
+    for role in ("baseline", "student"):
+        tags = {"role": role, "vertical": spec.name, "surface": spec.surface, "task": spec.task}
+        if role == "student":
+            tags |= _lineage_tags(run, producer, stage, index)
+        with run.tracker.run(f"{role}:{spec.name}", tags, nested=True) as run_id:
+            L.seed_everything(seed, verbose=False)
+            model = ARCHITECTURES[student.architecture or spec.architecture](data.log.inputs)
+            if role == "baseline":
+                module = RankingModule(model, target.tasks, target.task_columns, lr=student.lr, base_rates=target.base_rates(data))
+                batches = WindowBatches(data.log, target.rows, model.history_length)
+            else:
+                module = transfer_module(model, target, student.lr, stage, producer, len(data.log.surfaces), target.base_rates(data))
+                batches = knowledge_batches(data, target, model.history_length, stage, producer, knowledge, run.recipe.transfer.max_age_days)
+            loader = window_loader(batches, student.batch_size, shuffle=True, seed=seed)
+            with step(f"{role}: {spec.name} on {len(target.rows):,} impressions of {spec.surface}"):
+                fit(module, loader, run.recipe.trainer, run.recipe.trainer.max_epochs, run.tracker.lightning_logger(run_id))
+            scores[role] = _score(run, module, eval_rows, spec.task)
+            mlflow.log_metrics(_metric_dict(scores[role], teacher_scores, scores.get("baseline")))
+            mlflow.log_metric("parameters", sum(p.numel() for p in module.export().parameters()))
+    return VerticalResult(
+        spec.name, spec.surface, spec.task, teacher_scores, scores["baseline"], scores["student"],
+        producer=producer.name if producer_scores is not None else None, producer_scores=producer_scores,
+    )
+
+
+def _score(run: _Run, module: RankingModule, rows, task: str) -> Scores:
+    loader = window_loader(WindowBatches(run.data.log, rows, module.model.history_length), SCORING_BATCH, shuffle=False)
+    return evaluate(module, loader, run.recipe.trainer, task)
+
+
+def _metric_dict(scores: Scores, teacher: Scores, baseline: Scores | None) -> dict[str, float]:
+    metrics = {"eval_ne": scores.ne, "eval_auc": scores.auc, "eval_calibration": scores.calibration, "teacher_eval_ne": teacher.ne}
+    if baseline is not None:
+        metrics["lift_pct"] = lift_percent(baseline.ne, scores.ne)
+        metrics["transfer_ratio"] = transfer_ratio(baseline.ne, scores.ne, teacher.ne)
+    return metrics

@@ -1,0 +1,103 @@
+"""Producers of knowledge: training the teacher (cached by content) and generating knowledge tables.
+
+A `Producer` is a trained model that teaches consumers: the teacher, or a domain FM. Its knowledge
+for a window is generated once (a parquet table with provenance) and reused by every consumer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lightning as L
+import mlflow
+import torch
+
+from teacher import TEACHERS
+from transfer.batches import WindowBatches, window_loader
+from transfer.data import PreparedData
+from transfer.knowledge import Provenance, write_knowledge
+from transfer.module import RankingModule
+from transfer.progress import step
+from transfer.recipe import Recipe
+from transfer.stage_cache import StageCache
+from transfer.tracking import Tracker
+from transfer.training import fit, predict
+
+SCORING_BATCH = 4096
+
+
+@dataclass
+class Producer:
+    """A trained model that teaches: its name, module, MLflow run and data cutoff."""
+
+    name: str  # e.g. "skeleton_tiny" or "dfm_small:facebook"
+    module: RankingModule
+    run_id: str
+    cutoff: datetime  # it saw no example at or after this time
+    rows: torch.Tensor  # [n] the rows of the consumers' window it scores
+    knowledge: dict[str, Path] = field(default_factory=dict)  # window name → table
+
+    @property
+    def history_length(self) -> int:
+        return self.module.model.history_length
+
+
+def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: StageCache) -> Producer:
+    """Train the teacher on the train window (every surface and task), or reuse an identical run's."""
+    cfg = recipe.teacher
+    key = {"data": data.fingerprint, "window": str(data.train), "teacher": asdict(cfg), "seed": recipe.seed,
+           "precision": recipe.trainer.precision}
+    folder = cache.folder("teacher", key)
+    tags = {"role": "teacher", "model": cfg.model, "surface": "all", "task": ",".join(data.log.tasks)}
+    with tracker.run(f"teacher:{cfg.model}", tags, nested=True) as run_id:
+        L.seed_everything(recipe.seed, verbose=False)
+        model = TEACHERS[cfg.model](data.log.inputs)
+        base_rates = torch.nanmean(data.log.labels[data.train_rows], dim=0)  # [T]
+        module = RankingModule(model, data.log.tasks, list(range(len(data.log.tasks))), lr=cfg.lr, base_rates=base_rates)
+        cached = cache.load_model(folder, model)
+        if cached is None:
+            batches = WindowBatches(data.log, data.train_rows, model.history_length)
+            loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=recipe.seed)
+            with step(f"teacher: training {cfg.model} on {len(data.train_rows):,} impressions"):
+                fit(module, loader, recipe.trainer, cfg.max_epochs, tracker.lightning_logger(run_id))
+            cache.save_model(folder, model, {"run_id": run_id})
+            producer_run = run_id
+        else:
+            print(f"✓ teacher: {cfg.model} already trained on this data (run {cached['run_id']}), reused", flush=True)
+            mlflow.set_tags({"reused_from_run_id": cached["run_id"], "stage_cache": str(folder)})
+            producer_run = cached["run_id"]
+        mlflow.log_metric("parameters", sum(p.numel() for p in model.parameters()))
+    return Producer(cfg.model, module, producer_run, data.train.end, data.student_rows)
+
+
+def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracker: Tracker, cache: StageCache) -> Path:
+    """The producer's knowledge table for the consumers' window: generated once, then reused."""
+    if "student" in producer.knowledge:
+        return producer.knowledge["student"]
+    folder = cache.folder("knowledge", {"producer_run": producer.run_id, "window": str(data.student), "rows": len(producer.rows)})
+    path = folder / f"{producer.name.replace(':', '-')}.parquet"
+    tags = {"role": "knowledge", "producer": producer.name, "producer_run_id": producer.run_id}
+    with tracker.run(f"knowledge:{producer.name}", tags, nested=True):
+        if path.is_file():
+            print(f"✓ knowledge: {producer.name} on {data.student} already generated, reused", flush=True)
+        else:
+            _generate(producer, data, recipe, path)
+        mlflow.log_params({"path": str(path), "rows": len(producer.rows), "window": str(data.student)})
+    producer.knowledge["student"] = path
+    return path
+
+
+def _generate(producer: Producer, data: PreparedData, recipe: Recipe, path: Path) -> None:
+    batches = WindowBatches(data.log, producer.rows, producer.history_length)
+    with step(f"knowledge: scoring {len(producer.rows):,} impressions with {producer.name}"):
+        rows, logits, embedding = predict(producer.module, window_loader(batches, SCORING_BATCH, shuffle=False), recipe.trainer)
+    provenance = Provenance(
+        producer=producer.name,
+        producer_run_id=producer.run_id,
+        cutoff=producer.cutoff.isoformat(),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        recipe_hash=recipe.hash,
+    )
+    write_knowledge(path, data.log.example_id.gather(rows.numpy()), logits, embedding, producer.module.tasks, provenance)

@@ -1,0 +1,157 @@
+"""Recipe checks the schema cannot express: names exist, values are in range, dates parse, stages
+have the strategy's shape, and shared modules exist and fit. Each failure is one `RecipeError` line
+naming the file and the key path."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from domain_fms import DOMAIN_FMS
+from students import ARCHITECTURES, VERTICALS
+from teacher import TEACHERS
+from transfer.dataset_config import builtin_datasets, dataset_config_path, load_dataset_config
+from transfer.encoding import inputs_of
+from transfer.errors import RecipeError, UserError
+from transfer.losses import REPRESENTATION_LOSSES
+from transfer.recipe import STRATEGY_STAGES, Recipe, StageConfig
+from transfer.sharing import SharingError, share_parts
+
+DISTILLATION_HEADS = ("serving", "auxiliary")
+
+
+def default_stages(strategy: str) -> list[StageConfig]:
+    return [StageConfig(producer=p, consumers=c) for p, c in STRATEGY_STAGES[strategy]]
+
+
+def validate(recipe: Recipe, path: Path) -> None:
+    _one_of(path, "teacher.model", recipe.teacher.model, TEACHERS)
+    _one_of(path, "domain_fms.model", recipe.domain_fms.model, DOMAIN_FMS)
+    _check_dataset(recipe, path)
+    _check_students(recipe, path)
+    _check_windows(recipe, path)
+    for key, value in (
+        ("data.synthetic.rows", recipe.data.synthetic.rows),
+        ("teacher.max_epochs", recipe.teacher.max_epochs),
+        ("teacher.lr", recipe.teacher.lr),
+        ("teacher.batch_size", recipe.teacher.batch_size),
+        ("domain_fms.max_epochs", recipe.domain_fms.max_epochs),
+        ("domain_fms.lr", recipe.domain_fms.lr),
+        ("domain_fms.batch_size", recipe.domain_fms.batch_size),
+        ("trainer.max_epochs", recipe.trainer.max_epochs),
+    ):
+        _positive(path, key, value)
+    _check_transfer(recipe, path)
+    _check_sharing(recipe, path)
+
+
+def _check_dataset(recipe: Recipe, path: Path) -> None:
+    if recipe.data.dataset not in builtin_datasets() and not Path(recipe.data.dataset).is_file():
+        raise RecipeError(
+            f"{path}: data.dataset: '{recipe.data.dataset}' is neither a built-in dataset "
+            f"({', '.join(builtin_datasets())}) nor an existing dataset YAML file"
+        )
+
+
+def _check_students(recipe: Recipe, path: Path) -> None:
+    if not recipe.students:
+        raise RecipeError(f"{path}: students: at least one student is needed, e.g. [{{vertical: ig_stories_click}}]")
+    for i, student in enumerate(recipe.students):
+        _one_of(path, f"students.{i}.vertical", student.vertical, VERTICALS)
+        if student.architecture is not None:
+            _one_of(path, f"students.{i}.architecture", student.architecture, ARCHITECTURES)
+        _positive(path, f"students.{i}.lr", student.lr)
+        _positive(path, f"students.{i}.batch_size", student.batch_size)
+    verticals = [s.vertical for s in recipe.students]
+    if len(set(verticals)) != len(verticals):
+        raise RecipeError(f"{path}: students: a vertical is listed twice ({verticals})")
+
+
+def _check_windows(recipe: Recipe, path: Path) -> None:
+    for key, window in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
+        _positive(path, f"{key}.days", window.days)
+        if window.start is not None:
+            _date(path, f"{key}.start", window.start)
+    if recipe.data.student_days is not None:
+        _positive(path, "data.student_days", recipe.data.student_days)
+    _date(path, "data.synthetic.start", recipe.data.synthetic.start)
+
+
+def _check_transfer(recipe: Recipe, path: Path) -> None:
+    transfer = recipe.transfer
+    _one_of(path, "transfer.strategy", transfer.strategy, STRATEGY_STAGES)
+    shape = [(s.producer, s.consumers) for s in transfer.stages]
+    expected = STRATEGY_STAGES[transfer.strategy]
+    if shape != expected:
+        raise RecipeError(
+            f"{path}: transfer.stages: found {_arrows(shape)}; strategy '{transfer.strategy}' needs {_arrows(expected)}"
+        )
+    if transfer.staleness_days < 0:
+        raise RecipeError(f"{path}: transfer.staleness_days: found {transfer.staleness_days}; allowed: >= 0")
+    if transfer.max_age_days is not None and transfer.staleness_days > transfer.max_age_days:
+        raise RecipeError(
+            f"{path}: transfer.max_age_days: {transfer.max_age_days} refuses the knowledge that "
+            f"transfer.staleness_days={transfer.staleness_days} makes; allowed: max_age_days >= staleness_days"
+        )
+    student_days = recipe.data.student_days or recipe.data.train.days
+    for i, stage in enumerate(transfer.stages):
+        _check_stage(path, f"transfer.stages.{i}", stage, student_days)
+
+
+def _check_stage(path: Path, key: str, stage: StageConfig, student_days: int) -> None:
+    d, r, a = stage.distillation, stage.representation, stage.adapter
+    _one_of(path, f"{key}.distillation.head", d.head, DISTILLATION_HEADS)
+    _one_of(path, f"{key}.representation.loss", r.loss, REPRESENTATION_LOSSES)
+    for name, value in ((f"{key}.distillation.weight", d.weight), (f"{key}.distillation.grad_scale", d.grad_scale),
+                        (f"{key}.representation.weight", r.weight), (f"{key}.adapter.weight", a.weight)):
+        if value < 0:
+            raise RecipeError(f"{path}: {name}: found {value}; allowed: >= 0")
+    for name, value in ((f"{key}.distillation.label_scale", d.label_scale), (f"{key}.distillation.temperature", d.temperature),
+                        (f"{key}.representation.temperature", r.temperature), (f"{key}.adapter.lr", a.lr),
+                        (f"{key}.adapter.hidden", a.hidden), (f"{key}.adapter.fit_days", a.fit_days)):
+        _positive(path, name, value)
+    if a.enabled and a.fit_days > student_days:
+        raise RecipeError(f"{path}: {key}.adapter.fit_days: found {a.fit_days}; allowed: at most the consumers' window ({student_days} days)")
+
+
+def _check_sharing(recipe: Recipe, path: Path) -> None:
+    """Build the producer and consumer of each stage that shares, and try the import."""
+    if not any(stage.sharing.modules for stage in recipe.transfer.stages):
+        return
+    try:
+        inputs = inputs_of(load_dataset_config(dataset_config_path(recipe.data.dataset)))
+    except UserError as exc:
+        raise RecipeError(f"{path}: data.dataset: {exc}") from None
+    builders = {"teacher": TEACHERS[recipe.teacher.model], "domain_fms": DOMAIN_FMS[recipe.domain_fms.model]}
+    for i, stage in enumerate(recipe.transfer.stages):
+        if not stage.sharing.modules:
+            continue
+        consumers = [builders["domain_fms"]] if stage.consumers == "domain_fms" else [
+            ARCHITECTURES[s.architecture or VERTICALS[s.vertical].architecture] for s in recipe.students
+        ]
+        for build in dict.fromkeys(consumers):
+            try:
+                share_parts(builders[stage.producer](inputs), build(inputs), list(stage.sharing.modules), stage.sharing.freeze)
+            except SharingError as exc:
+                raise RecipeError(f"{path}: transfer.stages.{i}.sharing.modules: {exc}") from None
+
+
+def _arrows(shape: list[tuple[str, str]]) -> str:
+    return "[" + ", ".join(f"{p} → {c}" for p, c in shape) + "]"
+
+
+def _one_of(path: Path, key: str, value: str, allowed) -> None:
+    if value not in allowed:
+        raise RecipeError(f"{path}: {key}: unknown name '{value}'; allowed: {', '.join(sorted(allowed))}")
+
+
+def _positive(path: Path, key: str, value: float) -> None:
+    if value <= 0:
+        raise RecipeError(f"{path}: {key}: found {value}; allowed: a number > 0")
+
+
+def _date(path: Path, key: str, value: str) -> None:
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise RecipeError(f"{path}: {key}: found '{value}'; allowed: a date YYYY-MM-DD") from None

@@ -1,0 +1,83 @@
+"""Parameter sharing (design §8): a consumer imports named modules of its producer.
+
+Part names, the same for every model that has them:
+- `embeddings.<feature>`: one categorical feature's hashed table (projected if widths differ);
+- `events.context`: the history events' (surface, action, age) table (projected likewise);
+- the model's named modules (`history.pooling`, …): weights copied, shapes must match.
+Frozen parts keep their imported values exactly (no gradient, not in the optimizer).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from teacher.layers import EventEmbedding, FeatureEmbedding
+
+
+class SharingError(ValueError):
+    """A part cannot be shared; the message says which and why."""
+
+
+class ShareableModel(Protocol):
+    feature_names: list[str]
+    features: FeatureEmbedding
+    events: EventEmbedding
+
+    def module_parts(self) -> dict[str, nn.Module]: ...
+
+
+def part_names(model: ShareableModel) -> list[str]:
+    """Every part `model` can give or take."""
+    return [*(f"embeddings.{name}" for name in model.feature_names), "events.context", *model.module_parts()]
+
+
+def share_parts(producer: ShareableModel, consumer: ShareableModel, names: list[str], freeze: bool) -> None:
+    """Import `names` from `producer` into `consumer`; a `SharingError` names any part that cannot be."""
+    for name in names:
+        _check_name(name, producer, "producer")
+        _check_name(name, consumer, "consumer")
+        try:
+            _import(consumer, name, _export(producer, name), freeze)
+        except ValueError as exc:
+            raise SharingError(f"'{name}' cannot fit: {exc}") from None
+
+
+def _check_name(name: str, model: ShareableModel, role: str) -> None:
+    available = part_names(model)
+    if name not in available:
+        raise SharingError(f"the {role} ({type(model).__name__}) has no part '{name}'; available: {', '.join(available)}")
+
+
+def _export(model: ShareableModel, name: str) -> torch.Tensor | nn.Module:
+    if name.startswith("embeddings."):
+        return model.features.export_table(model.feature_names.index(name.removeprefix("embeddings.")))
+    if name == "events.context":
+        return model.events.export_context()
+    return model.module_parts()[name]
+
+
+def _import(model: ShareableModel, name: str, part: torch.Tensor | nn.Module, freeze: bool) -> None:
+    if name.startswith("embeddings."):
+        model.features.import_table(model.feature_names.index(name.removeprefix("embeddings.")), part, freeze)
+    elif name == "events.context":
+        model.events.import_context(part, freeze)
+    else:
+        _copy_module(part, model.module_parts()[name], freeze)
+
+
+def _copy_module(source: nn.Module, target: nn.Module, freeze: bool) -> None:
+    theirs, ours = source.state_dict(), target.state_dict()
+    mismatched = [
+        f"{key} {list(theirs[key].shape)} vs {list(ours[key].shape)}"
+        for key in ours
+        if key in theirs and theirs[key].shape != ours[key].shape
+    ]
+    if mismatched or theirs.keys() != ours.keys():
+        detail = "; ".join(mismatched) or "different parameters"
+        raise ValueError(f"producer vs consumer shapes differ ({detail}); only embedding tables are projected")
+    target.load_state_dict(theirs)
+    for parameter in target.parameters():
+        parameter.requires_grad_(not freeze)
