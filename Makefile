@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test test-fast bench lint clean
+.PHONY: setup quickstart test test-fast bench bench-transfer lint clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/framework_overhead.py
+
+# The transfer ablation (two datasets × variants × 3 seeds) and the staleness sweep: ~30 min here.
+bench-transfer: setup
+	$(BIN)/python benchmarks/transfer_ablation.py
 
 lint: setup
 	$(BIN)/ruff check .

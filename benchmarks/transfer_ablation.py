@@ -1,0 +1,211 @@
+"""Transfer ablation (issue #3): which technique buys how much NE, over seeds, on two datasets; and a
+staleness sweep with and without the Student Adapter.
+
+Variants per VM, all from the shipped "all techniques" recipes (one source of truth for settings):
+baseline (no transfer), vanilla KD (soft labels on the serving head), auxiliary-head KD, aux KD +
+representation learning, aux KD + parameter sharing, aux KD + Student Adapter, all combined (direct),
+all combined (hierarchical). Teacher, knowledge and domain FMs are trained once per seed and reused
+through the stage cache. Every run is a real recipe run tracked in MLflow (`benchmarks/.runs`).
+
+    python benchmarks/transfer_ablation.py [--seeds 3] [--only synthetic|movielens|staleness]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import io
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import polars as pl
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.results_file import write_section  # noqa: E402
+from transfer.atomic import atomic_path  # noqa: E402
+from transfer.engine import run_recipe  # noqa: E402
+from transfer.recipe import AdapterConfig, Recipe, RepresentationConfig, SharingConfig, load_recipe  # noqa: E402
+from transfer.recipe_validation import validate  # noqa: E402
+
+OUTPUT = REPO / "benchmarks" / ".runs"
+COMMAND = "make bench-transfer  (python benchmarks/transfer_ablation.py)"
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    direct: str  # the all-techniques direct recipe
+    hierarchical: str
+
+
+STUDIES = {
+    "synthetic": Study("synthetic", "recipes/direct_all_techniques.yaml", "recipes/hierarchical_all_techniques.yaml"),
+    "movielens": Study("movielens", "recipes/movielens_all_techniques.yaml", "recipes/movielens_hierarchical.yaml"),
+}
+STALENESS_RECIPE = "recipes/staleness_study.yaml"
+STALENESS_DAYS = (0, 1, 3, 7)
+
+
+def ablation_variants(direct: Recipe, hierarchical: Recipe) -> dict[str, Recipe]:
+    """The variants, each a full recipe; technique settings come from the shipped recipes' last stage."""
+    full = direct.transfer.stages[-1]
+    off = replace(
+        full, representation=RepresentationConfig(weight=0.0), sharing=SharingConfig(modules=[]), adapter=AdapterConfig(enabled=False)
+    )
+    stages = {
+        "vanilla KD": replace(off, distillation=replace(full.distillation, head="serving")),
+        "aux KD": off,
+        "aux KD + representation": replace(off, representation=full.representation),
+        "aux KD + sharing": replace(off, sharing=full.sharing),
+        "aux KD + adapter": replace(off, adapter=full.adapter),
+        "all combined (direct)": full,
+    }
+    variants = {}
+    for name, stage in stages.items():
+        recipe = copy.deepcopy(direct)
+        recipe.transfer.stages = [stage]
+        variants[name] = recipe
+    variants["all combined (hierarchical)"] = hierarchical
+    return variants
+
+
+@dataclass
+class Collected:
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, dataset: str, variant: str, seed: int, table: pl.DataFrame) -> None:
+        for row in table.iter_rows(named=True):
+            self.rows.append({"dataset": dataset, "variant": variant, "seed": seed, **row})
+
+
+def run_quietly(recipe: Recipe, path: Path, seed: int, overrides: dict) -> pl.DataFrame:
+    recipe = copy.deepcopy(recipe)
+    recipe.seed = seed
+    recipe.output_dir = str(OUTPUT)
+    recipe.trainer.progress = False
+    recipe.tracking.experiment = f"bench_{recipe.name}"
+    for key, value in overrides.items():
+        _set(recipe, key, value)
+    validate(recipe, path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return run_recipe(recipe, path).table
+
+
+def _set(recipe: Recipe, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    node = recipe
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else getattr(node, part)
+    setattr(node, last, value)
+
+
+def ablation(study: Study, seeds: list[int], collected: Collected) -> None:
+    direct, hierarchical = load_recipe(REPO / study.direct), load_recipe(REPO / study.hierarchical)
+    for seed in seeds:
+        for variant, recipe in ablation_variants(direct, hierarchical).items():
+            path = REPO / (study.hierarchical if "hierarchical" in variant else study.direct)
+            start = time.perf_counter()
+            collected.add(study.name, variant, seed, run_quietly(recipe, path, seed, {}))
+            print(f"  {study.name} seed {seed}: {variant} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def staleness(seeds: list[int], collected: Collected) -> None:
+    path = REPO / STALENESS_RECIPE
+    base = load_recipe(path)
+    for seed in seeds:
+        for days in STALENESS_DAYS:
+            for adapter in (False, True):
+                overrides = {"transfer.staleness_days": days, "transfer.stages.0.adapter.enabled": adapter}
+                variant = f"d={days} {'with' if adapter else 'without'} adapter"
+                collected.add("staleness", variant, seed, run_quietly(base, path, seed, overrides))
+                print(f"  staleness seed {seed}: {variant}", flush=True)
+
+
+def _mean_std(values: list[float], digits: int) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def ablation_table(frame: pl.DataFrame, dataset: str) -> str:
+    """Markdown: per VM, the teacher/domain FM, baseline and each variant (mean ± std over seeds)."""
+    data = frame.filter(pl.col("dataset") == dataset)
+    lines = ["| VM (slice) | model | NE | AUC | lift % | transfer ratio | gain vs vanilla KD |", "|---|---|---|---|---|---|---|"]
+    for slice_ in data["slice"].unique(maintain_order=True):
+        rows = data.filter(pl.col("slice") == slice_)
+        baseline = rows.filter((pl.col("role") == "baseline") & (pl.col("variant") == "vanilla KD")).sort("seed")
+        vanilla = rows.filter((pl.col("role") == "student") & (pl.col("variant") == "vanilla KD")).sort("seed")
+        vanilla_gain = (baseline["NE"] - vanilla["NE"]).to_list()
+        entries = [("teacher", rows.filter((pl.col("role") == "teacher") & (pl.col("variant") == "vanilla KD")))]
+        entries += [(f"domain FM {m}", rows.filter((pl.col("role") == "domain_fm") & (pl.col("model") == m)))
+                    for m in rows.filter(pl.col("role") == "domain_fm")["model"].unique(maintain_order=True)]
+        entries.append(("baseline", baseline))
+        entries += [(v, rows.filter((pl.col("role") == "student") & (pl.col("variant") == v)).sort("seed"))
+                    for v in rows["variant"].unique(maintain_order=True)]
+        for name, sel in entries:
+            gain = "—"
+            if name not in ("teacher", "baseline") and not name.startswith("domain FM"):
+                gains = (baseline["NE"] - sel["NE"]).to_list()
+                ratio = statistics.mean(gains) / statistics.mean(vanilla_gain) if statistics.mean(vanilla_gain) else float("nan")
+                gain = f"{ratio:.2f}×"
+            lines.append(
+                f"| {slice_} | {name} | {_mean_std(sel['NE'].to_list(), 4)} | {_mean_std(sel['AUC'].to_list(), 4)} | "
+                f"{_mean_std(sel['lift %'].to_list(), 2)} | {_mean_std(sel['transfer ratio'].to_list(), 2)} | {gain} |"
+            )
+    return "\n".join(lines)
+
+
+def staleness_table(frame: pl.DataFrame) -> str:
+    data = frame.filter((pl.col("dataset") == "staleness") & (pl.col("role").is_in(["student", "baseline", "teacher"])))
+    lines = ["| VM (slice) | staleness d | teacher NE | baseline NE | student NE without adapter | lift % without | student NE with adapter | lift % with |",
+             "|---|---|---|---|---|---|---|---|"]
+    for slice_ in data["slice"].unique(maintain_order=True):
+        for days in STALENESS_DAYS:
+            sel = data.filter((pl.col("slice") == slice_) & pl.col("variant").str.starts_with(f"d={days} "))
+            def pick(role, variant_part):  # noqa: E306
+                return sel.filter((pl.col("role") == role) & pl.col("variant").str.contains(variant_part)).sort("seed")
+            without, with_ = pick("student", "without"), pick("student", " with adapter")
+            lines.append(
+                f"| {slice_} | {days} | {_mean_std(pick('teacher', 'without')['NE'].to_list(), 4)} | "
+                f"{_mean_std(pick('baseline', 'without')['NE'].to_list(), 4)} | {_mean_std(without['NE'].to_list(), 4)} | "
+                f"{_mean_std(without['lift %'].to_list(), 2)} | {_mean_std(with_['NE'].to_list(), 4)} | {_mean_std(with_['lift %'].to_list(), 2)} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", choices=["synthetic", "movielens", "staleness"], default=None)
+    args = parser.parse_args()
+    seeds = list(range(args.seeds))
+    collected = Collected()
+    start = time.perf_counter()
+    for name, study in STUDIES.items():
+        if args.only in (None, name):
+            ablation(study, seeds, collected)
+    if args.only in (None, "staleness"):
+        staleness(seeds, collected)
+    frame = pl.DataFrame(collected.rows)
+    with atomic_path(REPO / "benchmarks" / f"transfer_ablation{'_' + args.only if args.only else ''}.csv") as tmp:
+        frame.write_csv(tmp)
+    minutes = (time.perf_counter() - start) / 60
+    for name in STUDIES:
+        if args.only in (None, name):
+            body = f"{len(seeds)} seeds (recipe `seed`), mean ± std; {minutes:.0f} min for this run.\n\n" + ablation_table(frame, name)
+            write_section(f"transfer-ablation-{name}", COMMAND, body)
+            print(body)
+    if args.only in (None, "staleness"):
+        body = f"`{STALENESS_RECIPE}`, {len(seeds)} seeds, mean ± std.\n\n" + staleness_table(frame)
+        write_section("transfer-staleness", COMMAND, body)
+        print(body)
+
+
+if __name__ == "__main__":
+    main()
