@@ -161,6 +161,10 @@ def ablation_table(frame: pl.DataFrame, dataset: str) -> str:
     return "\n".join(lines)
 
 
+def _pick(rows: pl.DataFrame, role: str, variant_part: str) -> pl.DataFrame:
+    return rows.filter((pl.col("role") == role) & pl.col("variant").str.contains(variant_part)).sort("seed")
+
+
 def staleness_table(frame: pl.DataFrame) -> str:
     data = frame.filter((pl.col("dataset") == "staleness") & (pl.col("role").is_in(["student", "baseline", "teacher"])))
     lines = ["| VM (slice) | staleness d | teacher NE | baseline NE | student NE without adapter | lift % without | student NE with adapter | lift % with |",
@@ -168,12 +172,10 @@ def staleness_table(frame: pl.DataFrame) -> str:
     for slice_ in data["slice"].unique(maintain_order=True):
         for days in STALENESS_DAYS:
             sel = data.filter((pl.col("slice") == slice_) & pl.col("variant").str.starts_with(f"d={days} "))
-            def pick(role, variant_part):  # noqa: E306
-                return sel.filter((pl.col("role") == role) & pl.col("variant").str.contains(variant_part)).sort("seed")
-            without, with_ = pick("student", "without"), pick("student", " with adapter")
+            without, with_ = _pick(sel, "student", "without"), _pick(sel, "student", " with adapter")
             lines.append(
-                f"| {slice_} | {days} | {_mean_std(pick('teacher', 'without')['NE'].to_list(), 4)} | "
-                f"{_mean_std(pick('baseline', 'without')['NE'].to_list(), 4)} | {_mean_std(without['NE'].to_list(), 4)} | "
+                f"| {slice_} | {days} | {_mean_std(_pick(sel, 'teacher', 'without')['NE'].to_list(), 4)} | "
+                f"{_mean_std(_pick(sel, 'baseline', 'without')['NE'].to_list(), 4)} | {_mean_std(without['NE'].to_list(), 4)} | "
                 f"{_mean_std(without['lift %'].to_list(), 2)} | {_mean_std(with_['NE'].to_list(), 4)} | {_mean_std(with_['lift %'].to_list(), 2)} |"
             )
     return "\n".join(lines)
