@@ -124,5 +124,5 @@ def test_ls_lists_recipes_teachers_and_students(capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     code, out, _ = run_cli(capsys, "ls")
     assert code == 0
-    for fragment in ("recipes/quickstart.yaml", "skeleton_tiny", "ig_stories_click", "movielens100k"):
+    for fragment in ("recipes/quickstart.yaml", "skeleton_tiny", "dfm_small", "ig_stories_click", "movielens100k"):
         assert fragment in out

@@ -2,7 +2,7 @@
 
     gem-transfer run RECIPE [key=value …]     run a recipe, print the lift table
     gem-transfer validate RECIPE …            check recipes without running them
-    gem-transfer ls [recipes|teachers|students|datasets]
+    gem-transfer ls [recipes|teachers|domain_fms|students|datasets]
     gem-transfer data synth --rows N --out PATH
 
 Bad input ends with one line on stderr and exit code 2 (`--debug` shows the traceback).
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("recipes", type=Path, nargs="+")
     validate.set_defaults(handler=_cmd_validate)
 
-    ls = sub.add_parser("ls", help="list recipes, teachers, students (verticals) and datasets")
-    ls.add_argument("what", nargs="?", choices=["recipes", "teachers", "students", "datasets"], default=None)
+    ls = sub.add_parser("ls", help="list recipes, teachers, domain FMs, students (verticals) and datasets")
+    ls.add_argument("what", nargs="?", choices=["recipes", "teachers", "domain_fms", "students", "datasets"], default=None)
     ls.add_argument("--recipes-dir", type=Path, default=Path("recipes"))
     ls.set_defaults(handler=_cmd_ls)
 
@@ -95,6 +95,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
+    from domain_fms import DOMAIN_FMS
     from students import ARCHITECTURES, VERTICALS
     from teacher import TEACHERS
     from transfer.dataset_config import builtin_datasets
@@ -102,6 +103,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     sections = {
         "recipes": lambda: [f"{p}" for p in sorted(args.recipes_dir.glob("*.yaml"))],
         "teachers": lambda: [f"{name}: {_doc(fn)}" for name, fn in TEACHERS.items()],
+        "domain_fms": lambda: [f"{name}: {_doc(fn)}" for name, fn in DOMAIN_FMS.items()],
         "students": lambda: [
             f"{v.name}: {v.surface} × {v.task}, architecture {v.architecture} ({_doc(ARCHITECTURES[v.architecture])})"
             for v in VERTICALS.values()
