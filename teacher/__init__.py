@@ -1,11 +1,17 @@
 """Teachers (foundation models) and the building blocks they share with students.
 
-`TEACHERS` maps the names recipes use to builder functions `InputSpec → nn.Module`.
+`TEACHERS` maps the names recipes use to builder functions `InputSpec → nn.Module`: the GEM
+architecture in four sizes, and the skeleton teacher kept as a baseline architecture.
 """
 
+from teacher.gem import gem_base, gem_large, gem_lite, gem_tiny
 from teacher.skeleton import skeleton_small, skeleton_tiny
 
 TEACHERS = {
+    "gem_lite": gem_lite,
+    "gem_tiny": gem_tiny,
+    "gem_base": gem_base,
+    "gem_large": gem_large,
     "skeleton_tiny": skeleton_tiny,
     "skeleton_small": skeleton_small,
 }

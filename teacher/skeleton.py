@@ -71,7 +71,7 @@ class SkeletonTeacher(nn.Module):
 
 
 def skeleton_tiny(inputs: InputSpec) -> SkeletonTeacher:
-    """~0.9M parameters with 8K buckets; 256-event history. Tests and quickstart."""
+    """16-dim, 256-event history, hidden 256 → 64: the quickstart teacher and the baseline architecture."""
     return skeleton_model(inputs, dim=16, history_length=256, hidden=[256, 64])
 
 

@@ -92,3 +92,27 @@ def window_loader(data: WindowBatches, batch_size: int, shuffle: bool, seed: int
     """A DataLoader of whole batches over `data`."""
     sampler = IndexBatchSampler(len(data), batch_size, shuffle, seed)
     return DataLoader(data, sampler=sampler, batch_size=None, collate_fn=_as_is)
+
+
+def random_batch(
+    n_categorical: int, n_dense: int, n_surfaces: int, n_actions: int, buckets: int, batch_size: int, history_length: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """A batch of random ids and full histories, shaped like `WindowBatches` output (for costing models)."""
+    g = torch.Generator().manual_seed(seed)
+    b, length = batch_size, history_length
+
+    def ints(high: int, *shape: int) -> torch.Tensor:
+        return torch.randint(0, high, shape, generator=g)
+
+    return {
+        "categorical": ints(buckets, b, n_categorical),
+        "dense": torch.randn(b, n_dense, generator=g),
+        "surface": ints(n_surfaces, b),
+        "labels": torch.randint(0, 2, (b, n_actions - 1), generator=g).float(),
+        "hist_ad": ints(buckets, b, length),
+        "hist_category": ints(buckets, b, length),
+        "hist_surface": ints(n_surfaces, b, length),
+        "hist_action": ints(n_actions, b, length),
+        "hist_age": ints(AGE_BUCKETS, b, length),
+        "hist_mask": torch.ones(b, length, dtype=torch.bool),
+    }

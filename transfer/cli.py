@@ -102,8 +102,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
     sections = {
         "recipes": lambda: [f"{p}" for p in sorted(args.recipes_dir.glob("*.yaml"))],
-        "teachers": lambda: [f"{name}: {_doc(fn)}" for name, fn in TEACHERS.items()],
-        "domain_fms": lambda: [f"{name}: {_doc(fn)}" for name, fn in DOMAIN_FMS.items()],
+        "teachers": lambda: [_costed(name, fn) for name, fn in TEACHERS.items()],
+        "domain_fms": lambda: [_costed(name, fn) for name, fn in DOMAIN_FMS.items()],
         "students": lambda: [
             f"{v.name}: {v.surface} × {v.task}, architecture {v.architecture} ({_doc(ARCHITECTURES[v.architecture])})"
             for v in VERTICALS.values()
@@ -115,6 +115,21 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         for line in sections[name]():
             print(f"  {line}")
     return 0
+
+
+def _costed(name: str, builder) -> str:
+    """`name: doc (parameters, forward FLOPs per example)` on the synthetic dataset's features."""
+    import torch
+
+    from teacher.cost import forward_flops_per_example, parameter_count
+    from transfer.dataset_config import dataset_config_path, load_dataset_config
+    from transfer.encoding import inputs_of
+
+    inputs = inputs_of(load_dataset_config(dataset_config_path("synthetic")))
+    torch.manual_seed(0)
+    model = builder(inputs)
+    flops = forward_flops_per_example(model, inputs, batch_size=1)
+    return f"{name}: {_doc(builder)} [{parameter_count(model) / 1e6:.2f}M parameters, {flops / 1e6:,.1f} MFLOPs/example forward]"
 
 
 def _doc(fn) -> str:
