@@ -27,6 +27,7 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/framework_overhead.py
+	$(BIN)/python benchmarks/sequence_scaling.py
 
 # The transfer ablation (two datasets × variants × 3 seeds) and the staleness sweep: ~30 min here.
 bench-transfer: setup
