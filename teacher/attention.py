@@ -4,6 +4,7 @@ part of the GEM teacher is built from (and the full-attention baseline of the py
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -34,9 +35,10 @@ class AttentionBlock(nn.Module):
         allowed = mask[:, None, None, :]  # [B, 1, 1, L] keys
         if causal:
             allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=x.device).tril()
-        scores = (q @ k.transpose(-1, -2)) / (d // self.heads) ** 0.5  # [B, H, L, L]
-        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1).nan_to_num(0.0)
-        return self.out((weights @ v).transpose(1, 2).reshape(b, length, d))
+        # A padded query may attend anywhere (its output is zeroed in `forward`): no row is empty, no NaN.
+        allowed = allowed | ~mask[:, None, :, None]
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # [B, H, L, d/H]
+        return self.out(attended.transpose(1, 2).reshape(b, length, d))
 
 
 class QueryPooling(nn.Module):
