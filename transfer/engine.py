@@ -22,7 +22,7 @@ from transfer.atomic import atomic_path, write_text_atomic
 from transfer.batches import WindowBatches, window_loader
 from transfer.consumers import ConsumerTarget, knowledge_batches, techniques, transfer_module
 from transfer.data import PreparedData, prepare_data
-from transfer.errors import RecipeError
+from transfer.errors import DataError, RecipeError
 from transfer.metrics import lift_percent, transfer_ratio
 from transfer.module import RankingModule
 from transfer.producers import SCORING_BATCH, Producer, knowledge_for, train_teacher
@@ -77,7 +77,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
         for index, stage in enumerate(recipe.transfer.stages, start=1):
             with run.tracker.run(f"stage {index}: {stage.producer} → {stage.consumers}", _stage_tags(run, index, stage), nested=True):
                 if stage.consumers == "domain_fms":
-                    run.domain_fms = {domain: _train_domain_fm(run, domain, stage, index) for domain in data.domains}
+                    run.domain_fms = {domain: _train_domain_fm(run, domain, stage, index) for domain in _student_domains(run, verticals)}
                 else:
                     results = [
                         _transfer_to_vertical(run, spec, student, stage, index, seed=recipe.seed + i + 1)
@@ -102,6 +102,9 @@ def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedD
             f"{recipe_path}: students.{i}.vertical: '{spec.name}' serves task '{spec.task}'; dataset "
             f"'{data.dataset}' has tasks: {', '.join(data.log.tasks)}"
         )
+    for window, rows in ((data.student, data.student_rows), (data.eval, data.eval_rows)):
+        if len(data.log.surface_rows(rows, spec.surface)) == 0:
+            raise DataError(f"students.{i}.vertical: '{spec.name}' has no impressions of surface '{spec.surface}' in window {window}")
     return spec
 
 
@@ -122,6 +125,12 @@ def _stage_tags(run: _Run, index: int, stage: StageConfig) -> dict[str, str]:
     }
 
 
+def _student_domains(run: _Run, verticals: list[VerticalSpec]) -> list[str]:
+    """The domains the recipe's VMs serve (each gets a domain FM), in the dataset's order."""
+    surfaces = {spec.surface for spec in verticals}
+    return [domain for domain, members in run.data.domains.items() if surfaces & set(members)]
+
+
 def _producer_for(run: _Run, stage: StageConfig, domain: str) -> Producer:
     if stage.producer == "teacher":
         return run.teacher
@@ -133,6 +142,7 @@ def _lineage_tags(run: _Run, producer: Producer, stage: StageConfig, index: int)
         "producer": producer.name,
         "producer_run_id": producer.run_id,
         "knowledge_cutoff": producer.cutoff.isoformat(),
+        "knowledge_age_days": f"{(run.data.student.end - producer.cutoff).total_seconds() / 86400:g}",
         "staleness_days": str(run.recipe.transfer.staleness_days),
         "stage": str(index),
         "techniques": ",".join(techniques(stage)) or "none",

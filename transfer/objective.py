@@ -54,5 +54,5 @@ def transfer_losses(
         rl = representation_loss(heads["projection"], target, terms.representation_loss, terms.representation_temperature)
         parts["representation"] = terms.representation_weight * rl
     if terms.adapter_weight > 0 and adapted_logits is not None:
-        parts["adapter_kd"] = terms.adapter_weight * distillation_loss(heads["adapted"], adapted_logits, terms.label_scale)
+        parts["adapter_kd"] = terms.adapter_weight * distillation_loss(heads["adapted"], adapted_logits)  # σ(z_a) as is
     return parts

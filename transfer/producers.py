@@ -14,6 +14,7 @@ import lightning as L
 import mlflow
 import torch
 
+import teacher
 from teacher import TEACHERS
 from transfer.batches import WindowBatches, window_loader
 from transfer.data import PreparedData
@@ -21,7 +22,7 @@ from transfer.knowledge import Provenance, write_knowledge
 from transfer.module import RankingModule
 from transfer.progress import step
 from transfer.recipe import Recipe
-from transfer.stage_cache import StageCache
+from transfer.stage_cache import StageCache, source_fingerprint
 from transfer.tracking import Tracker
 from transfer.training import fit, predict
 
@@ -48,13 +49,13 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
     """Train the teacher on the train window (every surface and task), or reuse an identical run's."""
     cfg = recipe.teacher
     key = {"data": data.fingerprint, "window": str(data.train), "teacher": asdict(cfg), "seed": recipe.seed,
-           "precision": recipe.trainer.precision}
+           "trainer": {k: str(v) for k, v in asdict(recipe.trainer).items() if k != "progress"}, "code": source_fingerprint(teacher)}
     folder = cache.folder("teacher", key)
     tags = {"role": "teacher", "model": cfg.model, "surface": "all", "task": ",".join(data.log.tasks)}
     with tracker.run(f"teacher:{cfg.model}", tags, nested=True) as run_id:
         L.seed_everything(recipe.seed, verbose=False)
         model = TEACHERS[cfg.model](data.log.inputs)
-        base_rates = torch.nanmean(data.log.labels[data.train_rows], dim=0)  # [T]
+        base_rates = torch.nanmean(data.log.labels[data.train_rows], dim=0).nan_to_num(0.5)  # [T]
         module = RankingModule(model, data.log.tasks, list(range(len(data.log.tasks))), lr=cfg.lr, base_rates=base_rates)
         cached = cache.load_model(folder, model)
         if cached is None:

@@ -17,7 +17,7 @@ from transfer.fingerprint import fingerprint
 @dataclass
 class WindowConfig:
     """A time range of the log. `start` defaults to the dataset's first day (train) or the end of the
-    train window (eval)."""
+    students' window (eval), which is the end of train plus `transfer.staleness_days`."""
 
     start: str | None = None  # YYYY-MM-DD, UTC
     days: int = MISSING

@@ -4,7 +4,8 @@ Part names, the same for every model that has them:
 - `embeddings.<feature>`: one categorical feature's hashed table (projected if widths differ);
 - `events.context`: the history events' (surface, action, age) table (projected likewise);
 - the model's named modules (`history.pooling`, …): weights copied, shapes must match.
-Frozen parts keep their imported values exactly (no gradient, not in the optimizer).
+Imported tables are added to the consumer's own rows for that feature (the import is a prior the
+consumer refines); frozen imports keep their values exactly (no gradient, not in the optimizer).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -16,6 +17,12 @@ from transfer.atomic import atomic_path, write_text_atomic
 from transfer.fingerprint import fingerprint
 
 STAGE_CACHE_VERSION = 2  # bump when what a stage produces changes meaning
+
+
+def source_fingerprint(package: ModuleType) -> str:
+    """A hash of a package's Python sources: a cached model is reused only by the code that made it."""
+    files = sorted(Path(package.__file__).parent.glob("*.py"))
+    return fingerprint({f.name: f.read_text() for f in files})
 
 
 class StageCache:
@@ -26,11 +33,14 @@ class StageCache:
         return self.root / f"{kind}-{fingerprint({'v': STAGE_CACHE_VERSION, **key})}"
 
     def load_model(self, folder: Path, model: torch.nn.Module) -> dict | None:
-        """Load cached weights into `model`; → the stored metadata, or None when not cached."""
+        """Load cached weights into `model`; → the stored metadata, or None when not cached (or unreadable)."""
         weights, meta = folder / "model.pt", folder / "meta.json"
         if not (weights.is_file() and meta.is_file()):
             return None
-        model.load_state_dict(torch.load(weights, weights_only=True))
+        try:
+            model.load_state_dict(torch.load(weights, weights_only=True))
+        except (RuntimeError, OSError, EOFError):  # another architecture or a damaged file: train again
+            return None
         return json.loads(meta.read_text())
 
     def save_model(self, folder: Path, model: torch.nn.Module, meta: dict) -> None:
