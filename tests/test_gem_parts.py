@@ -156,3 +156,16 @@ def test_gem_teacher_ignores_padded_history_and_is_deterministic():
     torch.manual_seed(0)
     again = GEMTeacher(INPUTS, GEM_SIZES["gem_tiny"]).eval()
     assert torch.equal(again(batch).logits, model(batch).logits)
+
+
+def test_dcn_cross_layer_by_hand_and_baselines_run():
+    from teacher.baselines import BaselineTeacher, CrossLayer
+
+    layer = CrossLayer(3)
+    x0, x = torch.randn(2, 3), torch.randn(2, 3)
+    expected = x0 * (x @ layer.linear.weight.T + layer.linear.bias) + x
+    assert torch.allclose(layer(x0, x), expected, atol=1e-6)
+    for cross in (0, 2):
+        model = BaselineTeacher(INPUTS, dim=8, history_length=32, hidden=[32, 16], cross_layers=cross)
+        out = model(_batch(3, 32))
+        assert out.logits.shape == (3, 2) and out.embedding.shape == (3, 16)
