@@ -33,6 +33,7 @@ def test_hierarchical_recipe_runs_stages_in_order_with_lineage(tmp_path, small_l
     runs = client.search_runs([client.get_experiment_by_name("hier").experiment_id])
     by_id = {r.info.run_id: r for r in runs}
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())  # beside the sqlite store
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     (teacher,) = [r for r in children if r.data.tags["role"] == "teacher"]
     stages = sorted((r for r in children if r.data.tags["role"] == "stage"), key=lambda r: r.data.tags["stage"])

@@ -62,7 +62,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
     run_dir = Path(recipe.output_dir) / recipe.name / recipe.hash
     uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
     experiment = recipe.tracking.experiment or recipe.name
-    artifacts = Path(recipe.output_dir) / "mlartifacts" if recipe.tracking.uri is None else None
+    artifacts = _artifact_root(recipe.tracking.uri, Path(recipe.output_dir))
     run = _Run(recipe, data, Tracker(uri, experiment, artifacts), StageCache(Path(recipe.output_dir) / "stages"))
     print(
         f"▸ data: {data.dataset}: teacher {data.train} ({len(data.train_rows):,} rows), students {data.student} "
@@ -88,6 +88,16 @@ def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
             table.write_csv(tmp)
         mlflow.log_artifact(str(run_dir / "lift.csv"))
     return RunResult(table, parent_id, uri, experiment, run_dir)
+
+
+def _artifact_root(uri: str | None, output_dir: Path) -> Path | None:
+    """Where a new experiment keeps its artifacts: beside a local sqlite store (never the working
+    directory); a tracking server decides for itself (None)."""
+    if uri is None:
+        return output_dir / "mlartifacts"
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+    return None
 
 
 def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedData) -> VerticalSpec:
