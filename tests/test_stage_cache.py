@@ -8,7 +8,7 @@ from torch import nn
 
 import teacher
 from tests.conftest import run_cli, write_dataset, write_recipe
-from transfer.consumers import label_rates
+from transfer.data import label_rates
 from transfer.stage_cache import StageCache, source_fingerprint
 
 

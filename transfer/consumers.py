@@ -34,14 +34,8 @@ class ConsumerTarget:
     rows: torch.Tensor  # [n] its training rows (the consumers' window, its surfaces)
 
     def base_rates(self, data: PreparedData) -> torch.Tensor:
-        """Mean label per task over the training rows (the whole log's where a task has none here). → [T]"""
-        return label_rates(data.log.labels[self.rows][:, self.task_columns], data.log.labels[:, self.task_columns])
-
-
-def label_rates(labels: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-    """Per-column mean of 0/1 labels ignoring NaN; a column with no label takes `fallback`'s mean. [N, T] → [T]"""
-    rates = torch.nanmean(labels, dim=0)
-    return torch.where(torch.isnan(rates), torch.nanmean(fallback, dim=0).nan_to_num(0.5), rates)
+        """Mean label per task over the training rows. → [T]"""
+        return data.base_rates(self.rows, self.task_columns)
 
 
 def transfer_terms(stage: StageConfig) -> TransferTerms:
@@ -72,6 +66,11 @@ def techniques(stage: StageConfig) -> list[str]:
     if stage.adapter.enabled:
         used.append("adapter")
     return used
+
+
+def techniques_tag(stage: StageConfig) -> str:
+    """The techniques as one MLflow tag value, e.g. `aux_kd,representation_cosine`."""
+    return ",".join(techniques(stage)) or "none"
 
 
 def transfer_module(

@@ -46,10 +46,20 @@ class PreparedData:
     student_rows: torch.Tensor  # [n_student]
     eval_rows: torch.Tensor  # [n_eval]
 
+    def base_rates(self, rows: torch.Tensor, task_columns: list[int]) -> torch.Tensor:
+        """Mean label per task over `rows` (the whole log's where a task has no label there). → [T]"""
+        return label_rates(self.log.labels[rows][:, task_columns], self.log.labels[:, task_columns])
+
     def domain_rows(self, rows: torch.Tensor, domain: str) -> torch.Tensor:
         """The subset of `rows` on any surface of `domain`. → [m]"""
         codes = torch.tensor([self.log.surfaces.index(s) for s in self.domains[domain]])
         return rows[torch.isin(self.log.surface[rows], codes)]
+
+
+def label_rates(labels: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Per-column mean of 0/1 labels ignoring NaN; a column with no label takes `fallback`'s mean. [N, T] → [T]"""
+    rates = torch.nanmean(labels, dim=0)
+    return torch.where(torch.isnan(rates), torch.nanmean(fallback, dim=0).nan_to_num(0.5), rates)
 
 
 def prepare_data(cfg: DataConfig, staleness_days: int = 0) -> PreparedData:

@@ -18,9 +18,10 @@ import polars as pl
 
 from domain_fms import DOMAIN_FMS
 from students import ARCHITECTURES, VERTICALS, VerticalSpec
+from teacher.cost import parameter_count
 from transfer.atomic import atomic_path, write_text_atomic
 from transfer.batches import WindowBatches, window_loader
-from transfer.consumers import ConsumerTarget, knowledge_batches, techniques, transfer_module
+from transfer.consumers import ConsumerTarget, knowledge_batches, techniques_tag, transfer_module
 from transfer.data import PreparedData, prepare_data
 from transfer.errors import DataError, RecipeError
 from transfer.metrics import lift_percent, transfer_ratio
@@ -130,7 +131,7 @@ def _stage_tags(run: _Run, index: int, stage: StageConfig) -> dict[str, str]:
         "stage": str(index),
         "producer": stage.producer,
         "consumers": stage.consumers,
-        "techniques": ",".join(techniques(stage)) or "none",
+        "techniques": techniques_tag(stage),
         "staleness_days": str(run.recipe.transfer.staleness_days),
     }
 
@@ -155,7 +156,7 @@ def _lineage_tags(run: _Run, producer: Producer, stage: StageConfig, index: int)
         "knowledge_age_days": f"{(run.data.student.end - producer.cutoff).total_seconds() / 86400:g}",
         "staleness_days": str(run.recipe.transfer.staleness_days),
         "stage": str(index),
-        "techniques": ",".join(techniques(stage)) or "none",
+        "techniques": techniques_tag(stage),
     }
 
 
@@ -176,7 +177,7 @@ def _train_domain_fm(run: _Run, domain: str, stage: StageConfig, index: int) -> 
         loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=run.recipe.seed)
         with step(f"domain FM: {name} on {len(target.rows):,} impressions"):
             fit(module, loader, run.recipe.trainer, cfg.max_epochs, run.tracker.lightning_logger(run_id))
-        mlflow.log_metric("parameters", sum(p.numel() for p in module.export().parameters()))
+        mlflow.log_metric("parameters", parameter_count(module.export()))
     return Producer(name, module, run_id, data.student.end, target.rows)
 
 
@@ -209,7 +210,7 @@ def _transfer_to_vertical(run: _Run, spec: VerticalSpec, student: StudentConfig,
                 fit(module, loader, run.recipe.trainer, run.recipe.trainer.max_epochs, run.tracker.lightning_logger(run_id))
             scores[role] = _score(run, module, eval_rows, spec.task)
             mlflow.log_metrics(_metric_dict(scores[role], teacher_scores, scores.get("baseline")))
-            mlflow.log_metric("parameters", sum(p.numel() for p in module.export().parameters()))
+            mlflow.log_metric("parameters", parameter_count(module.export()))
     return VerticalResult(
         spec.name, spec.surface, spec.task, teacher_scores, scores["baseline"], scores["student"],
         producer=producer.name if producer_scores is not None else None, producer_scores=producer_scores,

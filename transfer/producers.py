@@ -6,7 +6,7 @@ for a window is generated once (a parquet table with provenance) and reused by e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import torch
 
 import teacher
 from teacher import TEACHERS
+from teacher.cost import parameter_count
 from transfer.batches import WindowBatches, window_loader
 from transfer.data import PreparedData
 from transfer.knowledge import Provenance, write_knowledge
@@ -38,7 +39,7 @@ class Producer:
     run_id: str
     cutoff: datetime  # it saw no example at or after this time
     rows: torch.Tensor  # [n] the rows of the consumers' window it scores
-    knowledge: dict[str, Path] = field(default_factory=dict)  # window name → table
+    knowledge: Path | None = None  # its table for the consumers' window, once generated
 
     @property
     def history_length(self) -> int:
@@ -55,8 +56,8 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
     with tracker.run(f"teacher:{cfg.model}", tags, nested=True) as run_id:
         L.seed_everything(recipe.seed, verbose=False)
         model = TEACHERS[cfg.model](data.log.inputs)
-        base_rates = torch.nanmean(data.log.labels[data.train_rows], dim=0).nan_to_num(0.5)  # [T]
-        module = RankingModule(model, data.log.tasks, list(range(len(data.log.tasks))), lr=cfg.lr, base_rates=base_rates)
+        all_tasks = list(range(len(data.log.tasks)))
+        module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=data.base_rates(data.train_rows, all_tasks))
         cached = cache.load_model(folder, model)
         if cached is None:
             batches = WindowBatches(data.log, data.train_rows, model.history_length)
@@ -69,14 +70,14 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
             print(f"✓ teacher: {cfg.model} already trained on this data (run {cached['run_id']}), reused", flush=True)
             mlflow.set_tags({"reused_from_run_id": cached["run_id"], "stage_cache": str(folder)})
             producer_run = cached["run_id"]
-        mlflow.log_metric("parameters", sum(p.numel() for p in model.parameters()))
+        mlflow.log_metric("parameters", parameter_count(model))
     return Producer(cfg.model, module, producer_run, data.train.end, data.student_rows)
 
 
 def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracker: Tracker, cache: StageCache) -> Path:
     """The producer's knowledge table for the consumers' window: generated once, then reused."""
-    if "student" in producer.knowledge:
-        return producer.knowledge["student"]
+    if producer.knowledge is not None:
+        return producer.knowledge
     folder = cache.folder("knowledge", {"producer_run": producer.run_id, "window": str(data.student), "rows": len(producer.rows)})
     path = folder / f"{producer.name.replace(':', '-')}.parquet"
     tags = {"role": "knowledge", "producer": producer.name, "producer_run_id": producer.run_id}
@@ -86,7 +87,7 @@ def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracke
         else:
             _generate(producer, data, recipe, path)
         mlflow.log_params({"path": str(path), "rows": len(producer.rows), "window": str(data.student)})
-    producer.knowledge["student"] = path
+    producer.knowledge = path
     return path
 
 
