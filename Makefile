@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test test-fast bench bench-transfer lint clean
+.PHONY: setup quickstart test test-fast bench bench-transfer bench-teachers lint clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,11 @@ bench: setup
 # The transfer ablation (two datasets × variants × 3 seeds) and the staleness sweep: ~30 min here.
 bench-transfer: setup
 	$(BIN)/python benchmarks/transfer_ablation.py
+
+# Teacher quality (GEM vs skeleton, DCN-v2, MLP; 2 datasets × 3 seeds), the scaling curve and the
+# speed options (torch.compile, bf16-mixed): ~45 min here.
+bench-teachers: setup
+	$(BIN)/python benchmarks/teacher_quality.py
 
 lint: setup
 	$(BIN)/ruff check .

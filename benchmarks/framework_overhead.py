@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.results_file import write_section  # noqa: E402
-from students import ARCHITECTURES  # noqa: E402
+from students import MLP_VM_SIZES, mlp_vm  # noqa: E402
 from transfer.batches import WindowBatches, window_loader  # noqa: E402
 from transfer.data import prepare_data  # noqa: E402
 from transfer.losses import distillation_loss, label_loss  # noqa: E402
@@ -73,7 +73,7 @@ def main() -> None:
     rows = log.surface_rows(prepared.train_rows, "ig_stories")
     task_col = log.tasks.index("click")
     L.seed_everything(0, verbose=False)
-    initial = ARCHITECTURES["mlp_vm_s"](log.inputs)
+    initial = mlp_vm(log.inputs, **MLP_VM_SIZES["s"])
     soft = torch.randn(len(rows), 1)  # stands in for the joined teacher logits: same shape, same cost
     data = WindowBatches(log, rows, initial.history_length, {"soft_logits": soft})
 

@@ -52,22 +52,15 @@ class MLPVerticalModel(nn.Module):
         return {"history.pooling": self.pooling}
 
 
-def mlp_vm_xs(inputs: InputSpec) -> MLPVerticalModel:
-    """The smallest VM: 4-dim embeddings, 8 events, one hidden layer of 32."""
-    return _mlp_vm(inputs, dim=4, history_length=8, hidden=[32])
+MLP_VM_SIZES = {
+    "xs": {"dim": 4, "history_length": 8, "hidden": [32]},  # the smallest VM
+    "s": {"dim": 8, "history_length": 16, "hidden": [64, 32]},  # the default VM
+    "m": {"dim": 16, "history_length": 32, "hidden": [128, 64]},  # a larger VM
+}
 
 
-def mlp_vm_s(inputs: InputSpec) -> MLPVerticalModel:
-    """The default VM: 8-dim embeddings, 16 events, hidden 64 → 32."""
-    return _mlp_vm(inputs, dim=8, history_length=16, hidden=[64, 32])
-
-
-def mlp_vm_m(inputs: InputSpec) -> MLPVerticalModel:
-    """A larger VM: 16-dim embeddings, 32 events, hidden 128 → 64."""
-    return _mlp_vm(inputs, dim=16, history_length=32, hidden=[128, 64])
-
-
-def _mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int]) -> MLPVerticalModel:
+def mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int]) -> MLPVerticalModel:
+    """An MLP vertical model: `dim`-wide embeddings, the last `history_length` events, MLP `hidden`."""
     return MLPVerticalModel(
         n_categorical=inputs.n_categorical,
         n_dense=inputs.n_dense,
@@ -76,6 +69,6 @@ def _mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[in
         hash_buckets=inputs.hash_buckets,
         dim=dim,
         history_length=history_length,
-        hidden=hidden,
+        hidden=list(hidden),
         feature_names=inputs.categorical_names,
     )

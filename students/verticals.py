@@ -1,43 +1,29 @@
 """The built-in vertical models: one per surface × task of the built-in datasets.
 
-Each entry names the surface and task it serves and the architecture builder it uses (a key of
-`ARCHITECTURES`). Recipes target verticals by name.
+Each is a catalog entry (`transfer.catalog.ModelEntry`): the surface and task it serves, its builder
+and default sizes, its owner and its serving budget. Recipes target verticals by name; a team's own
+package adds verticals through the `gem_transfer.verticals` entry point.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from students.mlp import MLP_VM_SIZES
+from transfer.catalog import ModelEntry, ServingBudget
 
-from students.mlp import mlp_vm_m, mlp_vm_s, mlp_vm_xs
-
-ARCHITECTURES = {
-    "mlp_vm_xs": mlp_vm_xs,
-    "mlp_vm_s": mlp_vm_s,
-    "mlp_vm_m": mlp_vm_m,
-}
-
-
-@dataclass(frozen=True)
-class VerticalSpec:
-    """A vertical model: what it serves and how it is built."""
-
-    name: str
-    surface: str
-    task: str
-    architecture: str
-
+# One request = 1,000 candidates scored on one CPU core (measured after training, logged to the run).
+DEFAULT_BUDGET = ServingBudget(max_params=1_000_000, max_p99_ms=25.0)
 
 _SYNTHETIC_SURFACES = ("fb_feed", "fb_marketplace", "ig_feed", "ig_stories", "ig_reels")
 _MOVIELENS_SURFACES = ("weekday_day", "weekday_night", "weekend_day", "weekend_night")
 
 
-def _grid(surfaces: tuple[str, ...], prefix: str = "") -> dict[str, VerticalSpec]:
-    specs = [
-        VerticalSpec(f"{prefix}{surface}_{task}", surface, task, "mlp_vm_s")
+def _grid(surfaces: tuple[str, ...], prefix: str = "") -> list[ModelEntry]:
+    return [
+        ModelEntry(f"{prefix}{surface}_{task}", "students.mlp:mlp_vm", MLP_VM_SIZES["s"], surfaces=(surface,), task=task,
+                   owner="gem-transfer", budget=DEFAULT_BUDGET, description=f"MLP VM for {task} on {surface}")
         for surface in surfaces
         for task in ("click", "conversion")
     ]
-    return {spec.name: spec for spec in specs}
 
 
-VERTICALS: dict[str, VerticalSpec] = {**_grid(_SYNTHETIC_SURFACES), **_grid(_MOVIELENS_SURFACES, prefix="ml_")}
+CATALOG: list[ModelEntry] = [*_grid(_SYNTHETIC_SURFACES), *_grid(_MOVIELENS_SURFACES, prefix="ml_")]

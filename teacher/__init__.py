@@ -1,22 +1,34 @@
 """Teachers (foundation models) and the building blocks they share with students.
 
-`TEACHERS` maps the names recipes use to builder functions `InputSpec → nn.Module`: the GEM
-architecture in four sizes, and baselines: the skeleton teacher, a DCN-v2-style model and an MLP.
+`CATALOG` declares the built-in teachers recipes name (`teacher.model`): the GEM architecture in four
+sizes, and baselines — the skeleton teacher, a DCN-v2-style model and an MLP. Each is a builder with
+typed sizes; a recipe overrides sizes by key (`teacher.sizes`). Packages add more teachers through
+the `gem_transfer.teachers` entry point (see `transfer.catalog`).
 """
 
-from teacher.baselines import dcn_v2_teacher, mlp_teacher
-from teacher.gem import gem_base, gem_large, gem_lite, gem_tiny
-from teacher.skeleton import skeleton_small, skeleton_tiny
+from dataclasses import asdict
 
-TEACHERS = {
-    "gem_lite": gem_lite,
-    "gem_tiny": gem_tiny,
-    "gem_base": gem_base,
-    "gem_large": gem_large,
-    "skeleton_tiny": skeleton_tiny,
-    "skeleton_small": skeleton_small,
-    "dcn_v2": dcn_v2_teacher,
-    "mlp": mlp_teacher,
+from teacher.gem import GEM_SIZES
+from transfer.catalog import ModelEntry
+
+_GEM_USES = {
+    "gem_lite": "1 interleaving layer, 16-dim, 128 events: fast exploration runs",
+    "gem_tiny": "2 interleaving layers, 16-dim, 256 events: tests and the GEM recipes",
+    "gem_base": "2 interleaving layers, 32-dim, 512 events: this machine's benchmarks",
+    "gem_large": "6 interleaving layers, 128-dim, 8,192 events: accelerator scale",
 }
+_BASELINE = "teacher.baselines:baseline_teacher"
 
-__all__ = ["TEACHERS"]
+CATALOG = [
+    *(ModelEntry(name, "teacher.gem:gem_model", asdict(GEM_SIZES[name]), description=f"GEM: {use}") for name, use in _GEM_USES.items()),
+    ModelEntry("skeleton_tiny", "teacher.skeleton:skeleton_model", {"dim": 16, "history_length": 256, "hidden": [256, 64]},
+               description="skeleton (target attention + match counts + MLP), 16-dim, 256 events: the quickstart teacher"),
+    ModelEntry("skeleton_small", "teacher.skeleton:skeleton_model", {"dim": 32, "history_length": 1024, "hidden": [512, 256, 64]},
+               description="skeleton, 32-dim, 1,024 events"),
+    ModelEntry("dcn_v2", _BASELINE, {"dim": 16, "history_length": 256, "hidden": [256, 64], "cross_layers": 3},
+               description="baseline: DCN-v2, 3 cross layers beside an MLP 256 → 64; 256 events mean-pooled"),
+    ModelEntry("mlp", _BASELINE, {"dim": 16, "history_length": 256, "hidden": [256, 64], "cross_layers": 0},
+               description="baseline: MLP 256 → 64 over features and 256 events mean-pooled"),
+]
+
+__all__ = ["CATALOG"]

@@ -77,11 +77,6 @@ class BaselineTeacher(nn.Module):
         return {}
 
 
-def mlp_teacher(inputs: InputSpec) -> BaselineTeacher:
-    """Baseline: 16-dim, 256 events mean-pooled, MLP 256 → 64."""
-    return BaselineTeacher(inputs, dim=16, history_length=256, hidden=[256, 64], cross_layers=0)
-
-
-def dcn_v2_teacher(inputs: InputSpec) -> BaselineTeacher:
-    """Baseline: DCN-v2, 3 cross layers beside an MLP 256 → 64; 16-dim, 256 events mean-pooled."""
-    return BaselineTeacher(inputs, dim=16, history_length=256, hidden=[256, 64], cross_layers=3)
+def baseline_teacher(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int], cross_layers: int) -> BaselineTeacher:
+    """An MLP (cross_layers = 0) or DCN-v2-style (cross layers beside the MLP) baseline teacher."""
+    return BaselineTeacher(inputs, dim=dim, history_length=history_length, hidden=list(hidden), cross_layers=cross_layers)

@@ -70,20 +70,10 @@ class SkeletonTeacher(nn.Module):
         return {"history.event_mlp": self.event_mlp, "history.pooling": self.pooling, "history.match_counts": self.match_counts}
 
 
-def skeleton_tiny(inputs: InputSpec) -> SkeletonTeacher:
-    """16-dim, 256-event history, hidden 256 → 64: the quickstart teacher and the baseline architecture."""
-    return skeleton_model(inputs, dim=16, history_length=256, hidden=[256, 64])
-
-
-def skeleton_small(inputs: InputSpec) -> SkeletonTeacher:
-    """Wider and with a 1024-event history."""
-    return skeleton_model(inputs, dim=32, history_length=1024, hidden=[512, 256, 64])
-
-
 def skeleton_model(
     inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int], heads: int = 4, recent: int = 16
 ) -> SkeletonTeacher:
-    """A skeleton-architecture model of any size for the data `inputs` describes."""
+    """A skeleton-architecture model of any size for the data `inputs` describes (the catalog holds the presets)."""
     return SkeletonTeacher(
         n_categorical=inputs.n_categorical,
         n_dense=inputs.n_dense,
@@ -92,7 +82,7 @@ def skeleton_model(
         hash_buckets=inputs.hash_buckets,
         dim=dim,
         history_length=history_length,
-        hidden=hidden,
+        hidden=list(hidden),
         heads=heads,
         recent=recent,
         feature_names=inputs.categorical_names,

@@ -37,4 +37,4 @@ def test_a_vm_without_impressions_in_its_window_is_a_clear_error(tmp_path, small
     dataset = write_dataset(tmp_path, small_log.filter(pl.col("surface") != "ig_stories"))
     code, _, err = run_cli(capsys, "run", str(write_recipe(tmp_path, dataset)))
     assert code == 2
-    assert "'ig_stories_click' has no impressions of surface 'ig_stories'" in err
+    assert "'ig_stories_click' has no impressions of surface(s) 'ig_stories'" in err

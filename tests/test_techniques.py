@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from adapters import StudentAdapter
-from students import ARCHITECTURES
-from teacher import TEACHERS
+from students import MLP_VM_SIZES, mlp_vm
 from tests.conftest import write_dataset, write_recipe
 from transfer.batches import WindowBatches, window_loader
+from transfer.catalog import catalog
 from transfer.data import prepare_data
 from transfer.heads import TransferHeads, scale_gradient
 from transfer.module import RankingModule
@@ -70,7 +70,7 @@ def test_beta_scales_the_trunk_gradient_not_the_head_gradient(beta):
 
 def test_auxiliary_head_keeps_soft_labels_off_the_serving_head(data):
     torch.manual_seed(0)
-    model = ARCHITECTURES["mlp_vm_xs"](data.log.inputs)
+    model = mlp_vm(data.log.inputs, **MLP_VM_SIZES["xs"])
     terms = TransferTerms(distill_weight=1.0, distill_on_serving_head=False)
     heads = TransferHeads(model.embedding_dim, 1, distill_head=True, adapter_head=False, projection_dim=None)
     module = RankingModule(model, ["click"], [0], 1e-3, terms, heads)
@@ -86,7 +86,7 @@ def test_auxiliary_head_keeps_soft_labels_off_the_serving_head(data):
 
 def test_the_vm_loss_never_reaches_the_adapter(data):
     torch.manual_seed(0)
-    model = ARCHITECTURES["mlp_vm_xs"](data.log.inputs)
+    model = mlp_vm(data.log.inputs, **MLP_VM_SIZES["xs"])
     adapter = StudentAdapter(len(data.log.surfaces), 1)
     terms = TransferTerms(distill_weight=1.0, adapter_weight=2.0, distill_on_serving_head=False)
     heads = TransferHeads(model.embedding_dim, 1, distill_head=True, adapter_head=True, projection_dim=None)
@@ -105,7 +105,7 @@ def test_the_vm_loss_never_reaches_the_adapter(data):
 
 def test_training_steps_the_adapter_on_fresh_rows_then_the_vm(data):
     torch.manual_seed(0)
-    model = ARCHITECTURES["mlp_vm_xs"](data.log.inputs)
+    model = mlp_vm(data.log.inputs, **MLP_VM_SIZES["xs"])
     adapter = StudentAdapter(len(data.log.surfaces), 1)
     before = copy.deepcopy(adapter.state_dict())
     terms = TransferTerms(distill_weight=1.0, adapter_weight=1.0, distill_on_serving_head=False)
@@ -123,7 +123,7 @@ def test_training_steps_the_adapter_on_fresh_rows_then_the_vm(data):
 
 def test_export_drops_the_projection_head(data):
     torch.manual_seed(0)
-    plain = ARCHITECTURES["mlp_vm_xs"](data.log.inputs)
+    plain = mlp_vm(data.log.inputs, **MLP_VM_SIZES["xs"])
     aligned = copy.deepcopy(plain)
     teacher_dim = 24
     terms = TransferTerms(representation_weight=1.0, representation_loss="infonce")
@@ -146,8 +146,8 @@ def test_export_drops_the_projection_head(data):
 
 def test_frozen_shared_parts_stay_bit_identical_through_training(data):
     torch.manual_seed(0)
-    teacher = TEACHERS["skeleton_tiny"](data.log.inputs)
-    vm = ARCHITECTURES["mlp_vm_s"](data.log.inputs)
+    teacher = catalog("teacher")["skeleton_tiny"].build(data.log.inputs)
+    vm = mlp_vm(data.log.inputs, **MLP_VM_SIZES["s"])
     share_parts(teacher, vm, ["embeddings.ad_id", "events.context"], freeze=True)
     imported_ad = vm.features.imported[str(vm.feature_names.index("ad_id"))].table.weight.clone()
     imported_context = vm.events.context.table.weight.clone()
@@ -163,8 +163,8 @@ def test_frozen_shared_parts_stay_bit_identical_through_training(data):
 
 def test_unfrozen_shared_parts_fine_tune(data):
     torch.manual_seed(0)
-    teacher = TEACHERS["skeleton_tiny"](data.log.inputs)
-    vm = ARCHITECTURES["mlp_vm_m"](data.log.inputs)  # same width as the teacher: pooling fits as is
+    teacher = catalog("teacher")["skeleton_tiny"].build(data.log.inputs)
+    vm = mlp_vm(data.log.inputs, **MLP_VM_SIZES["m"])  # same width as the teacher: pooling fits as is
     share_parts(teacher, vm, ["history.pooling", "embeddings.user_id"], freeze=False)
     assert torch.equal(vm.pooling.query.weight, teacher.pooling.query.weight)
     module = RankingModule(vm, ["click"], [0], 1e-2)
@@ -173,8 +173,8 @@ def test_unfrozen_shared_parts_fine_tune(data):
 
 
 def test_sharing_refuses_unknown_and_unfitting_parts(data):
-    teacher = TEACHERS["skeleton_tiny"](data.log.inputs)
-    vm = ARCHITECTURES["mlp_vm_s"](data.log.inputs)
+    teacher = catalog("teacher")["skeleton_tiny"].build(data.log.inputs)
+    vm = mlp_vm(data.log.inputs, **MLP_VM_SIZES["s"])
     with pytest.raises(SharingError, match="no part 'embeddings.zip'.*embeddings.ad_id.*events.context"):
         share_parts(teacher, vm, ["embeddings.zip"], freeze=True)
     with pytest.raises(SharingError, match="consumer.*no part 'history.event_mlp'"):
@@ -188,8 +188,8 @@ def test_sharing_keeps_the_consumer_deterministic(data):
     outputs = []
     for _ in range(2):
         L.seed_everything(5, verbose=False)
-        teacher = TEACHERS["skeleton_tiny"](data.log.inputs)
-        vm = ARCHITECTURES["mlp_vm_s"](data.log.inputs)
+        teacher = catalog("teacher")["skeleton_tiny"].build(data.log.inputs)
+        vm = mlp_vm(data.log.inputs, **MLP_VM_SIZES["s"])
         share_parts(teacher, vm, ["embeddings.ad_category"], freeze=False)
         outputs.append(vm.eval()(_batch(data, vm)).logits)
     assert torch.equal(*outputs)

@@ -2,7 +2,9 @@
 
     gem-transfer run RECIPE [key=value …]     run a recipe, print the lift table
     gem-transfer validate RECIPE …            check recipes without running them
-    gem-transfer ls [recipes|teachers|domain_fms|students|datasets]
+    gem-transfer ls [recipes|verticals|teachers|domain_fms|datasets]
+    gem-transfer register RUN_ID [--alias candidate]   register a trained VM in the MLflow Model Registry
+    gem-transfer lift [--experiment NAME] [--vertical NAME] [--since DATE]   the lift table, from MLflow
     gem-transfer data synth --rows N --out PATH
 
 Bad input ends with one line on stderr and exit code 2 (`--debug` shows the traceback).
@@ -42,10 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("recipes", type=Path, nargs="+")
     validate.set_defaults(handler=_cmd_validate)
 
-    ls = sub.add_parser("ls", help="list recipes, teachers, domain FMs, students (verticals) and datasets")
-    ls.add_argument("what", nargs="?", choices=["recipes", "teachers", "domain_fms", "students", "datasets"], default=None)
+    ls = sub.add_parser("ls", help="list recipes, the catalog (verticals, teachers, domain FMs) and datasets")
+    ls.add_argument("what", nargs="?", choices=["recipes", "verticals", "students", "teachers", "domain_fms", "datasets"], default=None)
     ls.add_argument("--recipes-dir", type=Path, default=Path("recipes"))
     ls.set_defaults(handler=_cmd_ls)
+
+    register = sub.add_parser("register", help="register a trained vertical model (a student run) in the MLflow Model Registry")
+    register.add_argument("run_id")
+    register.add_argument("--alias", default=None, help="set this alias (e.g. candidate) on the new version")
+    _tracking_option(register)
+    register.set_defaults(handler=_cmd_register)
+
+    lift = sub.add_parser("lift", help="the lift table from the MLflow tracking store; writes CSV and a PNG chart")
+    lift.add_argument("--experiment", action="append", default=None, help="experiment name (repeatable; default: all)")
+    lift.add_argument("--vertical", default=None, help="only this vertical model")
+    lift.add_argument("--since", default=None, help="only recipe runs started on or after this date, YYYY-MM-DD")
+    lift.add_argument("--out", type=Path, default=Path("gem_runs/lift"), help="folder for lift.csv and lift.png")
+    _tracking_option(lift)
+    lift.set_defaults(handler=_cmd_lift)
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -57,6 +73,41 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--start", default="2026-01-01", help="first day, YYYY-MM-DD")
     synth.set_defaults(handler=_cmd_synth)
     return parser
+
+
+def _tracking_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///gem_runs/mlflow.db)")
+
+
+def _tracking_uri(args: argparse.Namespace) -> str:
+    import os
+
+    from transfer.tracking import default_tracking_uri
+
+    return args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path("gem_runs"))
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    from transfer.registry import register_vertical
+
+    version = register_vertical(_tracking_uri(args), args.run_id, args.alias)
+    alias = f", alias '{args.alias}'" if args.alias else ""
+    print(f"registered '{version.name}' version {version.version}{alias} from run {args.run_id}")
+    for key, value in sorted(version.tags.items()):
+        print(f"  {key}: {value}")
+    return 0
+
+
+def _cmd_lift(args: argparse.Namespace) -> int:
+    from transfer.lift import lift_from_tracking
+    from transfer.report import format_table
+
+    report = lift_from_tracking(_tracking_uri(args), args.experiment, args.vertical, args.since, args.out)
+    print(format_table(report.table))
+    print()
+    print(f"wrote {report.csv} and {report.chart}; logged both on recipe run(s) {', '.join(report.recipe_runs)}")
+    return 0
 
 
 def _positive_int(text: str) -> int:
@@ -95,30 +146,26 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    from domain_fms import DOMAIN_FMS
-    from students import ARCHITECTURES, VERTICALS
-    from teacher import TEACHERS
+    from transfer.catalog import catalog
     from transfer.dataset_config import builtin_datasets
 
     sections = {
         "recipes": lambda: [f"{p}" for p in sorted(args.recipes_dir.glob("*.yaml"))],
-        "teachers": lambda: [_costed(name, fn) for name, fn in TEACHERS.items()],
-        "domain_fms": lambda: [_costed(name, fn) for name, fn in DOMAIN_FMS.items()],
-        "students": lambda: [
-            f"{v.name}: {v.surface} × {v.task}, architecture {v.architecture} ({_doc(ARCHITECTURES[v.architecture])})"
-            for v in VERTICALS.values()
-        ],
+        "verticals": lambda: [entry.summary() for entry in catalog("vertical").values()],
+        "teachers": lambda: [_costed(entry) for entry in catalog("teacher").values()],
+        "domain_fms": lambda: [_costed(entry) for entry in catalog("domain_fm").values()],
         "datasets": lambda: [*builtin_datasets(), "(or a path to a dataset YAML)"],
     }
-    for name in [args.what] if args.what else sections:
+    what = "verticals" if args.what == "students" else args.what
+    for name in [what] if what else sections:
         print(f"{name}:")
         for line in sections[name]():
             print(f"  {line}")
     return 0
 
 
-def _costed(name: str, builder) -> str:
-    """`name: doc (parameters, forward FLOPs per example)` on the synthetic dataset's features."""
+def _costed(entry) -> str:
+    """`name: description [parameters, forward FLOPs per example]` on the synthetic dataset's features."""
     import torch
 
     from teacher.cost import forward_flops_per_example, parameter_count
@@ -127,13 +174,9 @@ def _costed(name: str, builder) -> str:
 
     inputs = inputs_of(load_dataset_config(dataset_config_path("synthetic")))
     torch.manual_seed(0)
-    model = builder(inputs)
+    model = entry.build(inputs)
     flops = forward_flops_per_example(model, inputs, batch_size=1)
-    return f"{name}: {_doc(builder)} [{parameter_count(model) / 1e6:.2f}M parameters, {flops / 1e6:,.1f} MFLOPs/example forward]"
-
-
-def _doc(fn) -> str:
-    return (fn.__doc__ or "").strip().splitlines()[0]
+    return f"{entry.name}: {entry.description} [{parameter_count(model) / 1e6:.2f}M parameters, {flops / 1e6:,.1f} MFLOPs/example forward]"
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:

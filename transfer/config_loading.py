@@ -53,7 +53,7 @@ def _apply_override(cfg: DictConfig, item: str, path: Path, schema: type) -> Dic
         value = OmegaConf.from_dotlist([f"value={text}"])["value"]
     except (OmegaConfBaseException, yaml.YAMLError) as exc:
         raise RecipeError(f"{source}: cannot parse the value: {_first_line(exc)}") from exc
-    if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+    if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT and not _in_free_mapping(cfg, key):
         allowed = _allowed_keys(schema, key)
         raise RecipeError(f"{source}: unknown key '{key}'; allowed here: {allowed}")
     try:
@@ -64,6 +64,12 @@ def _apply_override(cfg: DictConfig, item: str, path: Path, schema: type) -> Dic
 
 
 _ABSENT = object()
+
+
+def _in_free_mapping(cfg: DictConfig, key: str) -> bool:
+    """True when `key`'s parent is a free-form mapping (e.g. `teacher.sizes`), where new keys are allowed."""
+    parent = OmegaConf.select(cfg, key.rpartition(".")[0], default=None)
+    return isinstance(parent, DictConfig) and OmegaConf.get_type(parent) is dict
 
 
 def _merge(base: DictConfig, extra: Any, source: str, schema: type) -> DictConfig:

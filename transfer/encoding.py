@@ -72,9 +72,10 @@ class EncodedLog:
         lo, hi = int(start.timestamp()), int(end.timestamp())
         return torch.nonzero((self.ts >= lo) & (self.ts < hi)).squeeze(1)
 
-    def surface_rows(self, rows: torch.Tensor, surface: str) -> torch.Tensor:
-        """The subset of `rows` shown on `surface`. → [m] int64"""
-        return rows[self.surface[rows] == self.surfaces.index(surface)]
+    def surface_rows(self, rows: torch.Tensor, surfaces: str | tuple[str, ...]) -> torch.Tensor:
+        """The subset of `rows` shown on `surfaces` (one name or several). → [m] int64"""
+        wanted = torch.tensor([self.surfaces.index(s) for s in ([surfaces] if isinstance(surfaces, str) else surfaces)])
+        return rows[torch.isin(self.surface[rows], wanted)]
 
 
 def encode(frame: pl.DataFrame, surfaces: list[str], tasks: list[str], categorical: list[str], dense: list[str], hash_buckets: int) -> pl.DataFrame:

@@ -16,11 +16,10 @@ import lightning as L
 import mlflow
 import polars as pl
 
-from domain_fms import DOMAIN_FMS
-from students import ARCHITECTURES, VERTICALS, VerticalSpec
 from teacher.cost import parameter_count
 from transfer.atomic import atomic_path, write_text_atomic
 from transfer.batches import WindowBatches, window_loader
+from transfer.catalog import ModelEntry, catalog
 from transfer.consumers import ConsumerTarget, knowledge_batches, techniques_tag, transfer_module
 from transfer.data import PreparedData, prepare_data
 from transfer.errors import DataError, RecipeError
@@ -30,8 +29,9 @@ from transfer.producers import SCORING_BATCH, Producer, knowledge_for, train_tea
 from transfer.progress import step
 from transfer.recipe import Recipe, StageConfig, StudentConfig
 from transfer.report import Scores, VerticalResult, lift_table
+from transfer.serving import budget_status, measure, request
 from transfer.stage_cache import StageCache
-from transfer.tracking import Tracker, default_tracking_uri
+from transfer.tracking import Tracker, check_reachable, default_tracking_uri, log_serving_model
 from transfer.training import evaluate, fit
 
 
@@ -54,14 +54,20 @@ class _Run:
     cache: StageCache
     teacher: Producer | None = None
     domain_fms: dict[str, Producer] | None = None
+    parent_run_id: str = ""
+
+    def recipe_tags(self) -> dict[str, str]:
+        """On every model run: which recipe run it belongs to (for `gem-transfer lift` and `register`)."""
+        return {"recipe": self.recipe.name, "recipe_hash": self.recipe.hash, "recipe_run_id": self.parent_run_id}
 
 
 def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
     """Run a recipe end to end; returns the lift table and where it was tracked."""
+    uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
+    check_reachable(uri)
     data = prepare_data(recipe.data, recipe.transfer.staleness_days)
     verticals = [_vertical(recipe_path, i, s, data) for i, s in enumerate(recipe.students)]
     run_dir = Path(recipe.output_dir) / recipe.name / recipe.hash
-    uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
     experiment = recipe.tracking.experiment or recipe.name
     artifacts = _artifact_root(recipe.tracking.uri, Path(recipe.output_dir))
     run = _Run(recipe, data, Tracker(uri, experiment, artifacts), StageCache(Path(recipe.output_dir) / "stages"))
@@ -72,8 +78,9 @@ def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
     )
     tags = {"recipe": recipe.name, "recipe_hash": recipe.hash, "strategy": recipe.transfer.strategy}
     with run.tracker.run(recipe.name, tags) as parent_id:
+        run.parent_run_id = parent_id
         _log_recipe(recipe, run_dir)
-        run.teacher = train_teacher(recipe, data, run.tracker, run.cache)
+        run.teacher = train_teacher(recipe, data, run.tracker, run.cache, run.recipe_tags())
         results: list[VerticalResult] = []
         for index, stage in enumerate(recipe.transfer.stages, start=1):
             with run.tracker.run(f"stage {index}: {stage.producer} → {stage.consumers}", _stage_tags(run, index, stage), nested=True):
@@ -101,11 +108,12 @@ def _artifact_root(uri: str | None, output_dir: Path) -> Path | None:
     return None
 
 
-def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedData) -> VerticalSpec:
-    spec = VERTICALS[student.vertical]
-    if spec.surface not in data.log.surfaces:
+def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedData) -> ModelEntry:
+    spec = catalog("vertical")[student.vertical]
+    missing = [s for s in spec.surfaces if s not in data.log.surfaces]
+    if missing or not spec.surfaces:
         raise RecipeError(
-            f"{recipe_path}: students.{i}.vertical: '{spec.name}' serves surface '{spec.surface}', which dataset "
+            f"{recipe_path}: students.{i}.vertical: '{spec.name}' serves surface(s) '{', '.join(spec.surfaces)}', which dataset "
             f"'{data.dataset}' does not have; its surfaces: {', '.join(data.log.surfaces)}"
         )
     if spec.task not in data.log.tasks:
@@ -114,8 +122,8 @@ def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedD
             f"'{data.dataset}' has tasks: {', '.join(data.log.tasks)}"
         )
     for window, rows in ((data.student, data.student_rows), (data.eval, data.eval_rows)):
-        if len(data.log.surface_rows(rows, spec.surface)) == 0:
-            raise DataError(f"students.{i}.vertical: '{spec.name}' has no impressions of surface '{spec.surface}' in window {window}")
+        if len(data.log.surface_rows(rows, spec.surfaces)) == 0:
+            raise DataError(f"students.{i}.vertical: '{spec.name}' has no impressions of surface(s) '{', '.join(spec.surfaces)}' in window {window}")
     return spec
 
 
@@ -136,9 +144,9 @@ def _stage_tags(run: _Run, index: int, stage: StageConfig) -> dict[str, str]:
     }
 
 
-def _student_domains(run: _Run, verticals: list[VerticalSpec]) -> list[str]:
+def _student_domains(run: _Run, verticals: list[ModelEntry]) -> list[str]:
     """The domains the recipe's VMs serve (each gets a domain FM), in the dataset's order."""
-    surfaces = {spec.surface for spec in verticals}
+    surfaces = {surface for spec in verticals for surface in spec.surfaces}
     return [domain for domain, members in run.data.domains.items() if surfaces & set(members)]
 
 
@@ -157,6 +165,7 @@ def _lineage_tags(run: _Run, producer: Producer, stage: StageConfig, index: int)
         "staleness_days": str(run.recipe.transfer.staleness_days),
         "stage": str(index),
         "techniques": techniques_tag(stage),
+        **run.recipe_tags(),
     }
 
 
@@ -171,7 +180,7 @@ def _train_domain_fm(run: _Run, domain: str, stage: StageConfig, index: int) -> 
             "task": ",".join(data.log.tasks), **_lineage_tags(run, producer, stage, index)}
     with run.tracker.run(f"domain_fm:{name}", tags, nested=True) as run_id:
         L.seed_everything(run.recipe.seed, verbose=False)
-        model = DOMAIN_FMS[cfg.model](data.log.inputs)
+        model = catalog("domain_fm")[cfg.model].build(data.log.inputs, cfg.sizes)
         module = transfer_module(model, target, cfg.lr, stage, producer, len(data.log.surfaces), target.base_rates(data))
         batches = knowledge_batches(data, target, model.history_length, stage, producer, knowledge, run.recipe.transfer.max_age_days)
         loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=run.recipe.seed)
@@ -181,24 +190,26 @@ def _train_domain_fm(run: _Run, domain: str, stage: StageConfig, index: int) -> 
     return Producer(name, module, run_id, data.student.end, target.rows)
 
 
-def _transfer_to_vertical(run: _Run, spec: VerticalSpec, student: StudentConfig, stage: StageConfig, index: int, seed: int) -> VerticalResult:
+def _transfer_to_vertical(run: _Run, spec: ModelEntry, student: StudentConfig, stage: StageConfig, index: int, seed: int) -> VerticalResult:
     data = run.data
-    domain = next(d for d, surfaces in data.domains.items() if spec.surface in surfaces)
+    domain = next(d for d, surfaces in data.domains.items() if spec.surfaces[0] in surfaces)
     producer = _producer_for(run, stage, domain)
-    target = ConsumerTarget([spec.task], [data.log.tasks.index(spec.task)], data.log.surface_rows(data.student_rows, spec.surface))
-    eval_rows = data.log.surface_rows(data.eval_rows, spec.surface)
+    target = ConsumerTarget([spec.task], [data.log.tasks.index(spec.task)], data.log.surface_rows(data.student_rows, spec.surfaces))
+    eval_rows = data.log.surface_rows(data.eval_rows, spec.surfaces)
     knowledge = knowledge_for(producer, data, run.recipe, run.tracker, run.cache)
     teacher_scores = _score(run, run.teacher.module, eval_rows, spec.task)
     producer_scores = _score(run, producer.module, eval_rows, spec.task) if producer is not run.teacher else None
 
     scores: dict[str, Scores] = {}
+    run_ids: dict[str, str] = {}
     for role in ("baseline", "student"):
-        tags = {"role": role, "vertical": spec.name, "surface": spec.surface, "task": spec.task}
+        tags = {"role": role, "vertical": spec.name, "surface": ",".join(spec.surfaces), "task": spec.task, **run.recipe_tags()}
         if role == "student":
-            tags |= _lineage_tags(run, producer, stage, index)
+            tags |= _lineage_tags(run, producer, stage, index) | {"baseline_run_id": run_ids["baseline"]}
         with run.tracker.run(f"{role}:{spec.name}", tags, nested=True) as run_id:
+            run_ids[role] = run_id
             L.seed_everything(seed, verbose=False)
-            model = ARCHITECTURES[student.architecture or spec.architecture](data.log.inputs)
+            model = spec.build(data.log.inputs, student.sizes)
             if role == "baseline":
                 module = RankingModule(model, target.tasks, target.task_columns, lr=student.lr, base_rates=target.base_rates(data))
                 batches = WindowBatches(data.log, target.rows, model.history_length)
@@ -206,15 +217,28 @@ def _transfer_to_vertical(run: _Run, spec: VerticalSpec, student: StudentConfig,
                 module = transfer_module(model, target, student.lr, stage, producer, len(data.log.surfaces), target.base_rates(data))
                 batches = knowledge_batches(data, target, model.history_length, stage, producer, knowledge, run.recipe.transfer.max_age_days)
             loader = window_loader(batches, student.batch_size, shuffle=True, seed=seed)
-            with step(f"{role}: {spec.name} on {len(target.rows):,} impressions of {spec.surface}"):
+            with step(f"{role}: {spec.name} on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}"):
                 fit(module, loader, run.recipe.trainer, run.recipe.trainer.max_epochs, run.tracker.lightning_logger(run_id))
             scores[role] = _score(run, module, eval_rows, spec.task)
-            mlflow.log_metrics(_metric_dict(scores[role], teacher_scores, scores.get("baseline")))
-            mlflow.log_metric("parameters", parameter_count(module.export()))
+            mlflow.log_metrics(_metric_dict(scores[role], teacher_scores, producer_scores, scores.get("baseline") if role == "student" else scores[role]))
+            status = _log_serving(module, spec, WindowBatches(data.log, eval_rows, model.history_length), role)
     return VerticalResult(
-        spec.name, spec.surface, spec.task, teacher_scores, scores["baseline"], scores["student"],
-        producer=producer.name if producer_scores is not None else None, producer_scores=producer_scores,
+        spec.name, "/".join(spec.surfaces), spec.task, teacher_scores, scores["baseline"], scores["student"],
+        producer=producer.name if producer_scores is not None else None, producer_scores=producer_scores, budget=status,
     )
+
+
+def _log_serving(module: RankingModule, spec: ModelEntry, eval_batches: WindowBatches, role: str) -> str:
+    """Measure the serving model's cost on a request from the eval window, log it (and, for a student,
+    the model itself, for `gem-transfer register`); → its budget status."""
+    served = module.export()
+    cost = measure(served, request(eval_batches))
+    status = budget_status(cost, spec.budget)
+    mlflow.log_metrics(cost.metrics())
+    mlflow.set_tag("budget_status", status)
+    if role == "student":
+        mlflow.set_tag("model_uri", log_serving_model(served, spec.name))
+    return status
 
 
 def _score(run: _Run, module: RankingModule, rows, task: str) -> Scores:
@@ -222,9 +246,13 @@ def _score(run: _Run, module: RankingModule, rows, task: str) -> Scores:
     return evaluate(module, loader, run.recipe.trainer, task)
 
 
-def _metric_dict(scores: Scores, teacher: Scores, baseline: Scores | None) -> dict[str, float]:
-    metrics = {"eval_ne": scores.ne, "eval_auc": scores.auc, "eval_calibration": scores.calibration, "teacher_eval_ne": teacher.ne}
-    if baseline is not None:
-        metrics["lift_pct"] = lift_percent(baseline.ne, scores.ne)
-        metrics["transfer_ratio"] = transfer_ratio(baseline.ne, scores.ne, teacher.ne)
+def _metric_dict(scores: Scores, teacher: Scores, producer: Scores | None, baseline: Scores) -> dict[str, float]:
+    """Every model run's metrics under the same names (a baseline's lift is 0 against itself), so the
+    MLflow UI's compare view lines runs up column by column."""
+    metrics = {f"eval_{name}": value for name, value in scores.as_dict().items()}
+    metrics |= {f"teacher_eval_{name}": value for name, value in teacher.as_dict().items()}
+    if producer is not None:
+        metrics |= {f"producer_eval_{name}": value for name, value in producer.as_dict().items()}
+    metrics["lift_pct"] = lift_percent(baseline.ne, scores.ne)
+    metrics["transfer_ratio"] = transfer_ratio(baseline.ne, scores.ne, teacher.ne)
     return metrics

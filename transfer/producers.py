@@ -6,7 +6,7 @@ for a window is generated once (a parquet table with provenance) and reused by e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,14 +15,14 @@ import mlflow
 import torch
 
 import teacher
-from teacher import TEACHERS
 from teacher.cost import parameter_count
 from transfer.batches import WindowBatches, window_loader
+from transfer.catalog import catalog
 from transfer.data import PreparedData
 from transfer.knowledge import Provenance, write_knowledge
 from transfer.module import RankingModule
 from transfer.progress import step
-from transfer.recipe import Recipe
+from transfer.recipe import Recipe, TrainerConfig
 from transfer.stage_cache import StageCache, source_fingerprint
 from transfer.tracking import Tracker
 from transfer.training import fit, predict
@@ -40,22 +40,25 @@ class Producer:
     cutoff: datetime  # it saw no example at or after this time
     rows: torch.Tensor  # [n] the rows of the consumers' window it scores
     knowledge: Path | None = None  # its table for the consumers' window, once generated
+    precision: str | None = None  # Lightning precision it scores with (default: the recipe trainer's)
 
     @property
     def history_length(self) -> int:
         return self.module.model.history_length
 
 
-def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: StageCache) -> Producer:
+def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: StageCache, recipe_tags: dict[str, str]) -> Producer:
     """Train the teacher on the train window (every surface and task), or reuse an identical run's."""
     cfg = recipe.teacher
     key = {"data": data.fingerprint, "window": str(data.train), "teacher": asdict(cfg), "seed": recipe.seed,
            "trainer": {k: str(v) for k, v in asdict(recipe.trainer).items() if k != "progress"}, "code": source_fingerprint(teacher)}
     folder = cache.folder("teacher", key)
-    tags = {"role": "teacher", "model": cfg.model, "surface": "all", "task": ",".join(data.log.tasks)}
+    tags = {"role": "teacher", "model": cfg.model, "surface": "all", "task": ",".join(data.log.tasks), **recipe_tags}
     with tracker.run(f"teacher:{cfg.model}", tags, nested=True) as run_id:
         L.seed_everything(recipe.seed, verbose=False)
-        model = TEACHERS[cfg.model](data.log.inputs)
+        model = catalog("teacher")[cfg.model].build(data.log.inputs, cfg.sizes)
+        if cfg.compile:
+            model.compile()  # in place: parameter names (and so the stage cache) are unchanged
         all_tasks = list(range(len(data.log.tasks)))
         module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=data.base_rates(data.train_rows, all_tasks))
         cached = cache.load_model(folder, model)
@@ -63,7 +66,7 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
             batches = WindowBatches(data.log, data.train_rows, model.history_length)
             loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=recipe.seed)
             with step(f"teacher: training {cfg.model} on {len(data.train_rows):,} impressions"):
-                fit(module, loader, recipe.trainer, cfg.max_epochs, tracker.lightning_logger(run_id))
+                fit(module, loader, teacher_trainer(recipe), cfg.max_epochs, tracker.lightning_logger(run_id))
             cache.save_model(folder, model, {"run_id": run_id})
             producer_run = run_id
         else:
@@ -71,7 +74,13 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
             mlflow.set_tags({"reused_from_run_id": cached["run_id"], "stage_cache": str(folder)})
             producer_run = cached["run_id"]
         mlflow.log_metric("parameters", parameter_count(model))
-    return Producer(cfg.model, module, producer_run, data.train.end, data.student_rows)
+        mlflow.log_params({"precision": teacher_trainer(recipe).precision, "compile": cfg.compile})
+    return Producer(cfg.model, module, producer_run, data.train.end, data.student_rows, precision=cfg.precision)
+
+
+def teacher_trainer(recipe: Recipe) -> TrainerConfig:
+    """The trainer settings the teacher trains and scores with: the recipe's, at the teacher's precision."""
+    return replace(recipe.trainer, precision=recipe.teacher.precision or recipe.trainer.precision)
 
 
 def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracker: Tracker, cache: StageCache) -> Path:
@@ -94,7 +103,8 @@ def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracke
 def _generate(producer: Producer, data: PreparedData, recipe: Recipe, path: Path) -> None:
     batches = WindowBatches(data.log, producer.rows, producer.history_length)
     with step(f"knowledge: scoring {len(producer.rows):,} impressions with {producer.name}"):
-        rows, logits, embedding = predict(producer.module, window_loader(batches, SCORING_BATCH, shuffle=False), recipe.trainer)
+        trainer = replace(recipe.trainer, precision=producer.precision or recipe.trainer.precision)
+        rows, logits, embedding = predict(producer.module, window_loader(batches, SCORING_BATCH, shuffle=False), trainer)
     provenance = Provenance(
         producer=producer.name,
         producer_run_id=producer.run_id,

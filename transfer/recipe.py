@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
@@ -43,17 +44,21 @@ class DataConfig:
 
 @dataclass
 class TeacherConfig:
-    model: str = "skeleton_tiny"  # a key of teacher.TEACHERS
+    model: str = "skeleton_tiny"  # a teacher of the catalog (`gem-transfer ls teachers`)
+    sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the catalog entry's default sizes
     max_epochs: int = 1
     lr: float = 2e-3
     batch_size: int = 1024
+    compile: bool = False  # torch.compile the teacher for training and knowledge generation
+    precision: str | None = None  # Lightning precision for the teacher (e.g. bf16-mixed); default: trainer.precision
 
 
 @dataclass
 class DomainFMConfig:
     """The domain foundation models of hierarchical transfer: one per domain of the dataset."""
 
-    model: str = "dfm_small"  # a key of domain_fms.DOMAIN_FMS
+    model: str = "dfm_small"  # a domain FM of the catalog (`gem-transfer ls domain_fms`)
+    sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the catalog entry's default sizes
     max_epochs: int = 1
     lr: float = 2e-3
     batch_size: int = 1024
@@ -120,8 +125,8 @@ class TransferConfig:
 
 @dataclass
 class StudentConfig:
-    vertical: str = MISSING  # a key of students.VERTICALS
-    architecture: str | None = None  # overrides the vertical's architecture (a key of ARCHITECTURES)
+    vertical: str = MISSING  # a vertical model of the catalog (`gem-transfer ls verticals`)
+    sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the vertical's default sizes
     lr: float = 2e-3
     batch_size: int = 512
 

@@ -7,9 +7,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from domain_fms import DOMAIN_FMS
-from students import ARCHITECTURES, VERTICALS
-from teacher import TEACHERS
+from transfer.catalog import CatalogError, ModelEntry, catalog
 from transfer.dataset_config import builtin_datasets, dataset_config_path, load_dataset_config
 from transfer.encoding import inputs_of
 from transfer.errors import RecipeError, UserError
@@ -18,6 +16,8 @@ from transfer.recipe import STRATEGY_STAGES, Recipe, StageConfig
 from transfer.sharing import SharingError, share_parts
 
 DISTILLATION_HEADS = ("serving", "auxiliary")
+PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "64-true")  # what Lightning runs on a CPU
+ACCELERATOR_PRECISIONS = ("16-mixed", "16-true")
 
 
 def default_stages(strategy: str) -> list[StageConfig]:
@@ -25,8 +25,12 @@ def default_stages(strategy: str) -> list[StageConfig]:
 
 
 def validate(recipe: Recipe, path: Path) -> None:
-    _one_of(path, "teacher.model", recipe.teacher.model, TEACHERS)
-    _one_of(path, "domain_fms.model", recipe.domain_fms.model, DOMAIN_FMS)
+    _check_model(path, "teacher", "teacher.model", recipe.teacher.model, recipe.teacher.sizes)
+    _check_model(path, "domain_fm", "domain_fms.model", recipe.domain_fms.model, recipe.domain_fms.sizes)
+    precisions = PRECISIONS if recipe.trainer.accelerator == "cpu" else (*PRECISIONS, *ACCELERATOR_PRECISIONS)
+    _one_of(path, "trainer.precision", recipe.trainer.precision, precisions)
+    if recipe.teacher.precision is not None:
+        _one_of(path, "teacher.precision", recipe.teacher.precision, precisions)
     _check_dataset(recipe, path)
     _check_students(recipe, path)
     _check_windows(recipe, path)
@@ -57,9 +61,7 @@ def _check_students(recipe: Recipe, path: Path) -> None:
     if not recipe.students:
         raise RecipeError(f"{path}: students: at least one student is needed, e.g. [{{vertical: ig_stories_click}}]")
     for i, student in enumerate(recipe.students):
-        _one_of(path, f"students.{i}.vertical", student.vertical, VERTICALS)
-        if student.architecture is not None:
-            _one_of(path, f"students.{i}.architecture", student.architecture, ARCHITECTURES)
+        _check_model(path, "vertical", f"students.{i}.vertical", student.vertical, student.sizes)
         _positive(path, f"students.{i}.lr", student.lr)
         _positive(path, f"students.{i}.batch_size", student.batch_size)
     verticals = [s.vertical for s in recipe.students]
@@ -122,22 +124,41 @@ def _check_sharing(recipe: Recipe, path: Path) -> None:
         inputs = inputs_of(load_dataset_config(dataset_config_path(recipe.data.dataset)))
     except UserError as exc:
         raise RecipeError(f"{path}: data.dataset: {exc}") from None
-    builders = {"teacher": TEACHERS[recipe.teacher.model], "domain_fms": DOMAIN_FMS[recipe.domain_fms.model]}
+    producers = {"teacher": (catalog("teacher")[recipe.teacher.model], recipe.teacher.sizes),
+                 "domain_fms": (catalog("domain_fm")[recipe.domain_fms.model], recipe.domain_fms.sizes)}
+    verticals = catalog("vertical")
     for i, stage in enumerate(recipe.transfer.stages):
         if not stage.sharing.modules:
             continue
-        consumers = [builders["domain_fms"]] if stage.consumers == "domain_fms" else [
-            ARCHITECTURES[s.architecture or VERTICALS[s.vertical].architecture] for s in recipe.students
+        consumers = [producers["domain_fms"]] if stage.consumers == "domain_fms" else [
+            (verticals[s.vertical], s.sizes) for s in recipe.students
         ]
-        for build in dict.fromkeys(consumers):
+        producer, producer_sizes = producers[stage.producer]
+        for entry, sizes in consumers:
             try:
-                share_parts(builders[stage.producer](inputs), build(inputs), list(stage.sharing.modules), stage.sharing.freeze)
+                share_parts(producer.build(inputs, producer_sizes), entry.build(inputs, sizes), list(stage.sharing.modules), stage.sharing.freeze)
             except SharingError as exc:
                 raise RecipeError(f"{path}: transfer.stages.{i}.sharing.modules: {exc}") from None
 
 
 def _arrows(shape: list[tuple[str, str]]) -> str:
     return "[" + ", ".join(f"{p} → {c}" for p, c in shape) + "]"
+
+
+def _check_model(path: Path, kind: str, key: str, name: str, sizes: dict) -> ModelEntry:
+    """`name` is in the catalog of `kind`, and `sizes` only names sizes its builder takes."""
+    try:
+        entries = catalog(kind)
+    except CatalogError as exc:
+        raise RecipeError(f"{path}: {key}: {exc}") from None
+    _one_of(path, key, name, entries)
+    entry = entries[name]
+    allowed = entry.size_names()
+    unknown = [k for k in sizes if k not in allowed]
+    if unknown:
+        sizes_key = key.rsplit(".", 1)[0] + ".sizes"
+        raise RecipeError(f"{path}: {sizes_key}: unknown size '{unknown[0]}' for {entry.builder}; allowed: {', '.join(allowed)}")
+    return entry
 
 
 def _one_of(path: Path, key: str, value: str, allowed) -> None:

@@ -15,6 +15,9 @@ class Scores:
     auc: float
     calibration: float
 
+    def as_dict(self) -> dict[str, float]:
+        return {"ne": self.ne, "auc": self.auc, "calibration": self.calibration}
+
 
 @dataclass(frozen=True)
 class VerticalResult:
@@ -26,6 +29,7 @@ class VerticalResult:
     student: Scores
     producer: str | None = None  # the VM's direct producer when it is not the teacher (a domain FM)
     producer_scores: Scores | None = None
+    budget: str = "no budget"  # the student's serving budget status (see transfer.serving)
 
 
 def lift_table(results: list[VerticalResult], teacher_name: str) -> pl.DataFrame:
@@ -47,9 +51,17 @@ def lift_table(results: list[VerticalResult], teacher_name: str) -> pl.DataFrame
                     "calibration": s.calibration,
                     "lift %": lift_percent(r.baseline.ne, s.ne),
                     "transfer ratio": transfer_ratio(r.baseline.ne, s.ne, r.teacher.ne),
+                    "serving budget": budget_cell(r.budget) if role == "student" else "",
                 }
             )
     return pl.DataFrame(rows)
+
+
+def budget_cell(status: str) -> str:
+    """"ok", "OVER: <limits exceeded>", or "-" when the VM has no budget."""
+    if status == "within budget":
+        return "ok"
+    return "-" if status == "no budget" else "OVER: " + status.removeprefix("over budget: ")
 
 
 def format_table(table: pl.DataFrame) -> str:

@@ -3,18 +3,50 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+import mlflow.pytorch
+import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
+from torch import nn
 
 from transfer.errors import UserError
+
+HEALTH_TIMEOUT_S = 5.0
+logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # its pickle-format warning, on every VM logged
 
 
 def default_tracking_uri(output_dir: Path) -> str:
     return f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
+
+
+def check_reachable(uri: str) -> None:
+    """Fail fast, naming the URI, when a tracking server does not answer (before any work starts).
+    Local stores (sqlite, file) need no check."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S) as response:
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        problem = str(getattr(exc, "reason", exc))
+    raise UserError(f"tracking.uri: the MLflow tracking server at {uri} cannot be reached ({problem}); start it or fix tracking.uri")
+
+
+def log_serving_model(model: nn.Module, name: str) -> str:
+    """Log a trained serving model as an MLflow PyTorch model in the active run; → its model URI."""
+    # "pickle": the batch is a dict of tensors, which the traced "pt2" format cannot take as its input.
+    info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+                                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    return info.model_uri
 
 
 class Tracker:

@@ -56,4 +56,4 @@ def predict(module: RankingModule, loader: DataLoader, cfg: TrainerConfig) -> tu
     """rows [N], logits [N, T], embedding [N, E] over `loader`, in loader order."""
     outputs = make_trainer(cfg, 1).predict(module, dataloaders=loader)
     rows, logits, embedding = zip(*outputs, strict=False)
-    return torch.cat(rows), torch.cat(logits), torch.cat(embedding)
+    return torch.cat(rows), torch.cat(logits).float(), torch.cat(embedding).float()  # float32 even under bf16

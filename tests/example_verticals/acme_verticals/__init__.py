@@ -1,0 +1,1 @@
+"""Acme's vertical models (an example third-party package)."""

@@ -1,0 +1,144 @@
+"""Platform teams and analysts on a real MLflow sqlite store: serving cost logged per VM, over-budget
+VMs flagged and refused by `register`, registration with lineage (loaded back with the standard
+MLflow API, scoring the eval window as the run did), and `gem-transfer lift` built from the store."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow.pytorch
+import polars as pl
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run_cli, write_dataset, write_recipe
+from transfer.batches import WindowBatches, window_loader
+from transfer.data import prepare_data
+from transfer.metrics import NormalizedEntropy
+from transfer.recipe import load_recipe
+
+OVER_BUDGET = {"vertical": "fb_feed_click", "batch_size": 64, "sizes": {"hidden": [1024, 1024]}}  # > 1M parameters
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory, small_log):
+    """One recipe run (a VM within budget, one over) and a second with another technique, in one store."""
+    folder = tmp_path_factory.mktemp("registry")
+    dataset = write_dataset(folder, small_log)
+    db = folder / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    common = dict(teacher={"model": "skeleton_tiny", "batch_size": 256}, tracking={"uri": uri, "experiment": "lift"})
+    first = write_recipe(folder, dataset, name="kd", students=[{"vertical": "ig_stories_click", "batch_size": 64}, OVER_BUDGET], **common)
+    second = write_recipe(folder, dataset, name="aux", students=[{"vertical": "ig_stories_click", "batch_size": 64}],
+                          transfer={"stages": [{"producer": "teacher", "consumers": "students",
+                                                "distillation": {"weight": 1.0, "head": "auxiliary"}}]}, **common)
+    for recipe in (first, second):
+        assert run_cli_quiet(recipe) == 0
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("lift").experiment_id])
+    return {"uri": uri, "client": client, "runs": runs, "recipe": first, "folder": folder}
+
+
+def run_cli_quiet(recipe) -> int:
+    from transfer.cli import main
+
+    return main(["run", str(recipe)])
+
+
+def _one(runs, **tags):
+    (run,) = [r for r in runs if all(r.data.tags.get(k) == v for k, v in tags.items())]
+    return run
+
+
+def test_each_vm_run_logs_its_serving_cost_and_budget_status(tracked):
+    within = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe="kd")
+    over = _one(tracked["runs"], role="student", vertical="fb_feed_click")
+    for run in (within, over):
+        metrics = run.data.metrics
+        assert metrics["serving_params"] > 0 and 0 < metrics["serving_p50_ms"] <= metrics["serving_p99_ms"]
+    assert within.data.tags["budget_status"] == "within budget"
+    assert over.data.metrics["serving_params"] > 1_000_000
+    assert over.data.tags["budget_status"].startswith("over budget: parameters")
+    lift_csv = pl.read_csv(next(tracked["folder"].rglob("kd/*/lift.csv")))
+    flagged = lift_csv.filter(pl.col("role") == "student").select("model", "serving budget").rows()
+    assert ("ig_stories_click", "ok") in flagged
+    assert any(model == "fb_feed_click" and status.startswith("OVER: parameters") for model, status in flagged)
+
+
+def test_register_records_lineage_and_the_model_loads_back_scoring_identically(tracked, capsys):
+    run = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe="kd")
+    code, out, err = run_cli(capsys, "register", run.info.run_id, "--alias", "candidate", "--tracking-uri", tracked["uri"])
+    assert code == 0, err
+    client = tracked["client"]
+    version = client.get_model_version_by_alias("ig_stories_click", "candidate")
+    tags = version.tags
+    teacher = _one(tracked["runs"], role="teacher", recipe="kd")
+    assert tags["producer"] == "skeleton_tiny" and tags["producer_run_id"] == teacher.info.run_id
+    assert tags["recipe"] == "kd" and tags["recipe_hash"] == load_recipe(tracked["recipe"]).hash
+    assert tags["knowledge_cutoff"] == run.data.tags["knowledge_cutoff"] and "staleness_days" in tags
+    assert tags["techniques"] == "vanilla_kd"
+    assert float(tags["lift_pct"]) == pytest.approx(run.data.metrics["lift_pct"], rel=1e-5)
+    assert float(tags["transfer_ratio"]) == pytest.approx(run.data.metrics["transfer_ratio"], rel=1e-5)
+
+    model = mlflow.pytorch.load_model("models:/ig_stories_click@candidate").eval()
+    data = prepare_data(load_recipe(tracked["recipe"]).data)
+    rows = data.log.surface_rows(data.eval_rows, "ig_stories")
+    ne = NormalizedEntropy()
+    with torch.no_grad():
+        for batch in window_loader(WindowBatches(data.log, rows, model.history_length), 4096, shuffle=False):
+            ne.update(model(batch).logits[:, 0], batch["labels"][:, data.log.tasks.index("click")])
+    assert float(ne.compute()) == pytest.approx(run.data.metrics["eval_ne"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("pick", "expected"),
+    [
+        (lambda runs: _one(runs, role="baseline", vertical="ig_stories_click", recipe="kd").info.run_id, "no-transfer baseline"),
+        (lambda runs: _one(runs, role="teacher", recipe="kd").info.run_id, "is a teacher run"),
+        (lambda runs: "0123456789abcdef", "not found in the tracking store"),
+        (lambda runs: _one(runs, role="student", vertical="fb_feed_click").info.run_id, "over its serving budget: parameters"),
+    ],
+    ids=["baseline", "other-kind", "unknown", "over-budget"],
+)
+def test_register_refuses_with_one_clear_line(tracked, capsys, pick, expected):
+    code, _, err = run_cli(capsys, "register", pick(tracked["runs"]), "--tracking-uri", tracked["uri"])
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert expected in line
+
+
+def test_lift_is_built_from_the_store_with_recipe_runs_side_by_side(tracked, capsys, tmp_path):
+    code, out, err = run_cli(capsys, "lift", "--experiment", "lift", "--vertical", "ig_stories_click",
+                             "--tracking-uri", tracked["uri"], "--out", str(tmp_path))
+    assert code == 0, err
+    table = pl.read_csv(tmp_path / "lift.csv")
+    students = table.filter(pl.col("role") == "student").sort("recipe")
+    assert students["recipe"].to_list() == ["aux", "kd"] and students["variant"].to_list() == ["aux_kd", "vanilla_kd"]
+    assert set(table["role"]) == {"teacher", "baseline", "student"} and set(table["vertical"]) == {"ig_stories_click"}
+    for row in students.iter_rows(named=True):  # the numbers are the runs' own metrics
+        run = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe=row["recipe"])
+        assert row["NE"] == pytest.approx(run.data.metrics["eval_ne"], rel=1e-9)
+        assert row["lift %"] == pytest.approx(run.data.metrics["lift_pct"], rel=1e-6)
+        assert math.isclose(row["transfer ratio"], run.data.metrics["transfer_ratio"], rel_tol=1e-6)
+    baselines = table.filter(pl.col("role") == "baseline")
+    assert baselines["lift %"].to_list() == [0.0, 0.0]
+    assert (tmp_path / "lift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    client = tracked["client"]
+    for recipe in ("kd", "aux"):
+        parent = _parent(tracked["runs"], recipe)
+        names = {a.path for a in client.list_artifacts(parent.info.run_id, "lift")}
+        assert names == {"lift/lift.csv", "lift/lift.png"}
+
+
+def _parent(runs, recipe):
+    (run,) = [r for r in runs if r.data.tags.get("recipe") == recipe and "mlflow.parentRunId" not in r.data.tags]
+    return run
+
+
+def test_lift_with_nothing_to_show_is_one_clear_line(tracked, capsys, tmp_path):
+    code, _, err = run_cli(capsys, "lift", "--since", "2999-01-01", "--tracking-uri", tracked["uri"], "--out", str(tmp_path))
+    assert code == 2 and "no vertical-model runs" in err and "since 2999-01-01" in err
+    code, _, err = run_cli(capsys, "lift", "--since", "yesterday", "--tracking-uri", tracked["uri"], "--out", str(tmp_path))
+    assert code == 2 and "--since: found 'yesterday'" in err
+    assert not (tmp_path / "lift.csv").exists()
