@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup quickstart test test-fast bench bench-transfer bench-teachers lint clean
+.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-teachers lint clean
 
 setup: $(STAMP)
 
@@ -14,7 +14,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	command -v chromium >/dev/null || $(MAKE) browser
 	touch $(STAMP)
+
+# Headless Chromium (Debian's package) for the MLflow UI test; needs root (CI runs as root).
+browser:
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+# Refresh the README's screenshot of the MLflow UI (the real-server test saves it into docs/).
+screenshot: setup
+	GEM_SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/test_mlflow_server.py -k through
 
 quickstart: setup
 	$(BIN)/gem-transfer run recipes/quickstart.yaml

@@ -30,7 +30,7 @@ def test_gem_teacher_trains_and_scores_with_speed_option(tmp_path, small_log, ca
     teacher = _teacher_run(db)
     assert teacher.data.params["precision"] == options.get("precision", "32-true")
     assert teacher.data.params["compile"] == str(options.get("compile", False))
-    (knowledge,) = list((tmp_path / "runs").rglob("knowledge/*/gem_lite.parquet"))
+    (knowledge,) = list((tmp_path / "runs").rglob("gem_lite.parquet"))
     table = pl.read_parquet(knowledge)
     logits = torch.tensor(table["logit_click"].to_numpy())
     assert table["logit_click"].dtype == pl.Float32  # stored as float32 whatever the precision

@@ -13,6 +13,7 @@ from transfer.encoding import EncodedLog, encode, load_encoded, save_encoded
 from transfer.errors import DataError
 from transfer.fingerprint import fingerprint
 from transfer.impressions import load_impressions
+from transfer.progress import step
 from transfer.recipe import DataConfig, WindowConfig
 from transfer.synthetic import GENERATOR_VERSION, SyntheticSpec
 
@@ -102,11 +103,11 @@ def _encoded_log(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthe
     }
     path = cache_dir / f"encoded-{dataset.name}-{fingerprint(key)}.parquet"
     if not path.exists():
-        print(f"▸ data: reading and validating {dataset.name} …", flush=True)
-        frame = load_impressions(dataset, cfg_path, cache_dir, synthetic)
-        print(f"▸ data: encoding {frame.height:,} impressions and their histories …", flush=True)
+        with step(f"data: reading and validating {dataset.name}"):
+            frame = load_impressions(dataset, cfg_path, cache_dir, synthetic)
         tasks, surfaces = list(dataset.labels), list(dataset.surfaces)
-        table = encode(frame, surfaces, tasks, dataset.categorical, dataset.dense, dataset.hash_buckets)
+        with step(f"data: encoding {frame.height:,} impressions and their histories"):
+            table = encode(frame, surfaces, tasks, dataset.categorical, dataset.dense, dataset.hash_buckets)
         meta = {
             "tasks": tasks,
             "surfaces": surfaces,

@@ -38,7 +38,8 @@ def register_vertical(uri: str, run_id: str, alias: str | None = None) -> ModelV
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description=catalog("vertical")[name].description)
-    version = client.create_model_version(name, run.data.tags["model_uri"], run_id=run_id, tags=tags)
+    source = run.data.tags["model_uri"]  # models:/<model id>
+    version = client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=source.removeprefix("models:/"))
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
     return client.get_model_version(name, version.version)

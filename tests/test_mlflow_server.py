@@ -1,0 +1,132 @@
+"""A real `mlflow server` on 127.0.0.1 (sqlite backend, local artifact root): a tiny recipe tracked
+through `tracking.uri`, a VM registered, `gem-transfer lift` read back, and the MLflow UI opened in
+headless Chromium showing the student runs and their lift. An unreachable server fails the run
+before any work, naming the URI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, run_cli, write_dataset, write_recipe
+
+SCREENSHOT_DIR = os.environ.get("GEM_SCREENSHOT_DIR")  # `make screenshot` refreshes the README's picture
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("server")
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    process = subprocess.Popen(
+        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--default-artifact-root",
+         str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(uri, process, folder / "server.log")
+        yield uri
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"mlflow server not healthy after {timeout_s} s: {log.read_text()[-2000:]}")
+
+
+@pytest.mark.slow
+def test_recipe_register_and_lift_through_a_real_tracking_server(server, tmp_path, small_log, capsys):
+    dataset = write_dataset(tmp_path, small_log)
+    recipe = write_recipe(tmp_path, dataset, name="served", teacher={"model": "skeleton_tiny", "batch_size": 256},
+                          students=[{"vertical": "ig_stories_click", "batch_size": 64}, {"vertical": "fb_feed_click", "batch_size": 64}],
+                          tracking={"uri": server})
+    code, out, err = run_cli(capsys, "run", str(recipe))
+    assert code == 0, err
+    client = MlflowClient(server)
+    experiment = client.get_experiment_by_name("served")
+    students = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("role") == "student"]
+    assert len(students) == 2
+
+    student = next(r for r in students if r.data.tags["vertical"] == "ig_stories_click")
+    code, _, err = run_cli(capsys, "register", student.info.run_id, "--alias", "candidate", "--tracking-uri", server)
+    assert code == 0, err
+    version = client.get_model_version_by_alias("ig_stories_click", "candidate")
+    assert version.run_id == student.info.run_id and version.tags["recipe"] == "served"
+
+    code, _, err = run_cli(capsys, "lift", "--experiment", "served", "--tracking-uri", server, "--out", str(tmp_path / "lift"))
+    assert code == 0, err
+    table = pl.read_csv(tmp_path / "lift" / "lift.csv").filter(pl.col("role") == "student")
+    assert sorted(table["vertical"]) == ["fb_feed_click", "ig_stories_click"]
+    for row in table.iter_rows(named=True):
+        run = next(r for r in students if r.data.tags["vertical"] == row["vertical"])
+        assert row["lift %"] == pytest.approx(run.data.metrics["lift_pct"], rel=1e-6)
+
+    _check_in_browser(server, experiment.experiment_id, students, tmp_path)
+
+
+def _check_in_browser(server: str, experiment_id: str, students, tmp_path: Path) -> None:
+    """The UI's compare view of the student runs, rendered by headless Chromium: run names and lift on the page."""
+    assert CHROMIUM, "chromium is not installed (make setup installs Debian's chromium package)"
+    ids = ",".join(f'"{r.info.run_id}"' for r in students)
+    url = f'{server}/#/compare-runs?runs=[{ids}]&experiments=["{experiment_id}"]'
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+             "--window-size=1600,1000", "--virtual-time-budget=20000"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    assert "lift_pct" in dom and "transfer_ratio" in dom
+    for run in students:
+        assert f"student:{run.data.tags['vertical']}" in dom
+        lift = run.data.metrics["lift_pct"]
+        assert any(text in dom for text in (repr(lift), f"{lift:.4g}", f"{lift:.3g}", f"{lift:.5g}")), f"lift {lift} not on the page"
+    folder = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / "mlflow_compare_students.png"
+    tall = [f for f in flags if not f.startswith("--window-size")] + ["--window-size=1600,2400"]  # the metrics table too
+    subprocess.run([CHROMIUM, *tall, f"--screenshot={shot}", url], capture_output=True, timeout=180, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def test_an_unreachable_tracking_server_fails_before_any_work_naming_the_uri(tmp_path, small_log, capsys):
+    dataset = write_dataset(tmp_path, small_log)
+    uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    recipe = write_recipe(tmp_path, dataset, name="nowhere", tracking={"uri": uri})
+    start = time.monotonic()
+    code, _, err = run_cli(capsys, "run", str(recipe))
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert uri in line and "cannot be reached" in line
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()  # no data built, nothing trained
+    assert time.monotonic() - start < 30
+
+
+def test_repo_root_is_where_screenshots_are_linked_from():
+    readme = (REPO / "README.md").read_text()
+    assert "docs/mlflow_compare_students.png" in readme and (REPO / "docs" / "mlflow_compare_students.png").is_file()
