@@ -22,3 +22,20 @@ def test_failure_keeps_old_content_and_leaves_no_temp(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from transfer.atomic import PID_MARK, remove_stale_temps
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    stale = tmp_path / "stages" / f".table.parquet.{dead.stdout.strip()}{PID_MARK}abc.tmp"
+    live = tmp_path / f".lift.csv.{os.getpid()}{PID_MARK}xyz.tmp"
+    stale.parent.mkdir()
+    stale.write_text("half")
+    live.write_text("being written")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert not stale.exists() and live.exists()

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+PID_MARK = "-pid-"  # temporary names carry their writer's process id: `.name.<pid>-pid-<random>.tmp`
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -18,7 +20,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}{PID_MARK}", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -32,3 +34,26 @@ def write_text_atomic(target: str | Path, text: str) -> None:
     """Write `text` to `target` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Delete temporary files under `root` whose writer process is gone (killed mid-write); → them."""
+    removed = []
+    for tmp in Path(root).rglob(".*.tmp"):
+        pid_text = tmp.name.rsplit(PID_MARK, 1)[0].rsplit(".", 1)[-1]
+        if pid_text.isdigit() and not process_alive(int(pid_text)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

@@ -75,6 +75,10 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
     def __len__(self) -> int:
         return (self.n + self.batch_size - 1) // self.batch_size
 
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this before each epoch: a training resumed at epoch k shuffles as epoch k."""
+        self.epoch = epoch
+
     def __iter__(self) -> Iterator[torch.Tensor]:
         if self.shuffle:
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))

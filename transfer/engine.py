@@ -9,15 +9,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
 import mlflow
 import polars as pl
 
+import adapters
+import domain_fms
+import students
+import teacher
 from teacher.cost import parameter_count
-from transfer.atomic import atomic_path, write_text_atomic
+from transfer.atomic import atomic_path, remove_stale_temps, write_text_atomic
 from transfer.batches import WindowBatches, window_loader
 from transfer.catalog import ModelEntry, catalog
 from transfer.consumers import ConsumerTarget, knowledge_batches, techniques_tag, transfer_module
@@ -25,14 +29,14 @@ from transfer.data import PreparedData, prepare_data
 from transfer.errors import DataError, RecipeError
 from transfer.metrics import lift_percent, transfer_ratio
 from transfer.module import RankingModule
-from transfer.producers import SCORING_BATCH, Producer, knowledge_for, train_teacher
-from transfer.progress import step
+from transfer.producers import SCORING_BATCH, Producer, knowledge_for, train_teacher, trainer_key
 from transfer.recipe import Recipe, StageConfig, StudentConfig
 from transfer.report import Scores, VerticalResult, lift_table
+from transfer.resumable import fit_or_reuse
 from transfer.serving import budget_status, measure, request
-from transfer.stage_cache import StageCache
+from transfer.stage_cache import StageCache, source_fingerprint
 from transfer.tracking import Tracker, check_reachable, default_tracking_uri, log_serving_model
-from transfer.training import evaluate, fit
+from transfer.training import evaluate
 
 
 @dataclass
@@ -57,7 +61,7 @@ class _Run:
     parent_run_id: str = ""
 
     def recipe_tags(self) -> dict[str, str]:
-        """On every model run: which recipe run it belongs to (for `gem-transfer lift` and `register`)."""
+        """Which recipe run a run belongs to (for `lift`, `register`, and cleaning up a killed attempt)."""
         return {"recipe": self.recipe.name, "recipe_hash": self.recipe.hash, "recipe_run_id": self.parent_run_id}
 
 
@@ -71,6 +75,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
     experiment = recipe.tracking.experiment or recipe.name
     artifacts = _artifact_root(recipe.tracking.uri, Path(recipe.output_dir))
     run = _Run(recipe, data, Tracker(uri, experiment, artifacts), StageCache(Path(recipe.output_dir) / "stages"))
+    _clean_up_killed_attempts(run)
     print(
         f"▸ data: {data.dataset}: teacher {data.train} ({len(data.train_rows):,} rows), students {data.student} "
         f"({len(data.student_rows):,}), eval {data.eval} ({len(data.eval_rows):,})",
@@ -79,8 +84,9 @@ def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
     tags = {"recipe": recipe.name, "recipe_hash": recipe.hash, "strategy": recipe.transfer.strategy}
     with run.tracker.run(recipe.name, tags) as parent_id:
         run.parent_run_id = parent_id
+        run.tracker.common_tags = run.recipe_tags()  # on every run below: recipe, recipe_hash, recipe_run_id
         _log_recipe(recipe, run_dir)
-        run.teacher = train_teacher(recipe, data, run.tracker, run.cache, run.recipe_tags())
+        run.teacher = train_teacher(recipe, data, run.tracker, run.cache)
         results: list[VerticalResult] = []
         for index, stage in enumerate(recipe.transfer.stages, start=1):
             with run.tracker.run(f"stage {index}: {stage.producer} → {stage.consumers}", _stage_tags(run, index, stage), nested=True):
@@ -96,6 +102,15 @@ def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
             table.write_csv(tmp)
         mlflow.log_artifact(str(run_dir / "lift.csv"))
     return RunResult(table, parent_id, uri, experiment, run_dir)
+
+
+def _clean_up_killed_attempts(run: _Run) -> None:
+    """Before resuming: drop half-written files and mark the killed attempt's MLflow runs failed."""
+    for path in remove_stale_temps(Path(run.recipe.output_dir)):
+        print(f"  removed a file left half-written by a killed run: {path}", flush=True)
+    failed = run.tracker.fail_abandoned(run.recipe.hash)
+    if failed:
+        print(f"  marked {len(failed)} MLflow run(s) of a killed attempt as FAILED", flush=True)
 
 
 def _artifact_root(uri: str | None, output_dir: Path) -> Path | None:
@@ -165,7 +180,6 @@ def _lineage_tags(run: _Run, producer: Producer, stage: StageConfig, index: int)
         "staleness_days": str(run.recipe.transfer.staleness_days),
         "stage": str(index),
         "techniques": techniques_tag(stage),
-        **run.recipe_tags(),
     }
 
 
@@ -184,10 +198,22 @@ def _train_domain_fm(run: _Run, domain: str, stage: StageConfig, index: int) -> 
         module = transfer_module(model, target, cfg.lr, stage, producer, len(data.log.surfaces), target.base_rates(data))
         batches = knowledge_batches(data, target, model.history_length, stage, producer, knowledge, run.recipe.transfer.max_age_days)
         loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=run.recipe.seed)
-        with step(f"domain FM: {name} on {len(target.rows):,} impressions"):
-            fit(module, loader, run.recipe.trainer, cfg.max_epochs, run.tracker.lightning_logger(run_id))
+        key = {**_consumer_key(run, producer, stage), "domain": domain, "domain_fms": asdict(cfg),
+               "code": [source_fingerprint(teacher), source_fingerprint(domain_fms)]}
+        trained_by = fit_or_reuse(run.cache, run.cache.folder("domain_fm", key), module, loader, run.recipe.trainer, cfg.max_epochs,
+                                  run.tracker.lightning_logger(run_id), run_id, f"domain FM: {name} on {len(target.rows):,} impressions")
         mlflow.log_metric("parameters", parameter_count(module.export()))
-    return Producer(name, module, run_id, data.student.end, target.rows)
+    return Producer(name, module, trained_by, data.student.end, target.rows)
+
+
+def _consumer_key(run: _Run, producer: Producer | None, stage: StageConfig | None) -> dict:
+    """What a consumer's training depends on besides its own settings (its stage-cache key)."""
+    key = {"data": run.data.fingerprint, "window": str(run.data.student), "seed": run.recipe.seed,
+           "trainer": trainer_key(run.recipe.trainer)}
+    if producer is not None and stage is not None:
+        key |= {"producer_run": producer.run_id, "stage": asdict(stage), "max_age_days": run.recipe.transfer.max_age_days,
+                "code_transfer": source_fingerprint(adapters)}
+    return key
 
 
 def _transfer_to_vertical(run: _Run, spec: ModelEntry, student: StudentConfig, stage: StageConfig, index: int, seed: int) -> VerticalResult:
@@ -203,7 +229,7 @@ def _transfer_to_vertical(run: _Run, spec: ModelEntry, student: StudentConfig, s
     scores: dict[str, Scores] = {}
     run_ids: dict[str, str] = {}
     for role in ("baseline", "student"):
-        tags = {"role": role, "vertical": spec.name, "surface": ",".join(spec.surfaces), "task": spec.task, **run.recipe_tags()}
+        tags = {"role": role, "vertical": spec.name, "surface": ",".join(spec.surfaces), "task": spec.task}
         if role == "student":
             tags |= _lineage_tags(run, producer, stage, index) | {"baseline_run_id": run_ids["baseline"]}
         with run.tracker.run(f"{role}:{spec.name}", tags, nested=True) as run_id:
@@ -217,8 +243,11 @@ def _transfer_to_vertical(run: _Run, spec: ModelEntry, student: StudentConfig, s
                 module = transfer_module(model, target, student.lr, stage, producer, len(data.log.surfaces), target.base_rates(data))
                 batches = knowledge_batches(data, target, model.history_length, stage, producer, knowledge, run.recipe.transfer.max_age_days)
             loader = window_loader(batches, student.batch_size, shuffle=True, seed=seed)
-            with step(f"{role}: {spec.name} on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}"):
-                fit(module, loader, run.recipe.trainer, run.recipe.trainer.max_epochs, run.tracker.lightning_logger(run_id))
+            key = {**_consumer_key(run, producer if role == "student" else None, stage), "role": role, "vertical": spec.name,
+                   "builder": spec.builder, "sizes": dict(spec.sizes), "student": asdict(student), "vm_seed": seed,
+                   "code": source_fingerprint(students)}
+            fit_or_reuse(run.cache, run.cache.folder("vm", key), module, loader, run.recipe.trainer, run.recipe.trainer.max_epochs,
+                         run.tracker.lightning_logger(run_id), run_id, f"{role}: {spec.name} on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
             scores[role] = _score(run, module, eval_rows, spec.task)
             mlflow.log_metrics(_metric_dict(scores[role], teacher_scores, producer_scores, scores.get("baseline") if role == "student" else scores[role]))
             status = _log_serving(module, spec, WindowBatches(data.log, eval_rows, model.history_length), role)

@@ -23,9 +23,10 @@ from transfer.knowledge import Provenance, write_knowledge
 from transfer.module import RankingModule
 from transfer.progress import step
 from transfer.recipe import Recipe, TrainerConfig
+from transfer.resumable import fit_or_reuse
 from transfer.stage_cache import StageCache, source_fingerprint
 from transfer.tracking import Tracker
-from transfer.training import fit, predict
+from transfer.training import predict
 
 SCORING_BATCH = 4096
 
@@ -47,13 +48,13 @@ class Producer:
         return self.module.model.history_length
 
 
-def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: StageCache, recipe_tags: dict[str, str]) -> Producer:
+def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: StageCache) -> Producer:
     """Train the teacher on the train window (every surface and task), or reuse an identical run's."""
     cfg = recipe.teacher
     key = {"data": data.fingerprint, "window": str(data.train), "teacher": asdict(cfg), "seed": recipe.seed,
-           "trainer": {k: str(v) for k, v in asdict(recipe.trainer).items() if k != "progress"}, "code": source_fingerprint(teacher)}
+           "trainer": trainer_key(recipe.trainer), "code": source_fingerprint(teacher)}
     folder = cache.folder("teacher", key)
-    tags = {"role": "teacher", "model": cfg.model, "surface": "all", "task": ",".join(data.log.tasks), **recipe_tags}
+    tags = {"role": "teacher", "model": cfg.model, "surface": "all", "task": ",".join(data.log.tasks)}
     with tracker.run(f"teacher:{cfg.model}", tags, nested=True) as run_id:
         L.seed_everything(recipe.seed, verbose=False)
         model = catalog("teacher")[cfg.model].build(data.log.inputs, cfg.sizes)
@@ -61,21 +62,17 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
             model.compile()  # in place: parameter names (and so the stage cache) are unchanged
         all_tasks = list(range(len(data.log.tasks)))
         module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=data.base_rates(data.train_rows, all_tasks))
-        cached = cache.load_model(folder, model)
-        if cached is None:
-            batches = WindowBatches(data.log, data.train_rows, model.history_length)
-            loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=recipe.seed)
-            with step(f"teacher: training {cfg.model} on {len(data.train_rows):,} impressions"):
-                fit(module, loader, teacher_trainer(recipe), cfg.max_epochs, tracker.lightning_logger(run_id))
-            cache.save_model(folder, model, {"run_id": run_id})
-            producer_run = run_id
-        else:
-            print(f"✓ teacher: {cfg.model} already trained on this data (run {cached['run_id']}), reused", flush=True)
-            mlflow.set_tags({"reused_from_run_id": cached["run_id"], "stage_cache": str(folder)})
-            producer_run = cached["run_id"]
+        loader = window_loader(WindowBatches(data.log, data.train_rows, model.history_length), cfg.batch_size, shuffle=True, seed=recipe.seed)
+        producer_run = fit_or_reuse(cache, folder, module, loader, teacher_trainer(recipe), cfg.max_epochs, tracker.lightning_logger(run_id),
+                                    run_id, f"teacher: {cfg.model} on {len(data.train_rows):,} impressions")
         mlflow.log_metric("parameters", parameter_count(model))
         mlflow.log_params({"precision": teacher_trainer(recipe).precision, "compile": cfg.compile})
     return Producer(cfg.model, module, producer_run, data.train.end, data.student_rows, precision=cfg.precision)
+
+
+def trainer_key(cfg: TrainerConfig) -> dict[str, str]:
+    """The trainer settings that change what a training produces (part of every stage's cache key)."""
+    return {k: str(v) for k, v in asdict(cfg).items() if k != "progress"}
 
 
 def teacher_trainer(recipe: Recipe) -> TrainerConfig:

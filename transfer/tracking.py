@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.tracking import MlflowClient
 from torch import nn
 
+from transfer.atomic import process_alive
 from transfer.errors import UserError
 
 HEALTH_TIMEOUT_S = 5.0
@@ -66,12 +69,26 @@ class Tracker:
         else:
             self.experiment_id = found.experiment_id
         self.experiment = experiment
+        self.common_tags: dict[str, str] = {}  # added to every run started from now on
 
     @contextlib.contextmanager
     def run(self, name: str, tags: dict[str, str], nested: bool = False) -> Iterator[str]:
         """Start a run (nested under the active one when `nested`); yields its id. Failures mark it failed."""
-        with mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested, tags=tags) as active:
+        owner = {"pid": str(os.getpid()), "host": socket.gethostname()}  # lets a rerun tell a killed attempt's runs
+        with mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested, tags={**self.common_tags, **tags, **owner}) as active:
             yield active.info.run_id
+
+    def fail_abandoned(self, recipe_hash: str) -> list[str]:
+        """Mark FAILED the runs of this recipe still RUNNING whose process on this host is gone (an
+        attempt killed before it could end them); → their ids."""
+        found = self.client.search_runs([self.experiment_id], f"tags.recipe_hash = '{recipe_hash}' and attributes.status = 'RUNNING'")
+        here = socket.gethostname()
+        abandoned = [r.info.run_id for r in found
+                     if r.data.tags.get("host") == here and not process_alive(int(r.data.tags.get("pid", "0") or 0))]
+        for run_id in abandoned:
+            self.client.set_tag(run_id, "abandoned", "the process running it was killed; a rerun resumed its work")
+            self.client.set_terminated(run_id, status="FAILED")
+        return abandoned
 
     def lightning_logger(self, run_id: str) -> MLFlowLogger:
         """A Lightning logger writing training curves into an existing run."""
