@@ -43,3 +43,17 @@ def test_a_training_stopped_after_one_epoch_resumes_to_the_same_weights(data, tm
     for (name, a), b in zip(straight.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert not torch.equal(resumed.model.head.weight, again.model.head.weight)  # it did train on
+
+
+def test_a_nan_loss_stops_training_naming_the_model_and_the_step(data):
+    import copy
+
+    from transfer.errors import TrainingError
+
+    module, _ = _module(data)
+    log = copy.copy(data.log)
+    log.dense = data.log.dense.clone()
+    log.dense[data.train_rows[70:]] = float("nan")  # from the second batch on
+    loader = window_loader(WindowBatches(log, data.train_rows, module.model.history_length), 64, shuffle=False)
+    with pytest.raises(TrainingError, match=r"^student: x: the training loss became nan at step 2 \(epoch 1; label nan\)"):
+        fit(module, loader, CFG, 1, logger=False, label="student: x")

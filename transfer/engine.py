@@ -201,7 +201,7 @@ def _train_domain_fm(run: _Run, domain: str, stage: StageConfig, index: int) -> 
         key = {**_consumer_key(run, producer, stage), "domain": domain, "domain_fms": asdict(cfg),
                "code": [source_fingerprint(teacher), source_fingerprint(domain_fms)]}
         trained_by = fit_or_reuse(run.cache, run.cache.folder("domain_fm", key), module, loader, run.recipe.trainer, cfg.max_epochs,
-                                  run.tracker.lightning_logger(run_id), run_id, f"domain FM: {name} on {len(target.rows):,} impressions")
+                                  run.tracker.lightning_logger(run_id), run_id, f"domain FM: {name}", f"on {len(target.rows):,} impressions")
         mlflow.log_metric("parameters", parameter_count(module.export()))
     return Producer(name, module, trained_by, data.student.end, target.rows)
 
@@ -247,7 +247,7 @@ def _transfer_to_vertical(run: _Run, spec: ModelEntry, student: StudentConfig, s
                    "builder": spec.builder, "sizes": dict(spec.sizes), "student": asdict(student), "vm_seed": seed,
                    "code": source_fingerprint(students)}
             fit_or_reuse(run.cache, run.cache.folder("vm", key), module, loader, run.recipe.trainer, run.recipe.trainer.max_epochs,
-                         run.tracker.lightning_logger(run_id), run_id, f"{role}: {spec.name} on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
+                         run.tracker.lightning_logger(run_id), run_id, f"{role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
             scores[role] = _score(run, module, eval_rows, spec.task)
             mlflow.log_metrics(_metric_dict(scores[role], teacher_scores, producer_scores, scores.get("baseline") if role == "student" else scores[role]))
             status = _log_serving(module, spec, WindowBatches(data.log, eval_rows, model.history_length), role)

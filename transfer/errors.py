@@ -11,3 +11,7 @@ class RecipeError(UserError):
 
 class DataError(UserError):
     """A dataset, a dataset config or a knowledge table is invalid."""
+
+
+class TrainingError(UserError):
+    """Training cannot go on (e.g. a NaN loss); the message names the model and the step."""

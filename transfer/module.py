@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from adapters import StudentAdapter
+from transfer.errors import TrainingError
 from transfer.heads import TransferHeads
 from transfer.losses import label_loss
 from transfer.metrics import eval_metrics
@@ -53,6 +54,7 @@ class RankingModule(L.LightningModule):
         self.terms = terms or TransferTerms()
         self.test_metrics = nn.ModuleDict({task: eval_metrics() for task in tasks})
         self._batches_done = 0
+        self.label = "model"  # named in errors, e.g. "student: ig_stories_click" (set by `fit`)
         if base_rates is not None:
             self._start_at_base_rates(base_rates)
 
@@ -79,10 +81,19 @@ class RankingModule(L.LightningModule):
         labels = batch["labels"][:, self.task_columns]  # [B, T]
         adapted = self._adapter_step(batch, labels, adapter_opt) if self.adapter is not None else None
         loss, parts = self.model_loss(batch, labels, adapted)
+        if not torch.isfinite(loss):
+            self._stop_on_bad_loss(loss, parts)
         model_opt.zero_grad()
         self.manual_backward(loss)
         model_opt.step()
         self._log_losses(loss, parts, len(labels))
+
+    def _stop_on_bad_loss(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        values = ", ".join(f"{name} {value.item():.4g}" for name, value in parts.items())
+        raise TrainingError(
+            f"{self.label}: the training loss became {loss.item()} at step {self.global_step + 1} (epoch {self.current_epoch + 1}; "
+            f"{values}); lower the learning rate or check the data for extreme values"
+        )
 
     def model_loss(
         self, batch: dict[str, torch.Tensor], labels: torch.Tensor, adapted: torch.Tensor | None

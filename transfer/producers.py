@@ -64,7 +64,7 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
         module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=data.base_rates(data.train_rows, all_tasks))
         loader = window_loader(WindowBatches(data.log, data.train_rows, model.history_length), cfg.batch_size, shuffle=True, seed=recipe.seed)
         producer_run = fit_or_reuse(cache, folder, module, loader, teacher_trainer(recipe), cfg.max_epochs, tracker.lightning_logger(run_id),
-                                    run_id, f"teacher: {cfg.model} on {len(data.train_rows):,} impressions")
+                                    run_id, f"teacher: {cfg.model}", f"on {len(data.train_rows):,} impressions")
         mlflow.log_metric("parameters", parameter_count(model))
         mlflow.log_params({"precision": teacher_trainer(recipe).precision, "compile": cfg.compile})
     return Producer(cfg.model, module, producer_run, data.train.end, data.student_rows, precision=cfg.precision)

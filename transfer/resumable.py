@@ -20,9 +20,11 @@ from transfer.training import fit
 
 def fit_or_reuse(
     cache: StageCache, folder: Path, module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int,
-    logger: Logger | bool, run_id: str, message: str,
+    logger: Logger | bool, run_id: str, label: str, detail: str,
 ) -> str:
-    """Train `module` (resuming if interrupted) or load its finished weights; → the id of the run that trained it."""
+    """Train `module` (resuming if interrupted) or load its finished weights; → the id of the run that trained it.
+    `label` names the model in progress lines and errors ("student: ig_stories_click"), `detail` its data."""
+    message = f"{label} {detail}"
     cached = cache.load_model(folder, module.model)
     if cached is not None:
         print(f"✓ {message}: already trained (run {cached['run_id']}), reused", flush=True)
@@ -30,7 +32,7 @@ def fit_or_reuse(
         return cached["run_id"]
     checkpoints = folder / "checkpoints"
     with step(message):
-        fit(module, loader, cfg, max_epochs, logger, checkpoints=checkpoints)
+        fit(module, loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label)
     cache.save_model(folder, module.model, {"run_id": run_id})
     shutil.rmtree(checkpoints, ignore_errors=True)
     return run_id

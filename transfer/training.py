@@ -45,11 +45,12 @@ def make_trainer(
 
 def fit(
     module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int, logger: Logger | bool,
-    checkpoints: Path | None = None,
+    checkpoints: Path | None = None, label: str = "model",
 ) -> None:
     """Train `module`. With `checkpoints`, the state is saved there at the end of every epoch and a
     training interrupted earlier resumes from the last one (same result as an uninterrupted run)."""
     log_every = max(1, min(50, len(loader) // 2))  # short epochs still log their curves
+    module.label = label
     callbacks, resume = [], None
     if checkpoints is not None:
         callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename=LAST_CHECKPOINT, save_top_k=1, every_n_epochs=1,
