@@ -5,6 +5,7 @@
     gem-transfer ls [recipes|verticals|teachers|domain_fms|datasets]
     gem-transfer register RUN_ID [--alias candidate]   register a trained VM in the MLflow Model Registry
     gem-transfer lift [--experiment NAME] [--vertical NAME] [--since DATE]   the lift table, from MLflow
+    gem-transfer data check RECIPE            load, validate and encode the recipe's data (no training)
     gem-transfer data synth --rows N --out PATH
 
 Bad input ends with one line on stderr and exit code 2 (`--debug` shows the traceback).
@@ -65,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    check = data_sub.add_parser("check", help="load, validate and encode a recipe's dataset and cut its windows, without training")
+    check.add_argument("recipe", type=Path)
+    check.add_argument("overrides", nargs="*")
+    check.set_defaults(handler=_cmd_data_check)
     synth = data_sub.add_parser("synth", help="write a synthetic impression log to parquet")
     synth.add_argument("--rows", type=_positive_int, required=True)
     synth.add_argument("--out", type=Path, required=True)
@@ -179,6 +184,17 @@ def _costed(entry) -> str:
     return f"{entry.name}: {entry.description} [{parameter_count(model) / 1e6:.2f}M parameters, {flops / 1e6:,.1f} MFLOPs/example forward]"
 
 
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from transfer.data import prepare_data
+    from transfer.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    data = prepare_data(recipe.data, recipe.transfer.staleness_days)
+    print(f"ok: {data.dataset}: teacher {data.train} ({len(data.train_rows):,} rows), students {data.student} "
+          f"({len(data.student_rows):,}), eval {data.eval} ({len(data.eval_rows):,})")
+    return 0
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     import datetime
 
@@ -197,6 +213,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(message: str) -> str:
+    """The message with line breaks and other control characters (e.g. from a user's key) escaped."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in message)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -204,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        print(f"gem-transfer: error: {exc}", file=sys.stderr)
+        print(f"gem-transfer: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -105,6 +105,8 @@ def _encoded_log(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthe
     if not path.exists():
         with step(f"data: reading and validating {dataset.name}"):
             frame = load_impressions(dataset, cfg_path, cache_dir, synthetic)
+        if frame.height == 0:
+            raise DataError(f"{cfg_path}: dataset '{dataset.name}' has no impressions (0 rows after validation); allowed: at least one")
         tasks, surfaces = list(dataset.labels), list(dataset.surfaces)
         with step(f"data: encoding {frame.height:,} impressions and their histories"):
             table = encode(frame, surfaces, tasks, dataset.categorical, dataset.dense, dataset.hash_buckets)
