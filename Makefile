@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-teachers lint clean
+.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-teachers bench-knowledge lint clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,10 @@ bench: setup
 # The transfer ablation (two datasets × variants × 3 seeds) and the staleness sweep: ~30 min here.
 bench-transfer: setup
 	$(BIN)/python benchmarks/transfer_ablation.py
+
+# Knowledge generation at 1M and 4M impressions: bounded memory, throughput vs a bare forward (~15 min).
+bench-knowledge: setup
+	$(BIN)/python benchmarks/knowledge_generation.py
 
 # Teacher quality (GEM vs skeleton, DCN-v2, MLP; 2 datasets × 3 seeds), the scaling curve and the
 # speed options (torch.compile, bf16-mixed): ~45 min here.

@@ -78,3 +78,20 @@ def test_a_plain_parquet_is_not_knowledge(tmp_path):
     pl.DataFrame({"example_id": [1]}).write_parquet(path)
     with pytest.raises(DataError, match="not a knowledge table"):
         read_provenance(path)
+
+
+def test_a_streamed_table_equals_the_whole_one_and_keeps_one_row_group_per_batch(tmp_path):
+    import pyarrow.parquet as pq
+
+    from transfer.knowledge import KnowledgeWriter
+
+    ids = pl.Series("example_id", list(range(10)), pl.Int64)
+    logits, embedding = torch.randn(10, 2), torch.randn(10, 4)
+    write_knowledge(tmp_path / "whole.parquet", ids, logits, embedding, ["click", "conversion"], PROV)
+    writer = KnowledgeWriter(tmp_path / "streamed.parquet", ["click", "conversion"], PROV)
+    for start in (0, 4, 8):
+        writer.append(ids[start : start + 4], logits[start : start + 4], embedding[start : start + 4])
+    writer.close()
+    assert pl.read_parquet(tmp_path / "streamed.parquet").equals(pl.read_parquet(tmp_path / "whole.parquet"))
+    assert pq.ParquetFile(tmp_path / "streamed.parquet").num_row_groups == 3
+    assert read_provenance(tmp_path / "streamed.parquet") == PROV

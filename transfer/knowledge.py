@@ -2,7 +2,8 @@
 
 One parquet file: `example_id`, `logit_<task>` (float32) per task, `embedding` (float16 array), and
 key-value metadata `gem_transfer.provenance` (producer, producer run id, data cutoff, created at,
-recipe hash). Written atomically once; read by students through a polars join on `example_id`.
+recipe hash). Streamed to disk batch by batch under a temporary name, renamed when complete; read by
+students through a polars join on `example_id`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import torch
 
 from transfer.atomic import atomic_path
@@ -39,15 +41,46 @@ def write_knowledge(
     tasks: list[str],
     provenance: Provenance,
 ) -> None:
-    """example_id: [N], logits: [N, T] (float32), embedding: [N, E] (stored as float16)."""
+    """Write a whole table at once. example_id: [N], logits: [N, T] (float32), embedding: [N, E] (stored as float16)."""
+    with atomic_path(path) as tmp:
+        writer = KnowledgeWriter(tmp, tasks, provenance)
+        writer.append(example_id, logits, embedding)
+        writer.close()
+
+
+class KnowledgeWriter:
+    """Streams a knowledge table to one parquet file, a batch (one row group) at a time: memory holds
+    one batch, whatever the window's size. Write to a temporary path and rename it when closed."""
+
+    def __init__(self, path: Path, tasks: list[str], provenance: Provenance):
+        self.path, self.tasks = path, tasks
+        self.metadata = {PROVENANCE_KEY: json.dumps(asdict(provenance))}
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def append(self, example_id: pl.Series, logits: torch.Tensor, embedding: torch.Tensor) -> None:
+        """example_id: [B], logits: [B, T], embedding: [B, E]"""
+        table = _frame(example_id, logits, embedding, self.tasks).to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema.with_metadata(self.metadata))
+        self._writer.write_table(table)
+        self.rows += len(example_id)
+
+    def close(self) -> None:
+        if self._writer is None:  # no rows: still a table, with its columns and provenance
+            empty = _frame(pl.Series("example_id", [], pl.Int64), torch.zeros(0, len(self.tasks)), torch.zeros(0, 1), self.tasks)
+            empty.write_parquet(self.path, metadata=self.metadata)
+            return
+        self._writer.close()
+
+
+def _frame(example_id: pl.Series, logits: torch.Tensor, embedding: torch.Tensor, tasks: list[str]) -> pl.DataFrame:
     columns = {"example_id": example_id}
     for i, task in enumerate(tasks):
         columns[f"logit_{task}"] = pl.Series(logits[:, i].float().numpy())
     emb = embedding.to(torch.float16).numpy()
     columns["embedding"] = pl.Series(emb, dtype=pl.Array(pl.Float16, emb.shape[1]))
-    frame = pl.DataFrame(columns)
-    with atomic_path(path) as tmp:
-        frame.write_parquet(tmp, metadata={PROVENANCE_KEY: json.dumps(asdict(provenance))})
+    return pl.DataFrame(columns)
 
 
 def read_provenance(path: Path) -> Provenance:

@@ -16,17 +16,18 @@ import torch
 
 import teacher
 from teacher.cost import parameter_count
+from transfer.atomic import atomic_path
 from transfer.batches import WindowBatches, window_loader
 from transfer.catalog import catalog
 from transfer.data import PreparedData
-from transfer.knowledge import Provenance, write_knowledge
+from transfer.knowledge import KnowledgeWriter, Provenance
 from transfer.module import RankingModule
 from transfer.progress import step
 from transfer.recipe import Recipe, TrainerConfig
 from transfer.resumable import fit_or_reuse
 from transfer.stage_cache import StageCache, source_fingerprint
 from transfer.tracking import Tracker
-from transfer.training import predict
+from transfer.training import predict_each
 
 SCORING_BATCH = 4096
 
@@ -98,10 +99,8 @@ def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracke
 
 
 def _generate(producer: Producer, data: PreparedData, recipe: Recipe, path: Path) -> None:
+    """Score the producer's rows batch by batch, streaming each batch into the table on disk."""
     batches = WindowBatches(data.log, producer.rows, producer.history_length)
-    with step(f"knowledge: scoring {len(producer.rows):,} impressions with {producer.name}"):
-        trainer = replace(recipe.trainer, precision=producer.precision or recipe.trainer.precision)
-        rows, logits, embedding = predict(producer.module, window_loader(batches, SCORING_BATCH, shuffle=False), trainer)
     provenance = Provenance(
         producer=producer.name,
         producer_run_id=producer.run_id,
@@ -109,4 +108,9 @@ def _generate(producer: Producer, data: PreparedData, recipe: Recipe, path: Path
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         recipe_hash=recipe.hash,
     )
-    write_knowledge(path, data.log.example_id.gather(rows.numpy()), logits, embedding, producer.module.tasks, provenance)
+    trainer = replace(recipe.trainer, precision=producer.precision or recipe.trainer.precision)
+    with step(f"knowledge: scoring {len(producer.rows):,} impressions with {producer.name}"), atomic_path(path) as tmp:
+        writer = KnowledgeWriter(tmp, producer.module.tasks, provenance)
+        predict_each(producer.module, window_loader(batches, SCORING_BATCH, shuffle=False), trainer,
+                     lambda rows, logits, embedding: writer.append(data.log.example_id.gather(rows.numpy()), logits, embedding))
+        writer.close()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
@@ -72,13 +73,6 @@ def evaluate(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, task
     )
 
 
-def predict(module: RankingModule, loader: DataLoader, cfg: TrainerConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """rows [N], logits [N, T], embedding [N, E] over `loader`, in loader order."""
-    outputs = make_trainer(cfg, 1).predict(module, dataloaders=loader)
-    rows, logits, embedding = zip(*outputs, strict=False)
-    return torch.cat(rows), torch.cat(logits).float(), torch.cat(embedding).float()  # float32 even under bf16
-
-
 def _readable(checkpoint: Path) -> bool:
     """A checkpoint that loads; one cut short by a kill is removed (training restarts from scratch)."""
     if not checkpoint.is_file():
@@ -89,3 +83,22 @@ def _readable(checkpoint: Path) -> bool:
         checkpoint.unlink(missing_ok=True)
         return False
     return True
+
+
+class _BatchSink(BasePredictionWriter):
+    """Hands each predicted batch to `consume` and keeps nothing (predictions never pile up in memory)."""
+
+    def __init__(self, consume: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]):
+        super().__init__(write_interval="batch")
+        self.consume = consume
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
+        rows, logits, embedding = prediction
+        self.consume(rows, logits.float(), embedding.float())
+
+
+def predict_each(module: RankingModule, loader: DataLoader, cfg: TrainerConfig,
+                 consume: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]) -> None:
+    """Score `loader` in order, calling `consume(rows [B], logits [B, T], embedding [B, E])` per batch."""
+    trainer = make_trainer(cfg, 1, callbacks=[_BatchSink(consume)])
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
