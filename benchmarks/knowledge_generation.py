@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.isolated import in_fresh_process  # noqa: E402
 from benchmarks.results_file import write_section  # noqa: E402
 
 COMMAND = "make bench  (python benchmarks/knowledge_generation.py)"
@@ -93,13 +94,7 @@ def _measure(rows: int, teacher_name: str, queue: mp.Queue) -> None:
 
 
 def measure(rows: int, teacher: str) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    process = ctx.Process(target=_measure, args=(rows, teacher, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+    return in_fresh_process(_measure, rows, teacher)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.isolated import in_fresh_process  # noqa: E402
 from benchmarks.results_file import write_section  # noqa: E402
 from teacher.pyramid import FullAttentionEncoder, PyramidEncoder  # noqa: E402
 
@@ -45,13 +46,7 @@ def _measure(kind: str, length: int, batch: int, repeats: int, queue: mp.Queue) 
 
 
 def measure(kind: str, length: int, batch: int, repeats: int) -> tuple[float, float]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    process = ctx.Process(target=_measure, args=(kind, length, batch, repeats, queue))
-    process.start()
-    result = queue.get()
-    process.join()
-    return result
+    return in_fresh_process(_measure, kind, length, batch, repeats)
 
 
 def main() -> None:
