@@ -1,6 +1,7 @@
 """The `gem-transfer` command line.
 
     gem-transfer run RECIPE [key=value …]     run a recipe, print the lift table
+    gem-transfer cycle RECIPE --windows N     the continuous transfer cycle over N successive windows
     gem-transfer validate RECIPE …            check recipes without running them
     gem-transfer ls [recipes|verticals|teachers|domain_fms|datasets]
     gem-transfer register RUN_ID [--alias candidate]   register a trained VM in the MLflow Model Registry
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", type=Path)
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_epochs=2 students.0.lr=3e-3")
     run.set_defaults(handler=_cmd_run)
+
+    cycle = sub.add_parser("cycle", help="run the continuous transfer cycle over successive time windows")
+    cycle.add_argument("recipe", type=Path)
+    cycle.add_argument("--windows", type=_positive_int, required=True, help="how many cycles (the first is the recipe as written)")
+    cycle.add_argument("overrides", nargs="*", help="key=value overrides")
+    cycle.set_defaults(handler=_cmd_cycle)
 
     validate = sub.add_parser("validate", help="check recipes without running them")
     validate.add_argument("recipes", type=Path, nargs="+")
@@ -138,6 +145,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id} in {result.tracking_uri}")
     print(f"        browse with: mlflow ui --backend-store-uri {result.tracking_uri}")
     print(f"Outputs (knowledge, lift.csv, recipe): {result.run_dir}")
+    return 0
+
+
+def _cmd_cycle(args: argparse.Namespace) -> int:
+    from transfer.cycle import run_cycle
+    from transfer.recipe import load_recipe
+    from transfer.report import format_table
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = run_cycle(recipe, args.recipe, args.windows)
+    print()
+    print(format_table(result.table))
+    print()
+    print(f"Cycles tracked as MLflow runs {', '.join(result.runs)}; table: {result.csv}")
     return 0
 
 

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -46,6 +46,8 @@ class RunResult:
     tracking_uri: str
     experiment: str
     run_dir: Path
+    teacher_weights: Path | None = None
+    students: dict[str, RankingModule] = field(default_factory=dict)  # vertical → its trained student
 
 
 @dataclass
@@ -59,14 +61,16 @@ class _Run:
     teacher: Producer | None = None
     domain_fms: dict[str, Producer] | None = None
     parent_run_id: str = ""
+    students: dict[str, RankingModule] = field(default_factory=dict)
 
     def recipe_tags(self) -> dict[str, str]:
         """Which recipe run a run belongs to (for `lift`, `register`, and cleaning up a killed attempt)."""
         return {"recipe": self.recipe.name, "recipe_hash": self.recipe.hash, "recipe_run_id": self.parent_run_id}
 
 
-def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
-    """Run a recipe end to end; returns the lift table and where it was tracked."""
+def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | None = None) -> RunResult:
+    """Run a recipe end to end; returns the lift table and where it was tracked. `extra_tags` go on
+    the recipe's parent run (the continuous cycle's lineage)."""
     uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
     check_reachable(uri)
     data = prepare_data(recipe.data, recipe.transfer.staleness_days)
@@ -81,7 +85,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
         f"({len(data.student_rows):,}), eval {data.eval} ({len(data.eval_rows):,})",
         flush=True,
     )
-    tags = {"recipe": recipe.name, "recipe_hash": recipe.hash, "strategy": recipe.transfer.strategy}
+    tags = {"recipe": recipe.name, "recipe_hash": recipe.hash, "strategy": recipe.transfer.strategy, **(extra_tags or {})}
     with run.tracker.run(recipe.name, tags) as parent_id:
         run.parent_run_id = parent_id
         run.tracker.common_tags = run.recipe_tags()  # on every run below: recipe, recipe_hash, recipe_run_id
@@ -101,7 +105,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path) -> RunResult:
         with atomic_path(run_dir / "lift.csv") as tmp:
             table.write_csv(tmp)
         mlflow.log_artifact(str(run_dir / "lift.csv"))
-    return RunResult(table, parent_id, uri, experiment, run_dir)
+    return RunResult(table, parent_id, uri, experiment, run_dir, run.teacher.weights, run.students)
 
 
 def _clean_up_killed_attempts(run: _Run) -> None:
@@ -249,6 +253,8 @@ def _transfer_to_vertical(run: _Run, spec: ModelEntry, student: StudentConfig, s
             fit_or_reuse(run.cache, run.cache.folder("vm", key), module, loader, run.recipe.trainer, run.recipe.trainer.max_epochs,
                          run.tracker.lightning_logger(run_id), run_id, f"{role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
             scores[role] = _score(run, module, eval_rows, spec.task)
+            if role == "student":
+                run.students[spec.name] = module
             mlflow.log_metrics(_metric_dict(scores[role], teacher_scores, producer_scores, scores.get("baseline") if role == "student" else scores[role]))
             status = _log_serving(module, spec, WindowBatches(data.log, eval_rows, model.history_length), role)
     return VerticalResult(

@@ -43,6 +43,7 @@ class Producer:
     rows: torch.Tensor  # [n] the rows of the consumers' window it scores
     knowledge: Path | None = None  # its table for the consumers' window, once generated
     precision: str | None = None  # Lightning precision it scores with (default: the recipe trainer's)
+    weights: Path | None = None  # its saved state dict (the teacher's, in the stage cache)
 
     @property
     def history_length(self) -> int:
@@ -56,9 +57,13 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
            "trainer": trainer_key(recipe.trainer), "code": source_fingerprint(teacher)}
     folder = cache.folder("teacher", key)
     tags = {"role": "teacher", "model": cfg.model, "surface": "all", "task": ",".join(data.log.tasks)}
+    if cfg.init_from is not None:
+        tags["continued_from"] = cfg.init_from
     with tracker.run(f"teacher:{cfg.model}", tags, nested=True) as run_id:
         L.seed_everything(recipe.seed, verbose=False)
         model = catalog("teacher")[cfg.model].build(data.log.inputs, cfg.sizes)
+        if cfg.init_from is not None:  # continue from an earlier teacher (the continuous cycle)
+            model.load_state_dict(torch.load(cfg.init_from, weights_only=True))
         if cfg.compile:
             model.compile()  # in place: parameter names (and so the stage cache) are unchanged
         all_tasks = list(range(len(data.log.tasks)))
@@ -68,7 +73,8 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
                                     run_id, f"teacher: {cfg.model}", f"on {len(data.train_rows):,} impressions")
         mlflow.log_metric("parameters", parameter_count(model))
         mlflow.log_params({"precision": teacher_trainer(recipe).precision, "compile": cfg.compile})
-    return Producer(cfg.model, module, producer_run, data.train.end, data.student_rows, precision=cfg.precision)
+    return Producer(cfg.model, module, producer_run, data.train.end, data.student_rows, precision=cfg.precision,
+                    weights=folder / "model.pt")
 
 
 def trainer_key(cfg: TrainerConfig) -> dict[str, str]:

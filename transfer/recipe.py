@@ -51,6 +51,7 @@ class TeacherConfig:
     batch_size: int = 1024
     compile: bool = False  # torch.compile the teacher for training and knowledge generation
     precision: str | None = None  # Lightning precision for the teacher (e.g. bf16-mixed); default: trainer.precision
+    init_from: str | None = None  # weights (a state-dict .pt) to continue from; the continuous cycle sets it
 
 
 @dataclass

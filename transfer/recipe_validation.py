@@ -32,6 +32,8 @@ def validate(recipe: Recipe, path: Path) -> None:
     if recipe.teacher.precision is not None:
         _one_of(path, "teacher.precision", recipe.teacher.precision, precisions)
     _check_dataset(recipe, path)
+    if recipe.teacher.init_from is not None and not Path(recipe.teacher.init_from).is_file():
+        raise RecipeError(f"{path}: teacher.init_from: '{recipe.teacher.init_from}' is not a file; allowed: a saved state dict (.pt) or null")
     _check_students(recipe, path)
     _check_windows(recipe, path)
     for key, value in (

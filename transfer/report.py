@@ -66,10 +66,9 @@ def budget_cell(status: str) -> str:
 
 def format_table(table: pl.DataFrame) -> str:
     """The table as aligned text, numbers rounded for reading."""
+    digits = {"lift %": 2, "transfer ratio": 3, "refresh gain %": 2}
     shown = table.with_columns(
-        pl.col("NE", "AUC", "calibration").round(4),
-        pl.col("lift %").round(2),
-        pl.col("transfer ratio").round(3),
+        pl.col(name).round(digits.get(name, 4)) for name, dtype in table.schema.items() if dtype.is_float()
     )
     with pl.Config(
         tbl_hide_dataframe_shape=True,

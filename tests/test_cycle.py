@@ -1,0 +1,59 @@
+"""The continuous transfer cycle through the CLI on a small drifting log: each cycle a recipe run in
+MLflow with lineage to the previous one, the teacher continuing from the previous cycle's weights
+on the newest days, and the table comparing refreshed VMs with VMs trained once."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import run_cli, write_dataset, write_recipe
+from transfer.synthetic import SyntheticSpec, generate
+
+
+@pytest.fixture(scope="module")
+def log():
+    return generate(SyntheticSpec(rows=3_000, days=9, seed=2))
+
+
+def _recipe(tmp_path, log):
+    dataset = write_dataset(tmp_path, log)
+    return write_recipe(tmp_path, dataset, name="cyc", teacher={"model": "skeleton_tiny", "batch_size": 256},
+                        data={"dataset": str(dataset), "train": {"start": "2026-01-01", "days": 4}, "eval": {"days": 1},
+                              "cache_dir": str(tmp_path / "cache")},
+                        students=[{"vertical": "ig_stories_click", "batch_size": 64}],
+                        tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+
+
+@pytest.mark.slow
+def test_cycles_refresh_teacher_and_vms_with_lineage(tmp_path, log, capsys):
+    code, out, err = run_cli(capsys, "cycle", str(_recipe(tmp_path, log)), "--windows", "3")
+    assert code == 0, err
+    table = pl.read_csv(next((tmp_path / "runs" / "cyc").glob("cycle-*-3.csv")))
+    assert table["cycle"].to_list() == [0, 1, 2]
+    assert table["eval window"].n_unique() == 3  # each cycle is scored on the next, later window
+    first = table.row(0, named=True)
+    assert first["refreshed VM NE"] == pytest.approx(first["trained-once VM NE"], abs=1e-9)  # the same model in cycle 0
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("cyc").experiment_id])
+    parents = sorted((r for r in runs if "cycle" in r.data.tags and "mlflow.parentRunId" not in r.data.tags),
+                     key=lambda r: int(r.data.tags["cycle"]))
+    assert [r.data.tags["cycle"] for r in parents] == ["0", "1", "2"]
+    assert parents[0].data.tags["previous_cycle_run_id"] == ""
+    for earlier, later in zip(parents, parents[1:], strict=False):
+        assert later.data.tags["previous_cycle_run_id"] == earlier.info.run_id
+    teachers = {r.data.tags["recipe_run_id"]: r for r in runs if r.data.tags.get("role") == "teacher"}
+    assert "continued_from" not in teachers[parents[0].info.run_id].data.tags
+    for parent in parents[1:]:
+        assert teachers[parent.info.run_id].data.tags["continued_from"].endswith("model.pt")
+        assert parent.data.params["data.train.days"] == "1"  # the teacher trains on the newest day only
+
+
+def test_a_cycle_longer_than_the_data_fails_before_training(tmp_path, log, capsys):
+    code, _, err = run_cli(capsys, "cycle", str(_recipe(tmp_path, log)), "--windows", "9")
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "is empty" in line and "the data spans" in line
+    assert not (tmp_path / "runs").exists()
