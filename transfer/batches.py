@@ -66,7 +66,8 @@ class WindowBatches(Dataset):
 
 
 class IndexBatchSampler(Sampler[torch.Tensor]):
-    """Yields index tensors of `batch_size`; reshuffled every epoch from `seed` when `shuffle`."""
+    """Yields index tensors of `batch_size`; reshuffled every epoch from `seed` when `shuffle`. Under
+    DDP each process takes its own share of the rows (Lightning's sampler replacement is off)."""
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
@@ -85,7 +86,18 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
             self.epoch += 1
         else:
             order = torch.arange(self.n)
-        yield from order.split(self.batch_size)
+        yield from _this_rank(order, even=self.shuffle).split(self.batch_size)
+
+
+def _this_rank(order: torch.Tensor, even: bool) -> torch.Tensor:
+    """In a distributed run, this process's share of `order` (every world-th row from its rank).
+    Training (`even`) wraps around so every rank takes as many steps; evaluation takes each row once."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return order
+    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if even and len(order) % world:
+        order = torch.cat([order, order[: world - len(order) % world]])
+    return order[rank::world]
 
 
 def _as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

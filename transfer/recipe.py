@@ -139,6 +139,8 @@ class TrainerConfig:
     max_epochs: int = 2
     accelerator: str = "cpu"
     devices: int | str = 1
+    strategy: str = "auto"  # Lightning's: e.g. ddp, ddp_spawn (training and evaluation; knowledge generation runs in one process)
+    num_nodes: int = 1
     precision: str = "32-true"
     progress: bool = True
 

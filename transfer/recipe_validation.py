@@ -27,6 +27,7 @@ def default_stages(strategy: str) -> list[StageConfig]:
 def validate(recipe: Recipe, path: Path) -> None:
     _check_model(path, "teacher", "teacher.model", recipe.teacher.model, recipe.teacher.sizes)
     _check_model(path, "domain_fm", "domain_fms.model", recipe.domain_fms.model, recipe.domain_fms.sizes)
+    _check_single_process(recipe, path)
     precisions = PRECISIONS if recipe.trainer.accelerator == "cpu" else (*PRECISIONS, *ACCELERATOR_PRECISIONS)
     _one_of(path, "trainer.precision", recipe.trainer.precision, precisions)
     if recipe.teacher.precision is not None:
@@ -145,6 +146,17 @@ def _check_sharing(recipe: Recipe, path: Path) -> None:
 
 def _arrows(shape: list[tuple[str, str]]) -> str:
     return "[" + ", ".join(f"{p} → {c}" for p, c in shape) + "]"
+
+
+def _check_single_process(recipe: Recipe, path: Path) -> None:
+    """The engine runs a recipe in one process for now (training and evaluation functions themselves
+    run under DDP, see tests/test_distributed.py; the stage engine's MLflow and knowledge writers do not yet)."""
+    t = recipe.trainer
+    if t.strategy != "auto" or str(t.devices) not in ("1", "auto") or t.num_nodes != 1:
+        raise RecipeError(
+            f"{path}: trainer: found strategy '{t.strategy}', devices {t.devices}, num_nodes {t.num_nodes}; a recipe runs in one "
+            "process for now (allowed: strategy auto, devices 1, num_nodes 1; multi-process runs are planned, see docs/scaling.md)"
+        )
 
 
 def _check_model(path: Path, kind: str, key: str, name: str, sizes: dict) -> ModelEntry:

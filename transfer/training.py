@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -33,6 +34,9 @@ def make_trainer(
         max_epochs=max_epochs,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
+        strategy=cfg.strategy,
+        num_nodes=cfg.num_nodes,
+        use_distributed_sampler=False,  # IndexBatchSampler shards by rank itself, without padding evaluation
         precision=cfg.precision,
         logger=logger,
         callbacks=callbacks,
@@ -100,5 +104,6 @@ class _BatchSink(BasePredictionWriter):
 def predict_each(module: RankingModule, loader: DataLoader, cfg: TrainerConfig,
                  consume: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]) -> None:
     """Score `loader` in order, calling `consume(rows [B], logits [B, T], embedding [B, E])` per batch."""
-    trainer = make_trainer(cfg, 1, callbacks=[_BatchSink(consume)])
+    single = replace(cfg, devices=1, strategy="auto", num_nodes=1)  # one writer: per-rank shards are not built yet
+    trainer = make_trainer(single, 1, callbacks=[_BatchSink(consume)])
     trainer.predict(module, dataloaders=loader, return_predictions=False)
