@@ -39,3 +39,14 @@ def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path
     live.write_text("being written")
     assert remove_stale_temps(tmp_path) == [stale]
     assert not stale.exists() and live.exists()
+
+
+def test_an_atomically_written_file_gets_normal_permissions(tmp_path):
+    import os
+
+    from transfer.atomic import write_text_atomic
+
+    write_text_atomic(tmp_path / "lift.csv", "a,b\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "lift.csv").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -8,6 +8,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
 PID_MARK = "-pid-"  # temporary names carry their writer's process id: `.name.<pid>-pid-<random>.tmp`
 
 
@@ -25,6 +28,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, _FILE_MODE)  # mkstemp makes it private (0600); the result is a normal file
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
