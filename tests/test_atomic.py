@@ -29,16 +29,18 @@ def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path
     import subprocess
     import sys
 
-    from transfer.atomic import PID_MARK, remove_stale_temps
+    from transfer.atomic import HOST_TAG, PID_MARK, remove_stale_temps
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    stale = tmp_path / "stages" / f".table.parquet.{dead.stdout.strip()}{PID_MARK}abc.tmp"
-    live = tmp_path / f".lift.csv.{os.getpid()}{PID_MARK}xyz.tmp"
+    stale = tmp_path / "stages" / f".table.parquet.{HOST_TAG}.{dead.stdout.strip()}{PID_MARK}abc.tmp"
+    live = tmp_path / f".lift.csv.{HOST_TAG}.{os.getpid()}{PID_MARK}xyz.tmp"
+    elsewhere = tmp_path / f".lift.csv.0a1b2c3d.{dead.stdout.strip()}{PID_MARK}xyz.tmp"  # another host's writer
+    elsewhere.write_text("theirs")
     stale.parent.mkdir()
     stale.write_text("half")
     live.write_text("being written")
     assert remove_stale_temps(tmp_path) == [stale]
-    assert not stale.exists() and live.exists()
+    assert not stale.exists() and live.exists() and elsewhere.exists()
 
 
 def test_an_atomically_written_file_gets_normal_permissions(tmp_path):

@@ -103,3 +103,13 @@ def test_a_malformed_entry_point_object_is_named(monkeypatch):
     bad = [ModelEntry("x", "students.mlp:mlp_vm"), "not an entry"]
     with pytest.raises(catalog_module.CatalogError, match="declared str 'not an entry'; expected transfer.catalog.ModelEntry"):
         catalog_module._entries(lambda: bad, "entry point 'bad'")
+
+
+@pytest.mark.parametrize("sizes", [{"dim": "abc"}, {"hidden": 0}, {"dim": -3}])
+def test_size_values_that_cannot_build_a_model_are_refused_naming_the_key(tmp_path, small_log, capsys, sizes):
+    dataset = write_dataset(tmp_path, small_log)
+    recipe = write_recipe(tmp_path, dataset, students=[{"vertical": "ig_stories_click", "sizes": sizes}])
+    code, _, err = run_cli(capsys, "validate", str(recipe))
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "students.0.sizes: students.mlp:mlp_vm cannot build with" in line

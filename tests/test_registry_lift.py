@@ -142,3 +142,10 @@ def test_lift_with_nothing_to_show_is_one_clear_line(tracked, capsys, tmp_path):
     code, _, err = run_cli(capsys, "lift", "--since", "yesterday", "--tracking-uri", tracked["uri"], "--out", str(tmp_path))
     assert code == 2 and "--since: found 'yesterday'" in err
     assert not (tmp_path / "lift.csv").exists()
+
+
+def test_register_refuses_a_reserved_alias_before_registering_anything(tracked, capsys):
+    run = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe="aux")
+    code, _, err = run_cli(capsys, "register", run.info.run_id, "--alias", "latest", "--tracking-uri", tracked["uri"])
+    assert code == 2 and "--alias: found 'latest'" in err
+    assert tracked["client"].search_model_versions(f"run_id = '{run.info.run_id}'") == []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,8 @@ from pathlib import Path
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
-PID_MARK = "-pid-"  # temporary names carry their writer's process id: `.name.<pid>-pid-<random>.tmp`
+PID_MARK = "-pid-"  # temporary names carry their writer's host and process: `.name.<host>.<pid>-pid-<random>.tmp`
+HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # no dots, unlike host names
 
 
 @contextlib.contextmanager
@@ -23,7 +26,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}{PID_MARK}", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.{HOST_TAG}.{os.getpid()}{PID_MARK}", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -42,11 +45,13 @@ def write_text_atomic(target: str | Path, text: str) -> None:
 
 
 def remove_stale_temps(root: Path) -> list[Path]:
-    """Delete temporary files under `root` whose writer process is gone (killed mid-write); → them."""
+    """Delete temporary files under `root` written on this host by a process that is gone (killed
+    mid-write); → them. Other hosts' temporary files (a shared folder) are left alone."""
     removed = []
     for tmp in Path(root).rglob(".*.tmp"):
-        pid_text = tmp.name.rsplit(PID_MARK, 1)[0].rsplit(".", 1)[-1]
-        if pid_text.isdigit() and not process_alive(int(pid_text)):
+        head = tmp.name.rsplit(PID_MARK, 1)[0]  # .name.<host>.<pid>
+        host, _, pid_text = head.rpartition(".")
+        if host.endswith(f".{HOST_TAG}") and pid_text.isdigit() and not process_alive(int(pid_text)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed

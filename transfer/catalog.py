@@ -98,8 +98,8 @@ def resolve_builder(path: str) -> Callable[..., nn.Module]:
     module_name, _, attribute = path.partition(":") if ":" in path else path.rpartition(".")
     try:
         function = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise CatalogError(f"builder '{path}' cannot be imported: {error}") from None
+    except Exception as error:  # a third-party module may fail to import in any way: name it, one line
+        raise CatalogError(f"builder '{path}' cannot be imported: {type(error).__name__}: {error}") from None
     if not callable(function):
         raise CatalogError(f"builder '{path}' is not a function")
     return function

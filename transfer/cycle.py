@@ -90,11 +90,12 @@ def _cycle_rows(cycle: int, recipe: Recipe, result: RunResult, first: RunResult)
         entry = catalog("vertical")[student.vertical]
         row = students.filter(pl.col("model") == entry.name).row(0, named=True)
         table = result.table.filter(pl.col("slice") == row["slice"])
+        baseline = table.filter((pl.col("role") == "baseline") & (pl.col("model") == entry.name))
         frozen = _score(first.students[entry.name], data, entry.surfaces, entry.task, recipe)
         rows.append({
             "cycle": cycle, "eval window": str(data.eval), "vertical": entry.name,
-            "teacher NE": table.filter(pl.col("role") == "teacher")["NE"].item(),
-            "baseline NE": table.filter(pl.col("role") == "baseline")["NE"].item(),
+            "teacher NE": table.filter(pl.col("role") == "teacher")["NE"][0],
+            "baseline NE": baseline["NE"][0],
             "refreshed VM NE": row["NE"], "trained-once VM NE": frozen,
             "refresh gain %": 100 * (frozen - row["NE"]) / frozen,
         })

@@ -39,7 +39,7 @@ def lift_from_tracking(uri: str, experiments: list[str] | None, vertical: str | 
     client = MlflowClient(uri)
     ids = _experiment_ids(client, uri, experiments)
     runs = _model_runs(client, ids, vertical, _since_ms(since))
-    if not runs:
+    if not any(r.data.tags["role"] == "student" for r in runs):
         scope = f"experiment(s) {', '.join(experiments)}" if experiments else "any experiment"
         raise UserError(f"no vertical-model runs in {scope} of {uri}" + (f" for vertical '{vertical}'" if vertical else "")
                         + (f" since {since}" if since else ""))
@@ -99,6 +99,9 @@ def lift_rows(runs: list[Run]) -> pl.DataFrame:
     """One row per model per (recipe run, vertical): teacher, producer (if a domain FM), baseline, student."""
     teachers = {r.data.tags.get("recipe_run_id", ""): r.data.tags.get("model", "teacher") for r in runs if r.data.tags["role"] == "teacher"}
     baselines = {(r.data.tags.get("recipe_run_id", ""), r.data.tags["vertical"]): r for r in runs if r.data.tags["role"] == "baseline"}
+    starts: dict[str, str] = {}  # recipe run → when its first model run started (labels one recipe run as one)
+    for r in runs:
+        starts.setdefault(r.data.tags.get("recipe_run_id", ""), _started(r))
     rows = []
     for student in (r for r in runs if r.data.tags["role"] == "student"):
         tags, metrics = student.data.tags, student.data.metrics
@@ -106,7 +109,7 @@ def lift_rows(runs: list[Run]) -> pl.DataFrame:
         baseline = baselines.get((recipe_run, tags["vertical"]))
         base_ne = baseline.data.metrics["eval_ne"] if baseline else metrics["eval_ne"] / (1 - metrics["lift_pct"] / 100)
         teacher_ne = metrics["teacher_eval_ne"]
-        common = {"recipe": tags.get("recipe", ""), "recipe_run_id": recipe_run, "started": _started(student),
+        common = {"recipe": tags.get("recipe", ""), "recipe_run_id": recipe_run, "started": starts.get(recipe_run, _started(student)),
                   "vertical": tags["vertical"], "slice": f"{tags.get('surface', '')}/{tags.get('task', '')}"}
         models = [("teacher", "", teachers.get(recipe_run, "teacher"), "teacher_eval_", metrics, student)]
         if "producer_eval_ne" in metrics:

@@ -67,7 +67,8 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
         if cfg.compile:
             model.compile()  # in place: parameter names (and so the stage cache) are unchanged
         all_tasks = list(range(len(data.log.tasks)))
-        module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=data.base_rates(data.train_rows, all_tasks))
+        prior = None if cfg.init_from is not None else data.base_rates(data.train_rows, all_tasks)  # a continued teacher keeps its biases
+        module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=prior)
         loader = window_loader(WindowBatches(data.log, data.train_rows, model.history_length), cfg.batch_size, shuffle=True, seed=recipe.seed)
         producer_run = fit_or_reuse(cache, folder, module, loader, teacher_trainer(recipe), cfg.max_epochs, tracker.lightning_logger(run_id),
                                     run_id, f"teacher: {cfg.model}", f"on {len(data.train_rows):,} impressions")
@@ -117,6 +118,8 @@ def _generate(producer: Producer, data: PreparedData, recipe: Recipe, path: Path
     trainer = replace(recipe.trainer, precision=producer.precision or recipe.trainer.precision)
     with step(f"knowledge: scoring {len(producer.rows):,} impressions with {producer.name}"), atomic_path(path) as tmp:
         writer = KnowledgeWriter(tmp, producer.module.tasks, provenance)
-        predict_each(producer.module, window_loader(batches, SCORING_BATCH, shuffle=False), trainer,
-                     lambda rows, logits, embedding: writer.append(data.log.example_id.gather(rows.numpy()), logits, embedding))
-        writer.close()
+        try:
+            predict_each(producer.module, window_loader(batches, SCORING_BATCH, shuffle=False), trainer,
+                         lambda rows, logits, embedding: writer.append(data.log.example_id.gather(rows.numpy()), logits, embedding))
+        finally:
+            writer.close()

@@ -152,7 +152,7 @@ def _check_single_process(recipe: Recipe, path: Path) -> None:
     """The engine runs a recipe in one process for now (training and evaluation functions themselves
     run under DDP, see tests/test_distributed.py; the stage engine's MLflow and knowledge writers do not yet)."""
     t = recipe.trainer
-    if t.strategy != "auto" or str(t.devices) not in ("1", "auto") or t.num_nodes != 1:
+    if t.strategy != "auto" or str(t.devices) != "1" or t.num_nodes != 1:
         raise RecipeError(
             f"{path}: trainer: found strategy '{t.strategy}', devices {t.devices}, num_nodes {t.num_nodes}; a recipe runs in one "
             "process for now (allowed: strategy auto, devices 1, num_nodes 1; multi-process runs are planned, see docs/scaling.md)"
@@ -167,12 +167,27 @@ def _check_model(path: Path, kind: str, key: str, name: str, sizes: dict) -> Mod
         raise RecipeError(f"{path}: {key}: {exc}") from None
     _one_of(path, key, name, entries)
     entry = entries[name]
-    allowed = entry.size_names()
+    try:
+        allowed = entry.size_names()
+    except CatalogError as exc:
+        raise RecipeError(f"{path}: {key}: {exc}") from None
     unknown = [k for k in sizes if k not in allowed]
+    sizes_key = key.rsplit(".", 1)[0] + ".sizes"
     if unknown:
-        sizes_key = key.rsplit(".", 1)[0] + ".sizes"
         raise RecipeError(f"{path}: {sizes_key}: unknown size '{unknown[0]}' for {entry.builder}; allowed: {', '.join(allowed)}")
+    if sizes:
+        _check_builds(path, sizes_key, entry, sizes)
     return entry
+
+
+def _check_builds(path: Path, sizes_key: str, entry: ModelEntry, sizes: dict) -> None:
+    """Overridden sizes must make a model: build it once on the synthetic dataset's features."""
+    inputs = inputs_of(load_dataset_config(dataset_config_path("synthetic")))
+    try:
+        entry.build(inputs, sizes)
+    except Exception as exc:  # a wrong type or value fails anywhere inside the builder: name the key instead
+        shown = ", ".join(f"{k}={v!r}" for k, v in sizes.items())
+        raise RecipeError(f"{path}: {sizes_key}: {entry.builder} cannot build with {shown} ({type(exc).__name__}: {exc})") from None
 
 
 def _one_of(path: Path, key: str, value: str, allowed) -> None:

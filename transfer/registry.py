@@ -7,6 +7,8 @@ lineage: producer, recipe, knowledge cutoff and staleness, techniques, lift and 
 
 from __future__ import annotations
 
+import re
+
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -15,6 +17,7 @@ from mlflow.tracking import MlflowClient
 from transfer.catalog import catalog
 from transfer.errors import UserError
 from transfer.serving import ServingCost
+from transfer.tracking import check_reachable
 
 LINEAGE_TAGS = ("producer", "producer_run_id", "recipe", "recipe_hash", "recipe_run_id", "knowledge_cutoff",
                 "knowledge_age_days", "staleness_days", "techniques", "baseline_run_id")
@@ -27,6 +30,9 @@ class RegistrationError(UserError):
 
 def register_vertical(uri: str, run_id: str, alias: str | None = None) -> ModelVersion:
     """Register the VM trained in `run_id` under its catalog name; → the new model version."""
+    if alias is not None:
+        _check_alias(alias)
+    check_reachable(uri)
     client = MlflowClient(uri)
     run = _student_run(client, uri, run_id)
     name = run.data.tags["vertical"]
@@ -45,10 +51,19 @@ def register_vertical(uri: str, run_id: str, alias: str | None = None) -> ModelV
     return client.get_model_version(name, version.version)
 
 
+def _check_alias(alias: str) -> None:
+    """The registry's alias rules, checked before anything is registered."""
+    if not re.fullmatch(r"[\w-]{1,255}", alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise RegistrationError(f"--alias: found '{alias}'; allowed: letters, digits, '_' and '-', "
+                                "except 'latest' and version names like v2 (reserved by MLflow)")
+
+
 def _student_run(client: MlflowClient, uri: str, run_id: str) -> Run:
     try:
         run = client.get_run(run_id)
-    except MlflowException:
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise RegistrationError(f"run '{run_id}': the tracking store {uri} answered: {exc.message}") from None
         raise RegistrationError(f"run '{run_id}' not found in the tracking store {uri}") from None
     role = run.data.tags.get("role")
     if role == "baseline":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
 import os
 import socket
@@ -39,7 +40,7 @@ def check_reachable(uri: str) -> None:
             if response.status == 200:
                 return
             problem = f"HTTP {response.status}"
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         problem = str(getattr(exc, "reason", exc))
     raise UserError(f"tracking.uri: the MLflow tracking server at {uri} cannot be reached ({problem}); start it or fix tracking.uri")
 

@@ -98,7 +98,7 @@ class _BatchSink(BasePredictionWriter):
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         rows, logits, embedding = prediction
-        self.consume(rows, logits.float(), embedding.float())
+        self.consume(rows.cpu(), logits.float().cpu(), embedding.float().cpu())
 
 
 def predict_each(module: RankingModule, loader: DataLoader, cfg: TrainerConfig,
