@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-teachers bench-knowledge lint clean
+.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-teachers bench-knowledge bench-cycle lint clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ bench-transfer: setup
 # Knowledge generation at 1M and 4M impressions: bounded memory, throughput vs a bare forward (~15 min).
 bench-knowledge: setup
 	$(BIN)/python benchmarks/knowledge_generation.py
+
+# The continuous transfer cycle, 4 windows on the drifting synthetic data (~6 min).
+bench-cycle: setup
+	$(BIN)/python benchmarks/continuous_cycle.py
 
 # Teacher quality (GEM vs skeleton, DCN-v2, MLP; 2 datasets × 3 seeds), the scaling curve and the
 # speed options (torch.compile, bf16-mixed): ~45 min here.
