@@ -97,7 +97,7 @@ def test_a_teams_package_adds_a_vertical_usable_by_name_in_a_recipe(tmp_path, sm
     assert "built-in (students:CATALOG)" in line and "entry point 'clash' = acme_duplicate:VERTICALS (package acme-duplicate)" in line
 
 
-def test_a_malformed_entry_point_object_is_named(monkeypatch):
+def test_a_malformed_entry_point_object_is_named():
     import transfer.catalog as catalog_module
 
     bad = [ModelEntry("x", "students.mlp:mlp_vm"), "not an entry"]

@@ -118,13 +118,11 @@ def test_an_unreachable_tracking_server_fails_before_any_work_naming_the_uri(tmp
     dataset = write_dataset(tmp_path, small_log)
     uri = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
     recipe = write_recipe(tmp_path, dataset, name="nowhere", tracking={"uri": uri})
-    start = time.monotonic()
     code, _, err = run_cli(capsys, "run", str(recipe))
     assert code == 2
     (line,) = err.strip().splitlines()
     assert uri in line and "cannot be reached" in line
     assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()  # no data built, nothing trained
-    assert time.monotonic() - start < 30
 
 
 def test_repo_root_is_where_screenshots_are_linked_from():
