@@ -33,7 +33,7 @@ MUTATIONS = {
     "as_text": lambda f, c, d: f.with_columns(pl.col(c).cast(pl.String)),
     "nan": lambda f, c, d: _set(f, c, math.nan) if f.schema[c].is_float() else f,
     "inf": lambda f, c, d: _set(f, c, d(st.sampled_from([math.inf, -math.inf]))) if f.schema[c].is_float() else f,
-    "shuffle_time": lambda f, c, d: f.with_columns(pl.col("ts").shuffle(seed=d(st.integers(0, 9)))),
+    "shuffle_time": lambda f, c, d: f.with_columns(pl.col("ts").shuffle(seed=d(st.integers(0, 9)))) if "ts" in f.columns else f,
     "head": lambda f, c, d: f.head(d(st.sampled_from([0, 1, 2]))),
     "unseen": lambda f, c, d: _set(f, c, "never-seen-before") if f.schema[c] == pl.String else f,
     "negative": lambda f, c, d: _set(f, c, -5) if f.schema[c].is_numeric() else f,
