@@ -255,7 +255,7 @@ def _transfer_to_vertical(run: _Run, spec: ModelEntry, student: StudentConfig, s
             scores[role] = _score(run, module, eval_rows, spec.task)
             if role == "student":
                 run.students[spec.name] = module
-            mlflow.log_metrics(_metric_dict(scores[role], teacher_scores, producer_scores, scores.get("baseline") if role == "student" else scores[role]))
+            mlflow.log_metrics(_metric_dict(scores[role], teacher_scores, producer_scores, scores["baseline"]))
             status = _log_serving(module, spec, WindowBatches(data.log, eval_rows, model.history_length), role)
     return VerticalResult(
         spec.name, "/".join(spec.surfaces), spec.task, teacher_scores, scores["baseline"], scores["student"],
@@ -272,7 +272,7 @@ def _log_serving(module: RankingModule, spec: ModelEntry, eval_batches: WindowBa
     mlflow.log_metrics(cost.metrics())
     mlflow.set_tag("budget_status", status)
     if role == "student":
-        mlflow.set_tag("model_uri", log_serving_model(served, spec.name))
+        mlflow.set_tag("model_uri", log_serving_model(served))
     return status
 
 

@@ -85,7 +85,12 @@ def trainer_key(cfg: TrainerConfig) -> dict[str, str]:
 
 def teacher_trainer(recipe: Recipe) -> TrainerConfig:
     """The trainer settings the teacher trains and scores with: the recipe's, at the teacher's precision."""
-    return replace(recipe.trainer, precision=recipe.teacher.precision or recipe.trainer.precision)
+    return at_precision(recipe.trainer, recipe.teacher.precision)
+
+
+def at_precision(cfg: TrainerConfig, precision: str | None) -> TrainerConfig:
+    """`cfg` with a model's own precision, when it has one."""
+    return replace(cfg, precision=precision or cfg.precision)
 
 
 def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracker: Tracker, cache: StageCache) -> Path:
@@ -115,7 +120,7 @@ def _generate(producer: Producer, data: PreparedData, recipe: Recipe, path: Path
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         recipe_hash=recipe.hash,
     )
-    trainer = replace(recipe.trainer, precision=producer.precision or recipe.trainer.precision)
+    trainer = at_precision(recipe.trainer, producer.precision)
     with step(f"knowledge: scoring {len(producer.rows):,} impressions with {producer.name}"), atomic_path(path) as tmp:
         writer = KnowledgeWriter(tmp, producer.module.tasks, provenance)
         try:

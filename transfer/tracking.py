@@ -45,7 +45,7 @@ def check_reachable(uri: str) -> None:
     raise UserError(f"tracking.uri: the MLflow tracking server at {uri} cannot be reached ({problem}); start it or fix tracking.uri")
 
 
-def log_serving_model(model: nn.Module, name: str) -> str:
+def log_serving_model(model: nn.Module) -> str:
     """Log a trained serving model as an MLflow PyTorch model in the active run; → its model URI."""
     # "pickle": the batch is a dict of tensors, which the traced "pt2" format cannot take as its input.
     info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
