@@ -1,16 +1,30 @@
-"""Two CPU processes (Lightning DDP, gloo): evaluation over two ranks gives the metrics of one process
-(each rank scores its own rows, torchmetrics syncs the states), and DDP training hands its trained
-weights back."""
+"""Two CPU processes (Lightning DDP, gloo).
+
+- Evaluation over two ranks gives the metrics of one process (each rank scores its own rows,
+  torchmetrics syncs the states), and DDP training hands its trained weights back.
+- A whole recipe (every technique, the Student Adapter included) run as two processes by
+  `gem-transfer run … trainer.strategy=ddp trainer.devices=2` gives the single-process lift table;
+  each rank writes its own knowledge shard (every example once, the same provenance in each); only
+  rank 0 tracks in MLflow.
+- Bad multi-process settings end in one line and exit code 2.
+"""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
+import polars as pl
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from students import MLP_VM_SIZES, mlp_vm
-from tests.conftest import write_dataset, write_recipe
+from tests.conftest import REPO, run_cli, write_dataset, write_recipe
 from transfer.batches import WindowBatches, window_loader
 from transfer.data import prepare_data
+from transfer.knowledge import PROVENANCE_KEY
 from transfer.module import RankingModule
 from transfer.recipe import TrainerConfig, load_recipe
 from transfer.training import evaluate, fit
@@ -41,3 +55,127 @@ def test_two_process_training_and_evaluation_match_one_process(data):
     assert double.ne == pytest.approx(single.ne, rel=1e-9)
     assert double.auc == pytest.approx(single.auc, rel=1e-6)
     assert double.calibration == pytest.approx(single.calibration, rel=1e-9)
+
+
+ALL_TECHNIQUES = {
+    "teacher": {"model": "skeleton_tiny", "max_epochs": 1},
+    "transfer": {"strategy": "direct", "stages": [{
+        "producer": "teacher", "consumers": "students",
+        "distillation": {"weight": 1.0, "head": "auxiliary"},
+        "representation": {"weight": 1.0, "loss": "cosine"},
+        "sharing": {"modules": ["events.context"], "freeze": True},
+        "adapter": {"enabled": True, "fit_days": 2},
+    }]},
+    "students": [{"vertical": "ig_stories_click"}, {"vertical": "fb_feed_conversion"}],
+    "trainer": {"max_epochs": 2, "progress": False},
+}
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory, small_log):
+    folder = tmp_path_factory.mktemp("ddp_recipe")
+    return write_recipe(folder, write_dataset(folder, small_log), name="two_ranks", **ALL_TECHNIQUES)
+
+
+def _lift(output_dir) -> pl.DataFrame:
+    (csv,) = output_dir.glob("two_ranks/*/lift.csv")
+    return pl.read_csv(csv)
+
+
+def _knowledge(output_dir) -> list:
+    (folder,) = output_dir.glob("stages/knowledge-*")
+    return sorted(folder.glob("*.parquet"))
+
+
+@pytest.mark.slow
+def test_a_recipe_on_two_processes_gives_the_single_process_results(recipe, tmp_path, capsys):
+    one, two = tmp_path / "one", tmp_path / "two"
+    code, _, _ = run_cli(capsys, "run", str(recipe), f"output_dir={one}")
+    assert code == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer.cli", "run", str(recipe), f"output_dir={two}", "trainer.strategy=ddp", "trainer.devices=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("| model ") == 1  # rank 0 prints the table; the other rank's output is dropped
+
+    single, double = _lift(one), _lift(two)
+    assert double.select("model", "role", "slice").equals(single.select("model", "role", "slice"))
+    # a training step is the same under DDP (each rank takes its half of every batch, gradients averaged)
+    for column, tolerance in (("NE", 1e-3), ("AUC", 5e-3), ("calibration", 1e-2)):
+        assert double[column].to_list() == pytest.approx(single[column].to_list(), rel=tolerance), column
+
+    # each rank wrote its shard: together every example of the students' window exactly once
+    shards = _knowledge(two)
+    assert [p.name for p in shards] == ["skeleton_tiny.rank0-of-2.parquet", "skeleton_tiny.rank1-of-2.parquet"]
+    (whole,) = _knowledge(one)
+    expected = pl.read_parquet(whole).sort("example_id")
+    parts = [pl.read_parquet(p) for p in shards]
+    assert all(part.height > 0 for part in parts)
+    joined = pl.concat(parts).sort("example_id")
+    assert joined["example_id"].is_unique().all()
+    assert joined["example_id"].to_list() == expected["example_id"].to_list()
+    assert joined["logit_click"].to_numpy() == pytest.approx(expected["logit_click"].to_numpy(), abs=1e-4)
+    provenances = [json.loads(pl.read_parquet_metadata(p)[PROVENANCE_KEY]) for p in shards]
+    assert provenances[0] == provenances[1]
+    assert provenances[0]["producer"] == "skeleton_tiny"
+
+    # only rank 0 tracked: the same runs as one process, every one finished; nothing half-written left
+    def runs(folder):
+        client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+        found = client.search_runs([client.get_experiment_by_name("two_ranks").experiment_id])
+        return sorted(r.info.run_name for r in found), {r.info.status for r in found}
+
+    names, statuses = runs(two)
+    assert names == runs(one)[0]
+    assert statuses == {"FINISHED"}
+    assert not list(two.rglob("*.tmp"))
+
+
+def test_bad_multi_process_settings_are_one_line(recipe, capsys):
+    cases = {
+        "trainer.devices=2": "trainer.strategy: found 'auto' with devices 2",
+        "trainer.strategy=ddp_spawn": "trainer.strategy: unknown name 'ddp_spawn'; allowed: auto, ddp, fsdp",
+        "trainer.strategy=fsdp": "Lightning's FSDP runs on GPUs only",
+        "trainer.sharding=zigzag": "trainer.sharding: unknown name 'zigzag'; allowed: full, hybrid",
+        "trainer.devices=auto": "trainer.devices: found 'auto'; allowed: a whole number ≥ 1",
+        "trainer.num_nodes=0": "trainer.num_nodes: found 0",
+    }
+    for override, message in cases.items():
+        code, out, err = run_cli(capsys, "run", str(recipe), override)
+        assert code == 2, override
+        assert message in err and err.count("\n") == 1, (override, err)
+
+
+def test_a_multi_node_recipe_needs_a_launcher(recipe, capsys):
+    code, _, err = run_cli(capsys, "run", str(recipe), "trainer.strategy=ddp", "trainer.num_nodes=2")
+    assert code == 2
+    assert "trainer.num_nodes: found 2; a multi-node run is started on every node by a launcher" in err
+
+
+def test_under_a_launcher_the_recipe_must_ask_for_its_world_size(recipe, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    code, out, err = run_cli(capsys, "run", str(recipe), "trainer.strategy=ddp", "trainer.devices=2")
+    assert code == 2 and out == ""
+    assert "devices 2 × num_nodes 1 = 2 processes, but the launcher started 3 (WORLD_SIZE)" in err
+    monkeypatch.setenv("RANK", "1")  # every rank meets the same bad input; only rank 0 says so
+    code, out, err = run_cli(capsys, "run", str(recipe), "trainer.strategy=ddp", "trainer.devices=2")
+    assert (code, out, err) == (2, "", "")
+
+
+def test_fsdp_shards_the_teacher_only_and_hybrid_is_hsdp():
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp import ShardingStrategy
+
+    from transfer.training import lightning_strategy
+
+    hybrid = TrainerConfig(strategy="fsdp", accelerator="gpu", devices=8, num_nodes=125, sharding="hybrid")
+    teacher = lightning_strategy(hybrid, shard=True)
+    assert isinstance(teacher, FSDPStrategy)
+    assert teacher.sharding_strategy == ShardingStrategy.HYBRID_SHARD
+    assert teacher.kwargs["device_mesh"] == (125, 8)  # shard within a node's 8 GPUs, replicate across 125 nodes
+    full = lightning_strategy(TrainerConfig(strategy="fsdp", accelerator="gpu", devices=8), shard=True)
+    assert full.sharding_strategy == ShardingStrategy.FULL_SHARD and "device_mesh" not in full.kwargs
+    assert lightning_strategy(hybrid, shard=False) == "ddp"  # VMs, domain FMs and all scoring
+    assert lightning_strategy(TrainerConfig(strategy="ddp", devices=2), shard=True) == "ddp"

@@ -67,7 +67,8 @@ class WindowBatches(Dataset):
 
 class IndexBatchSampler(Sampler[torch.Tensor]):
     """Yields index tensors of `batch_size`; reshuffled every epoch from `seed` when `shuffle`. Under
-    DDP each process takes its own share of the rows (Lightning's sampler replacement is off)."""
+    DDP each process takes its share of every training batch, and its own rows when scoring
+    (Lightning's sampler replacement is off)."""
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
@@ -81,23 +82,39 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-            self.epoch += 1
-        else:
-            order = torch.arange(self.n)
-        yield from _this_rank(order, even=self.shuffle).split(self.batch_size)
+        if not self.shuffle:  # scoring: each row once, in order within each rank's share
+            yield from _this_rank(torch.arange(self.n)).split(self.batch_size)
+            return
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        self.epoch += 1
+        for batch in order.split(self.batch_size):
+            yield _share_of_batch(batch, order)
 
 
-def _this_rank(order: torch.Tensor, even: bool) -> torch.Tensor:
-    """In a distributed run, this process's share of `order` (every world-th row from its rank).
-    Training (`even`) wraps around so every rank takes as many steps; evaluation takes each row once."""
+def _distributed() -> tuple[int, int] | None:
+    """(rank, world size) in a multi-process run, else None."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return order
-    rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    if even and len(order) % world:
-        order = torch.cat([order, order[: world - len(order) % world]])
-    return order[rank::world]
+        return None
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _this_rank(order: torch.Tensor) -> torch.Tensor:
+    """This process's share of `order` for scoring: every world-th row from its rank, each row once."""
+    where = _distributed()
+    return order if where is None else order[where[0] :: where[1]]
+
+
+def _share_of_batch(batch: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """This process's part of one training batch [B]: the batch is split across the ranks, so with DDP
+    averaging their gradients a step is the single-process step whatever the number of processes
+    (`batch_size` stays the global batch). A batch smaller than the world borrows rows from `order`."""
+    where = _distributed()
+    if where is None:
+        return batch
+    rank, world = where
+    if len(batch) < world:
+        batch = torch.cat([batch, order[: world - len(batch)]])
+    return batch.tensor_split(world)[rank]
 
 
 def _as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

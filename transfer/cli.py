@@ -15,6 +15,7 @@ Bad input ends with one line on stderr and exit code 2 (`--debug` shows the trac
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -93,8 +94,6 @@ def _tracking_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:
-    import os
-
     from transfer.tracking import default_tracking_uri
 
     return args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path("gem_runs"))
@@ -138,6 +137,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from transfer.report import format_table
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if (code := _in_processes(recipe, args)) is not None:
+        return code
     result = run_recipe(recipe, args.recipe)
     print()
     print(format_table(result.table))
@@ -154,12 +155,27 @@ def _cmd_cycle(args: argparse.Namespace) -> int:
     from transfer.report import format_table
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if (code := _in_processes(recipe, args)) is not None:
+        return code
     result = run_cycle(recipe, args.recipe, args.windows)
     print()
     print(format_table(result.table))
     print()
     print(f"Cycles tracked as MLflow runs {', '.join(result.runs)}; table: {result.csv}")
     return 0
+
+
+def _in_processes(recipe, args: argparse.Namespace) -> int | None:
+    """For a multi-process recipe: start its processes here (→ their exit code), or, in one of them,
+    check the launcher's world size and keep only rank 0's output; None: go on in this process."""
+    from transfer import launch, ranks
+
+    launch.check_world(recipe.trainer, args.recipe)
+    if launch.needs_launch(recipe.trainer):
+        return launch.run_on_this_host(recipe.trainer, args.argv)
+    if ranks.rank() != 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 — the other ranks' copies of the same progress and table
+    return None
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -240,13 +256,16 @@ def _one_line(message: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.handler(args)
     except UserError as exc:
         if args.debug:
             raise
-        print(f"gem-transfer: error: {_one_line(str(exc))}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # every rank meets the same bad input; one says so
+            print(f"gem-transfer: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -109,7 +109,7 @@ def knowledge_batches(
     history_length: int,
     stage: StageConfig,
     producer: Producer,
-    knowledge: Path,
+    knowledge: list[Path],
     max_age_days: int | None,
 ) -> WindowBatches:
     """The consumer's training rows with the producer's knowledge joined: soft logits, and as the

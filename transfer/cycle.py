@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from transfer import ranks
 from transfer.atomic import atomic_path
 from transfer.batches import WindowBatches, window_loader
 from transfer.catalog import catalog
@@ -71,8 +72,9 @@ def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
         previous = result
     table = pl.DataFrame(rows)
     csv = Path(recipe.output_dir) / recipe.name / f"cycle-{recipe.hash}-{windows}.csv"
-    with atomic_path(csv) as tmp:
-        table.write_csv(tmp)
+    if ranks.is_main():
+        with atomic_path(csv) as tmp:
+            table.write_csv(tmp)
     return CycleResult(table, csv, run_ids)
 
 

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
-import mlflow
 import polars as pl
 
 import adapters
@@ -21,6 +20,7 @@ import domain_fms
 import students
 import teacher
 from teacher.cost import parameter_count
+from transfer import ranks
 from transfer.atomic import atomic_path, remove_stale_temps, write_text_atomic
 from transfer.batches import WindowBatches, window_loader
 from transfer.catalog import ModelEntry, catalog
@@ -35,7 +35,7 @@ from transfer.report import Scores, VerticalResult, lift_table
 from transfer.resumable import fit_or_reuse
 from transfer.serving import budget_status, measure, request
 from transfer.stage_cache import StageCache, source_fingerprint
-from transfer.tracking import Tracker, check_reachable, default_tracking_uri, log_serving_model
+from transfer.tracking import Tracker, check_reachable, default_tracking_uri
 from transfer.training import evaluate
 
 
@@ -71,9 +71,10 @@ class _Run:
 def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | None = None) -> RunResult:
     """Run a recipe end to end; returns the lift table and where it was tracked. `extra_tags` go on
     the recipe's parent run (the continuous cycle's lineage)."""
+    ranks.start()
     uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
     check_reachable(uri)
-    data = prepare_data(recipe.data, recipe.transfer.staleness_days)
+    data = _prepared_data(recipe)
     verticals = [_vertical(recipe_path, i, s, data) for i, s in enumerate(recipe.students)]
     run_dir = Path(recipe.output_dir) / recipe.name / recipe.hash
     experiment = recipe.tracking.experiment or recipe.name
@@ -89,7 +90,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
     with run.tracker.run(recipe.name, tags) as parent_id:
         run.parent_run_id = parent_id
         run.tracker.common_tags = run.recipe_tags()  # on every run below: recipe, recipe_hash, recipe_run_id
-        _log_recipe(recipe, run_dir)
+        _log_recipe(run, run_dir)
         run.teacher = train_teacher(recipe, data, run.tracker, run.cache)
         results: list[VerticalResult] = []
         for index, stage in enumerate(recipe.transfer.stages, start=1):
@@ -102,14 +103,32 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
                         for i, (spec, student) in enumerate(zip(verticals, recipe.students, strict=True))
                     ]
         table = lift_table(results, recipe.teacher.model)
-        with atomic_path(run_dir / "lift.csv") as tmp:
-            table.write_csv(tmp)
-        mlflow.log_artifact(str(run_dir / "lift.csv"))
+        if ranks.is_main():
+            with atomic_path(run_dir / "lift.csv") as tmp:
+                table.write_csv(tmp)
+            run.tracker.log_artifact(run_dir / "lift.csv")
     return RunResult(table, parent_id, uri, experiment, run_dir, run.teacher.weights, run.students)
 
 
+def _prepared_data(recipe: Recipe) -> PreparedData:
+    """The recipe's data; in a multi-process run rank 0 builds the cache first and the others read it."""
+    if not ranks.is_main():
+        ranks.barrier()
+    data = prepare_data(recipe.data, recipe.transfer.staleness_days)
+    if ranks.is_main():
+        ranks.barrier()
+    return data
+
+
 def _clean_up_killed_attempts(run: _Run) -> None:
-    """Before resuming: drop half-written files and mark the killed attempt's MLflow runs failed."""
+    """Before resuming: drop half-written files and mark the killed attempt's MLflow runs failed (rank 0,
+    while the other ranks wait)."""
+    if ranks.is_main():
+        _clean_up_files_and_runs(run)
+    ranks.barrier()
+
+
+def _clean_up_files_and_runs(run: _Run) -> None:
     for path in remove_stale_temps(Path(run.recipe.output_dir)):
         print(f"  removed a file left half-written by a killed run: {path}", flush=True)
     failed = run.tracker.fail_abandoned(run.recipe.hash)
@@ -146,10 +165,12 @@ def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedD
     return spec
 
 
-def _log_recipe(recipe: Recipe, run_dir: Path) -> None:
-    mlflow.log_params(recipe.flat())
-    write_text_atomic(run_dir / "recipe.yaml", recipe.to_yaml())
-    mlflow.log_artifact(str(run_dir / "recipe.yaml"))
+def _log_recipe(run: _Run, run_dir: Path) -> None:
+    if not ranks.is_main():
+        return
+    run.tracker.log_params(run.recipe.flat())
+    write_text_atomic(run_dir / "recipe.yaml", run.recipe.to_yaml())
+    run.tracker.log_artifact(run_dir / "recipe.yaml")
 
 
 def _stage_tags(run: _Run, index: int, stage: StageConfig) -> dict[str, str]:
@@ -205,8 +226,8 @@ def _train_domain_fm(run: _Run, domain: str, stage: StageConfig, index: int) -> 
         key = {**_consumer_key(run, producer, stage), "domain": domain, "domain_fms": asdict(cfg),
                "code": [source_fingerprint(teacher), source_fingerprint(domain_fms)]}
         trained_by = fit_or_reuse(run.cache, run.cache.folder("domain_fm", key), module, loader, run.recipe.trainer, cfg.max_epochs,
-                                  run.tracker.lightning_logger(run_id), run_id, f"domain FM: {name}", f"on {len(target.rows):,} impressions")
-        mlflow.log_metric("parameters", parameter_count(module.export()))
+                                  run.tracker, run_id, f"domain FM: {name}", f"on {len(target.rows):,} impressions")
+        run.tracker.log_metrics({"parameters": parameter_count(module.export())})
     return Producer(name, module, trained_by, data.student.end, target.rows)
 
 
@@ -251,29 +272,32 @@ def _transfer_to_vertical(run: _Run, spec: ModelEntry, student: StudentConfig, s
                    "builder": spec.builder, "sizes": dict(spec.sizes), "student": asdict(student), "vm_seed": seed,
                    "code": source_fingerprint(students)}
             fit_or_reuse(run.cache, run.cache.folder("vm", key), module, loader, run.recipe.trainer, run.recipe.trainer.max_epochs,
-                         run.tracker.lightning_logger(run_id), run_id, f"{role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
+                         run.tracker, run_id, f"{role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
             scores[role] = _score(run, module, eval_rows, spec.task)
             if role == "student":
                 run.students[spec.name] = module
-            mlflow.log_metrics(_metric_dict(scores[role], teacher_scores, producer_scores, scores["baseline"]))
-            status = _log_serving(module, spec, WindowBatches(data.log, eval_rows, model.history_length), role)
+            run.tracker.log_metrics(_metric_dict(scores[role], teacher_scores, producer_scores, scores["baseline"]))
+            status = _log_serving(run.tracker, module, spec, WindowBatches(data.log, eval_rows, model.history_length), role)
     return VerticalResult(
         spec.name, "/".join(spec.surfaces), spec.task, teacher_scores, scores["baseline"], scores["student"],
         producer=producer.name if producer_scores is not None else None, producer_scores=producer_scores, budget=status,
     )
 
 
-def _log_serving(module: RankingModule, spec: ModelEntry, eval_batches: WindowBatches, role: str) -> str:
+def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval_batches: WindowBatches, role: str) -> str:
     """Measure the serving model's cost on a request from the eval window, log it (and, for a student,
-    the model itself, for `gem-transfer register`); → its budget status."""
+    the model itself, for `gem-transfer register`); → its budget status. Rank 0 measures (one process
+    timing alone), every rank gets its status."""
+    if not ranks.is_main():
+        return ranks.from_main("")
     served = module.export()
     cost = measure(served, request(eval_batches))
     status = budget_status(cost, spec.budget)
-    mlflow.log_metrics(cost.metrics())
-    mlflow.set_tag("budget_status", status)
+    tracker.log_metrics(cost.metrics())
+    tracker.set_tags({"budget_status": status})
     if role == "student":
-        mlflow.set_tag("model_uri", log_serving_model(served))
-    return status
+        tracker.set_tags({"model_uri": tracker.log_serving_model(served)})
+    return ranks.from_main(status)
 
 
 def _score(run: _Run, module: RankingModule, rows, task: str) -> Scores:

@@ -1,6 +1,7 @@
 """Knowledge tables (design §5): what a producer emits per example, with its provenance.
 
-One parquet file: `example_id`, `logit_<task>` (float32) per task, `embedding` (float16 array), and
+One parquet file — or, from a multi-process run, one shard per rank (`<stem>.rank<r>-of-<w>.parquet`,
+each rank's rows, every shard with the same provenance) — with columns `example_id`, `logit_<task>` (float32) per task, `embedding` (float16 array), and
 key-value metadata `gem_transfer.provenance` (producer, producer run id, data cutoff, created at,
 recipe hash). Streamed to disk batch by batch under a temporary name, renamed when complete; read by
 students through a polars join on `example_id`.
@@ -83,6 +84,50 @@ def _frame(example_id: pl.Series, logits: torch.Tensor, embedding: torch.Tensor,
     return pl.DataFrame(columns)
 
 
+KnowledgeTable = Path | list[Path]  # one file, or the shards of a multi-process run
+
+
+def shard_path(folder: Path, stem: str, rank: int, world: int) -> Path:
+    """Where rank `rank` of `world` writes its part of the table (a single process: the whole table)."""
+    return folder / (f"{stem}.parquet" if world == 1 else f"{stem}.rank{rank}-of-{world}.parquet")
+
+
+def finished_table(folder: Path, stem: str) -> list[Path] | None:
+    """The complete table `stem` in `folder`: the single file, or a full set of shards (from any
+    number of ranks); None while none is complete (each shard is renamed into place when finished)."""
+    if (folder / f"{stem}.parquet").is_file():
+        return [folder / f"{stem}.parquet"]
+    by_world: dict[int, list[Path]] = {}
+    for shard in sorted(folder.glob(f"{stem}.rank*-of-*.parquet")):
+        by_world.setdefault(int(shard.stem.rsplit("-of-", 1)[1]), []).append(shard)
+    for world, shards in sorted(by_world.items()):
+        if [shard_path(folder, stem, r, world) for r in range(world)] == shards:
+            return shards
+    return None
+
+
+def _shards(table: KnowledgeTable) -> list[Path]:
+    return [table] if isinstance(table, Path) else list(table)
+
+
+def _name(table: KnowledgeTable) -> str:
+    """How errors name a table: its file, or its shard set."""
+    shards = _shards(table)
+    if len(shards) == 1:
+        return str(shards[0])
+    return str(shards[0]).replace(".rank0-of-", ".rank*-of-")
+
+
+def table_provenance(table: KnowledgeTable) -> Provenance:
+    """The provenance of a table; every shard must carry the same."""
+    shards = _shards(table)
+    first = read_provenance(shards[0])
+    for shard in shards[1:]:
+        if read_provenance(shard) != first:
+            raise DataError(f"{shard}: its provenance differs from {shards[0]}'s; the shards come from different generations")
+    return first
+
+
 def read_provenance(path: Path) -> Provenance:
     """The provenance stored in a knowledge table; a `DataError` if there is none."""
     if not path.is_file():
@@ -93,9 +138,9 @@ def read_provenance(path: Path) -> Provenance:
     return Provenance(**json.loads(meta[PROVENANCE_KEY]))
 
 
-def check_provenance(path: Path, expected_producer: str, expected_run_id: str | None = None) -> Provenance:
+def check_provenance(table: KnowledgeTable, expected_producer: str, expected_run_id: str | None = None) -> Provenance:
     """Refuse knowledge from another producer than the recipe names."""
-    found = read_provenance(path)
+    found, path = table_provenance(table), _name(table)
     if found.producer != expected_producer:
         raise DataError(
             f"{path}: knowledge was produced by '{found.producer}', but the recipe's producer is '{expected_producer}'"
@@ -108,12 +153,12 @@ def check_provenance(path: Path, expected_producer: str, expected_run_id: str | 
     return found
 
 
-def check_age(path: Path, provenance: Provenance, newest_example: datetime, max_age_days: int | None) -> float:
+def check_age(table: KnowledgeTable, provenance: Provenance, newest_example: datetime, max_age_days: int | None) -> float:
     """Days between the producer's cutoff and the newest example it teaches; refuse beyond `max_age_days`."""
     age = (newest_example - datetime.fromisoformat(provenance.cutoff)).total_seconds() / 86400
     if max_age_days is not None and age > max_age_days:
         raise DataError(
-            f"{path}: knowledge from '{provenance.producer}' (cutoff {provenance.cutoff}) is {age:.1f} days old "
+            f"{_name(table)}: knowledge from '{provenance.producer}' (cutoff {provenance.cutoff}) is {age:.1f} days old "
             f"at the end of the consumers' window; transfer.max_age_days allows {max_age_days}"
         )
     return age
@@ -127,17 +172,18 @@ class JoinedKnowledge:
     embedding: torch.Tensor | None  # [N, E] float16, when asked for
 
 
-def join_knowledge(path: Path, example_id: pl.Series, tasks: list[str], embedding: bool = False) -> JoinedKnowledge:
+def join_knowledge(table: KnowledgeTable, example_id: pl.Series, tasks: list[str], embedding: bool = False) -> JoinedKnowledge:
     """The producer's logits for `tasks` (and its embeddings), aligned with `example_id` by a polars
     left join; a `DataError` names the table and the count of examples it lacks."""
-    available = pl.read_parquet_schema(path)
+    shards, path = _shards(table), _name(table)
+    available = pl.read_parquet_schema(shards[0])
     columns = [f"logit_{task}" for task in tasks] + (["embedding"] if embedding else [])
     absent = [c for c in columns if c not in available]
     if absent:
         raise DataError(f"{path}: knowledge has no column {', '.join(absent)}; it has {', '.join(available)}")
-    table = pl.read_parquet(path, columns=["example_id", *columns])
+    knowledge = pl.read_parquet(shards, columns=["example_id", *columns])
     keys = pl.DataFrame({"example_id": example_id})
-    joined = keys.join(table, on="example_id", how="left", maintain_order="left")
+    joined = keys.join(knowledge, on="example_id", how="left", maintain_order="left")
     missing = joined[columns[0]].null_count()
     if missing:
         raise DataError(f"{path}: knowledge has no {columns[0]} for {missing} of the {len(keys)} training examples")

@@ -109,14 +109,36 @@ class RankingModule(L.LightningModule):
     def _adapter_step(
         self, batch: dict[str, torch.Tensor], labels: torch.Tensor, optimizer
     ) -> torch.Tensor:
-        """Fit the adapter on the batch's fresh rows; → its corrected logits for every row [B, T], detached."""
+        """Fit the adapter on the batch's fresh rows; → its corrected logits for every row [B, T], detached.
+
+        The adapter is kept out of DDP (see `setup`): under several processes each rank backpropagates
+        its own fresh rows and the gradients are summed weighted by row counts, so a step is the
+        single-process step over the whole batch's fresh rows (and no rank steps alone)."""
         fresh = batch["fresh"]  # [B] bool
-        if fresh.any():
-            z_a = self.adapter(batch["soft_logits"][fresh], batch["surface"][fresh], batch["knowledge_age"][fresh])
+        distributed = torch.distributed.is_initialized()
+        count = fresh.sum().float()  # [] this rank's fresh rows
+        if distributed:
+            total = count.clone()
+            torch.distributed.all_reduce(total)
+        else:
+            total = count
+        if total > 0:
             optimizer.zero_grad()
-            self.manual_backward(label_loss(z_a, labels[fresh]))
+            if fresh.any():
+                z_a = self.adapter(batch["soft_logits"][fresh], batch["surface"][fresh], batch["knowledge_age"][fresh])
+                loss = label_loss(z_a, labels[fresh])
+                (loss * count / total).backward() if distributed else self.manual_backward(loss)
+            if distributed:
+                _sum_gradients(self.adapter)
             optimizer.step()
         return self.corrected_logits(batch)
+
+    def setup(self, stage: str) -> None:
+        """Before Lightning wraps the module in DDP: leave the adapter out (it steps on the fresh rows
+        before the model's forward, a second backward DDP's reducer cannot take; `_adapter_step` syncs it)."""
+        if self.adapter is not None and torch.distributed.is_initialized():
+            names = [f"adapter.{name}" for name in self.adapter.state_dict()]
+            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, names)
 
     @torch.no_grad()
     def corrected_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -155,3 +177,11 @@ class RankingModule(L.LightningModule):
         if self.adapter is None:
             return model_opt
         return [model_opt, torch.optim.Adam(self.adapter.parameters(), lr=self.adapter_lr)]
+
+
+def _sum_gradients(module: nn.Module) -> None:
+    """Sum each parameter's gradient over the ranks (a rank without fresh rows contributes zeros)."""
+    for parameter in module.parameters():
+        if parameter.grad is None:
+            parameter.grad = torch.zeros_like(parameter)
+        torch.distributed.all_reduce(parameter.grad)

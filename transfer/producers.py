@@ -11,16 +11,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
-import mlflow
 import torch
 
 import teacher
 from teacher.cost import parameter_count
+from transfer import ranks
 from transfer.atomic import atomic_path
 from transfer.batches import WindowBatches, window_loader
 from transfer.catalog import catalog
 from transfer.data import PreparedData
-from transfer.knowledge import KnowledgeWriter, Provenance
+from transfer.knowledge import KnowledgeWriter, Provenance, finished_table, shard_path
 from transfer.module import RankingModule
 from transfer.progress import step
 from transfer.recipe import Recipe, TrainerConfig
@@ -41,7 +41,7 @@ class Producer:
     run_id: str
     cutoff: datetime  # it saw no example at or after this time
     rows: torch.Tensor  # [n] the rows of the consumers' window it scores
-    knowledge: Path | None = None  # its table for the consumers' window, once generated
+    knowledge: list[Path] | None = None  # its table's files for the consumers' window, once generated
     precision: str | None = None  # Lightning precision it scores with (default: the recipe trainer's)
     weights: Path | None = None  # its saved state dict (the teacher's, in the stage cache)
 
@@ -70,10 +70,10 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
         prior = None if cfg.init_from is not None else data.base_rates(data.train_rows, all_tasks)  # a continued teacher keeps its biases
         module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=prior)
         loader = window_loader(WindowBatches(data.log, data.train_rows, model.history_length), cfg.batch_size, shuffle=True, seed=recipe.seed)
-        producer_run = fit_or_reuse(cache, folder, module, loader, teacher_trainer(recipe), cfg.max_epochs, tracker.lightning_logger(run_id),
-                                    run_id, f"teacher: {cfg.model}", f"on {len(data.train_rows):,} impressions")
-        mlflow.log_metric("parameters", parameter_count(model))
-        mlflow.log_params({"precision": teacher_trainer(recipe).precision, "compile": cfg.compile})
+        producer_run = fit_or_reuse(cache, folder, module, loader, teacher_trainer(recipe), cfg.max_epochs, tracker,
+                                    run_id, f"teacher: {cfg.model}", f"on {len(data.train_rows):,} impressions", shard=True)
+        tracker.log_metrics({"parameters": parameter_count(model)})
+        tracker.log_params({"precision": teacher_trainer(recipe).precision, "compile": cfg.compile})
     return Producer(cfg.model, module, producer_run, data.train.end, data.student_rows, precision=cfg.precision,
                     weights=folder / "model.pt")
 
@@ -93,31 +93,36 @@ def at_precision(cfg: TrainerConfig, precision: str | None) -> TrainerConfig:
     return replace(cfg, precision=precision or cfg.precision)
 
 
-def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracker: Tracker, cache: StageCache) -> Path:
-    """The producer's knowledge table for the consumers' window: generated once, then reused."""
+def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracker: Tracker, cache: StageCache) -> list[Path]:
+    """The producer's knowledge table for the consumers' window (its files): generated once, then reused.
+    In a multi-process run each rank scores and writes its own shard of the rows."""
     if producer.knowledge is not None:
         return producer.knowledge
     folder = cache.folder("knowledge", {"producer_run": producer.run_id, "window": str(data.student), "rows": len(producer.rows)})
-    path = folder / f"{producer.name.replace(':', '-')}.parquet"
+    stem = producer.name.replace(":", "-")
     tags = {"role": "knowledge", "producer": producer.name, "producer_run_id": producer.run_id}
     with tracker.run(f"knowledge:{producer.name}", tags, nested=True):
-        if path.is_file():
+        table = ranks.from_main(finished_table(folder, stem))  # every rank decides alike
+        if table is not None:
             print(f"✓ knowledge: {producer.name} on {data.student} already generated, reused", flush=True)
         else:
-            _generate(producer, data, recipe, path)
-        mlflow.log_params({"path": str(path), "rows": len(producer.rows), "window": str(data.student)})
-    producer.knowledge = path
-    return path
+            _generate(producer, data, recipe, shard_path(folder, stem, ranks.rank(), ranks.world_size()))
+            ranks.barrier()  # every shard renamed into place
+            table = finished_table(folder, stem)
+        tracker.log_params({"path": str(table[0].parent), "files": len(table), "rows": len(producer.rows), "window": str(data.student)})
+    producer.knowledge = table
+    return table
 
 
 def _generate(producer: Producer, data: PreparedData, recipe: Recipe, path: Path) -> None:
-    """Score the producer's rows batch by batch, streaming each batch into the table on disk."""
+    """Score the producer's rows (this rank's share of them) batch by batch, streaming each batch
+    into the table on disk."""
     batches = WindowBatches(data.log, producer.rows, producer.history_length)
     provenance = Provenance(
         producer=producer.name,
         producer_run_id=producer.run_id,
         cutoff=producer.cutoff.isoformat(),
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created_at=ranks.from_main(datetime.now(timezone.utc).isoformat(timespec="seconds")),  # the same in every shard
         recipe_hash=recipe.hash,
     )
     trainer = at_precision(recipe.trainer, producer.precision)

@@ -139,8 +139,9 @@ class TrainerConfig:
     max_epochs: int = 2
     accelerator: str = "cpu"
     devices: int | str = 1
-    strategy: str = "auto"  # Lightning's: e.g. ddp, ddp_spawn (training and evaluation; knowledge generation runs in one process)
+    strategy: str = "auto"  # auto (one process), ddp, or fsdp (the teacher sharded, every other model under ddp; GPUs only)
     num_nodes: int = 1
+    sharding: str = "full"  # with fsdp: full (shard over every process) or hybrid (HSDP: shard within a node, replicate across nodes)
     precision: str = "32-true"
     progress: bool = True
 

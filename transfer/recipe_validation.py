@@ -27,7 +27,7 @@ def default_stages(strategy: str) -> list[StageConfig]:
 def validate(recipe: Recipe, path: Path) -> None:
     _check_model(path, "teacher", "teacher.model", recipe.teacher.model, recipe.teacher.sizes)
     _check_model(path, "domain_fm", "domain_fms.model", recipe.domain_fms.model, recipe.domain_fms.sizes)
-    _check_single_process(recipe, path)
+    _check_processes(recipe, path)
     precisions = PRECISIONS if recipe.trainer.accelerator == "cpu" else (*PRECISIONS, *ACCELERATOR_PRECISIONS)
     _one_of(path, "trainer.precision", recipe.trainer.precision, precisions)
     if recipe.teacher.precision is not None:
@@ -148,14 +148,28 @@ def _arrows(shape: list[tuple[str, str]]) -> str:
     return "[" + ", ".join(f"{p} → {c}" for p, c in shape) + "]"
 
 
-def _check_single_process(recipe: Recipe, path: Path) -> None:
-    """The engine runs a recipe in one process for now (training and evaluation functions themselves
-    run under DDP, see tests/test_distributed.py; the stage engine's MLflow and knowledge writers do not yet)."""
+STRATEGIES = ("auto", "ddp", "fsdp")
+SHARDINGS = ("full", "hybrid")
+
+
+def _check_processes(recipe: Recipe, path: Path) -> None:
+    """Lightning's strategy and process counts; several processes need a strategy the launcher starts
+    (every process runs every stage, so Lightning's own spawning, `ddp_spawn`, cannot be used)."""
     t = recipe.trainer
-    if t.strategy != "auto" or str(t.devices) != "1" or t.num_nodes != 1:
+    _one_of(path, "trainer.strategy", t.strategy, STRATEGIES)
+    if not (isinstance(t.devices, int) or str(t.devices).isdigit()) or int(t.devices) < 1:
+        raise RecipeError(f"{path}: trainer.devices: found {t.devices!r}; allowed: a whole number ≥ 1 (processes per node)")
+    _positive(path, "trainer.num_nodes", t.num_nodes)
+    _one_of(path, "trainer.sharding", t.sharding, SHARDINGS)
+    if t.strategy == "fsdp" and t.accelerator == "cpu":
         raise RecipeError(
-            f"{path}: trainer: found strategy '{t.strategy}', devices {t.devices}, num_nodes {t.num_nodes}; a recipe runs in one "
-            "process for now (allowed: strategy auto, devices 1, num_nodes 1; multi-process runs are planned, see docs/scaling.md)"
+            f"{path}: trainer.strategy: found 'fsdp' with accelerator 'cpu'; Lightning's FSDP runs on GPUs only "
+            "(allowed on CPU: auto, ddp)"
+        )
+    if int(t.devices) * t.num_nodes > 1 and t.strategy == "auto":
+        raise RecipeError(
+            f"{path}: trainer.strategy: found 'auto' with devices {t.devices} × num_nodes {t.num_nodes}; "
+            "allowed for several processes: ddp, fsdp"
         )
 
 

@@ -4,35 +4,53 @@ with the run that trained them) and resumes an unfinished training from its last
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
-import mlflow
-from lightning.pytorch.loggers import Logger
+import torch
 from torch.utils.data import DataLoader
 
+from transfer import ranks
 from transfer.module import RankingModule
 from transfer.progress import step
 from transfer.recipe import TrainerConfig
 from transfer.stage_cache import StageCache
-from transfer.training import fit
+from transfer.tracking import Tracker
+from transfer.training import LAST_CHECKPOINT, fit
 
 
 def fit_or_reuse(
     cache: StageCache, folder: Path, module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int,
-    logger: Logger | bool, run_id: str, label: str, detail: str,
+    tracker: Tracker, run_id: str, label: str, detail: str, shard: bool = False,
 ) -> str:
     """Train `module` (resuming if interrupted) or load its finished weights; → the id of the run that trained it.
-    `label` names the model in progress lines and errors ("student: ig_stories_click"), `detail` its data."""
+    `label` names the model in progress lines and errors ("student: ig_stories_click"), `detail` its data.
+    Every rank of a multi-process run trains (DDP keeps their weights equal); rank 0 saves them."""
     message = f"{label} {detail}"
     cached = cache.load_model(folder, module.model)
     if cached is not None:
         print(f"✓ {message}: already trained (run {cached['run_id']}), reused", flush=True)
-        mlflow.set_tags({"reused_from_run_id": cached["run_id"], "stage_cache": str(folder)})
+        tracker.set_tags({"reused_from_run_id": cached["run_id"], "stage_cache": str(folder)})
         return cached["run_id"]
     checkpoints = folder / "checkpoints"
     with step(message):
-        fit(module, loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label)
-    cache.save_model(folder, module.model, {"run_id": run_id})
-    shutil.rmtree(checkpoints, ignore_errors=True)
+        _train(module, loader, cfg, max_epochs, tracker.lightning_logger(run_id), checkpoints, label, shard and cfg.strategy == "fsdp")
+    if ranks.is_main():
+        cache.save_model(folder, module.model, {"run_id": run_id})
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    ranks.barrier()  # every rank sees the same cache from here on
     return run_id
+
+
+def _train(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int, logger, checkpoints: Path,
+           label: str, sharded: bool) -> None:
+    """Fit `module`; a sharded (FSDP) training fits a copy, whose layers FSDP wraps in place, and
+    `module` takes the trained weights from the consolidated (full) checkpoint of its last epoch."""
+    if not sharded:
+        fit(module, loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label)
+        return
+    fit(copy.deepcopy(module), loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label, shard=True)
+    ranks.barrier()
+    state = torch.load(checkpoints / f"{LAST_CHECKPOINT}.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)

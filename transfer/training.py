@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.strategies import FSDPStrategy, Strategy
+from torch import nn
 from torch.utils.data import DataLoader
 
 from transfer.module import RankingModule
@@ -21,20 +22,38 @@ from transfer.report import Scores
 LAST_CHECKPOINT = "last"
 
 # Lightning's start-up chatter (GPU/TPU availability, worker hints) is noise on every model trained.
-logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+for name in ("lightning.pytorch", "pytorch_lightning"):  # the second is its name under torch's elastic launcher
+    logging.getLogger(name).setLevel(logging.WARNING)
+# Evaluation logs torchmetrics' `compute()`, which has already summed the states over the ranks.
+warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
+def lightning_strategy(cfg: TrainerConfig, shard: bool) -> str | Strategy:
+    """The recipe's strategy for one training. With `fsdp`, a model trained with `shard` (the teacher)
+    has its dense layers sharded (every `nn.Linear` its own FSDP unit, the embedding tables in the root
+    unit; `sharding: hybrid` = HSDP, sharded within a node and replicated across nodes); every other
+    model, and all scoring, runs under DDP."""
+    if cfg.strategy != "fsdp":
+        return cfg.strategy
+    if not shard:
+        return "ddp"
+    hybrid = cfg.sharding == "hybrid"
+    mesh = {"device_mesh": (cfg.num_nodes, int(cfg.devices))} if hybrid else {}
+    return FSDPStrategy(auto_wrap_policy={nn.Linear}, sharding_strategy="HYBRID_SHARD" if hybrid else "FULL_SHARD",
+                        state_dict_type="full", use_orig_params=True, **mesh)
+
+
 def make_trainer(
     cfg: TrainerConfig, max_epochs: int, logger: Logger | bool = False, progress: bool | None = None, log_every: int = 50,
-    callbacks: list[Callback] | None = None,
+    callbacks: list[Callback] | None = None, shard: bool = False,
 ) -> L.Trainer:
     return L.Trainer(
         max_epochs=max_epochs,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
-        strategy=cfg.strategy,
+        strategy=lightning_strategy(cfg, shard),
         num_nodes=cfg.num_nodes,
         use_distributed_sampler=False,  # IndexBatchSampler shards by rank itself, without padding evaluation
         precision=cfg.precision,
@@ -50,10 +69,11 @@ def make_trainer(
 
 def fit(
     module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int, logger: Logger | bool,
-    checkpoints: Path | None = None, label: str = "model",
+    checkpoints: Path | None = None, label: str = "model", shard: bool = False,
 ) -> None:
     """Train `module`. With `checkpoints`, the state is saved there at the end of every epoch and a
-    training interrupted earlier resumes from the last one (same result as an uninterrupted run)."""
+    training interrupted earlier resumes from the last one (same result as an uninterrupted run).
+    `shard`: the model may be sharded (FSDP, when the recipe asks for it; see `lightning_strategy`)."""
     log_every = max(1, min(50, len(loader) // 2))  # short epochs still log their curves
     module.label = label
     callbacks, resume = [], None
@@ -64,7 +84,8 @@ def fit(
         resume = str(last) if _readable(last) else None
         if resume:
             print(f"  resuming from {last}", flush=True)
-    make_trainer(cfg, max_epochs, logger, log_every=log_every, callbacks=callbacks).fit(module, train_dataloaders=loader, ckpt_path=resume)
+    trainer = make_trainer(cfg, max_epochs, logger, log_every=log_every, callbacks=callbacks, shard=shard)
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=resume)
 
 
 def evaluate(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, task: str) -> Scores:
@@ -103,7 +124,7 @@ class _BatchSink(BasePredictionWriter):
 
 def predict_each(module: RankingModule, loader: DataLoader, cfg: TrainerConfig,
                  consume: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]) -> None:
-    """Score `loader` in order, calling `consume(rows [B], logits [B, T], embedding [B, E])` per batch."""
-    single = replace(cfg, devices=1, strategy="auto", num_nodes=1)  # one writer: per-rank shards are not built yet
-    trainer = make_trainer(single, 1, callbacks=[_BatchSink(consume)])
+    """Score `loader` in order, calling `consume(rows [B], logits [B, T], embedding [B, E])` per batch
+    (in a multi-process run, for this rank's batches: the sampler gives each rank its own rows)."""
+    trainer = make_trainer(cfg, 1, callbacks=[_BatchSink(consume)])
     trainer.predict(module, dataloaders=loader, return_predictions=False)

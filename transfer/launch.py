@@ -1,0 +1,64 @@
+"""Starting a multi-process recipe run: every process runs the same command (design: one program, N ranks).
+
+- Under a launcher (torchrun, `srun torchrun`, …) the processes already exist: the recipe's
+  `trainer.devices × trainer.num_nodes` must equal the launcher's WORLD_SIZE.
+- `gem-transfer run` on one host with `trainer.devices: N > 1` starts the N processes itself through
+  torch's elastic launcher (what torchrun runs), each re-running the same command line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from transfer import ranks
+from transfer.errors import RecipeError
+from transfer.recipe import TrainerConfig
+
+PROCESS_STRATEGIES = ("ddp", "fsdp")  # strategies whose processes the launcher (not Lightning) starts
+
+
+def processes_wanted(cfg: TrainerConfig) -> int:
+    """How many processes the recipe's trainer settings ask for."""
+    return int(cfg.devices) * cfg.num_nodes
+
+
+def needs_launch(cfg: TrainerConfig) -> bool:
+    """True when this command must start the recipe's processes itself (none was started for it)."""
+    return processes_wanted(cfg) > 1 and "WORLD_SIZE" not in os.environ
+
+
+def check_world(cfg: TrainerConfig, recipe_path: Path) -> None:
+    """A recipe started by a launcher asks for as many processes as it started."""
+    started = ranks.launched_world_size()
+    if "WORLD_SIZE" in os.environ and started != processes_wanted(cfg):
+        raise RecipeError(
+            f"{recipe_path}: trainer: devices {cfg.devices} × num_nodes {cfg.num_nodes} = {processes_wanted(cfg)} processes, "
+            f"but the launcher started {started} (WORLD_SIZE); allowed: devices × num_nodes = WORLD_SIZE"
+        )
+    if cfg.num_nodes > 1 and "WORLD_SIZE" not in os.environ:
+        raise RecipeError(
+            f"{recipe_path}: trainer.num_nodes: found {cfg.num_nodes}; a multi-node run is started on every node by a launcher "
+            "(torchrun or srun: see the README, 'Several processes and nodes')"
+        )
+
+
+def run_on_this_host(cfg: TrainerConfig, argv: list[str]) -> int:
+    """Run `gem-transfer argv` as `devices` processes on this host; → the exit code (the first failing rank's)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    nprocs = int(cfg.devices)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nprocs)))  # no oversubscribed cores
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures are reported by the ranks themselves
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
+                          rdzv_endpoint="127.0.0.1:0", max_restarts=0)
+    try:
+        elastic_launch(config, sys.executable)("-m", "transfer.cli", *argv)
+    except ChildFailedError as failed:
+        _, first = failed.get_first_failure()
+        return first.exitcode if first.exitcode > 0 else 1
+    return 0
