@@ -42,7 +42,7 @@ bench: setup
 bench-transfer: setup
 	$(BIN)/python benchmarks/transfer_ablation.py
 
-# Knowledge generation at 1M and 4M impressions: bounded memory, throughput vs a bare forward (~15 min).
+# Knowledge generation at 1M and 4M impressions: bounded memory, throughput vs a bare forward (~10 min).
 bench-knowledge: setup
 	$(BIN)/python benchmarks/knowledge_generation.py
 

@@ -138,6 +138,7 @@ def test_bad_multi_process_settings_are_one_line(recipe, capsys):
         "trainer.strategy=ddp_spawn": "trainer.strategy: unknown name 'ddp_spawn'; allowed: auto, ddp, fsdp",
         "trainer.strategy=fsdp": "Lightning's FSDP runs on GPUs only",
         "trainer.sharding=zigzag": "trainer.sharding: unknown name 'zigzag'; allowed: full, hybrid",
+        "trainer.sharding=hybrid": "trainer.sharding: found 'hybrid' with strategy 'auto'; sharding applies to strategy fsdp only",
         "trainer.devices=auto": "trainer.devices: found 'auto'; allowed: a whole number ≥ 1",
         "trainer.num_nodes=0": "trainer.num_nodes: found 0",
     }

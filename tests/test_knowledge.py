@@ -95,3 +95,58 @@ def test_a_streamed_table_equals_the_whole_one_and_keeps_one_row_group_per_batch
     assert pl.read_parquet(tmp_path / "streamed.parquet").equals(pl.read_parquet(tmp_path / "whole.parquet"))
     assert pq.ParquetFile(tmp_path / "streamed.parquet").num_row_groups == 3
     assert read_provenance(tmp_path / "streamed.parquet") == PROV
+
+
+def _shard(folder, rank, world, ids, provenance=PROV):
+    from transfer.knowledge import shard_path
+
+    ids = pl.Series("example_id", ids, dtype=pl.Int64)
+    logits = torch.arange(2 * len(ids), dtype=torch.float32).reshape(-1, 2) + 100 * rank
+    write_knowledge(shard_path(folder, "teacher", rank, world), ids, logits, torch.zeros(len(ids), 4), ["click", "conversion"], provenance)
+    return logits
+
+
+def test_a_table_is_finished_only_with_every_rank_shard(tmp_path):
+    from transfer.knowledge import finished_table
+
+    assert finished_table(tmp_path, "teacher") is None
+    _shard(tmp_path, 0, 3, [0, 3])
+    _shard(tmp_path, 2, 3, [2, 5])
+    assert finished_table(tmp_path, "teacher") is None  # rank 1 of 3 still writing
+    _shard(tmp_path, 1, 3, [1, 4])
+    shards = finished_table(tmp_path, "teacher")
+    assert [p.name for p in shards] == [f"teacher.rank{r}-of-3.parquet" for r in range(3)]
+
+
+def test_join_reads_the_shards_as_one_table(tmp_path):
+    from transfer.knowledge import finished_table
+
+    first, second = _shard(tmp_path, 0, 2, [0, 2]), _shard(tmp_path, 1, 2, [1, 3])
+    shards = finished_table(tmp_path, "teacher")
+    assert check_provenance(shards, "skeleton_tiny", "run123") == PROV
+    joined = join_knowledge(shards, pl.Series([3, 0, 1]), ["conversion"])
+    assert joined.logits[:, 0].tolist() == [second[1, 1].item(), first[0, 1].item(), second[0, 1].item()]
+
+
+def test_shards_from_different_generations_are_refused(tmp_path):
+    from dataclasses import replace
+
+    from transfer.knowledge import finished_table
+
+    _shard(tmp_path, 0, 2, [0])
+    _shard(tmp_path, 1, 2, [1], provenance=replace(PROV, created_at="2026-11-24T00:00:00+00:00"))
+    with pytest.raises(DataError, match=r"teacher.rank1-of-2.parquet: its provenance differs"):
+        check_provenance(finished_table(tmp_path, "teacher"), "skeleton_tiny")
+
+
+def test_a_rank_without_rows_writes_an_empty_shard_the_others_can_be_read_with(tmp_path):
+    from transfer.knowledge import KnowledgeWriter, finished_table, shard_path
+
+    _shard(tmp_path, 0, 2, [0, 1])  # embeddings of width 4
+    writer = KnowledgeWriter(shard_path(tmp_path, "teacher", 1, 2), ["click", "conversion"], PROV, embedding_dim=4)
+    writer.close()
+    shards = finished_table(tmp_path, "teacher")
+    assert pl.read_parquet(shards[1]).height == 0
+    joined = join_knowledge(shards, pl.Series([1, 0]), ["click"], embedding=True)
+    assert joined.embedding.shape == (2, 4)
+    assert check_provenance(shards, "skeleton_tiny") == PROV

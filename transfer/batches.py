@@ -105,9 +105,10 @@ def _this_rank(order: torch.Tensor) -> torch.Tensor:
 
 
 def _share_of_batch(batch: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-    """This process's part of one training batch [B]: the batch is split across the ranks, so with DDP
-    averaging their gradients a step is the single-process step whatever the number of processes
-    (`batch_size` stays the global batch). A batch smaller than the world borrows rows from `order`."""
+    """This process's part of one training batch [B]: the batch is split across the ranks and DDP
+    averages their gradients, so `batch_size` stays the global batch and a step is the single-process
+    step up to rounding (exactly when the ranks' shares are equal in size and in labelled entries).
+    A batch smaller than the world borrows rows from `order`."""
     where = _distributed()
     if where is None:
         return batch

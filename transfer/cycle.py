@@ -56,6 +56,7 @@ def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
         raise RecipeError(f"--windows: found {windows}; allowed: a whole number ≥ 1")
     if recipe.data.train.start is None:
         raise RecipeError(f"{recipe_path}: data.train.start: the continuous cycle needs an explicit start date (YYYY-MM-DD)")
+    ranks.start()
     _check_data_reaches_last_window(recipe, windows)
     rows: list[dict] = []
     run_ids: list[str] = []
@@ -81,7 +82,8 @@ def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
 def _check_data_reaches_last_window(recipe: Recipe, windows: int) -> None:
     """Fail before any training when the data ends before the last cycle's eval window."""
     last = cycle_recipe(recipe, windows - 1, Path("unused"))
-    prepare_data(last.data, last.transfer.staleness_days)  # a clear DataError names the empty window
+    with ranks.main_first():  # rank 0 builds the data cache, the others read it
+        prepare_data(last.data, last.transfer.staleness_days)  # a clear DataError names the empty window
 
 
 def _cycle_rows(cycle: int, recipe: Recipe, result: RunResult, first: RunResult) -> list[dict]:

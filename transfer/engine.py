@@ -112,28 +112,20 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
 
 def _prepared_data(recipe: Recipe) -> PreparedData:
     """The recipe's data; in a multi-process run rank 0 builds the cache first and the others read it."""
-    if not ranks.is_main():
-        ranks.barrier()
-    data = prepare_data(recipe.data, recipe.transfer.staleness_days)
-    if ranks.is_main():
-        ranks.barrier()
-    return data
+    with ranks.main_first():
+        return prepare_data(recipe.data, recipe.transfer.staleness_days)
 
 
 def _clean_up_killed_attempts(run: _Run) -> None:
-    """Before resuming: drop half-written files and mark the killed attempt's MLflow runs failed (rank 0,
-    while the other ranks wait)."""
-    if ranks.is_main():
-        _clean_up_files_and_runs(run)
-    ranks.barrier()
-
-
-def _clean_up_files_and_runs(run: _Run) -> None:
-    for path in remove_stale_temps(Path(run.recipe.output_dir)):
-        print(f"  removed a file left half-written by a killed run: {path}", flush=True)
+    """Before resuming: drop half-written files (the first process of each node, for its host's) and
+    mark the killed attempt's MLflow runs failed (rank 0), while the other ranks wait."""
+    if ranks.is_node_main():
+        for path in remove_stale_temps(Path(run.recipe.output_dir)):
+            print(f"  removed a file left half-written by a killed run: {path}", flush=True)
     failed = run.tracker.fail_abandoned(run.recipe.hash)
     if failed:
         print(f"  marked {len(failed)} MLflow run(s) of a killed attempt as FAILED", flush=True)
+    ranks.barrier()
 
 
 def _artifact_root(uri: str | None, output_dir: Path) -> Path | None:

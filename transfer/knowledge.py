@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -53,15 +54,15 @@ class KnowledgeWriter:
     """Streams a knowledge table to one parquet file, a batch (one row group) at a time: memory holds
     one batch, whatever the window's size. Write to a temporary path and rename it when closed."""
 
-    def __init__(self, path: Path, tasks: list[str], provenance: Provenance):
-        self.path, self.tasks = path, tasks
+    def __init__(self, path: Path, tasks: list[str], provenance: Provenance, embedding_dim: int = 1):
+        self.path, self.tasks, self.embedding_dim = path, tasks, embedding_dim  # the width an empty table (shard) still declares
         self.metadata = {PROVENANCE_KEY: json.dumps(asdict(provenance))}
         self._writer: pq.ParquetWriter | None = None
         self.rows = 0
 
     def append(self, example_id: pl.Series, logits: torch.Tensor, embedding: torch.Tensor) -> None:
         """example_id: [B], logits: [B, T], embedding: [B, E]"""
-        table = _frame(example_id, logits, embedding, self.tasks).to_arrow()
+        table = _arrow_table(example_id, logits, embedding, self.tasks)
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, table.schema.with_metadata(self.metadata))
         self._writer.write_table(table)
@@ -69,19 +70,21 @@ class KnowledgeWriter:
 
     def close(self) -> None:
         if self._writer is None:  # no rows: still a table, with its columns and provenance
-            empty = _frame(pl.Series("example_id", [], pl.Int64), torch.zeros(0, len(self.tasks)), torch.zeros(0, 1), self.tasks)
-            empty.write_parquet(self.path, metadata=self.metadata)
+            empty = _arrow_table(pl.Series("example_id", [], pl.Int64), torch.zeros(0, len(self.tasks)), torch.zeros(0, self.embedding_dim), self.tasks)
+            pq.write_table(empty.replace_schema_metadata(self.metadata), self.path)
             return
         self._writer.close()
 
 
-def _frame(example_id: pl.Series, logits: torch.Tensor, embedding: torch.Tensor, tasks: list[str]) -> pl.DataFrame:
-    columns = {"example_id": example_id}
+def _arrow_table(example_id: pl.Series, logits: torch.Tensor, embedding: torch.Tensor, tasks: list[str]) -> pa.Table:
+    """The table's columns built by pyarrow straight from numpy (one buffer each, nothing retained
+    between batches). example_id: [B], logits: [B, T], embedding: [B, E] → float16 fixed-size lists."""
+    columns = {"example_id": example_id.to_arrow()}
     for i, task in enumerate(tasks):
-        columns[f"logit_{task}"] = pl.Series(logits[:, i].float().numpy())
+        columns[f"logit_{task}"] = pa.array(logits[:, i].float().numpy())
     emb = embedding.to(torch.float16).numpy()
-    columns["embedding"] = pl.Series(emb, dtype=pl.Array(pl.Float16, emb.shape[1]))
-    return pl.DataFrame(columns)
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
+    return pa.table(columns)
 
 
 KnowledgeTable = Path | list[Path]  # one file, or the shards of a multi-process run
@@ -97,11 +100,10 @@ def finished_table(folder: Path, stem: str) -> list[Path] | None:
     number of ranks); None while none is complete (each shard is renamed into place when finished)."""
     if (folder / f"{stem}.parquet").is_file():
         return [folder / f"{stem}.parquet"]
-    by_world: dict[int, list[Path]] = {}
-    for shard in sorted(folder.glob(f"{stem}.rank*-of-*.parquet")):
-        by_world.setdefault(int(shard.stem.rsplit("-of-", 1)[1]), []).append(shard)
-    for world, shards in sorted(by_world.items()):
-        if [shard_path(folder, stem, r, world) for r in range(world)] == shards:
+    for first in sorted(folder.glob(f"{stem}.rank0-of-*.parquet")):
+        world = int(first.stem.rsplit("-of-", 1)[1])
+        shards = [shard_path(folder, stem, rank, world) for rank in range(world)]
+        if all(shard.is_file() for shard in shards):
             return shards
     return None
 

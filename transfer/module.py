@@ -116,7 +116,7 @@ class RankingModule(L.LightningModule):
         single-process step over the whole batch's fresh rows (and no rank steps alone)."""
         fresh = batch["fresh"]  # [B] bool
         distributed = torch.distributed.is_initialized()
-        count = fresh.sum().float()  # [] this rank's fresh rows
+        count = (~torch.isnan(labels[fresh])).sum().float()  # [] this rank's labelled fresh entries (what the BCE averages)
         if distributed:
             total = count.clone()
             torch.distributed.all_reduce(total)
@@ -127,7 +127,10 @@ class RankingModule(L.LightningModule):
             if fresh.any():
                 z_a = self.adapter(batch["soft_logits"][fresh], batch["surface"][fresh], batch["knowledge_age"][fresh])
                 loss = label_loss(z_a, labels[fresh])
-                (loss * count / total).backward() if distributed else self.manual_backward(loss)
+                if distributed:  # outside DDP's reducer, through the precision plugin (loss scaling)
+                    self.trainer.precision_plugin.pre_backward(loss * count / total, self).backward()
+                else:
+                    self.manual_backward(loss)
             if distributed:
                 _sum_gradients(self.adapter)
             optimizer.step()

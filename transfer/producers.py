@@ -80,7 +80,8 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
 
 def trainer_key(cfg: TrainerConfig) -> dict[str, str]:
     """The trainer settings that change what a training produces (part of every stage's cache key)."""
-    return {k: str(v) for k, v in asdict(cfg).items() if k != "progress"}
+    ignored = {"progress"} | (set() if cfg.strategy == "fsdp" else {"sharding"})  # sharding only means something under fsdp
+    return {k: str(v) for k, v in asdict(cfg).items() if k not in ignored}
 
 
 def teacher_trainer(recipe: Recipe) -> TrainerConfig:
@@ -127,7 +128,7 @@ def _generate(producer: Producer, data: PreparedData, recipe: Recipe, path: Path
     )
     trainer = at_precision(recipe.trainer, producer.precision)
     with step(f"knowledge: scoring {len(producer.rows):,} impressions with {producer.name}"), atomic_path(path) as tmp:
-        writer = KnowledgeWriter(tmp, producer.module.tasks, provenance)
+        writer = KnowledgeWriter(tmp, producer.module.tasks, provenance, producer.module.model.embedding_dim)
         try:
             predict_each(producer.module, window_loader(batches, SCORING_BATCH, shuffle=False), trainer,
                          lambda rows, logits, embedding: writer.append(data.log.example_id.gather(rows.numpy()), logits, embedding))

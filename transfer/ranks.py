@@ -9,7 +9,9 @@ In a single process every function here is a no-op (rank 0 of 1).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import TypeVar
 
@@ -19,7 +21,7 @@ import torch.distributed as dist
 T = TypeVar("T")
 
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-COLLECTIVE_TIMEOUT = timedelta(minutes=30)  # a rank waiting longer than this for the others gives up
+COLLECTIVE_TIMEOUT = timedelta(hours=3)  # a rank waiting longer than this for the others gives up (rank 0 may build a large data cache meanwhile)
 
 
 def launched_world_size() -> int:
@@ -67,10 +69,16 @@ def from_main(value: T) -> T:
     return box[0]
 
 
-def gather(value: T) -> list[T]:
-    """Every rank's `value`, in rank order, in every rank."""
-    if not dist.is_initialized():
-        return [value]
-    found: list = [None] * dist.get_world_size()
-    dist.all_gather_object(found, value)
-    return found
+def is_node_main() -> bool:
+    """True in the first process of each node (host-local chores: its stale temporary files)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. builds a cache); the other ranks run it once rank 0 is done."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()

@@ -161,6 +161,8 @@ def _check_processes(recipe: Recipe, path: Path) -> None:
         raise RecipeError(f"{path}: trainer.devices: found {t.devices!r}; allowed: a whole number ≥ 1 (processes per node)")
     _positive(path, "trainer.num_nodes", t.num_nodes)
     _one_of(path, "trainer.sharding", t.sharding, SHARDINGS)
+    if t.sharding != "full" and t.strategy != "fsdp":
+        raise RecipeError(f"{path}: trainer.sharding: found '{t.sharding}' with strategy '{t.strategy}'; sharding applies to strategy fsdp only")
     if t.strategy == "fsdp" and t.accelerator == "cpu":
         raise RecipeError(
             f"{path}: trainer.strategy: found 'fsdp' with accelerator 'cpu'; Lightning's FSDP runs on GPUs only "

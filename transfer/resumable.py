@@ -28,7 +28,7 @@ def fit_or_reuse(
     `label` names the model in progress lines and errors ("student: ig_stories_click"), `detail` its data.
     Every rank of a multi-process run trains (DDP keeps their weights equal); rank 0 saves them."""
     message = f"{label} {detail}"
-    cached = cache.load_model(folder, module.model)
+    cached = _cached_everywhere(cache, folder, module)
     if cached is not None:
         print(f"✓ {message}: already trained (run {cached['run_id']}), reused", flush=True)
         tracker.set_tags({"reused_from_run_id": cached["run_id"], "stage_cache": str(folder)})
@@ -51,6 +51,14 @@ def _train(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_ep
         fit(module, loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label)
         return
     fit(copy.deepcopy(module), loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label, shard=True)
-    ranks.barrier()
-    state = torch.load(checkpoints / f"{LAST_CHECKPOINT}.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(checkpoints / f"{LAST_CHECKPOINT}.ckpt", map_location="cpu", weights_only=False, mmap=True)["state_dict"]
     module.load_state_dict(state)
+
+
+def _cached_everywhere(cache: StageCache, folder: Path, module: RankingModule) -> dict | None:
+    """The cached weights' metadata (weights loaded into `module`), or None to train. Rank 0 decides for
+    every rank (they must all train, or none); a rank that cannot read what rank 0 read stops."""
+    cached = cache.load_model(folder, module.model)
+    if ranks.from_main(cached is not None) and cached is None:
+        raise RuntimeError(f"rank {ranks.rank()}: cannot read the cached weights in {folder} that rank 0 read; is output_dir shared storage?")
+    return ranks.from_main(cached)

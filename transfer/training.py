@@ -15,6 +15,7 @@ from lightning.pytorch.strategies import FSDPStrategy, Strategy
 from torch import nn
 from torch.utils.data import DataLoader
 
+from transfer import ranks
 from transfer.module import RankingModule
 from transfer.recipe import TrainerConfig
 from transfer.report import Scores
@@ -81,7 +82,7 @@ def fit(
         callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename=LAST_CHECKPOINT, save_top_k=1, every_n_epochs=1,
                                          save_on_train_epoch_end=True, enable_version_counter=False))
         last = checkpoints / f"{LAST_CHECKPOINT}.ckpt"
-        resume = str(last) if _readable(last) else None
+        resume = ranks.from_main(str(last) if ranks.is_main() and _readable(last) else None)  # rank 0 decides for all
         if resume:
             print(f"  resuming from {last}", flush=True)
     trainer = make_trainer(cfg, max_epochs, logger, log_every=log_every, callbacks=callbacks, shard=shard)
