@@ -1,7 +1,8 @@
 """Runs survive being killed: a recipe run is SIGKILLed during knowledge generation and again during
 a VM's training (after its first epoch checkpoint); rerunning the same command finishes it with the
 same lift table as an uninterrupted run, no half-written or leftover files, and the killed
-attempts' MLflow runs marked FAILED."""
+attempts' MLflow runs marked FAILED — in one process, and as two DDP processes (every process of
+the run killed at once, as when its machine goes down)."""
 
 from __future__ import annotations
 
@@ -19,18 +20,21 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import REPO, write_dataset, write_recipe
 from transfer.synthetic import SyntheticSpec, generate
 
+PROCESSES = {"one process": [], "two processes": ["trainer.strategy=ddp", "trainer.devices=2"]}
 
-def _command(recipe: Path) -> list[str]:
-    return [sys.executable, "-u", "-m", "transfer.cli", "run", str(recipe)]
+
+def _command(recipe: Path, processes: list[str]) -> list[str]:
+    return [sys.executable, "-u", "-m", "transfer.cli", "run", str(recipe), *processes]
 
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def _kill_when(recipe: Path, cwd: Path, marker: str, then=lambda: True, timeout_s: float = 300) -> str:
-    """Start the run, SIGKILL it once `marker` is printed and `then()` holds; → what it printed."""
-    process = subprocess.Popen(_command(recipe), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=_env())
+def _kill_when(recipe: Path, processes: list[str], cwd: Path, marker: str, then=lambda: True, timeout_s: float = 300) -> str:
+    """Start the run, SIGKILL all its processes once `marker` is printed and `then()` holds; → what it printed."""
+    process = subprocess.Popen(_command(recipe, processes), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                               env=_env(), start_new_session=True)
     seen, deadline = [], time.monotonic() + timeout_s
     for line in process.stdout:
         seen.append(line)
@@ -39,15 +43,15 @@ def _kill_when(recipe: Path, cwd: Path, marker: str, then=lambda: True, timeout_
                 assert process.poll() is None, "the run ended before it could be killed:\n" + "".join(seen)
                 assert time.monotonic() < deadline
                 time.sleep(0.005)
-            process.send_signal(signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, "".join(seen)
     return "".join(seen)
 
 
-def _run(recipe: Path, cwd: Path) -> str:
-    done = subprocess.run(_command(recipe), capture_output=True, text=True, cwd=cwd, env=_env(), timeout=600)
+def _run(recipe: Path, processes: list[str], cwd: Path) -> str:
+    done = subprocess.run(_command(recipe, processes), capture_output=True, text=True, cwd=cwd, env=_env(), timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -60,31 +64,34 @@ def _recipe(folder: Path, dataset: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_a_killed_run_resumes_to_the_same_result(tmp_path):
+@pytest.mark.parametrize("how", PROCESSES)
+def test_a_killed_run_resumes_to_the_same_result(tmp_path, how):
+    processes = PROCESSES[how]
     dataset = write_dataset(tmp_path, generate(SyntheticSpec(rows=20_000, days=6, seed=5)))
     straight = _recipe(tmp_path / "straight", dataset)
-    _run(straight, tmp_path)
+    _run(straight, processes, tmp_path)
     expected = pl.read_csv(next((tmp_path / "straight" / "runs").rglob("lift.csv")))
 
     killed = _recipe(tmp_path / "killed", dataset)
     runs = tmp_path / "killed" / "runs"
-    _kill_when(killed, tmp_path, "▸ knowledge: scoring")
+    _kill_when(killed, processes, tmp_path, "▸ knowledge: scoring")
 
     def first_epoch_saved() -> bool:
         return any(runs.glob("stages/vm-*/checkpoints/last.ckpt"))
 
-    second = _kill_when(killed, tmp_path, "▸ student: ig_stories_click", then=first_epoch_saved)
+    second = _kill_when(killed, processes, tmp_path, "▸ student: ig_stories_click", then=first_epoch_saved)
     assert "teacher: skeleton_tiny" in second and "already trained" in second  # the teacher was not trained again
 
-    final = _run(killed, tmp_path)
+    final = _run(killed, processes, tmp_path)
     assert "resuming from" in final and "marked" in final and "FAILED" in final
     got = pl.read_csv(next(runs.rglob("lift.csv")))
     assert got.select("model", "role", "NE", "AUC", "calibration").equals(expected.select("model", "role", "NE", "AUC", "calibration"))
 
     leftovers = [p for p in runs.rglob("*") if p.name.endswith(".tmp") or p.name == "checkpoints" or p.suffix == ".ckpt"]
     assert leftovers == []
-    (knowledge,) = list(runs.rglob("knowledge-*/*.parquet"))  # one table, complete
-    assert pl.read_parquet(knowledge).height > 0
+    shards = list(runs.rglob("knowledge-*/*.parquet"))  # one table, complete: a file, or a shard per process
+    assert len(shards) == (2 if processes else 1)
+    assert pl.read_parquet(shards).height > 0
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'killed' / 'mlflow.db'}")
     all_runs = client.search_runs([client.get_experiment_by_name("killme").experiment_id])

@@ -173,6 +173,7 @@ def _in_processes(recipe, args: argparse.Namespace) -> int | None:
     launch.check_world(recipe.trainer, args.recipe)
     if launch.needs_launch(recipe.trainer):
         return launch.run_on_this_host(recipe.trainer, args.argv)
+    launch.die_with_launcher()
     if ranks.rank() != 0:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 — the other ranks' copies of the same progress and table
     return None

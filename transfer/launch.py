@@ -8,8 +8,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
 import sys
 import uuid
 from pathlib import Path
@@ -44,6 +46,16 @@ def check_world(cfg: TrainerConfig, recipe_path: Path) -> None:
             f"{recipe_path}: trainer.num_nodes: found {cfg.num_nodes}; a multi-node run is started on every node by a launcher "
             "(torchrun or srun: see the README, 'Several processes and nodes')"
         )
+
+
+def die_with_launcher() -> None:
+    """In a process started by an elastic launcher (ours or torchrun's, which start each worker in a
+    session of its own): be killed when the launcher dies, so a killed run leaves no orphan ranks
+    working on (a rerun then finds their MLflow runs abandoned and their temporary files stale)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def run_on_this_host(cfg: TrainerConfig, argv: list[str]) -> int:
