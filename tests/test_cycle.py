@@ -57,3 +57,12 @@ def test_a_cycle_longer_than_the_data_fails_before_training(tmp_path, log, capsy
     (line,) = err.strip().splitlines()
     assert "is empty" in line and "the data spans" in line
     assert not (tmp_path / "runs").exists()
+
+
+def test_overrides_may_follow_the_options(tmp_path, log, capsys):
+    recipe = str(_recipe(tmp_path, log))
+    code, _, err = run_cli(capsys, "cycle", recipe, "--windows", "2", "trainer.max_epochz=2")
+    assert code == 2 and "unknown key 'trainer.max_epochz'" in err  # read as an override, after --windows
+    with pytest.raises(SystemExit) as exited:
+        run_cli(capsys, "cycle", recipe, "--windows", "2", "--window-size", "3")
+    assert exited.value.code == 2 and "unrecognized arguments: --window-size 3" in capsys.readouterr().err
