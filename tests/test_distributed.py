@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -130,6 +131,16 @@ def test_a_recipe_on_two_processes_gives_the_single_process_results(recipe, tmp_
     assert names == runs(one)[0]
     assert statuses == {"FINISHED"}
     assert not list(two.rglob("*.tmp"))
+
+    # the same two processes started by torchrun instead (what a multi-node launch runs on each node)
+    three = tmp_path / "torchrun"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "transfer.cli", "run", str(recipe),
+         f"output_dir={three}", "trainer.strategy=ddp", "trainer.devices=2"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _lift(three).equals(double)
 
 
 def test_bad_multi_process_settings_are_one_line(recipe, capsys):

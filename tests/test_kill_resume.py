@@ -47,7 +47,23 @@ def _kill_when(recipe: Path, processes: list[str], cwd: Path, marker: str, then=
             break
     process.wait(timeout=60)
     assert process.returncode == -signal.SIGKILL, "".join(seen)
+    _assert_no_process_left(recipe)
     return "".join(seen)
+
+
+def _assert_no_process_left(recipe: Path, timeout_s: float = 30) -> None:
+    """No process of the killed run lives on (ranks started in sessions of their own die with their launcher)."""
+    deadline = time.monotonic() + timeout_s
+    while alive := [p for p in Path("/proc").glob("[0-9]*") if str(recipe) in _command_line(p)]:
+        assert time.monotonic() < deadline, f"processes of the killed run still alive: {alive}"
+        time.sleep(0.1)
+
+
+def _command_line(process: Path) -> str:
+    try:
+        return (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # gone meanwhile
+        return ""
 
 
 def _run(recipe: Path, processes: list[str], cwd: Path) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from transfer import ranks
 from transfer.encoding import AD_FEATURE, CATEGORY_FEATURE, EncodedLog
 
 AGE_BUCKETS = 16  # history event age, log2(1 + hours) buckets
@@ -91,17 +92,10 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
             yield _share_of_batch(batch, order)
 
 
-def _distributed() -> tuple[int, int] | None:
-    """(rank, world size) in a multi-process run, else None."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return None
-    return torch.distributed.get_rank(), torch.distributed.get_world_size()
-
-
 def _this_rank(order: torch.Tensor) -> torch.Tensor:
     """This process's share of `order` for scoring: every world-th row from its rank, each row once."""
-    where = _distributed()
-    return order if where is None else order[where[0] :: where[1]]
+    world = ranks.world_size()
+    return order if world == 1 else order[ranks.rank() :: world]
 
 
 def _share_of_batch(batch: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -109,10 +103,9 @@ def _share_of_batch(batch: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     averages their gradients, so `batch_size` stays the global batch and a step is the single-process
     step up to rounding (exactly when the ranks' shares are equal in size and in labelled entries).
     A batch smaller than the world borrows rows from `order`."""
-    where = _distributed()
-    if where is None:
+    rank, world = ranks.rank(), ranks.world_size()
+    if world == 1:
         return batch
-    rank, world = where
     if len(batch) < world:
         batch = torch.cat([batch, order[: world - len(batch)]])
     return batch.tensor_split(world)[rank]

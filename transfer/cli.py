@@ -20,6 +20,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from transfer import ranks
 from transfer.errors import TrainingError, UserError
 
 EXIT_USAGE = 2
@@ -275,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        rank = os.environ.get("RANK", "0")
-        if rank == "0":  # every rank meets the same bad input; one says so
+        rank = ranks.rank()
+        if rank == 0:  # every rank meets the same bad input; one says so
             print(f"gem-transfer: error: {_one_line(str(exc))}", file=sys.stderr)
         elif isinstance(exc, TrainingError):  # a loss gone bad on this rank's share of a batch only
             print(f"gem-transfer: error: rank {rank}: {_one_line(str(exc))}", file=sys.stderr)

@@ -73,7 +73,8 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
     the recipe's parent run (the continuous cycle's lineage)."""
     ranks.start()
     uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
-    check_reachable(uri)
+    if ranks.is_main():  # only rank 0 talks to the tracking server
+        check_reachable(uri)
     data = _prepared_data(recipe)
     verticals = [_vertical(recipe_path, i, s, data) for i, s in enumerate(recipe.students)]
     run_dir = Path(recipe.output_dir) / recipe.name / recipe.hash

@@ -54,8 +54,10 @@ class KnowledgeWriter:
     """Streams a knowledge table to one parquet file, a batch (one row group) at a time: memory holds
     one batch, whatever the window's size. Write to a temporary path and rename it when closed."""
 
-    def __init__(self, path: Path, tasks: list[str], provenance: Provenance, embedding_dim: int = 1):
-        self.path, self.tasks, self.embedding_dim = path, tasks, embedding_dim  # the width an empty table (shard) still declares
+    def __init__(self, path: Path, tasks: list[str], provenance: Provenance, embedding_dim: int = 1,
+                 example_id_dtype: pl.DataType = pl.Int64):
+        self.path, self.tasks = path, tasks
+        self.embedding_dim, self.example_id_dtype = embedding_dim, example_id_dtype  # what an empty table (shard) still declares
         self.metadata = {PROVENANCE_KEY: json.dumps(asdict(provenance))}
         self._writer: pq.ParquetWriter | None = None
         self.rows = 0
@@ -70,7 +72,7 @@ class KnowledgeWriter:
 
     def close(self) -> None:
         if self._writer is None:  # no rows: still a table, with its columns and provenance
-            empty = _arrow_table(pl.Series("example_id", [], pl.Int64), torch.zeros(0, len(self.tasks)), torch.zeros(0, self.embedding_dim), self.tasks)
+            empty = _arrow_table(pl.Series("example_id", [], self.example_id_dtype), torch.zeros(0, len(self.tasks)), torch.zeros(0, self.embedding_dim), self.tasks)
             pq.write_table(empty.replace_schema_metadata(self.metadata), self.path)
             return
         self._writer.close()

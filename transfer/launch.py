@@ -20,7 +20,7 @@ from transfer import ranks
 from transfer.errors import RecipeError
 from transfer.recipe import TrainerConfig
 
-PROCESS_STRATEGIES = ("ddp", "fsdp")  # strategies whose processes the launcher (not Lightning) starts
+LAUNCHER_PID = "GEM_TRANSFER_LAUNCHER_PID"  # set for the processes `run_on_this_host` starts
 
 
 def processes_wanted(cfg: TrainerConfig) -> int:
@@ -56,6 +56,9 @@ def die_with_launcher() -> None:
         return
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    launcher = os.environ.get(LAUNCHER_PID)
+    if launcher is not None and os.getppid() != int(launcher):  # it died before the line above
+        os._exit(1)
 
 
 def run_on_this_host(cfg: TrainerConfig, argv: list[str]) -> int:
@@ -65,6 +68,7 @@ def run_on_this_host(cfg: TrainerConfig, argv: list[str]) -> int:
 
     nprocs = int(cfg.devices)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nprocs)))  # no oversubscribed cores
+    os.environ[LAUNCHER_PID] = str(os.getpid())
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures are reported by the ranks themselves
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
                           rdzv_endpoint="127.0.0.1:0", max_restarts=0)

@@ -81,7 +81,7 @@ class RankingModule(L.LightningModule):
         labels = batch["labels"][:, self.task_columns]  # [B, T]
         adapted = self._adapter_step(batch, labels, adapter_opt) if self.adapter is not None else None
         loss, parts = self.model_loss(batch, labels, adapted)
-        if not torch.isfinite(loss):
+        if not _finite_on_every_rank(loss):  # every rank stops together (none left waiting in DDP's backward)
             self._stop_on_bad_loss(loss, parts)
         model_opt.zero_grad()
         self.manual_backward(loss)
@@ -89,6 +89,9 @@ class RankingModule(L.LightningModule):
         self._log_losses(loss, parts, len(labels))
 
     def _stop_on_bad_loss(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        where = f"step {self.global_step + 1} (epoch {self.current_epoch + 1})"
+        if torch.isfinite(loss):
+            raise TrainingError(f"{self.label}: another process's training loss became non-finite at {where}")
         values = ", ".join(f"{name} {value.item():.4g}" for name, value in parts.items())
         raise TrainingError(
             f"{self.label}: the training loss became {loss.item()} at step {self.global_step + 1} (epoch {self.current_epoch + 1}; "
@@ -188,3 +191,11 @@ def _sum_gradients(module: nn.Module) -> None:
         if parameter.grad is None:
             parameter.grad = torch.zeros_like(parameter)
         torch.distributed.all_reduce(parameter.grad)
+
+
+def _finite_on_every_rank(loss: torch.Tensor) -> bool:
+    """Whether the loss is finite in this process and, in a multi-process run, in every other one."""
+    bad = (~torch.isfinite(loss.detach())).float()
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    return not bool(bad)

@@ -107,9 +107,10 @@ def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracke
         if table is not None:
             print(f"✓ knowledge: {producer.name} on {data.student} already generated, reused", flush=True)
         else:
-            _generate(producer, data, recipe, shard_path(folder, stem, ranks.rank(), ranks.world_size()))
+            world = ranks.world_size()
+            _generate(producer, data, recipe, shard_path(folder, stem, ranks.rank(), world))
             ranks.barrier()  # every shard renamed into place
-            table = finished_table(folder, stem)
+            table = [shard_path(folder, stem, rank, world) for rank in range(world)]
         tracker.log_params({"path": str(table[0].parent), "files": len(table), "rows": len(producer.rows), "window": str(data.student)})
     producer.knowledge = table
     return table
@@ -128,7 +129,7 @@ def _generate(producer: Producer, data: PreparedData, recipe: Recipe, path: Path
     )
     trainer = at_precision(recipe.trainer, producer.precision)
     with step(f"knowledge: scoring {len(producer.rows):,} impressions with {producer.name}"), atomic_path(path) as tmp:
-        writer = KnowledgeWriter(tmp, producer.module.tasks, provenance, producer.module.model.embedding_dim)
+        writer = KnowledgeWriter(tmp, producer.module.tasks, provenance, producer.module.model.embedding_dim, data.log.example_id.dtype)
         try:
             predict_each(producer.module, window_loader(batches, SCORING_BATCH, shuffle=False), trainer,
                          lambda rows, logits, embedding: writer.append(data.log.example_id.gather(rows.numpy()), logits, embedding))
