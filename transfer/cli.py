@@ -20,7 +20,6 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from transfer import ranks
 from transfer.errors import TrainingError, UserError
 
 EXIT_USAGE = 2
@@ -276,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
+        from transfer import ranks
+
         rank = ranks.rank()
         if rank == 0:  # every rank meets the same bad input; one says so
             print(f"gem-transfer: error: {_one_line(str(exc))}", file=sys.stderr)
