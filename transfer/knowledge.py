@@ -1,8 +1,8 @@
 """Knowledge tables (design §5): what a producer emits per example, with its provenance.
 
 One parquet file — or, from a multi-process run, one shard per rank (`<stem>.rank<r>-of-<w>.parquet`,
-each rank's rows, every shard with the same provenance) — with columns `example_id`, `logit_<task>` (float32) per task, `embedding` (float16 array), and
-key-value metadata `gem_transfer.provenance` (producer, producer run id, data cutoff, created at,
+each rank's rows, every shard with the same provenance) — with columns `example_id`, `logit_<task>`
+(float32) per task, `embedding` (float16 array), and key-value metadata `gem_transfer.provenance` (producer, producer run id, data cutoff, created at,
 recipe hash). Streamed to disk batch by batch under a temporary name, renamed when complete; read by
 students through a polars join on `example_id`.
 """

@@ -18,6 +18,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from transfer.errors import UserError
+
 T = TypeVar("T")
 
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -36,7 +38,7 @@ def start() -> None:
         return
     missing = [name for name in LAUNCHER_VARIABLES if name not in os.environ]
     if missing:
-        raise RuntimeError(f"WORLD_SIZE is set but {', '.join(missing)} is not: start multi-process runs with torchrun or `gem-transfer run`")
+        raise UserError(f"WORLD_SIZE is set but {', '.join(missing)} is not; allowed: start multi-process runs with torchrun or `gem-transfer run`")
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend, timeout=COLLECTIVE_TIMEOUT)
 

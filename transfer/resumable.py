@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from transfer import ranks
+from transfer.errors import DataError
 from transfer.module import RankingModule
 from transfer.progress import step
 from transfer.recipe import TrainerConfig
@@ -60,5 +61,5 @@ def _cached_everywhere(cache: StageCache, folder: Path, module: RankingModule) -
     every rank (they must all train, or none); a rank that cannot read what rank 0 read stops."""
     cached = cache.load_model(folder, module.model)
     if ranks.from_main(cached is not None) and cached is None:
-        raise RuntimeError(f"rank {ranks.rank()}: cannot read the cached weights in {folder} that rank 0 read; is output_dir shared storage?")
+        raise DataError(f"rank {ranks.rank()}: cannot read the cached weights in {folder} that rank 0 read; output_dir must be storage every process sees")
     return ranks.from_main(cached)
