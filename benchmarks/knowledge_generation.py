@@ -80,6 +80,7 @@ def _measure(rows: int, teacher_name: str, queue: mp.Queue) -> None:
     from transfer.module import RankingModule
     from transfer.producers import SCORING_BATCH, Producer, _generate
     from transfer.recipe import load_recipe
+    from transfer.stage_keys import StageKey
 
     recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", [f"data.synthetic.rows={rows}", "trainer.progress=false"])
     data = prepare_data(recipe.data)
@@ -95,7 +96,7 @@ def _measure(rows: int, teacher_name: str, queue: mp.Queue) -> None:
             model(batch)
         bare_s = time.perf_counter() - start
 
-    producer = Producer(teacher_name, module, "bench", datetime.now(timezone.utc), window)
+    producer = Producer(teacher_name, module, "bench", datetime.now(timezone.utc), window, StageKey("teacher", "bench"))
     gen_base = _settled_rss_mib()
     with tempfile.TemporaryDirectory() as folder, PeakSampler() as gen_memory:
         start = time.perf_counter()

@@ -9,16 +9,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import polars as pl
 
-import adapters
-import domain_fms
-import students
-import teacher
 from teacher.cost import parameter_count
 from transfer import ranks
 from transfer.atomic import atomic_path, remove_stale_temps, write_text_atomic
@@ -29,12 +25,13 @@ from transfer.data import PreparedData, prepare_data
 from transfer.errors import DataError, RecipeError
 from transfer.metrics import lift_percent, transfer_ratio
 from transfer.module import RankingModule
-from transfer.producers import SCORING_BATCH, Producer, knowledge_for, train_teacher, trainer_key
+from transfer.producers import SCORING_BATCH, Producer, knowledge_for, knowledge_stage_key, train_teacher
 from transfer.recipe import Recipe, StageConfig, StudentConfig
 from transfer.report import Scores, VerticalResult, lift_table
 from transfer.resumable import fit_or_reuse
 from transfer.serving import budget_status, measure, request
-from transfer.stage_cache import StageCache, source_fingerprint
+from transfer.stage_cache import StageCache
+from transfer.stage_keys import StageKey, domain_fm_key, vm_key
 from transfer.tracking import Tracker, check_reachable, default_tracking_uri
 from transfer.training import evaluate
 
@@ -208,30 +205,21 @@ def _train_domain_fm(run: _Run, domain: str, stage: StageConfig, index: int) -> 
     target = ConsumerTarget(data.log.tasks, list(range(len(data.log.tasks))), data.domain_rows(data.student_rows, domain))
     knowledge = knowledge_for(producer, data, run.recipe, run.tracker, run.cache)
     name = f"{cfg.model}:{domain}"
+    entry = catalog("domain_fm")[cfg.model]
     tags = {"role": "domain_fm", "model": cfg.model, "domain": domain, "surface": ",".join(data.domains[domain]),
             "task": ",".join(data.log.tasks), **_lineage_tags(run, producer, stage, index)}
     with run.tracker.run(f"domain_fm:{name}", tags, nested=True) as run_id:
         L.seed_everything(run.recipe.seed, verbose=False)
-        model = catalog("domain_fm")[cfg.model].build(data.log.inputs, cfg.sizes)
+        model = entry.build(data.log.inputs, cfg.sizes)
         module = transfer_module(model, target, cfg.lr, stage, producer, len(data.log.surfaces), target.base_rates(data))
         batches = knowledge_batches(data, target, model.history_length, stage, producer, knowledge, run.recipe.transfer.max_age_days)
         loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=run.recipe.seed)
-        key = {**_consumer_key(run, producer, stage), "domain": domain, "domain_fms": asdict(cfg),
-               "code": [source_fingerprint(teacher), source_fingerprint(domain_fms)]}
-        trained_by = fit_or_reuse(run.cache, run.cache.folder("domain_fm", key), module, loader, run.recipe.trainer, cfg.max_epochs,
+        key = domain_fm_key(run.recipe, data.fingerprint, str(data.student), domain, stage, producer.key,
+                            knowledge_stage_key(producer, data, run.recipe), entry.builder)
+        trained_by = fit_or_reuse(run.cache, run.cache.folder(key), module, loader, run.recipe.trainer, cfg.max_epochs,
                                   run.tracker, run_id, f"domain FM: {name}", f"on {len(target.rows):,} impressions")
         run.tracker.log_metrics({"parameters": parameter_count(module.export())})
-    return Producer(name, module, trained_by, data.student.end, target.rows)
-
-
-def _consumer_key(run: _Run, producer: Producer | None, stage: StageConfig | None) -> dict:
-    """What a consumer's training depends on besides its own settings (its stage-cache key)."""
-    key = {"data": run.data.fingerprint, "window": str(run.data.student), "seed": run.recipe.seed,
-           "trainer": trainer_key(run.recipe.trainer)}
-    if producer is not None and stage is not None:
-        key |= {"producer_run": producer.run_id, "stage": asdict(stage), "max_age_days": run.recipe.transfer.max_age_days,
-                "code_transfer": source_fingerprint(adapters)}
-    return key
+    return Producer(name, module, trained_by, data.student.end, target.rows, key)
 
 
 def _transfer_to_vertical(run: _Run, spec: ModelEntry, student: StudentConfig, stage: StageConfig, index: int, seed: int) -> VerticalResult:
@@ -261,10 +249,8 @@ def _transfer_to_vertical(run: _Run, spec: ModelEntry, student: StudentConfig, s
                 module = transfer_module(model, target, student.lr, stage, producer, len(data.log.surfaces), target.base_rates(data))
                 batches = knowledge_batches(data, target, model.history_length, stage, producer, knowledge, run.recipe.transfer.max_age_days)
             loader = window_loader(batches, student.batch_size, shuffle=True, seed=seed)
-            key = {**_consumer_key(run, producer if role == "student" else None, stage), "role": role, "vertical": spec.name,
-                   "builder": spec.builder, "sizes": dict(spec.sizes), "student": asdict(student), "vm_seed": seed,
-                   "code": source_fingerprint(students)}
-            fit_or_reuse(run.cache, run.cache.folder("vm", key), module, loader, run.recipe.trainer, run.recipe.trainer.max_epochs,
+            key = _vm_key(run, role, spec, student, seed, stage, producer)
+            fit_or_reuse(run.cache, run.cache.folder(key), module, loader, run.recipe.trainer, run.recipe.trainer.max_epochs,
                          run.tracker, run_id, f"{role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
             scores[role] = _score(run, module, eval_rows, spec.task)
             if role == "student":
@@ -275,6 +261,16 @@ def _transfer_to_vertical(run: _Run, spec: ModelEntry, student: StudentConfig, s
         spec.name, "/".join(spec.surfaces), spec.task, teacher_scores, scores["baseline"], scores["student"],
         producer=producer.name if producer_scores is not None else None, producer_scores=producer_scores, budget=status,
     )
+
+
+def _vm_key(run: _Run, role: str, spec: ModelEntry, student: StudentConfig, seed: int, stage: StageConfig,
+            producer: Producer) -> StageKey:
+    """A VM's stage key: a baseline depends on no stage, producer or knowledge."""
+    transfer = {}
+    if role == "student":
+        transfer = {"stage": stage, "producer": producer.key, "knowledge": knowledge_stage_key(producer, run.data, run.recipe)}
+    return vm_key(run.recipe, run.data.fingerprint, str(run.data.student), role, spec.name, spec.builder, dict(spec.sizes),
+                  student, seed, **transfer)
 
 
 def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval_batches: WindowBatches, role: str) -> str:

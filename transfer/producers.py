@@ -6,26 +6,26 @@ for a window is generated once (a parquet table with provenance) and reused by e
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
 import torch
 
-import teacher
 from teacher.cost import parameter_count
 from transfer import ranks
 from transfer.atomic import atomic_path
 from transfer.batches import WindowBatches, window_loader
 from transfer.catalog import catalog
 from transfer.data import PreparedData
-from transfer.knowledge import KnowledgeWriter, Provenance, finished_table, shard_path
+from transfer.knowledge import KnowledgeWriter, Provenance, finished_table, shard_path, table_provenance
 from transfer.module import RankingModule
 from transfer.progress import step
 from transfer.recipe import Recipe, TrainerConfig
-from transfer.resumable import fit_or_reuse
-from transfer.stage_cache import StageCache, source_fingerprint
+from transfer.resumable import building, fit_or_reuse
+from transfer.stage_cache import StageCache, checksum_matches, write_checksum
+from transfer.stage_keys import StageKey, knowledge_key, teacher_key
 from transfer.tracking import Tracker
 from transfer.training import predict_each
 
@@ -41,6 +41,7 @@ class Producer:
     run_id: str
     cutoff: datetime  # it saw no example at or after this time
     rows: torch.Tensor  # [n] the rows of the consumers' window it scores
+    key: StageKey  # its stage key: what its knowledge and its consumers' keys build on
     knowledge: list[Path] | None = None  # its table's files for the consumers' window, once generated
     precision: str | None = None  # Lightning precision it scores with (default: the recipe trainer's)
     weights: Path | None = None  # its saved state dict (the teacher's, in the stage cache)
@@ -53,15 +54,15 @@ class Producer:
 def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: StageCache) -> Producer:
     """Train the teacher on the train window (every surface and task), or reuse an identical run's."""
     cfg = recipe.teacher
-    key = {"data": data.fingerprint, "window": str(data.train), "teacher": asdict(cfg), "seed": recipe.seed,
-           "trainer": trainer_key(recipe.trainer), "code": source_fingerprint(teacher)}
-    folder = cache.folder("teacher", key)
+    entry = catalog("teacher")[cfg.model]
+    key = teacher_key(recipe, data.fingerprint, str(data.train), entry.builder)
+    folder = cache.folder(key)
     tags = {"role": "teacher", "model": cfg.model, "surface": "all", "task": ",".join(data.log.tasks)}
     if cfg.init_from is not None:
         tags["continued_from"] = cfg.init_from
     with tracker.run(f"teacher:{cfg.model}", tags, nested=True) as run_id:
         L.seed_everything(recipe.seed, verbose=False)
-        model = catalog("teacher")[cfg.model].build(data.log.inputs, cfg.sizes)
+        model = entry.build(data.log.inputs, cfg.sizes)
         if cfg.init_from is not None:  # continue from an earlier teacher (the continuous cycle)
             model.load_state_dict(torch.load(cfg.init_from, weights_only=True))
         if cfg.compile:
@@ -74,14 +75,8 @@ def train_teacher(recipe: Recipe, data: PreparedData, tracker: Tracker, cache: S
                                     run_id, f"teacher: {cfg.model}", f"on {len(data.train_rows):,} impressions", shard=True)
         tracker.log_metrics({"parameters": parameter_count(model)})
         tracker.log_params({"precision": teacher_trainer(recipe).precision, "compile": cfg.compile})
-    return Producer(cfg.model, module, producer_run, data.train.end, data.student_rows, precision=cfg.precision,
+    return Producer(cfg.model, module, producer_run, data.train.end, data.student_rows, key, precision=cfg.precision,
                     weights=folder / "model.pt")
-
-
-def trainer_key(cfg: TrainerConfig) -> dict[str, str]:
-    """The trainer settings that change what a training produces (part of every stage's cache key)."""
-    ignored = {"progress"} | (set() if cfg.strategy == "fsdp" else {"sharding"})  # sharding only means something under fsdp
-    return {k: str(v) for k, v in asdict(cfg).items() if k not in ignored}
 
 
 def teacher_trainer(recipe: Recipe) -> TrainerConfig:
@@ -99,11 +94,11 @@ def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracke
     In a multi-process run each rank scores and writes its own shard of the rows."""
     if producer.knowledge is not None:
         return producer.knowledge
-    folder = cache.folder("knowledge", {"producer_run": producer.run_id, "window": str(data.student), "rows": len(producer.rows)})
+    folder = cache.folder(knowledge_stage_key(producer, data, recipe))
     stem = producer.name.replace(":", "-")
     tags = {"role": "knowledge", "producer": producer.name, "producer_run_id": producer.run_id}
-    with tracker.run(f"knowledge:{producer.name}", tags, nested=True):
-        table = ranks.from_main(finished_table(folder, stem))  # every rank decides alike
+    with tracker.run(f"knowledge:{producer.name}", tags, nested=True), building(folder, f"knowledge: {producer.name}"):
+        table = ranks.from_main(_intact_table(folder, stem, producer.run_id) if ranks.is_main() else None)  # rank 0 decides for all
         if table is not None:
             print(f"✓ knowledge: {producer.name} on {data.student} already generated, reused", flush=True)
         else:
@@ -114,6 +109,12 @@ def knowledge_for(producer: Producer, data: PreparedData, recipe: Recipe, tracke
         tracker.log_params({"path": str(table[0].parent), "files": len(table), "rows": len(producer.rows), "window": str(data.student)})
     producer.knowledge = table
     return table
+
+
+def knowledge_stage_key(producer: Producer, data: PreparedData, recipe: Recipe) -> StageKey:
+    """The key of the producer's knowledge for the consumers' window (what its consumers' keys build on)."""
+    precision = at_precision(recipe.trainer, producer.precision).precision
+    return knowledge_key(producer.key, str(data.student), producer.rows, precision)
 
 
 def _generate(producer: Producer, data: PreparedData, recipe: Recipe, path: Path) -> None:
@@ -135,3 +136,21 @@ def _generate(producer: Producer, data: PreparedData, recipe: Recipe, path: Path
                          lambda rows, logits, embedding: writer.append(data.log.example_id.gather(rows.numpy()), logits, embedding))
         finally:
             writer.close()
+    write_checksum(path)
+
+
+def _intact_table(folder: Path, stem: str, producer_run_id: str) -> list[Path] | None:
+    """The finished table in `folder` if every file still matches the checksum recorded when it was
+    written and it comes from the producer's run; otherwise it is reported and removed (to be
+    generated again)."""
+    table = finished_table(folder, stem)
+    if table is None:
+        return None
+    damaged = [shard for shard in table if not checksum_matches(shard)]
+    if not damaged and table_provenance(table).producer_run_id == producer_run_id:
+        return table
+    why = "its checksum does not match the one stored when it was written" if damaged else "it comes from an earlier run of its producer"
+    print(f"  ! {(damaged or table)[0]}: {why}; generating the knowledge again", flush=True)
+    for shard in table:
+        shard.unlink(missing_ok=True)
+    return None

@@ -4,8 +4,10 @@ with the run that trained them) and resumes an unfinished training from its last
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -16,7 +18,7 @@ from transfer.errors import DataError
 from transfer.module import RankingModule
 from transfer.progress import step
 from transfer.recipe import TrainerConfig
-from transfer.stage_cache import StageCache
+from transfer.stage_cache import StageCache, stage_lock
 from transfer.tracking import Tracker
 from transfer.training import LAST_CHECKPOINT, fit
 
@@ -29,19 +31,29 @@ def fit_or_reuse(
     `label` names the model in progress lines and errors ("student: ig_stories_click"), `detail` its data.
     Every rank of a multi-process run trains (DDP keeps their weights equal); rank 0 saves them."""
     message = f"{label} {detail}"
-    cached = _cached_everywhere(cache, folder, module)
-    if cached is not None:
-        print(f"✓ {message}: already trained (run {cached['run_id']}), reused", flush=True)
-        tracker.set_tags({"reused_from_run_id": cached["run_id"], "stage_cache": str(folder)})
-        return cached["run_id"]
-    checkpoints = folder / "checkpoints"
-    with step(message):
-        _train(module, loader, cfg, max_epochs, tracker.lightning_logger(run_id), checkpoints, label, shard and cfg.strategy == "fsdp")
-    if ranks.is_main():
-        cache.save_model(folder, module.model, {"run_id": run_id})
-        shutil.rmtree(checkpoints, ignore_errors=True)
-    ranks.barrier()  # every rank sees the same cache from here on
+    with building(folder, label):
+        cached = _cached_everywhere(cache, folder, module)
+        if cached is not None:
+            print(f"✓ {message}: already trained (run {cached['run_id']}), reused", flush=True)
+            tracker.set_tags({"reused_from_run_id": cached["run_id"], "stage_cache": str(folder)})
+            return cached["run_id"]
+        checkpoints = folder / "checkpoints"
+        with step(message):
+            _train(module, loader, cfg, max_epochs, tracker.lightning_logger(run_id), checkpoints, label, shard and cfg.strategy == "fsdp")
+        if ranks.is_main():
+            cache.save_model(folder, module.model, {"run_id": run_id})
+            shutil.rmtree(checkpoints, ignore_errors=True)
+        ranks.barrier()  # every rank sees the same cache from here on
     return run_id
+
+
+@contextlib.contextmanager
+def building(folder: Path, label: str) -> Iterator[None]:
+    """While a stage is checked and built: rank 0 holds its lock (a concurrent run of the same stage
+    waits, then reuses it); the other ranks go on once rank 0 has it."""
+    with stage_lock(folder, label) if ranks.is_main() else contextlib.nullcontext():
+        ranks.barrier()
+        yield
 
 
 def _train(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int, logger, checkpoints: Path,
@@ -52,7 +64,7 @@ def _train(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_ep
         fit(module, loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label)
         return
     fit(copy.deepcopy(module), loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label, shard=True)
-    state = torch.load(checkpoints / f"{LAST_CHECKPOINT}.ckpt", map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+    state = torch.load(checkpoints / f"{LAST_CHECKPOINT}.ckpt", map_location="cpu", weights_only=True, mmap=True)["state_dict"]
     module.load_state_dict(state)
 
 

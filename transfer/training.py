@@ -86,7 +86,7 @@ def fit(
         if resume:
             print(f"  resuming from {last}", flush=True)
     trainer = make_trainer(cfg, max_epochs, logger, log_every=log_every, callbacks=callbacks, shard=shard)
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=resume)
+    trainer.fit(module, train_dataloaders=loader, ckpt_path=resume, weights_only=True)
 
 
 def evaluate(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, task: str) -> Scores:
@@ -100,12 +100,14 @@ def evaluate(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, task
 
 
 def _readable(checkpoint: Path) -> bool:
-    """A checkpoint that loads; one cut short by a kill is removed (training restarts from scratch)."""
+    """A checkpoint that loads as plain tensors and containers (`weights_only`: nothing in it runs);
+    one cut short by a kill, or holding anything else, is removed and training restarts from scratch."""
     if not checkpoint.is_file():
         return False
     try:
-        torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except Exception:  # any damage: a truncated zip, a half-written pickle
+        torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any damage: a truncated zip, a half-written or foreign pickle
+        print(f"  ! {checkpoint}: not a loadable checkpoint ({type(exc).__name__}); removed, training from the start", flush=True)
         checkpoint.unlink(missing_ok=True)
         return False
     return True
