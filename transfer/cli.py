@@ -134,9 +134,11 @@ def _positive_int(text: str) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from transfer.engine import run_recipe
     from transfer.recipe import load_recipe
+    from transfer.recipe_validation import check_machine
     from transfer.report import format_table
 
     recipe = load_recipe(args.recipe, args.overrides)
+    check_machine(recipe, args.recipe)
     if (code := _in_processes(recipe, args)) is not None:
         return code
     result = run_recipe(recipe, args.recipe)
@@ -152,9 +154,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_cycle(args: argparse.Namespace) -> int:
     from transfer.cycle import run_cycle
     from transfer.recipe import load_recipe
+    from transfer.recipe_validation import check_machine
     from transfer.report import format_table
 
     recipe = load_recipe(args.recipe, args.overrides)
+    check_machine(recipe, args.recipe)
     if (code := _in_processes(recipe, args)) is not None:
         return code
     result = run_cycle(recipe, args.recipe, args.windows)

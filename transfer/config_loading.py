@@ -27,19 +27,37 @@ def load_structured(schema: type[T], path: Path, overrides: list[str], what: str
     cfg = _merge(base, raw, f"{path}", schema)
     for item in overrides:
         cfg = _apply_override(cfg, item, path, schema)
-    _check_no_missing(cfg, path)
-    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+    try:
+        _check_no_missing(cfg, path)
+        return OmegaConf.to_object(cfg)  # type: ignore[return-value]  # resolves ${…} interpolations
+    except OmegaConfBaseException as exc:
+        raise RecipeError(f"{path}: key '{exc.full_key or '?'}': {_first_line(exc)}") from exc
 
 
 def _read_yaml(path: Path, what: str) -> DictConfig:
     try:
-        raw = OmegaConf.load(path)
-    except (yaml.YAMLError, OmegaConfBaseException) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise RecipeError(f"{path}: not valid YAML ({first})") from exc
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); a {what} is UTF-8 YAML") from None
+    tabbed = [i for i, line in enumerate(text.splitlines(), start=1) if "\t" in line[: len(line) - len(line.lstrip())]]
+    if tabbed:
+        raise RecipeError(f"{path}: line {tabbed[0]}: indented with a tab; YAML indents with spaces only")
+    try:
+        raw = OmegaConf.create(text)  # OmegaConf's YAML loader: dates stay text, a key given twice is refused
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    except OmegaConfBaseException as exc:
+        raise RecipeError(f"{path}: not a valid {what} ({_first_line(exc)})") from None
     if not isinstance(raw, DictConfig):
         raise RecipeError(f"{path}: a {what} must be a YAML mapping, found {type(raw).__name__}")
     return raw
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """'line L, column C: what is wrong' from a YAML error."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or _first_line(exc)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 def _apply_override(cfg: DictConfig, item: str, path: Path, schema: type) -> DictConfig:
@@ -75,6 +93,8 @@ def _in_free_mapping(cfg: DictConfig, key: str) -> bool:
 def _merge(base: DictConfig, extra: Any, source: str, schema: type) -> DictConfig:
     try:
         return OmegaConf.merge(base, extra)  # type: ignore[return-value]
+    except TypeError as exc:  # a mapping where the schema has a list, or the other way round
+        raise RecipeError(f"{source}: {_first_line(exc)}") from exc
     except ConfigKeyError as exc:
         key = exc.full_key or str(exc.key)
         allowed = _allowed_keys(schema, key)
@@ -93,10 +113,32 @@ def _check_keys(tree: Any, schema: Any, prefix: str, source: str) -> None:
             if key not in hints:
                 allowed = ", ".join(f.name for f in dataclasses.fields(schema))
                 raise RecipeError(f"{source}: unknown key '{path}'; allowed here: {allowed}")
+            _check_shape(value, hints[key], path, source)
             _check_keys(value, _element_type(hints[key]), f"{path}.", source)
     elif isinstance(tree, list):
         for i, item in enumerate(tree):
             _check_keys(item, schema, f"{prefix[:-1]}.{i}." if prefix else f"{i}.", source)
+
+
+def _check_shape(value: Any, hint: Any, path: str, source: str) -> None:
+    """A list where the schema has a list, a mapping where it has a section or a dict."""
+    expected = _container(hint)
+    found = "list" if isinstance(value, list) else "mapping" if isinstance(value, dict) else None
+    if expected and found and found != expected:
+        example = "[{vertical: ig_stories_click}]" if path == "students" else "[...]" if expected == "list" else "{...}"
+        raise RecipeError(f"{source}: key '{path}': found a {found}; allowed: a {expected}, e.g. {example}")
+
+
+def _container(hint: Any) -> str | None:
+    """'list' or 'mapping' when the schema type (Optional allowed) is one, else None."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is typing.Union and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) is list:
+        return "list"
+    if typing.get_origin(hint) is dict or dataclasses.is_dataclass(hint):
+        return "mapping"
+    return None
 
 
 def _check_no_missing(cfg: DictConfig, path: Path) -> None:

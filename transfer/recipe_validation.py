@@ -4,6 +4,8 @@ naming the file and the key path."""
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import date
 from pathlib import Path
 
@@ -24,17 +26,26 @@ def default_stages(strategy: str) -> list[StageConfig]:
     return [StageConfig(producer=p, consumers=c) for p, c in STRATEGY_STAGES[strategy]]
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one path component: a folder under output_dir
+MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
+
+
 def validate(recipe: Recipe, path: Path) -> None:
+    check_name(path, "name", recipe.name)
+    for key, seed in (("seed", recipe.seed), ("data.synthetic.seed", recipe.data.synthetic.seed)):
+        if not 0 <= seed <= MAX_SEED:
+            raise RecipeError(f"{path}: {key}: found {seed}; allowed: a whole number from 0 to {MAX_SEED}")
     _check_model(path, "teacher", "teacher.model", recipe.teacher.model, recipe.teacher.sizes)
     _check_model(path, "domain_fm", "domain_fms.model", recipe.domain_fms.model, recipe.domain_fms.sizes)
     _check_processes(recipe, path)
+    _one_of(path, "trainer.accelerator", recipe.trainer.accelerator, ACCELERATORS)
     precisions = PRECISIONS if recipe.trainer.accelerator == "cpu" else (*PRECISIONS, *ACCELERATOR_PRECISIONS)
     _one_of(path, "trainer.precision", recipe.trainer.precision, precisions)
     if recipe.teacher.precision is not None:
         _one_of(path, "teacher.precision", recipe.teacher.precision, precisions)
     _check_dataset(recipe, path)
-    if recipe.teacher.init_from is not None and not Path(recipe.teacher.init_from).is_file():
-        raise RecipeError(f"{path}: teacher.init_from: '{recipe.teacher.init_from}' is not a file; allowed: a saved state dict (.pt) or null")
+    if recipe.teacher.init_from is not None:
+        _check_state_dict(path, "teacher.init_from", recipe.teacher.init_from)
     _check_students(recipe, path)
     _check_windows(recipe, path)
     for key, value in (
@@ -109,8 +120,7 @@ def _check_stage(path: Path, key: str, stage: StageConfig, student_days: int) ->
     _one_of(path, f"{key}.representation.loss", r.loss, REPRESENTATION_LOSSES)
     for name, value in ((f"{key}.distillation.weight", d.weight), (f"{key}.distillation.grad_scale", d.grad_scale),
                         (f"{key}.representation.weight", r.weight), (f"{key}.adapter.weight", a.weight)):
-        if value < 0:
-            raise RecipeError(f"{path}: {name}: found {value}; allowed: >= 0")
+        _non_negative(path, name, value)
     for name, value in ((f"{key}.distillation.label_scale", d.label_scale), (f"{key}.distillation.temperature", d.temperature),
                         (f"{key}.representation.temperature", r.temperature), (f"{key}.adapter.lr", a.lr),
                         (f"{key}.adapter.hidden", a.hidden), (f"{key}.adapter.fit_days", a.fit_days)):
@@ -212,8 +222,49 @@ def _one_of(path: Path, key: str, value: str, allowed) -> None:
 
 
 def _positive(path: Path, key: str, value: float) -> None:
-    if value <= 0:
-        raise RecipeError(f"{path}: {key}: found {value}; allowed: a number > 0")
+    if not (math.isfinite(value) and value > 0):
+        raise RecipeError(f"{path}: {key}: found {value}; allowed: a finite number > 0")
+
+
+def _non_negative(path: Path, key: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise RecipeError(f"{path}: {key}: found {value}; allowed: a finite number >= 0")
+
+
+def check_name(path: Path, key: str, name: str) -> None:
+    """A name that becomes a folder: one path component of letters, digits, '.', '_' and '-'."""
+    if not NAME.fullmatch(name):
+        raise RecipeError(f"{path}: {key}: found {name!r}; allowed: 1 to 100 letters, digits, '.', '_' or '-', "
+                          "starting with a letter or digit (it names a folder under output_dir)")
+
+
+def _check_state_dict(path: Path, key: str, weights: str) -> None:
+    """`weights` is a file holding a saved state dict (tensors by parameter name), loadable without running code."""
+    import torch
+
+    allowed = "a state dict saved with torch.save(model.state_dict(), path), or null"
+    if not Path(weights).is_file():
+        raise RecipeError(f"{path}: {key}: '{weights}' is not a file; allowed: {allowed}")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # not a torch file, truncated, or holding objects that would run code
+        raise RecipeError(f"{path}: {key}: '{weights}' does not load as a checkpoint ({type(exc).__name__}); allowed: {allowed}") from None
+    if not (isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise RecipeError(f"{path}: {key}: '{weights}' holds no state dict of tensors; allowed: {allowed}")
+
+
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+
+
+def check_machine(recipe: Recipe, path: Path) -> None:
+    """The recipe's accelerator exists on this machine (checked before any data is read)."""
+    import torch
+
+    accelerator = recipe.trainer.accelerator
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise RecipeError(f"{path}: trainer.accelerator: found '{accelerator}', but this machine has no CUDA GPU; allowed here: cpu, auto")
+    if accelerator == "mps" and not torch.backends.mps.is_available():
+        raise RecipeError(f"{path}: trainer.accelerator: found 'mps', but this machine has no Apple GPU; allowed here: cpu, auto")
 
 
 def _date(path: Path, key: str, value: str) -> None:
