@@ -1,5 +1,65 @@
-"""The Student Adapter (design §8): corrects a producer's stale logits from the freshest labels."""
+"""Transfer techniques (design §8), one module each: its recipe config, its heads, the batch columns it
+needs, its loss term and its tag.
 
+| module | technique |
+| --- | --- |
+| `distillation.py` | knowledge distillation on the serving head (vanilla) or an auxiliary head (α, β, T) |
+| `representation.py` | a projection head aligned with the producer's embedding (cosine, MSE, InfoNCE) |
+| `sharing.py` | importing producer parts (embedding tables, named modules), frozen or fine-tuned |
+| `student_adapter.py` | the Student Adapter, fit on the freshest labels, supervising a second head |
+
+`technique.py` says what a technique provides. Adding one: a module here with `Config`, `enabled`,
+`tag`, `check` and `build`, named in `TECHNIQUES` and as a field of the recipe's `StageConfig`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from torch import nn
+
+from adapters import distillation, representation, sharing, student_adapter
 from adapters.student_adapter import StudentAdapter
+from adapters.technique import ConsumerShape, Technique, Trunk, scale_gradient
 
-__all__ = ["StudentAdapter"]
+# StageConfig field → its module, in the order of the recipe schema (tags and loss terms follow it)
+TECHNIQUES: dict[str, ModuleType] = {
+    "distillation": distillation,
+    "representation": representation,
+    "sharing": sharing,
+    "adapter": student_adapter,
+}
+
+__all__ = ["TECHNIQUES", "ConsumerShape", "StudentAdapter", "Technique", "Trunk", "build_techniques", "columns", "enabled", "scale_gradient", "techniques_tag"]
+
+
+def enabled(stage) -> dict[str, object]:
+    """The stage's enabled techniques: field name → its config."""
+    return {name: getattr(stage, name) for name, module in TECHNIQUES.items() if module.enabled(getattr(stage, name))}
+
+
+def techniques_tag(stage) -> str:
+    """The enabled techniques as one MLflow tag value, e.g. `aux_kd,representation_cosine`."""
+    return ",".join(TECHNIQUES[name].tag(cfg) for name, cfg in enabled(stage).items()) or "none"
+
+
+def columns(stage) -> set[str]:
+    """The knowledge columns the stage's techniques need in their batches."""
+    return {column for technique in _built(stage) for column in technique.columns}
+
+
+def _built(stage) -> list[Technique]:
+    """The enabled techniques, constructed (no parameters yet: the hooks below create them)."""
+    return [TECHNIQUES[name].build(cfg) for name, cfg in enabled(stage).items()]
+
+
+def build_techniques(stage, producer: nn.Module, consumer: nn.Module, shape: ConsumerShape) -> list[Technique]:
+    """The stage's techniques for one consumer: producer parts imported, then every technique's
+    distillation heads, heads and models built in that order (see `adapters.technique`)."""
+    built = _built(stage)
+    for technique in built:
+        technique.prepare(producer, consumer)
+    for hook in ("distill_heads", "heads", "models"):
+        for technique in built:
+            getattr(technique, hook)(shape)
+    return built

@@ -23,13 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from adapters.distillation import Distillation, distillation_loss  # noqa: E402
 from benchmarks.results_file import write_section  # noqa: E402
 from students import MLP_VM_SIZES, mlp_vm  # noqa: E402
 from transfer.batches import WindowBatches, window_loader  # noqa: E402
 from transfer.data import prepare_data  # noqa: E402
-from transfer.losses import distillation_loss, label_loss  # noqa: E402
+from transfer.losses import label_loss  # noqa: E402
 from transfer.module import RankingModule  # noqa: E402
-from transfer.objective import TransferTerms  # noqa: E402
 from transfer.recipe import load_recipe  # noqa: E402
 from transfer.training import fit  # noqa: E402
 
@@ -38,7 +38,7 @@ LR = 2e-3
 
 
 def framework_epoch(model: torch.nn.Module, data: WindowBatches, task_col: int, cfg) -> float:
-    module = RankingModule(model, ["click"], [task_col], lr=LR, terms=TransferTerms(distill_weight=1.0))
+    module = RankingModule(model, ["click"], [task_col], lr=LR, techniques=[Distillation(1.0, auxiliary=False)])
     loader = window_loader(data, BATCH, shuffle=True, seed=0)
     start = time.perf_counter()
     fit(module, loader, cfg, max_epochs=1, logger=False)

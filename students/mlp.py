@@ -48,7 +48,7 @@ class MLPVerticalModel(nn.Module):
         return self.head
 
     def module_parts(self) -> dict[str, nn.Module]:
-        """Named modules that can be imported from a producer (see `transfer.sharing`)."""
+        """Named modules that can be imported from a producer (see `adapters.sharing`)."""
         return {"history.pooling": self.pooling}
 
 

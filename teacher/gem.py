@@ -124,7 +124,7 @@ class GEMTeacher(nn.Module):
         return self.heads
 
     def module_parts(self) -> dict[str, nn.Module]:
-        """Named modules a consumer may import (see `transfer.sharing`)."""
+        """Named modules a consumer may import (see `adapters.sharing`)."""
         return {"sequence.layer0": self.layers[0].sequence, "nonsequence.layer0": self.layers[0].cross}
 
 

@@ -66,7 +66,7 @@ class SkeletonTeacher(nn.Module):
         return self.heads
 
     def module_parts(self) -> dict[str, nn.Module]:
-        """Named modules a consumer may import (see `transfer.sharing`)."""
+        """Named modules a consumer may import (see `adapters.sharing`)."""
         return {"history.event_mlp": self.event_mlp, "history.pooling": self.pooling, "history.match_counts": self.match_counts}
 
 

@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from transfer.losses import distillation_loss, label_loss, representation_loss, soft_targets
+from adapters.distillation import distillation_loss, soft_targets
+from adapters.representation import representation_loss
+from transfer.losses import label_loss
 
 
 def _bce(p: float, y: float) -> float:

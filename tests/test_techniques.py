@@ -10,17 +10,18 @@ import lightning as L
 import pytest
 import torch
 
-from adapters import StudentAdapter
+from adapters import ConsumerShape, Trunk, scale_gradient
+from adapters.distillation import Distillation
+from adapters.representation import Representation
+from adapters.sharing import SharingError, part_names, share_parts
+from adapters.student_adapter import AdapterTechnique
 from students import MLP_VM_SIZES, mlp_vm
 from tests.conftest import write_dataset, write_recipe
 from transfer.batches import WindowBatches, window_loader
 from transfer.catalog import catalog
 from transfer.data import prepare_data
-from transfer.heads import TransferHeads, scale_gradient
 from transfer.module import RankingModule
-from transfer.objective import TransferTerms
 from transfer.recipe import TrainerConfig, load_recipe
-from transfer.sharing import SharingError, part_names, share_parts
 from transfer.training import fit
 
 TRAINER = TrainerConfig(max_epochs=1, progress=False)
@@ -43,6 +44,15 @@ def _batch(data, model, n=64, embedding_dim=None, adapter=False) -> dict[str, to
     return WindowBatches(data.log, rows, model.history_length, extras)[torch.arange(len(rows))]
 
 
+def _built(techniques, model, n_surfaces: int = 5, producer_dim: int = 8):
+    """`techniques` with their parameters created (heads, then models) for `model`."""
+    shape = ConsumerShape(model.embedding_dim, 1, producer_dim, n_surfaces)
+    for hook in ("distill_heads", "heads", "models"):
+        for technique in techniques:
+            getattr(technique, hook)(shape)
+    return techniques
+
+
 def test_scale_gradient_is_identity_forward_and_scales_backward():
     x = torch.randn(5, 3, requires_grad=True)
     y = scale_gradient(x, 0.25)
@@ -54,15 +64,16 @@ def test_scale_gradient_is_identity_forward_and_scales_backward():
 @pytest.mark.parametrize("beta", [0.0, 0.3, 2.0])
 def test_beta_scales_the_trunk_gradient_not_the_head_gradient(beta):
     torch.manual_seed(0)
-    heads = TransferHeads(8, 1, distill_head=True, adapter_head=False, projection_dim=None, grad_scale=1.0)
-    scaled = copy.deepcopy(heads)
-    scaled.grad_scale = beta
+    technique = Distillation(1.0, auxiliary=True)
+    technique.distill_heads(ConsumerShape(8, 1, 8, 5))
     hidden = torch.randn(16, 8)
+    batch = {"soft_logits": torch.randn(16, 1)}
     grads = []
-    for h in (heads, scaled):
+    for scale in (1.0, beta):
+        technique.zero_grad()
         trunk_out = hidden.clone().requires_grad_(True)
-        h(trunk_out)["distill"].pow(2).sum().backward()
-        grads.append((trunk_out.grad, h.distill.weight.grad))
+        technique.loss(torch.zeros(16, 1), Trunk(trunk_out, scale_gradient(trunk_out, scale)), batch)["distill"].backward()
+        grads.append((trunk_out.grad, technique.head.weight.grad.clone()))
     (trunk_1, head_1), (trunk_b, head_b) = grads
     assert torch.allclose(trunk_b, beta * trunk_1)
     assert torch.equal(head_b, head_1)
@@ -71,46 +82,43 @@ def test_beta_scales_the_trunk_gradient_not_the_head_gradient(beta):
 def test_auxiliary_head_keeps_soft_labels_off_the_serving_head(data):
     torch.manual_seed(0)
     model = mlp_vm(data.log.inputs, **MLP_VM_SIZES["xs"])
-    terms = TransferTerms(distill_weight=1.0, distill_on_serving_head=False)
-    heads = TransferHeads(model.embedding_dim, 1, distill_head=True, adapter_head=False, projection_dim=None)
-    module = RankingModule(model, ["click"], [0], 1e-3, terms, heads)
+    (distill,) = _built([Distillation(1.0, auxiliary=True)], model)
+    module = RankingModule(model, ["click"], [0], 1e-3, [distill])
     batch = _batch(data, model)
     batch["labels"] = torch.full_like(batch["labels"], float("nan"))  # no true labels: only the KD term
-    loss, parts = module.model_loss(batch, batch["labels"][:, [0]], None)
+    loss, parts = module.model_loss(batch, batch["labels"][:, [0]])
     loss.backward()
     assert set(parts) == {"label", "distill"}
     assert model.output_layer().weight.grad is None or not model.output_layer().weight.grad.any()
-    assert heads.distill.weight.grad.abs().sum() > 0
+    assert distill.head.weight.grad.abs().sum() > 0
     assert model.trunk[0].weight.grad.abs().sum() > 0  # the trunk learns from the soft labels
 
 
 def test_the_vm_loss_never_reaches_the_adapter(data):
     torch.manual_seed(0)
     model = mlp_vm(data.log.inputs, **MLP_VM_SIZES["xs"])
-    adapter = StudentAdapter(len(data.log.surfaces), 1)
-    terms = TransferTerms(distill_weight=1.0, adapter_weight=2.0, distill_on_serving_head=False)
-    heads = TransferHeads(model.embedding_dim, 1, distill_head=True, adapter_head=True, projection_dim=None)
-    module = RankingModule(model, ["click"], [0], 1e-3, terms, heads, adapter)
+    techniques = _built([Distillation(1.0, auxiliary=True), AdapterTechnique(weight=2.0)], model, len(data.log.surfaces))
+    adapting = techniques[1]
+    module = RankingModule(model, ["click"], [0], 1e-3, techniques)
     batch = _batch(data, model, adapter=True)
     with torch.no_grad():
-        adapter.net[-1].bias.fill_(0.5)  # a trained-looking adapter: z_a differs from z_t
-    adapted = module.corrected_logits(batch)
-    assert not torch.equal(adapted, batch["soft_logits"])
-    loss, parts = module.model_loss(batch, batch["labels"][:, [0]], adapted)
+        adapting.adapter.net[-1].bias.fill_(0.5)  # a trained-looking adapter: z_a differs from z_t
+    batch["adapted_logits"] = adapting.corrected_logits(batch)
+    assert not torch.equal(batch["adapted_logits"], batch["soft_logits"])
+    loss, parts = module.model_loss(batch, batch["labels"][:, [0]])
     assert "adapter_kd" in parts
     loss.backward()
-    assert all(p.grad is None for p in adapter.parameters())
-    assert heads.adapted.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in adapting.adapter.parameters())
+    assert adapting.head.weight.grad.abs().sum() > 0
 
 
 def test_training_steps_the_adapter_on_fresh_rows_then_the_vm(data):
     torch.manual_seed(0)
     model = mlp_vm(data.log.inputs, **MLP_VM_SIZES["xs"])
-    adapter = StudentAdapter(len(data.log.surfaces), 1)
+    techniques = _built([Distillation(1.0, auxiliary=True), AdapterTechnique(weight=1.0)], model, len(data.log.surfaces))
+    adapter = techniques[1].adapter
     before = copy.deepcopy(adapter.state_dict())
-    terms = TransferTerms(distill_weight=1.0, adapter_weight=1.0, distill_on_serving_head=False)
-    heads = TransferHeads(model.embedding_dim, 1, distill_head=True, adapter_head=True, projection_dim=None)
-    module = RankingModule(model, ["click"], [0], 1e-3, terms, heads, adapter)
+    module = RankingModule(model, ["click"], [0], 1e-3, techniques)
     rows = data.train_rows
     extras = {
         "soft_logits": torch.randn(len(rows), 1),
@@ -126,9 +134,8 @@ def test_export_drops_the_projection_head(data):
     plain = mlp_vm(data.log.inputs, **MLP_VM_SIZES["xs"])
     aligned = copy.deepcopy(plain)
     teacher_dim = 24
-    terms = TransferTerms(representation_weight=1.0, representation_loss="infonce")
-    heads = TransferHeads(aligned.embedding_dim, 1, distill_head=False, adapter_head=False, projection_dim=teacher_dim)
-    module = RankingModule(aligned, ["click"], [0], 1e-2, terms, heads)
+    techniques = _built([Representation(1.0, "infonce")], aligned, producer_dim=teacher_dim)
+    module = RankingModule(aligned, ["click"], [0], 1e-2, techniques)
     rows = data.train_rows
     extras = {"soft_logits": torch.randn(len(rows), 1), "teacher_embedding": torch.randn(len(rows), teacher_dim).half()}
     fit(module, window_loader(WindowBatches(data.log, rows, aligned.history_length, extras), 128, True), TRAINER, 1, False)

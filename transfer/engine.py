@@ -15,12 +15,13 @@ from pathlib import Path
 import lightning as L
 import polars as pl
 
+from adapters import techniques_tag
 from teacher.cost import parameter_count
 from transfer import ranks
 from transfer.atomic import atomic_path, remove_stale_temps, write_text_atomic
 from transfer.batches import WindowBatches, window_loader
 from transfer.catalog import ModelEntry, catalog
-from transfer.consumers import ConsumerTarget, knowledge_batches, techniques_tag, transfer_module
+from transfer.consumers import ConsumerTarget, knowledge_batches, transfer_module
 from transfer.data import PreparedData, prepare_data
 from transfer.errors import DataError, RecipeError
 from transfer.metrics import lift_percent, transfer_ratio

@@ -1,10 +1,11 @@
 """The LightningModule that trains, evaluates and scores every model: teacher, domain FM or VM.
 
 One training step, short on purpose:
-1. with a Student Adapter: update the adapter on the batch's fresh rows, then score all rows
-   with it (gradients stopped) — the adapter first, then the model;
-2. forward the model and its transfer heads; loss = BCE on true labels + the transfer terms;
-3. one optimizer step for the model and its heads.
+1. each technique's `before_step` (the Student Adapter steps on the batch's fresh rows and scores
+   every row, gradients stopped) — the adapter first, then the model;
+2. forward the model; loss = BCE on true labels + the sum of the enabled techniques' terms
+   (each technique in `adapters/`);
+3. one optimizer step for the model and its training-only heads.
 Evaluation updates NE/AUC/calibration per task; `predict_step` emits logits and embeddings.
 """
 
@@ -14,21 +15,20 @@ import lightning as L
 import torch
 from torch import nn
 
-from adapters import StudentAdapter
+from adapters import Technique, Trunk, scale_gradient
 from transfer.errors import TrainingError
-from transfer.heads import TransferHeads
 from transfer.losses import label_loss
 from transfer.metrics import eval_metrics
-from transfer.objective import TransferTerms, transfer_losses
 
 
 class RankingModule(L.LightningModule):
     """Trains `model` on the tasks at `task_columns` of the batch labels.
 
     A teacher serves every task (`task_columns = [0, 1, …]`); a VM serves one (`[k]`). With transfer
-    `terms`, the batches carry `soft_logits` [B, T] (and `teacher_embedding` [B, E], `knowledge_age`
-    [B], `fresh` [B] bool where the techniques need them). `heads` and `adapter` are training-only:
-    `export()` returns the bare serving model.
+    `techniques` (built by `adapters.build_techniques`), the batches carry the knowledge columns they
+    need (`soft_logits` [B, T], `teacher_embedding` [B, E], `knowledge_age` [B], `fresh` [B] bool).
+    Techniques are training-only: `export()` returns the bare serving model. `head_grad_scale` is β,
+    the scale of the distillation heads' gradient into the trunk.
     """
 
     def __init__(
@@ -37,21 +37,17 @@ class RankingModule(L.LightningModule):
         tasks: list[str],
         task_columns: list[int],
         lr: float,
-        terms: TransferTerms | None = None,
-        heads: TransferHeads | None = None,
-        adapter: StudentAdapter | None = None,
-        adapter_lr: float = 5e-3,
+        techniques: list[Technique] | None = None,
+        head_grad_scale: float = 1.0,
         base_rates: torch.Tensor | None = None,
     ):
         super().__init__()
-        self.automatic_optimization = False  # the adapter steps before the model, in the same batch
+        self.automatic_optimization = False  # a technique (the adapter) may step before the model, in the same batch
         self.model = model
-        self.heads = heads
-        self.adapter = adapter
+        self.techniques = nn.ModuleList(techniques or [])
         self.tasks = tasks
         self.task_columns = task_columns
-        self.lr, self.adapter_lr = lr, adapter_lr
-        self.terms = terms or TransferTerms()
+        self.lr, self.head_grad_scale = lr, head_grad_scale
         self.test_metrics = nn.ModuleDict({task: eval_metrics() for task in tasks})
         self._batches_done = 0
         self.label = "model"  # named in errors, e.g. "student: ig_stories_click" (set by `fit`)
@@ -61,9 +57,7 @@ class RankingModule(L.LightningModule):
     def _start_at_base_rates(self, base_rates: torch.Tensor) -> None:
         """Output biases = logit(base rate) [T]: an untrained model predicts the prior, not 0.5."""
         prior = torch.logit(base_rates.clamp(1e-4, 1 - 1e-4))
-        layers = [self.model.output_layer()]
-        if self.heads is not None:
-            layers += [head for head in (self.heads.distill, self.heads.adapted) if head is not None]
+        layers = [self.model.output_layer(), *(head for t in self.techniques for head in t.prior_heads())]
         with torch.no_grad():
             for layer in layers:
                 layer.bias.copy_(prior)
@@ -76,11 +70,11 @@ class RankingModule(L.LightningModule):
         return self.model
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        optimizers = self.optimizers()
-        model_opt, adapter_opt = optimizers if isinstance(optimizers, list) else (optimizers, None)
+        model_opt, *own = self.optimizers() if isinstance(self.optimizers(), list) else [self.optimizers()]
         labels = batch["labels"][:, self.task_columns]  # [B, T]
-        adapted = self._adapter_step(batch, labels, adapter_opt) if self.adapter is not None else None
-        loss, parts = self.model_loss(batch, labels, adapted)
+        for technique, optimizer in zip(self._stepping_alone(), own, strict=True):
+            batch = batch | technique.before_step(self, optimizer, batch, labels)
+        loss, parts = self.model_loss(batch, labels)
         if not _finite_on_every_rank(loss):  # every rank stops together (none left waiting in DDP's backward)
             self._stop_on_bad_loss(loss, parts)
         model_opt.zero_grad()
@@ -98,58 +92,28 @@ class RankingModule(L.LightningModule):
             f"{values}); lower the learning rate or check the data for extreme values"
         )
 
-    def model_loss(
-        self, batch: dict[str, torch.Tensor], labels: torch.Tensor, adapted: torch.Tensor | None
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """BCE on true labels plus the transfer terms → (total, parts by name)."""
+    def model_loss(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """BCE on true labels plus every technique's terms → (total, parts by name)."""
         out = self.model(batch)
-        heads = self.heads(out.embedding) if self.heads is not None else {}
+        trunk = Trunk(out.embedding, scale_gradient(out.embedding, self.head_grad_scale)) if self.techniques else None
         parts = {"label": label_loss(out.logits, labels)}
-        if self.terms.needs_knowledge:
-            parts |= transfer_losses(out.logits, heads, batch, adapted, self.terms)
+        for technique in self.techniques:
+            parts |= technique.loss(out.logits, trunk, batch)
         return sum(parts.values()), parts
 
-    def _adapter_step(
-        self, batch: dict[str, torch.Tensor], labels: torch.Tensor, optimizer
-    ) -> torch.Tensor:
-        """Fit the adapter on the batch's fresh rows; → its corrected logits for every row [B, T], detached.
-
-        The adapter is kept out of DDP (see `setup`): under several processes each rank backpropagates
-        its own fresh rows and the gradients are summed weighted by row counts, so a step is the
-        single-process step over the whole batch's fresh rows (and no rank steps alone)."""
-        fresh = batch["fresh"]  # [B] bool
-        distributed = torch.distributed.is_initialized()
-        count = (~torch.isnan(labels[fresh])).sum().float()  # [] this rank's labelled fresh entries (what the BCE averages)
-        if distributed:
-            total = count.clone()
-            torch.distributed.all_reduce(total)
-        else:
-            total = count
-        if total > 0:
-            optimizer.zero_grad()
-            if fresh.any():
-                z_a = self.adapter(batch["soft_logits"][fresh], batch["surface"][fresh], batch["knowledge_age"][fresh])
-                loss = label_loss(z_a, labels[fresh])
-                if distributed:  # outside DDP's reducer, through the precision plugin (loss scaling)
-                    self.trainer.precision_plugin.pre_backward(loss * count / total, self).backward()
-                else:
-                    self.manual_backward(loss)
-            if distributed:
-                _sum_gradients(self.adapter)
-            optimizer.step()
-        return self.corrected_logits(batch)
+    def _stepping_alone(self) -> list[Technique]:
+        """The techniques with an optimizer of their own, in order."""
+        return [t for t in self.techniques if t.steps_alone is not None]
 
     def setup(self, stage: str) -> None:
-        """Before Lightning wraps the module in DDP: leave the adapter out (it steps on the fresh rows
-        before the model's forward, a second backward DDP's reducer cannot take; `_adapter_step` syncs it)."""
-        if self.adapter is not None and torch.distributed.is_initialized():
-            names = [f"adapter.{name}" for name in self.adapter.state_dict()]
-            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, names)
-
-    @torch.no_grad()
-    def corrected_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The adapter's `z_a` for every row, gradients stopped. → [B, T]"""
-        return self.adapter(batch["soft_logits"], batch["surface"], batch["knowledge_age"])
+        """Before Lightning wraps the module in DDP: leave out the techniques that step on their own
+        (the adapter steps on the fresh rows before the model's forward, a second backward DDP's
+        reducer cannot take; it syncs its own gradients)."""
+        if torch.distributed.is_initialized():
+            names = [f"techniques.{i}.{t.steps_alone}.{name}" for i, t in enumerate(self.techniques) if t.steps_alone is not None
+                     for name in getattr(t, t.steps_alone).state_dict()]
+            if names:
+                torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, names)
 
     def _log_losses(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], batch_size: int) -> None:
         # Lightning writes logs every `log_every_n_steps` batches; logging only then keeps steps cheap.
@@ -178,19 +142,10 @@ class RankingModule(L.LightningModule):
         return batch["row"], out.logits, out.embedding
 
     def configure_optimizers(self):
-        trainable = [p for p in [*self.model.parameters(), *(self.heads.parameters() if self.heads else [])] if p.requires_grad]
+        trainable = [p for p in [*self.model.parameters(), *(p for t in self.techniques for p in t.trainable())] if p.requires_grad]
         model_opt = torch.optim.Adam(trainable, lr=self.lr)
-        if self.adapter is None:
-            return model_opt
-        return [model_opt, torch.optim.Adam(self.adapter.parameters(), lr=self.adapter_lr)]
-
-
-def _sum_gradients(module: nn.Module) -> None:
-    """Sum each parameter's gradient over the ranks (a rank without fresh rows contributes zeros)."""
-    for parameter in module.parameters():
-        if parameter.grad is None:
-            parameter.grad = torch.zeros_like(parameter)
-        torch.distributed.all_reduce(parameter.grad)
+        alone = [t.optimizer() for t in self._stepping_alone()]
+        return [model_opt, *alone] if alone else model_opt
 
 
 def _finite_on_every_rank(loss: torch.Tensor) -> bool:

@@ -11,6 +11,10 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
+from adapters.distillation import DistillationConfig
+from adapters.representation import RepresentationConfig
+from adapters.sharing import SharingConfig
+from adapters.student_adapter import AdapterConfig
 from transfer.config_loading import load_structured
 from transfer.fingerprint import fingerprint
 
@@ -66,47 +70,9 @@ class DomainFMConfig:
 
 
 @dataclass
-class DistillationConfig:
-    """Knowledge distillation from the producer's logits (design §8)."""
-
-    weight: float = 1.0  # w; 0 turns distillation off
-    head: str = "serving"  # serving: vanilla KD on the serving logit; auxiliary: a separate head
-    label_scale: float = 1.0  # α in min(α·σ(z_t / T), 1)
-    grad_scale: float = 1.0  # β: the auxiliary head's gradient into the trunk is scaled by β
-    temperature: float = 1.0  # T
-
-
-@dataclass
-class RepresentationConfig:
-    """Align the consumer's hidden state with the producer's embedding through a projection head."""
-
-    weight: float = 0.0  # 0 turns it off
-    loss: str = "cosine"  # cosine, mse or infonce (in-batch negatives)
-    temperature: float = 0.1  # InfoNCE only
-
-
-@dataclass
-class SharingConfig:
-    """Producer modules the consumer imports (see `gem-transfer ls sharing`)."""
-
-    modules: list[str] = field(default_factory=list)  # e.g. [embeddings.ad_id, history.pooling]
-    freeze: bool = True
-
-
-@dataclass
-class AdapterConfig:
-    """The Student Adapter: corrects stale producer logits from the freshest labels."""
-
-    enabled: bool = False
-    fit_days: int = 3  # the adapter learns from the last `fit_days` of the consumer's window
-    weight: float = 3.0  # weight of the second distillation head, supervised by σ(z_a)
-    hidden: int = 16
-    lr: float = 0.03
-
-
-@dataclass
 class StageConfig:
-    """One transfer stage: a producer's knowledge into its consumers, with these techniques."""
+    """One transfer stage: a producer's knowledge into its consumers, with these techniques (each
+    technique's config is defined with it in `adapters/`)."""
 
     producer: str = "teacher"  # teacher or domain_fms
     consumers: str = "students"  # domain_fms or students

@@ -9,15 +9,14 @@ import re
 from datetime import date
 from pathlib import Path
 
+from adapters import TECHNIQUES
+from adapters.sharing import SharingError, share_parts
 from transfer.catalog import CatalogError, ModelEntry, catalog
 from transfer.dataset_config import builtin_datasets, dataset_config_path, load_dataset_config
 from transfer.encoding import inputs_of
 from transfer.errors import RecipeError, UserError
-from transfer.losses import REPRESENTATION_LOSSES
 from transfer.recipe import STRATEGY_STAGES, Recipe, StageConfig
-from transfer.sharing import SharingError, share_parts
 
-DISTILLATION_HEADS = ("serving", "auxiliary")
 PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "64-true")  # what Lightning runs on a CPU
 ACCELERATOR_PRECISIONS = ("16-mixed", "16-true")
 
@@ -115,18 +114,13 @@ def _check_transfer(recipe: Recipe, path: Path) -> None:
 
 
 def _check_stage(path: Path, key: str, stage: StageConfig, student_days: int) -> None:
-    d, r, a = stage.distillation, stage.representation, stage.adapter
-    _one_of(path, f"{key}.distillation.head", d.head, DISTILLATION_HEADS)
-    _one_of(path, f"{key}.representation.loss", r.loss, REPRESENTATION_LOSSES)
-    for name, value in ((f"{key}.distillation.weight", d.weight), (f"{key}.distillation.grad_scale", d.grad_scale),
-                        (f"{key}.representation.weight", r.weight), (f"{key}.adapter.weight", a.weight)):
-        _non_negative(path, name, value)
-    for name, value in ((f"{key}.distillation.label_scale", d.label_scale), (f"{key}.distillation.temperature", d.temperature),
-                        (f"{key}.representation.temperature", r.temperature), (f"{key}.adapter.lr", a.lr),
-                        (f"{key}.adapter.hidden", a.hidden), (f"{key}.adapter.fit_days", a.fit_days)):
-        _positive(path, name, value)
-    if a.enabled and a.fit_days > student_days:
-        raise RecipeError(f"{path}: {key}.adapter.fit_days: found {a.fit_days}; allowed: at most the consumers' window ({student_days} days)")
+    """Each technique checks its own config (a `ValueError` naming the key)."""
+    try:
+        for name, module in TECHNIQUES.items():
+            extra = (student_days,) if name == "adapter" else ()
+            module.check(getattr(stage, name), f"{key}.{name}", *extra)
+    except ValueError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
 
 
 def _check_sharing(recipe: Recipe, path: Path) -> None:

@@ -10,12 +10,49 @@ consumer refines); frozen imports keep their values exactly (no gradient, not in
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
 from torch import nn
 
+from adapters.technique import Technique
 from teacher.layers import EventEmbedding, FeatureEmbedding
+
+
+@dataclass
+class SharingConfig:
+    """Producer modules the consumer imports (see `gem-transfer ls sharing`)."""
+
+    modules: list[str] = field(default_factory=list)  # e.g. [embeddings.ad_id, history.pooling]
+    freeze: bool = True
+
+
+def enabled(cfg: SharingConfig) -> bool:
+    return bool(cfg.modules)
+
+
+def tag(cfg: SharingConfig) -> str:
+    return "sharing" + ("_frozen" if cfg.freeze else "")
+
+
+def check(cfg: SharingConfig, key: str) -> None:
+    """Names are checked against real models by `check_fits` (it needs the catalog and the data)."""
+
+
+class Sharing(Technique):
+    """Imports the producer's parts into the consumer before training; nothing at training time."""
+
+    def __init__(self, modules: list[str], freeze: bool):
+        super().__init__()
+        self.parts, self.freeze = list(modules), freeze
+
+    def prepare(self, producer: nn.Module, consumer: nn.Module) -> None:
+        share_parts(producer, consumer, self.parts, self.freeze)
+
+
+def build(cfg: SharingConfig) -> Sharing:
+    return Sharing(cfg.modules, cfg.freeze)
 
 
 class SharingError(ValueError):
