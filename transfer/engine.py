@@ -282,13 +282,13 @@ def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval
     timing alone), every rank gets its status."""
     if not ranks.is_main():
         return ranks.from_main("")
-    served = module.export()
-    cost = measure(served, request(eval_batches))
+    served, batch = module.export(), request(eval_batches)
+    cost = measure(served, batch)
     status = budget_status(cost, spec.budget)
     tracker.log_metrics(cost.metrics())
     tracker.set_tags({"budget_status": status})
     if role == "student":
-        tracker.set_tags({"model_uri": tracker.log_serving_model(served)})
+        tracker.set_tags({"model_uri": tracker.log_serving_model(served, batch)})
     return ranks.from_main(status)
 
 

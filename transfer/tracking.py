@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import http.client
+import inspect
 import logging
 import os
 import socket
@@ -20,7 +21,9 @@ import mlflow.pytorch
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
 from sqlalchemy.engine import make_url
 from torch import nn
 
@@ -29,7 +32,6 @@ from transfer.atomic import process_alive
 from transfer.errors import UserError
 
 HEALTH_TIMEOUT_S = 5.0
-logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # its pickle-format warning, on every VM logged
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 STORE_LOGGERS = ("mlflow.store.db.utils", "alembic")  # "Creating initial MLflow database tables…", on a new store
 
@@ -156,6 +158,26 @@ def _quiet(names: tuple[str, ...]) -> Iterator[None]:
             logger.setLevel(level)
 
 
+class ServingGraph(nn.Module):
+    """A vertical model as its exported serving graph: the request's feature tensors as positional
+    inputs (torch.export and MLflow's "pt2" format take tensors, not the dict batch the model is
+    trained on) → its serving logits [B, T]."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor, surface: torch.Tensor, hist_ad: torch.Tensor,
+                hist_category: torch.Tensor, hist_surface: torch.Tensor, hist_action: torch.Tensor, hist_age: torch.Tensor,
+                hist_mask: torch.Tensor) -> torch.Tensor:
+        batch = {"categorical": categorical, "dense": dense, "surface": surface, "hist_ad": hist_ad, "hist_category": hist_category,
+                 "hist_surface": hist_surface, "hist_action": hist_action, "hist_age": hist_age, "hist_mask": hist_mask}
+        return self.model(batch).logits
+
+
+SERVING_INPUTS = tuple(inspect.signature(ServingGraph.forward).parameters)[1:]  # the batch keys a served model reads, in order
+
+
 class Tracker:
     """Opens runs in one experiment of one tracking store. In a multi-process run only rank 0 talks to
     MLflow; the other ranks get rank 0's run ids (so stage-cache keys agree) and log nothing."""
@@ -212,12 +234,18 @@ class Tracker:
         if self.main:
             mlflow.log_artifact(str(path))
 
-    def log_serving_model(self, model: nn.Module) -> str:
-        """Log a trained serving model as an MLflow PyTorch model in the active run; → its model URI."""
+    def log_serving_model(self, model: nn.Module, request: dict[str, torch.Tensor]) -> str:
+        """Log a trained serving model in the active run as an MLflow PyTorch model in the "pt2" format
+        (torch.export: a graph and its weights, no pickle), traced on `request` (a batch of the eval
+        window); → its model URI. Loaded back, it takes the tensors of `SERVING_INPUTS` in order (the
+        model's signature names them) and returns the serving logits [B, T]."""
         if not self.main:
             return ""
-        # "pickle": the batch is a dict of tensors, which the traced "pt2" format cannot take as its input.
-        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
+        example = tuple(request[name][:2] for name in SERVING_INPUTS)  # 2 rows: the batch dimension stays dynamic
+        signature = ModelSignature(inputs=Schema([TensorSpec(t.numpy().dtype, (-1, *t.shape[1:]), name)
+                                                  for name, t in zip(SERVING_INPUTS, example, strict=True)]))
+        info = mlflow.pytorch.log_model(ServingGraph(model).eval(), name="model", serialization_format="pt2", input_example=example,
+                                        signature=signature, metadata={"history_length": model.history_length},
                                         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         return info.model_uri
 
