@@ -18,6 +18,7 @@ from pathlib import Path
 
 from transfer import ranks
 from transfer.errors import RecipeError
+from transfer.interrupt import Interrupted
 from transfer.recipe import TrainerConfig
 
 LAUNCHER_PID = "GEM_TRANSFER_LAUNCHER_PID"  # set for the processes `run_on_this_host` starts
@@ -63,6 +64,7 @@ def die_with_launcher() -> None:
 
 def run_on_this_host(cfg: TrainerConfig, argv: list[str]) -> int:
     """Run `gem-transfer argv` as `devices` processes on this host; → the exit code (the first failing rank's)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -77,4 +79,8 @@ def run_on_this_host(cfg: TrainerConfig, argv: list[str]) -> int:
     except ChildFailedError as failed:
         _, first = failed.get_first_failure()
         return first.exitcode if first.exitcode > 0 else 1
+    except SignalException as signalled:  # the launcher passed the signal on to the ranks, which have stopped
+        if signalled.sigval == signal.SIGINT:
+            raise Interrupted from None
+        raise
     return 0

@@ -20,6 +20,7 @@ import mlflow
 import mlflow.pytorch
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
@@ -30,6 +31,7 @@ from torch import nn
 from transfer import ranks
 from transfer.atomic import process_alive
 from transfer.errors import UserError
+from transfer.interrupt import Interrupted
 
 HEALTH_TIMEOUT_S = 5.0
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
@@ -209,13 +211,18 @@ class Tracker:
 
     @contextlib.contextmanager
     def run(self, name: str, tags: dict[str, str], nested: bool = False) -> Iterator[str]:
-        """Start a run (nested under the active one when `nested`); yields its id. Failures mark it failed."""
+        """Start a run (nested under the active one when `nested`); yields its id. Failures mark it
+        FAILED, Ctrl-C KILLED."""
         if not self.main:
             yield ranks.from_main("")
             return
         owner = {"pid": str(os.getpid()), "host": socket.gethostname()}  # lets a rerun tell a killed attempt's runs
         with mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested, tags={**self.common_tags, **tags, **owner}) as active:
-            yield ranks.from_main(active.info.run_id)
+            try:
+                yield ranks.from_main(active.info.run_id)
+            except Interrupted:
+                mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+                raise
 
     def log_metrics(self, metrics: dict[str, float]) -> None:
         """Metrics of the active run."""
