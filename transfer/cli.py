@@ -296,7 +296,7 @@ def _say_interrupted() -> None:
     from transfer import launch, ranks
     from transfer.interrupt import MESSAGE
 
-    if ranks.rank() == 0 and launch.LAUNCHER_PID not in os.environ:
+    if ranks.rank() == 0 and os.environ.get(launch.LAUNCHER_PID, str(os.getpid())) == str(os.getpid()):
         print(MESSAGE, file=sys.stderr)
 
 
