@@ -7,14 +7,17 @@
   each rank writes its own knowledge shard (every example once, the same provenance in each); only
   rank 0 tracks in MLflow.
 - Bad multi-process settings end in one line and exit code 2.
+- The processes of a single-host run listen on 127.0.0.1 only (stores and gloo), not on every interface.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -224,3 +227,59 @@ def test_the_student_adapter_trains_alike_on_two_processes(data):
         # equal to rounding (~1e-7; the attention key bias, whose gradient is ~0, to 7e-5); an unweighted
         # mean of the ranks' adapter losses moves the adapter's weights by 6e-4 to 1e-2 here
         assert torch.allclose(single, double, rtol=1e-4, atol=1e-4)
+
+
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(current := todo.pop())
+        todo.extend(children.get(current, []))
+    return tree
+
+
+def _listening(pid: int) -> list[str]:
+    """`address:port` of every listening TCP socket (IPv4 and IPv6) open in process `pid`."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                address, port = fields[1].split(":")
+                raw = bytes.fromhex(address)  # 32-bit words in host (little-endian) order
+                ip = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+                found.append(f"{ip}:{int(port, 16)}")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_two_process_run_listens_on_loopback_only(tmp_path, small_log):
+    recipe = write_recipe(tmp_path, write_dataset(tmp_path, small_log), name="loopback", teacher={"model": "skeleton_tiny", "batch_size": 256},
+                          students=[{"vertical": "ig_stories_click", "batch_size": 64}])
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-m", "transfer.cli", "run", str(recipe), "trainer.strategy=ddp", "trainer.devices=2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    seen, sockets = [], {}
+    for line in process.stdout:
+        seen.append(line)
+        if "▸ baseline: ig_stories_click" in line:  # the teacher trained: every rank's process group is up
+            sockets = {pid: _listening(pid) for pid in _process_tree(process.pid)}
+            break
+    out = "".join(seen) + process.communicate(timeout=600)[0]
+    assert process.returncode == 0, out[-3000:]
+    assert len(sockets) == 3 and all(sockets.values()), sockets  # the launcher's store, each rank's gloo
+    assert all(address.startswith("127.0.0.1:") for found in sockets.values() for address in found), sockets

@@ -1,11 +1,12 @@
 """Platform teams and analysts on a real MLflow sqlite store: serving cost logged per VM, over-budget
 VMs flagged and refused by `register`, registration with lineage (loaded back with the standard
-MLflow API, scoring the eval window as the run did), and `gem-transfer lift` built from the store."""
+MLflow API from its pickle-free torch.export graph, scoring the eval window as the run did), and `gem-transfer lift` built from the store."""
 
 from __future__ import annotations
 
 import math
 
+import mlflow.models
 import mlflow.pytorch
 import polars as pl
 import pytest
@@ -66,7 +67,7 @@ def test_each_vm_run_logs_its_serving_cost_and_budget_status(tracked):
     assert any(model == "fb_feed_click" and status.startswith("OVER: parameters") for model, status in flagged)
 
 
-def test_register_records_lineage_and_the_model_loads_back_scoring_identically(tracked, capsys):
+def test_register_records_lineage_and_the_model_loads_back_scoring_identically(tracked, capsys, monkeypatch):
     run = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe="kd")
     code, out, err = run_cli(capsys, "register", run.info.run_id, "--alias", "candidate", "--tracking-uri", tracked["uri"])
     assert code == 0, err
@@ -81,13 +82,20 @@ def test_register_records_lineage_and_the_model_loads_back_scoring_identically(t
     assert float(tags["lift_pct"]) == pytest.approx(run.data.metrics["lift_pct"], rel=1e-5)
     assert float(tags["transfer_ratio"]) == pytest.approx(run.data.metrics["transfer_ratio"], rel=1e-5)
 
-    model = mlflow.pytorch.load_model("models:/ig_stories_click@candidate").eval()
+    # the model is a torch.export graph ("pt2"), no pickle: it loads with pickle deserialization refused;
+    # its signature names its input tensors, in order
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    uri = "models:/ig_stories_click@candidate"
+    info = mlflow.models.get_model_info(uri)
+    inputs = info.signature.inputs.input_names()
+    assert inputs[0] == "categorical" and "hist_mask" in inputs
+    model = mlflow.pytorch.load_model(uri)
     data = prepare_data(load_recipe(tracked["recipe"]).data)
     rows = data.log.surface_rows(data.eval_rows, "ig_stories")
     ne = NormalizedEntropy()
     with torch.no_grad():
-        for batch in window_loader(WindowBatches(data.log, rows, model.history_length), 4096, shuffle=False):
-            ne.update(model(batch).logits[:, 0], batch["labels"][:, data.log.tasks.index("click")])
+        for batch in window_loader(WindowBatches(data.log, rows, info.metadata["history_length"]), 4096, shuffle=False):
+            ne.update(model(*[batch[name] for name in inputs])[:, 0], batch["labels"][:, data.log.tasks.index("click")])
     assert float(ne.compute()) == pytest.approx(run.data.metrics["eval_ne"], abs=1e-6)
 
 

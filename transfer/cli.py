@@ -271,11 +271,17 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
 
 
 def main(argv: list[str] | None = None) -> int:
+    from transfer.interrupt import EXIT_INTERRUPTED, Interrupted, sigint_raises_interrupted
+
     argv = sys.argv[1:] if argv is None else argv
     args = _parse(build_parser(), argv)
     args.argv = argv
     try:
-        return args.handler(args)
+        with sigint_raises_interrupted():
+            return args.handler(args)
+    except Interrupted:
+        _say_interrupted()
+        return EXIT_INTERRUPTED
     except UserError as exc:
         if args.debug:
             raise
@@ -287,6 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(exc, TrainingError):  # a loss gone bad on this rank's share of a batch only
             print(f"gem-transfer: error: rank {rank}: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _say_interrupted() -> None:
+    """The one line of an interrupted command, said once: by the launcher of a multi-process run, else by rank 0."""
+    from transfer import launch, ranks
+    from transfer.interrupt import MESSAGE
+
+    if ranks.rank() == 0 and os.environ.get(launch.LAUNCHER_PID, str(os.getpid())) == str(os.getpid()):
+        print(MESSAGE, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from transfer.resumable import fit_or_reuse
 from transfer.serving import budget_status, measure, request
 from transfer.stage_cache import StageCache
 from transfer.stage_keys import StageKey, domain_fm_key, vm_key
-from transfer.tracking import Tracker, check_reachable, default_tracking_uri
+from transfer.tracking import Tracker, check_reachable, default_tracking_uri, sqlite_path
 from transfer.training import evaluate
 
 
@@ -72,7 +72,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
     ranks.start()
     uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
     if ranks.is_main():  # only rank 0 talks to the tracking server
-        check_reachable(uri)
+        check_reachable(uri, Path(recipe.output_dir))
     data = _prepared_data(recipe)
     verticals = [_vertical(recipe_path, i, s, data) for i, s in enumerate(recipe.students)]
     run_dir = Path(recipe.output_dir) / recipe.name / recipe.hash
@@ -132,9 +132,8 @@ def _artifact_root(uri: str | None, output_dir: Path) -> Path | None:
     directory); a tracking server decides for itself (None)."""
     if uri is None:
         return output_dir / "mlartifacts"
-    if uri.startswith("sqlite:///"):
-        return Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
-    return None
+    db = sqlite_path(uri)
+    return db.parent / "mlartifacts" if db is not None else None
 
 
 def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedData) -> ModelEntry:
@@ -280,13 +279,13 @@ def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval
     timing alone), every rank gets its status."""
     if not ranks.is_main():
         return ranks.from_main("")
-    served = module.export()
-    cost = measure(served, request(eval_batches))
+    served, batch = module.export(), request(eval_batches)
+    cost = measure(served, batch)
     status = budget_status(cost, spec.budget)
     tracker.log_metrics(cost.metrics())
     tracker.set_tags({"budget_status": status})
     if role == "student":
-        tracker.set_tags({"model_uri": tracker.log_serving_model(served)})
+        tracker.set_tags({"model_uri": tracker.log_serving_model(served, batch)})
     return ranks.from_main(status)
 
 

@@ -3,7 +3,8 @@
 - Under a launcher (torchrun, `srun torchrun`, …) the processes already exist: the recipe's
   `trainer.devices × trainer.num_nodes` must equal the launcher's WORLD_SIZE.
 - `gem-transfer run` on one host with `trainer.devices: N > 1` starts the N processes itself through
-  torch's elastic launcher (what torchrun runs), each re-running the same command line.
+  torch's elastic launcher (what torchrun runs), each re-running the same command line; every socket
+  they listen on is bound to 127.0.0.1 (`transfer.loopback`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from transfer import ranks
 from transfer.errors import RecipeError
+from transfer.interrupt import Interrupted
 from transfer.recipe import TrainerConfig
 
 LAUNCHER_PID = "GEM_TRANSFER_LAUNCHER_PID"  # set for the processes `run_on_this_host` starts
@@ -63,18 +65,27 @@ def die_with_launcher() -> None:
 
 def run_on_this_host(cfg: TrainerConfig, argv: list[str]) -> int:
     """Run `gem-transfer argv` as `devices` processes on this host; → the exit code (the first failing rank's)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from transfer import loopback
+
     nprocs = int(cfg.devices)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nprocs)))  # no oversubscribed cores
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the ranks' gloo connections listen on loopback too
     os.environ[LAUNCHER_PID] = str(os.getpid())
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures are reported by the ranks themselves
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
-                          rdzv_endpoint="127.0.0.1:0", max_restarts=0)
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nprocs, run_id=str(uuid.uuid4()), rdzv_backend=loopback.register(),
+                          rdzv_endpoint=f"{loopback.LOOPBACK}:0", local_addr=loopback.LOOPBACK, max_restarts=0)
     try:
         elastic_launch(config, sys.executable)("-m", "transfer.cli", *argv)
     except ChildFailedError as failed:
         _, first = failed.get_first_failure()
         return first.exitcode if first.exitcode > 0 else 1
+    except SignalException as signalled:  # the launcher passed the signal on to the ranks, which have stopped
+        if signalled.sigval == signal.SIGINT:
+            raise Interrupted from None
+        raise
     return 0
