@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from transfer.data_cache import cache_path, cached, prepare_cache_dir
 from transfer.dataset_config import DatasetConfig, dataset_config_path, load_dataset_config
 from transfer.encoding import EncodedLog, encode, load_encoded, save_encoded
 from transfer.errors import DataError
@@ -64,10 +65,11 @@ def label_rates(labels: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_data(cfg: DataConfig, staleness_days: int = 0) -> PreparedData:
+    """Load, validate and encode (once, cached) the recipe's dataset and cut its three windows."""
     cfg_path = dataset_config_path(cfg.dataset)
     dataset = load_dataset_config(cfg_path)
     synthetic = SyntheticSpec(**asdict(cfg.synthetic))
-    log, path = _encoded_log(dataset, cfg_path, Path(cfg.cache_dir), synthetic)
+    log, path = _encoded_log(dataset, cfg_path, prepare_cache_dir(Path(cfg.cache_dir)), synthetic)
     first_day = datetime.fromtimestamp(int(log.ts.min()), tz=timezone.utc).replace(hour=0, minute=0, second=0)
     train = _window("train", cfg.train, default_start=first_day)
     student_end = train.end + timedelta(days=staleness_days)
@@ -101,24 +103,28 @@ def _encoded_log(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthe
         "synthetic": [GENERATOR_VERSION, asdict(synthetic)] if dataset.source.synthetic else None,
         "files": _local_file_stats(dataset, cfg_path),
     }
-    path = cache_dir / f"encoded-{dataset.name}-{fingerprint(key)}.parquet"
-    if not path.exists():
-        with step(f"data: reading and validating {dataset.name}"):
-            frame = load_impressions(dataset, cfg_path, cache_dir, synthetic)
-        if frame.height == 0:
-            raise DataError(f"{cfg_path}: dataset '{dataset.name}' has no impressions (0 rows after validation); allowed: at least one")
-        tasks, surfaces = list(dataset.labels), list(dataset.surfaces)
-        with step(f"data: encoding {frame.height:,} impressions and their histories"):
-            table = encode(frame, surfaces, tasks, dataset.categorical, dataset.dense, dataset.hash_buckets)
-        meta = {
-            "tasks": tasks,
-            "surfaces": surfaces,
-            "categorical": dataset.categorical,
-            "dense": dataset.dense,
-            "hash_buckets": dataset.hash_buckets,
-        }
-        save_encoded(table, meta, path)
+    path = cache_path(cache_dir, f"encoded-{dataset.name}-{fingerprint(key)}.parquet")
+    cached(path, lambda tmp: _encode_dataset(dataset, cfg_path, cache_dir, synthetic, tmp))
     return load_encoded(path), path
+
+
+def _encode_dataset(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec, target: Path) -> None:
+    """Read, validate and encode the dataset into `target`."""
+    with step(f"data: reading and validating {dataset.name}"):
+        frame = load_impressions(dataset, cfg_path, cache_dir, synthetic)
+    if frame.height == 0:
+        raise DataError(f"{cfg_path}: dataset '{dataset.name}' has no impressions (0 rows after validation); allowed: at least one")
+    tasks, surfaces = list(dataset.labels), list(dataset.surfaces)
+    with step(f"data: encoding {frame.height:,} impressions and their histories"):
+        table = encode(frame, surfaces, tasks, dataset.categorical, dataset.dense, dataset.hash_buckets)
+    meta = {
+        "tasks": tasks,
+        "surfaces": surfaces,
+        "categorical": dataset.categorical,
+        "dense": dataset.dense,
+        "hash_buckets": dataset.hash_buckets,
+    }
+    save_encoded(table, meta, target)
 
 
 def _local_file_stats(dataset: DatasetConfig, cfg_path: Path) -> list[tuple[str, int, int]]:
@@ -151,3 +157,4 @@ def _rows(log: EncodedLog, window: Window, dataset: str) -> torch.Tensor:
             f"the data spans {first:%Y-%m-%d} → {last:%Y-%m-%d}"
         )
     return rows
+
