@@ -147,11 +147,20 @@ def _parse_timestamp(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) ->
 
 
 def _derive(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl.DataFrame:
-    for name, expr in cfg.derive.items():
+    """Add the `derive` columns in order; each is a scalar expression over the columns so far
+    (the text was screened for subqueries and table functions when the config was loaded)."""
+    for name, text in cfg.derive.items():
         try:
-            frame = frame.with_columns(pl.sql_expr(expr).alias(name))
+            expr = pl.sql_expr(text)
+            unknown = sorted(set(expr.meta.root_names()) - set(frame.columns))
+            if unknown or "subplan" in str(expr):
+                raise DataError(
+                    f"{cfg_path}: derive.{name}: '{text}' uses {f'column {unknown[0]!r}' if unknown else 'a subquery'}; "
+                    f"allowed: an expression over the columns {', '.join(frame.columns)}"
+                )
+            frame = frame.with_columns(expr.alias(name))
         except (pl.exceptions.PolarsError, ValueError) as exc:
-            raise DataError(f"{cfg_path}: derive.{name}: cannot evaluate '{expr}': {str(exc).splitlines()[0]}") from exc
+            raise DataError(f"{cfg_path}: derive.{name}: cannot evaluate '{text}': {str(exc).splitlines()[0]}") from exc
     return frame
 
 
