@@ -223,7 +223,8 @@ def _check_labels(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl
             values = values.cast(pl.Int8)
         if not values.dtype.is_numeric():
             raise DataError(f"{cfg_path}: label column '{col}' ({task}) has type {values.dtype}; allowed: 0/1 numbers")
-        bad = values.drop_nulls().filter(~values.drop_nulls().is_in([0, 1]))
+        known = values.drop_nulls()
+        bad = known.filter((known != 0) & (known != 1))  # any numeric type: 0.0/1.0 are fine, NaN is not
         if len(bad):
             raise DataError(
                 f"{cfg_path}: label column '{col}' ({task}) has values other than 0/1, e.g. {bad[0]}; allowed: 0, 1, null"
