@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-from datetime import timedelta
+from datetime import datetime, timezone
 
 import polars as pl
 from hypothesis import HealthCheck, event, given, settings
@@ -87,7 +87,7 @@ def test_a_malformed_dataset_builds_or_fails_with_one_clear_line(tmp_path, case)
 # The dataset sweep's classes (issue #12): each bad case is one line naming its key or column, exit
 # code 2; float labels with 0/1 values build. LABELLED has both classes in every slice the recipe uses.
 LABELLED = BASE.with_columns((pl.col("example_id") % 4 == 0).cast(pl.Int8).alias("click"))
-EVAL_SLICE = (pl.col("surface") == "ig_stories") & (pl.col("ts") >= BASE["ts"].min().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=4))
+EVAL_SLICE = (pl.col("surface") == "ig_stories") & (pl.col("ts") >= datetime(2026, 1, 5, tzinfo=timezone.utc))  # after 4 train days
 SQL_REACHING_OUT = ["(SELECT 1)", "click IN (SELECT column_1 FROM read_csv('/etc/passwd'))", "read_csv('/etc/passwd')",
                     "scan_parquet('x.parquet')", "bid + (select max(bid) from t)", "click -- comment", "1; SELECT 1"]
 

@@ -56,7 +56,7 @@ def test_a_wheel_that_is_not_name_equals_version_is_refused_before_pip_runs(tmp_
 # 2. dataset names and cache paths
 
 
-@pytest.mark.parametrize("name", ["../escape", "/tmp/abs", "", "two\nlines", "a/b", ".hidden", "bell\x07", "x" * 101])
+@pytest.mark.parametrize("name", ["../escape", "../../escape", "/tmp/abs", "", "two\nlines", "a/b", ".hidden", "bell\x07", "x" * 101])
 def test_a_dataset_name_that_is_not_one_file_name_is_refused_and_nothing_is_written(tmp_path, capsys, small_log, name):
     dataset = write_dataset(tmp_path, small_log, name=name)
     line = _one_error(*_check(tmp_path, capsys, dataset))
