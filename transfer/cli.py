@@ -227,11 +227,12 @@ def _costed(entry) -> str:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from transfer.data import prepare_data
+    from transfer.data import check_slices, prepare_data, resolve_verticals
     from transfer.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     data = prepare_data(recipe.data, recipe.transfer.staleness_days)
+    check_slices(data, resolve_verticals(args.recipe, recipe.students, data))
     print(f"ok: {data.dataset}: teacher {data.train} ({len(data.train_rows):,} rows), students {data.student} "
           f"({len(data.student_rows):,}), eval {data.eval} ({len(data.eval_rows):,})")
     return 0

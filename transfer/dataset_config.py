@@ -6,14 +6,25 @@ are polars SQL expressions (`click: "rating >= 4"`), evaluated in order after th
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import MISSING
 
 from transfer.config_loading import load_structured
+from transfer.errors import DataError
 
 BUILTIN_DIR = Path(__file__).parent / "datasets"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one path component: it names files in the data cache
+# `source.wheel`: exactly `name==version` (a PEP 508 name, a PEP 440 release without wildcards or
+# local parts), so that pip can only download that wheel: never a path, a URL or an option
+WHEEL = re.compile(r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)==(?P<version>\d+(?:\.\d+)*(?:(?:a|b|rc)\d+)?(?:\.post\d+)?(?:\.dev\d+)?)")
+# `derive`: a scalar expression over the dataset's columns; these words would reach other tables or
+# files (a subquery, a table function), so they are refused before polars parses the text
+SQL_TOKEN = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--|/\*|\w+|\S")
+SQL_REFUSED = {"SELECT", "VALUES", "TABLE", "WITH", "UNION", "JOIN", "EXCEPT", "INTERSECT", "LATERAL", "--", "/*", ";"}
+SQL_TABLE_FUNCTION = re.compile(r"(read|scan)_\w*", re.IGNORECASE)
 
 
 @dataclass
@@ -78,4 +89,43 @@ def dataset_config_path(name_or_path: str) -> Path:
 
 def load_dataset_config(path: Path) -> DatasetConfig:
     """Read and type-check a dataset YAML; errors name the file and the key."""
-    return load_structured(DatasetConfig, path, overrides=[], what="dataset config")
+    cfg = load_structured(DatasetConfig, path, overrides=[], what="dataset config")
+    check_dataset_config(cfg, path)
+    return cfg
+
+
+def check_dataset_config(cfg: DatasetConfig, path: Path) -> None:
+    """Values the schema cannot check: the name, the wheel requirement, derive expressions, sizes."""
+    if not NAME.fullmatch(cfg.name):
+        raise DataError(
+            f"{path}: name: found {cfg.name!r}; allowed: one file name of letters, digits, '.', '_', '-' "
+            "(at most 100, starting with a letter or digit)"
+        )
+    if cfg.source.wheel is not None and not WHEEL.fullmatch(cfg.source.wheel):
+        raise DataError(
+            f"{path}: source.wheel: found {cfg.source.wheel!r}; allowed: a requirement name==version "
+            "(a PyPI project and one exact version, e.g. recbole==1.2.1)"
+        )
+    for column, expr in cfg.derive.items():
+        refused = refused_sql(expr)
+        if refused:
+            raise DataError(
+                f"{path}: derive.{column}: '{refused}' is not allowed; allowed: a scalar SQL expression "
+                "over the dataset's columns (no subqueries, tables or files)"
+            )
+    if cfg.hash_buckets < 1:
+        raise DataError(f"{path}: hash_buckets: found {cfg.hash_buckets}; allowed: a whole number >= 1")
+
+
+def refused_sql(expr: str) -> str | None:
+    """The first word of `expr` (outside quotes) that could reach beyond its own row, or None.
+
+    >>> refused_sql("CAST(rating >= 4 AS INT)") is None
+    True
+    >>> refused_sql("a + (SELECT 1 FROM read_csv('/etc/passwd'))")
+    'SELECT'
+    """
+    for token in SQL_TOKEN.findall(expr):
+        if token.upper() in SQL_REFUSED or SQL_TABLE_FUNCTION.fullmatch(token):
+            return token
+    return None

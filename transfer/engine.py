@@ -22,8 +22,7 @@ from transfer.atomic import atomic_path, remove_stale_temps, write_text_atomic
 from transfer.batches import WindowBatches, window_loader
 from transfer.catalog import ModelEntry, catalog
 from transfer.consumers import ConsumerTarget, knowledge_batches, transfer_module
-from transfer.data import PreparedData, prepare_data
-from transfer.errors import DataError, RecipeError
+from transfer.data import PreparedData, check_slices, prepare_data, resolve_verticals
 from transfer.metrics import lift_percent, transfer_ratio
 from transfer.module import RankingModule
 from transfer.producers import SCORING_BATCH, Producer, knowledge_for, knowledge_stage_key, train_teacher
@@ -74,7 +73,8 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
     if ranks.is_main():  # only rank 0 talks to the tracking server
         check_reachable(uri, Path(recipe.output_dir))
     data = _prepared_data(recipe)
-    verticals = [_vertical(recipe_path, i, s, data) for i, s in enumerate(recipe.students)]
+    verticals = resolve_verticals(recipe_path, recipe.students, data)
+    check_slices(data, verticals)
     run_dir = Path(recipe.output_dir) / recipe.name / recipe.hash
     experiment = recipe.tracking.experiment or recipe.name
     artifacts = _artifact_root(recipe.tracking.uri, Path(recipe.output_dir))
@@ -134,25 +134,6 @@ def _artifact_root(uri: str | None, output_dir: Path) -> Path | None:
         return output_dir / "mlartifacts"
     db = sqlite_path(uri)
     return db.parent / "mlartifacts" if db is not None else None
-
-
-def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedData) -> ModelEntry:
-    spec = catalog("vertical")[student.vertical]
-    missing = [s for s in spec.surfaces if s not in data.log.surfaces]
-    if missing or not spec.surfaces:
-        raise RecipeError(
-            f"{recipe_path}: students.{i}.vertical: '{spec.name}' serves surface(s) '{', '.join(spec.surfaces)}', which dataset "
-            f"'{data.dataset}' does not have; its surfaces: {', '.join(data.log.surfaces)}"
-        )
-    if spec.task not in data.log.tasks:
-        raise RecipeError(
-            f"{recipe_path}: students.{i}.vertical: '{spec.name}' serves task '{spec.task}'; dataset "
-            f"'{data.dataset}' has tasks: {', '.join(data.log.tasks)}"
-        )
-    for window, rows in ((data.student, data.student_rows), (data.eval, data.eval_rows)):
-        if len(data.log.surface_rows(rows, spec.surfaces)) == 0:
-            raise DataError(f"students.{i}.vertical: '{spec.name}' has no impressions of surface(s) '{', '.join(spec.surfaces)}' in window {window}")
-    return spec
 
 
 def _log_recipe(run: _Run, run_dir: Path) -> None:

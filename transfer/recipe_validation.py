@@ -90,6 +90,7 @@ def _check_windows(recipe: Recipe, path: Path) -> None:
     if recipe.data.student_days is not None:
         _positive(path, "data.student_days", recipe.data.student_days)
     _date(path, "data.synthetic.start", recipe.data.synthetic.start)
+    _check_synthetic_rows(path, recipe.data.synthetic.rows)
 
 
 def _check_transfer(recipe: Recipe, path: Path) -> None:
@@ -266,3 +267,11 @@ def _date(path: Path, key: str, value: str) -> None:
         date.fromisoformat(value)
     except ValueError:
         raise RecipeError(f"{path}: {key}: found '{value}'; allowed: a date YYYY-MM-DD") from None
+
+
+MAX_SYNTHETIC_ROWS = 100_000_000  # about 3 minutes and tens of GiB to generate; larger logs belong in files
+
+
+def _check_synthetic_rows(path: Path, rows: int) -> None:
+    if not 1 <= rows <= MAX_SYNTHETIC_ROWS:
+        raise RecipeError(f"{path}: data.synthetic.rows: found {rows:,}; allowed: 1 to {MAX_SYNTHETIC_ROWS:,}")
