@@ -66,3 +66,12 @@ def test_overrides_may_follow_the_options(tmp_path, log, capsys):
     with pytest.raises(SystemExit) as exited:
         run_cli(capsys, "cycle", recipe, "--windows", "2", "--window-size", "3")
     assert exited.value.code == 2 and "unrecognized arguments: --window-size 3" in capsys.readouterr().err
+
+
+def test_a_later_cycle_without_positives_fails_before_any_training(tmp_path, capsys):
+    sparse = generate(SyntheticSpec(rows=3_000, days=9, seed=2))  # cycle 1's ig_stories eval day has no click
+    code, out, err = run_cli(capsys, "cycle", str(_recipe(tmp_path, sparse)), "--windows", "3")
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "'ig_stories_click' eval slice" in line and "task click" in line
+    assert "▸ teacher" not in out and not list((tmp_path / "runs").rglob("stages/*/model.pt"))

@@ -22,7 +22,7 @@ from transfer import ranks
 from transfer.atomic import atomic_path
 from transfer.batches import WindowBatches, window_loader
 from transfer.catalog import catalog
-from transfer.data import PreparedData, prepare_data
+from transfer.data import PreparedData, check_slices, prepare_data, resolve_verticals
 from transfer.engine import RunResult, run_recipe
 from transfer.errors import RecipeError
 from transfer.module import RankingModule
@@ -57,7 +57,7 @@ def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
     if recipe.data.train.start is None:
         raise RecipeError(f"{recipe_path}: data.train.start: the continuous cycle needs an explicit start date (YYYY-MM-DD)")
     ranks.start()
-    _check_data_reaches_last_window(recipe, windows)
+    _check_data_reaches_last_window(recipe, recipe_path, windows)
     rows: list[dict] = []
     run_ids: list[str] = []
     first: RunResult | None = None
@@ -79,11 +79,14 @@ def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
     return CycleResult(table, csv, run_ids)
 
 
-def _check_data_reaches_last_window(recipe: Recipe, windows: int) -> None:
-    """Fail before any training when the data ends before the last cycle's eval window."""
-    last = cycle_recipe(recipe, windows - 1, Path("unused"))
+def _check_data_reaches_last_window(recipe: Recipe, recipe_path: Path, windows: int) -> None:
+    """Fail before any training when the data ends before the last cycle's eval window, or a cycle's
+    VM slice cannot be trained or evaluated (no positives, one class, missing labels)."""
     with ranks.main_first():  # rank 0 builds the data cache, the others read it
-        prepare_data(last.data, last.transfer.staleness_days)  # a clear DataError names the empty window
+        for cycle in range(windows):
+            current = cycle_recipe(recipe, cycle, Path("unused"))
+            data = prepare_data(current.data, current.transfer.staleness_days)  # a clear DataError names an empty window
+            check_slices(data, resolve_verticals(recipe_path, current.students, data))
 
 
 def _cycle_rows(cycle: int, recipe: Recipe, result: RunResult, first: RunResult) -> list[dict]:
