@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import socket
@@ -10,9 +11,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
 PID_MARK = "-pid-"  # temporary names carry their writer's host and process: `.name.<host>.<pid>-pid-<random>.tmp`
 HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # no dots, unlike host names
 
@@ -32,10 +30,24 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         if tmp.exists():
-            os.chmod(tmp, _FILE_MODE)  # mkstemp makes it private (0600); the result is a normal file
+            os.chmod(tmp, 0o666 & ~process_umask())  # mkstemp makes it private (0600); the result is a normal file
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@functools.cache
+def process_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc; elsewhere set and restored once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(target: str | Path, text: str) -> None:

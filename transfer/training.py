@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -22,13 +23,30 @@ from transfer.report import Scores
 
 LAST_CHECKPOINT = "last"
 
-# Lightning's start-up chatter (GPU/TPU availability, worker hints) is noise on every model trained.
-for name in ("lightning.pytorch", "pytorch_lightning"):  # the second is its name under torch's elastic launcher
-    logging.getLogger(name).setLevel(logging.WARNING)
-# Evaluation logs torchmetrics' `compute()`, which has already summed the states over the ranks.
-warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-warnings.filterwarnings("ignore", ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+LIGHTNING_LOGGERS = ("lightning.pytorch", "pytorch_lightning")  # the second is its name under torch's elastic launcher
+QUIET = (
+    ".*when logging on epoch level in distributed setting.*",  # torchmetrics' `compute()` has already summed over the ranks
+    ".*does not have many workers.*",  # batches are whole-tensor gathers: workers would not help
+    ".*`isinstance\\(treespec, LeafSpec\\)` is deprecated.*",
+    ".*Couldn't infer the batch indices fetched from your dataloader.*",  # our prediction writer does not use them
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """While Lightning runs: its start-up chatter (GPU/TPU availability) and the warnings above are
+    hidden; the process's own logging and warning settings are restored afterwards."""
+    levels = {name: logging.getLogger(name).level for name in LIGHTNING_LOGGERS}
+    with warnings.catch_warnings():
+        for pattern in QUIET:
+            warnings.filterwarnings("ignore", pattern)
+        for name in LIGHTNING_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def lightning_strategy(cfg: TrainerConfig, shard: bool) -> str | Strategy:
@@ -85,13 +103,15 @@ def fit(
         resume = ranks.from_main(str(last) if ranks.is_main() and _readable(last) else None)  # rank 0 decides for all
         if resume:
             print(f"  resuming from {last}", flush=True)
-    trainer = make_trainer(cfg, max_epochs, logger, log_every=log_every, callbacks=callbacks, shard=shard)
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=resume, weights_only=True)
+    with quiet_lightning():
+        trainer = make_trainer(cfg, max_epochs, logger, log_every=log_every, callbacks=callbacks, shard=shard)
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=resume, weights_only=True)
 
 
 def evaluate(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, task: str) -> Scores:
     """NE, AUC and calibration of `module` on `task` over `loader`."""
-    (logged,) = make_trainer(cfg, 1, progress=False).test(module, dataloaders=loader, verbose=False)
+    with quiet_lightning():
+        (logged,) = make_trainer(cfg, 1, progress=False).test(module, dataloaders=loader, verbose=False)
     return Scores(
         ne=float(logged[f"eval_{task}_ne"]),
         auc=float(logged[f"eval_{task}_auc"]),
@@ -129,5 +149,6 @@ def predict_each(module: RankingModule, loader: DataLoader, cfg: TrainerConfig,
                  consume: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]) -> None:
     """Score `loader` in order, calling `consume(rows [B], logits [B, T], embedding [B, E])` per batch
     (in a multi-process run, for this rank's batches: the sampler gives each rank its own rows)."""
-    trainer = make_trainer(cfg, 1, callbacks=[_BatchSink(consume)])
-    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    with quiet_lightning():
+        trainer = make_trainer(cfg, 1, callbacks=[_BatchSink(consume)])
+        trainer.predict(module, dataloaders=loader, return_predictions=False)
