@@ -1,18 +1,76 @@
-"""Write one benchmark's section of benchmarks/RESULTS.md, between its own markers, atomically."""
+"""Where a benchmark's figures go, each with the code it was made on: its section of
+benchmarks/RESULTS.md (between its own markers) and its CSVs, written atomically, stamped with the
+git commit and whether the tree had uncommitted changes."""
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import re
+import subprocess
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import polars as pl
 import torch
 
-from transfer.atomic import write_text_atomic
+from transfer.atomic import atomic_path, write_text_atomic
 
+REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "RESULTS.md"
-HEADER = "# Benchmark results\n\nEach section is rewritten by the benchmark named in it (`make bench`).\n"
+HEADER = ("# Benchmark results\n\nEach section is rewritten by the benchmark named in it (`make bench`). Every figure carries "
+          "the commit it was made on (`commit` line and CSV column), and whether the tree had uncommitted changes.\n")
+OUTPUTS = re.compile(r"benchmarks/[^/]+\.(md|csv|png)$")  # what benchmarks write: not code, so not a change to it
+
+
+@dataclass(frozen=True)
+class CodeVersion:
+    """The code a benchmark ran: the commit checked out, and the files that differ from it."""
+
+    commit: str  # 40 hex digits, or "unknown" outside a git checkout
+    changed: tuple[str, ...] = ()  # code files modified, added or deleted since the commit (untracked included)
+    content: str = ""  # a hash of the changed files' contents: tells two dirty trees apart
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.changed)
+
+    def __str__(self) -> str:
+        if not self.dirty:
+            return f"{self.commit} (clean tree)"
+        shown = ", ".join(self.changed[:5]) + (f" and {len(self.changed) - 5} more" if len(self.changed) > 5 else "")
+        return f"{self.commit} + uncommitted changes to {len(self.changed)} file(s) (content {self.content}): {shown}"
+
+
+def _git(*args: str, repo: Path) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def code_version(repo: Path = REPO) -> CodeVersion:
+    """The commit `repo` has checked out and its uncommitted code changes (benchmark outputs excluded)."""
+    try:
+        commit = _git("rev-parse", "HEAD", repo=repo).strip()
+        status = _git("status", "--porcelain", "--untracked-files=all", repo=repo)
+    except (OSError, subprocess.CalledProcessError):
+        return CodeVersion("unknown")
+    changed = tuple(sorted(p for p in (line[3:].split(" -> ")[-1] for line in status.splitlines()) if not OUTPUTS.fullmatch(p)))
+    digest = hashlib.sha256()
+    for path in changed:
+        file = repo / path
+        digest.update(path.encode() + b"\0" + (file.read_bytes() if file.is_file() else b"(deleted)") + b"\0")
+    return CodeVersion(commit, changed, digest.hexdigest()[:12] if changed else "")
+
+
+STARTED_ON = code_version()  # when the benchmark started (this module is imported before it measures anything)
+
+
+def commit_line() -> str:
+    """What RESULTS.md says about the code: the commit at the start, and a warning if it changed since."""
+    now = code_version()
+    if now == STARTED_ON:
+        return str(STARTED_ON)
+    return f"{STARTED_ON} at the start; {now} at the end (the code changed during the run: figures may mix both)"
 
 
 def machine() -> str:
@@ -20,12 +78,19 @@ def machine() -> str:
     return f"{platform.machine()}, {cpus} CPU cores available, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
 
 
+def write_csv(frame: pl.DataFrame, path: Path) -> None:
+    """`frame` as a CSV, atomically, each row stamped with the code it was made on (`commit`, `dirty`)."""
+    stamped = frame.with_columns(pl.lit(STARTED_ON.commit).alias("commit"), pl.lit(STARTED_ON.dirty).alias("dirty"))
+    with atomic_path(path) as tmp:
+        stamped.write_csv(tmp)
+
+
 def write_section(name: str, command: str, body: str) -> None:
-    """Replace (or append) the section `name` with a dated body."""
+    """Replace (or append) the section `name` with a dated body and the commit it was made on."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"<!-- {name}:start -->\n## {name}\n\n"
-        f"- command: `{command}`\n- date: {stamp}\n- machine: {machine()}\n\n{body.strip()}\n"
+        f"- command: `{command}`\n- date: {stamp}\n- commit: {commit_line()}\n- machine: {machine()}\n\n{body.strip()}\n"
         f"<!-- {name}:end -->\n"
     )
     text = RESULTS.read_text() if RESULTS.exists() else HEADER

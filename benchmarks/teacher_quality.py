@@ -24,7 +24,7 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.results_file import write_section  # noqa: E402
+from benchmarks.results_file import write_csv, write_section  # noqa: E402
 from teacher.cost import forward_flops_per_example, parameter_count  # noqa: E402
 from transfer.atomic import atomic_path  # noqa: E402
 from transfer.batches import WindowBatches, window_loader  # noqa: E402
@@ -169,8 +169,7 @@ def main() -> None:
     if args.only in (None, "quality"):
         results = run_quality(args.seeds)
         frame = pl.DataFrame(as_rows(results))
-        with atomic_path(CSV) as tmp:
-            frame.write_csv(tmp)
+        write_csv(frame, CSV)
         write_section("teacher-quality", COMMAND, summary_table(frame))
     if args.only in (None, "scaling"):
         write_section("teacher-scaling", COMMAND, scaling_section(run_scaling(results)))

@@ -27,8 +27,7 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.results_file import write_section  # noqa: E402
-from transfer.atomic import atomic_path  # noqa: E402
+from benchmarks.results_file import write_csv, write_section  # noqa: E402
 from transfer.engine import run_recipe  # noqa: E402
 from transfer.recipe import AdapterConfig, Recipe, RepresentationConfig, SharingConfig, load_recipe  # noqa: E402
 from transfer.recipe_validation import validate  # noqa: E402
@@ -195,8 +194,7 @@ def main() -> None:
     if args.only in (None, "staleness"):
         staleness(seeds, collected)
     frame = pl.DataFrame(collected.rows)
-    with atomic_path(REPO / "benchmarks" / f"transfer_ablation{'_' + args.only if args.only else ''}.csv") as tmp:
-        frame.write_csv(tmp)
+    write_csv(frame, REPO / "benchmarks" / f"transfer_ablation{'_' + args.only if args.only else ''}.csv")
     minutes = (time.perf_counter() - start) / 60
     for name in STUDIES:
         if args.only in (None, name):

@@ -1,4 +1,4 @@
-"""What a model costs: parameters, and forward FLOPs per example at its full history length."""
+"""What a model costs: parameters, and forward FLOPs (per batch, or per example at its full history length)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,17 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def forward_flops(model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """Forward FLOPs of scoring `batch` (matmuls and attention, counted by torch from the shapes, so
+    the same for every run: a deterministic cost, unlike a timing)."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(batch)
+    return float(counter.get_total_flops())
+
+
 def forward_flops_per_example(model: nn.Module, inputs: InputSpec, batch_size: int = 2) -> float:
     """Forward FLOPs for one example with a full history (matmuls and attention, counted by torch)."""
     batch = random_batch(inputs.n_categorical, inputs.n_dense, inputs.n_surfaces, inputs.n_tasks + 1,
                          inputs.hash_buckets, batch_size, model.history_length)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(batch)
-    return counter.get_total_flops() / batch_size
+    return forward_flops(model, batch) / batch_size

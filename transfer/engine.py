@@ -29,7 +29,7 @@ from transfer.producers import SCORING_BATCH, Producer, knowledge_for, knowledge
 from transfer.recipe import Recipe, StageConfig, StudentConfig
 from transfer.report import Scores, VerticalResult, lift_table
 from transfer.resumable import fit_or_reuse
-from transfer.serving import budget_status, measure, request
+from transfer.serving import budget_status, measure, requests
 from transfer.stage_cache import StageCache
 from transfer.stage_keys import StageKey, domain_fm_key, vm_key
 from transfer.tracking import Tracker, check_reachable, default_tracking_uri, sqlite_path
@@ -255,18 +255,19 @@ def _vm_key(run: _Run, role: str, spec: ModelEntry, student: StudentConfig, seed
 
 
 def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval_batches: WindowBatches, role: str) -> str:
-    """Measure the serving model's cost on a request from the eval window, log it (and, for a student,
-    the model itself, for `gem-transfer register`); → its budget status. Rank 0 measures (one process
-    timing alone), every rank gets its status."""
+    """Measure the serving model's cost on requests from the eval window, log it (and, for a student,
+    the model itself, for `gem-transfer register`) and print it; → its budget status (no measured
+    figures in it, so the lift table is the same on every run). Rank 0 measures, every rank gets its status."""
     if not ranks.is_main():
         return ranks.from_main("")
-    served, batch = module.export(), request(eval_batches)
-    cost = measure(served, batch)
+    served, batches = module.export(), requests(eval_batches)
+    cost = measure(served, batches)
     status = budget_status(cost, spec.budget)
+    print(f"  serving {role} {spec.name}: {cost.summary()}: {status}", flush=True)
     tracker.log_metrics(cost.metrics())
     tracker.set_tags({"budget_status": status})
     if role == "student":
-        tracker.set_tags({"model_uri": tracker.log_serving_model(served, batch)})
+        tracker.set_tags({"model_uri": tracker.log_serving_model(served, batches[0])})
     return ranks.from_main(status)
 
 
