@@ -1,11 +1,62 @@
-"""Results you can trust: every benchmark figure records the code it was made on."""
+"""Results you can trust: the same recipe and seed give a byte-identical lift table (no measured
+timing in it, a VM over its latency budget included), and every benchmark figure records the code
+it was made on."""
 
 from __future__ import annotations
 
+import io
 import subprocess
+import sys
 from pathlib import Path
 
+import polars as pl
+import pytest
+
 from benchmarks.results_file import code_version
+from tests.conftest import REPO
+from transfer import catalog
+from transfer.cli import main
+
+SMALL = ["data.synthetic.rows=20000", "data.synthetic.days=6", "data.train.days=4", "data.eval.days=2",
+         "trainer.max_epochs=1", "trainer.progress=false"]
+STRICT = "acme_strict_click"  # tests/example_verticals: a latency budget of 1e-6 ms, which every measurement exceeds
+
+
+@pytest.fixture(scope="module")
+def strict_vertical(tmp_path_factory):
+    """The example team package installed in a folder of its own, on sys.path for this module's tests."""
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site),
+                    str(REPO / "tests" / "example_verticals")], check=True, capture_output=True)
+    sys.path.insert(0, str(site))
+    catalog.clear_cache()
+    yield STRICT
+    sys.path.remove(str(site))
+    catalog.clear_cache()
+
+
+def _lift_csv(folder: Path, recipe: str, overrides: list[str]) -> bytes:
+    """Run `recipe` with its own output and cache folders under `folder`; → the bytes of its lift.csv."""
+    code = main(["run", str(REPO / "recipes" / f"{recipe}.yaml"), f"output_dir={folder / 'runs'}",
+                 f"data.cache_dir={folder / 'cache'}", *SMALL, *overrides])
+    assert code == 0
+    (path,) = (folder / "runs").glob("*/*/lift.csv")
+    return path.read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["quickstart", "direct_all_techniques"])
+def test_the_same_recipe_and_seed_give_a_byte_identical_lift_table(tmp_path, recipe, strict_vertical):
+    overrides = [f"students.1.vertical={strict_vertical}"] if recipe == "quickstart" else []
+    first, second = (_lift_csv(tmp_path / run, recipe, overrides) for run in ("first", "second"))
+    assert first == second
+    students = pl.read_csv(io.BytesIO(first)).filter(pl.col("role") == "student")
+    budgets = dict(zip(students["model"], students["serving budget"], strict=True))
+    if recipe == "quickstart":
+        assert budgets["ig_stories_click"] == "ok"
+        assert budgets[STRICT].startswith("OVER: parameters ") and budgets[STRICT].endswith("; p99 latency over the budget of 1e-06 ms")
+    else:
+        assert set(budgets.values()) == {"ok"}
 
 
 def _git(repo: Path, *args: str) -> None:

@@ -70,7 +70,7 @@ def _run_from(source: Path, recipe: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_an_edited_loss_retrains_what_it_changes(tmp_path, log):
+def test_an_edited_loss_retrains_only_what_it_changes(tmp_path, log):
     source = tmp_path / "source"
     for package in PACKAGES:
         shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
@@ -78,14 +78,15 @@ def test_an_edited_loss_retrains_what_it_changes(tmp_path, log):
     _run_from(source, recipe)
     before = _lift(tmp_path / "work")
 
-    losses = source / "transfer" / "losses.py"  # a deliberately wrong distillation loss: 50·BCE(z, 1 − targets)
+    losses = source / "adapters" / "distillation.py"  # a deliberately wrong distillation loss: 50·BCE(z, 1 − targets)
     text = losses.read_text()
     wrong = text.replace("return F.binary_cross_entropy_with_logits(logits / temperature, targets) * temperature**2",
                          "return 50 * F.binary_cross_entropy_with_logits(logits / temperature, 1 - targets) * temperature**2")
     assert wrong != text
     losses.write_text(wrong)
     rerun = _run_from(source, recipe)
-    assert "already trained" not in rerun.stdout and "already generated" not in rerun.stdout
+    assert [line.split(" on ")[0] for line in _trained(rerun.stdout)] == ["▸ student: ig_stories_click"]  # a technique's loss: the student only
+    assert rerun.stdout.count("already trained") == 2 and "already generated, reused" in rerun.stdout  # teacher, baseline, knowledge
     after = _lift(tmp_path / "work")
     student = pl.col("role") == "student"
     assert after.filter(student)["NE"][0] != pytest.approx(before.filter(student)["NE"][0], rel=1e-4)

@@ -77,10 +77,11 @@ def checksum_matches(path: Path) -> bool:
 
 @contextlib.contextmanager
 def stage_lock(folder: Path, label: str) -> Iterator[None]:
-    """Hold `folder`'s build lock (`<folder>.lock`, an flock) for the block; another process building
-    the same stage waits for it (and then finds the stage finished)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = folder.with_name(folder.name + ".lock")
+    """Hold `folder`'s build lock (`<stages>/.locks/<folder>.lock`, an flock) for the block; another
+    process building the same stage waits for it (and then finds the stage finished)."""
+    locks = folder.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock_path = locks / f"{folder.name}.lock"
     with open(lock_path, "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
