@@ -221,11 +221,6 @@ def _positive(path: Path, key: str, value: float) -> None:
         raise RecipeError(f"{path}: {key}: found {value}; allowed: a finite number > 0")
 
 
-def _non_negative(path: Path, key: str, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise RecipeError(f"{path}: {key}: found {value}; allowed: a finite number >= 0")
-
-
 def check_name(path: Path, key: str, name: str) -> None:
     """A name that becomes a folder: one path component of letters, digits, '.', '_' and '-'."""
     if not NAME.fullmatch(name):

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from transfer.atomic import atomic_path, write_text_atomic
-from transfer.stage_keys import StageKey, file_digest
-
-CHECKSUM_SUFFIX = ".sha256"
+from transfer.data_cache import checksum_file, damage
+from transfer.data_cache import sha256 as file_digest
+from transfer.stage_keys import StageKey
 
 
 class StageCache:
@@ -64,15 +64,12 @@ def _damaged(path: Path, why: str) -> None:
 
 def write_checksum(path: Path) -> None:
     """Record `path`'s sha256 beside it (`<path>.sha256`), once `path` is complete."""
-    write_text_atomic(path.with_name(path.name + CHECKSUM_SUFFIX), file_digest(path) + "\n")
+    write_text_atomic(checksum_file(path), file_digest(path))
 
 
 def checksum_matches(path: Path) -> bool:
-    """True when `path` and its recorded checksum exist and agree."""
-    recorded = path.with_name(path.name + CHECKSUM_SUFFIX)
-    if not (path.is_file() and recorded.is_file()):
-        return False
-    return recorded.read_text().strip() == file_digest(path)
+    """True when `path` and its recorded checksum exist and agree (the data cache's rule)."""
+    return damage(path) is None
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from transfer.data_cache import sha256 as file_digest
 from transfer.fingerprint import fingerprint
 from transfer.recipe import Recipe, StageConfig, StudentConfig, TeacherConfig, TrainerConfig
 
@@ -157,15 +158,6 @@ def trainer_settings(cfg: TrainerConfig, own_epochs: bool) -> dict[str, str]:
     if not own_epochs:
         ignored.add("max_epochs")
     return {k: str(v) for k, v in asdict(cfg).items() if k not in ignored}
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes (streamed)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def rows_digest(rows: torch.Tensor) -> str:
