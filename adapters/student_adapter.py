@@ -16,7 +16,7 @@ from torch import nn
 
 from adapters.distillation import distillation_loss
 from adapters.technique import ConsumerShape, Technique, Trunk, check_non_negative, check_positive
-from transfer.losses import label_loss  # the BCE every model trains with
+from transfer.training.losses import label_loss  # the BCE every model trains with
 
 
 @dataclass

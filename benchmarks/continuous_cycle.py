@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_file import write_section  # noqa: E402
-from transfer.cycle import run_cycle  # noqa: E402
-from transfer.recipe import load_recipe  # noqa: E402
-from transfer.report import format_table  # noqa: E402
+from transfer.config.recipe import load_recipe  # noqa: E402
+from transfer.evaluation.report import format_table  # noqa: E402
+from transfer.pipeline.cycle import run_cycle  # noqa: E402
 
 RECIPE = REPO / "recipes" / "continuous_cycle.yaml"
 COMMAND = "make bench-cycle  (python benchmarks/continuous_cycle.py)"

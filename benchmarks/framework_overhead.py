@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapters.distillation import Distillation, distillation_loss  # noqa: E402
 from benchmarks.results_file import write_section  # noqa: E402
 from students import MLP_VM_SIZES, mlp_vm  # noqa: E402
-from transfer.batches import WindowBatches, window_loader  # noqa: E402
-from transfer.data import prepare_data  # noqa: E402
-from transfer.losses import label_loss  # noqa: E402
-from transfer.module import RankingModule  # noqa: E402
-from transfer.recipe import load_recipe  # noqa: E402
-from transfer.training import fit  # noqa: E402
+from transfer.config.recipe import load_recipe  # noqa: E402
+from transfer.data.batches import WindowBatches, window_loader  # noqa: E402
+from transfer.data.prepare import prepare_data  # noqa: E402
+from transfer.training.losses import label_loss  # noqa: E402
+from transfer.training.module import RankingModule  # noqa: E402
+from transfer.training.trainer import fit  # noqa: E402
 
 BATCH = 512
 LR = 2e-3

@@ -74,13 +74,13 @@ class PeakSampler:
 def _measure(rows: int, teacher_name: str, queue: mp.Queue) -> None:
     import torch
 
-    from transfer.batches import WindowBatches, window_loader
     from transfer.catalog import catalog
-    from transfer.data import prepare_data
-    from transfer.module import RankingModule
-    from transfer.producers import SCORING_BATCH, Producer, _generate
-    from transfer.recipe import load_recipe
-    from transfer.stage_keys import StageKey
+    from transfer.config.recipe import load_recipe
+    from transfer.data.batches import WindowBatches, window_loader
+    from transfer.data.prepare import prepare_data
+    from transfer.knowledge.generate import SCORING_BATCH, Producer, _generate
+    from transfer.pipeline.keys import StageKey
+    from transfer.training.module import RankingModule
 
     recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", [f"data.synthetic.rows={rows}", "trainer.progress=false"])
     data = prepare_data(recipe.data)

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from transfer.atomic import atomic_path, write_text_atomic
+from transfer.util.atomic import atomic_path, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "RESULTS.md"

@@ -4,7 +4,7 @@ optimiser), on the synthetic default and on MovieLens-100K, over seeds; a scalin
 against training FLOPs for gem_lite → gem_tiny → gem_base; and the speed options (torch.compile,
 bf16-mixed) measured on the GEM teacher's training steps.
 
-Every model is trained by the same Lightning path a recipe uses (`transfer.training.fit`) and
+Every model is trained by the same Lightning path a recipe uses (`transfer.training.trainer.fit`) and
 scored on the recipe's eval window. Training FLOPs = 3 × forward FLOPs per example × examples seen.
 
     python benchmarks/teacher_quality.py [--seeds 3] [--only quality|scaling|speed]
@@ -26,13 +26,13 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.results_file import write_csv, write_section  # noqa: E402
 from teacher.cost import forward_flops_per_example, parameter_count  # noqa: E402
-from transfer.atomic import atomic_path  # noqa: E402
-from transfer.batches import WindowBatches, window_loader  # noqa: E402
 from transfer.catalog import catalog  # noqa: E402
-from transfer.data import PreparedData, prepare_data  # noqa: E402
-from transfer.module import RankingModule  # noqa: E402
-from transfer.recipe import Recipe, load_recipe  # noqa: E402
-from transfer.training import fit, make_trainer  # noqa: E402
+from transfer.config.recipe import Recipe, load_recipe  # noqa: E402
+from transfer.data.batches import WindowBatches, window_loader  # noqa: E402
+from transfer.data.prepare import PreparedData, prepare_data  # noqa: E402
+from transfer.training.module import RankingModule  # noqa: E402
+from transfer.training.trainer import fit, make_trainer  # noqa: E402
+from transfer.util.atomic import atomic_path  # noqa: E402
 
 COMMAND = "make bench-teachers  (python benchmarks/teacher_quality.py)"
 DATASETS = {"synthetic": "recipes/quickstart.yaml", "movielens": "recipes/movielens_direct.yaml"}

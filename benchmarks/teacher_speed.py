@@ -12,11 +12,11 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from transfer.batches import WindowBatches, window_loader
 from transfer.catalog import catalog
-from transfer.data import prepare_data
-from transfer.module import RankingModule
-from transfer.recipe import load_recipe
+from transfer.config.recipe import load_recipe
+from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.prepare import prepare_data
+from transfer.training.module import RankingModule
 
 MODES = {"fp32 eager": ("32-true", False), "torch.compile": ("32-true", True), "bf16-mixed": ("bf16-mixed", False)}
 TEACHER, WARMUP_STEPS, TIMED_STEPS = "gem_tiny", 3, 15

@@ -28,9 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_file import write_csv, write_section  # noqa: E402
-from transfer.engine import run_recipe  # noqa: E402
-from transfer.recipe import AdapterConfig, Recipe, RepresentationConfig, SharingConfig, load_recipe  # noqa: E402
-from transfer.recipe_validation import validate  # noqa: E402
+from transfer.config.recipe import AdapterConfig, Recipe, RepresentationConfig, SharingConfig, load_recipe  # noqa: E402
+from transfer.config.validate import validate  # noqa: E402
+from transfer.pipeline.engine import run_recipe  # noqa: E402
 
 OUTPUT = REPO / "benchmarks" / ".runs"
 COMMAND = "make bench-transfer  (python benchmarks/transfer_ablation.py)"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from teacher.layers import EventEmbedding, FeatureEmbedding, ModelOutput, mlp
-from transfer.encoding import AD_FEATURE, CATEGORY_FEATURE, InputSpec
+from transfer.data.encoding import AD_FEATURE, CATEGORY_FEATURE, InputSpec
 
 
 class FlatInputs(nn.Module):

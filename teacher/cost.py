@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from transfer.batches import random_batch
-from transfer.encoding import InputSpec
+from transfer.data.batches import random_batch
+from transfer.data.encoding import InputSpec
 
 
 def parameter_count(model: nn.Module) -> int:

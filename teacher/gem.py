@@ -25,7 +25,7 @@ from teacher.attention import QueryPooling
 from teacher.layers import EventEmbedding, FeatureEmbedding, ModelOutput, TargetMatchCounts, mlp
 from teacher.pyramid import PyramidEncoder
 from teacher.wukong import WukongLayer
-from transfer.encoding import AD_FEATURE, CATEGORY_FEATURE, InputSpec
+from transfer.data.encoding import AD_FEATURE, CATEGORY_FEATURE, InputSpec
 
 SUMMARY_ROWS = 3  # class token, attention pooling, recent events
 

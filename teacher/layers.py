@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from transfer.batches import AGE_BUCKETS
+from transfer.data.batches import AGE_BUCKETS
 
 
 class ModelOutput(NamedTuple):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from transfer.cli import main
-from transfer.synthetic import SyntheticSpec, generate
+from transfer.data.synthetic import SyntheticSpec, generate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from transfer.atomic import atomic_path, write_text_atomic
+from transfer.util.atomic import atomic_path, write_text_atomic
 
 
 def test_success_replaces_target(tmp_path):
@@ -29,7 +29,7 @@ def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path
     import subprocess
     import sys
 
-    from transfer.atomic import HOST_TAG, PID_MARK, remove_stale_temps
+    from transfer.util.atomic import HOST_TAG, PID_MARK, remove_stale_temps
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     stale = tmp_path / "stages" / f".table.parquet.{HOST_TAG}.{dead.stdout.strip()}{PID_MARK}abc.tmp"
@@ -46,7 +46,7 @@ def test_temporary_files_of_dead_writers_are_removed_and_live_ones_kept(tmp_path
 def test_an_atomically_written_file_gets_normal_permissions(tmp_path):
     import os
 
-    from transfer.atomic import write_text_atomic
+    from transfer.util.atomic import write_text_atomic
 
     write_text_atomic(tmp_path / "lift.csv", "a,b\n")
     umask = os.umask(0)

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import write_dataset, write_recipe
 from transfer.cli import main
-from transfer.dataset_config import NAME, WHEEL
-from transfer.synthetic import SyntheticSpec, generate
+from transfer.config.dataset import NAME, WHEEL
+from transfer.data.synthetic import SyntheticSpec, generate
 
 BASE = generate(SyntheticSpec(rows=400, days=6, seed=11))
 COLUMNS = BASE.columns

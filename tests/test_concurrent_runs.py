@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import REPO, write_dataset, write_recipe
-from transfer.synthetic import SyntheticSpec, generate
+from transfer.data.synthetic import SyntheticSpec, generate
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli, write_dataset, write_recipe
-from transfer.synthetic import SyntheticSpec, generate
+from transfer.data.synthetic import SyntheticSpec, generate
 
 
 @pytest.fixture(scope="module")

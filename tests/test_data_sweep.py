@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 
 from tests.conftest import run_cli, write_dataset, write_recipe
-from transfer.atomic import HOST_TAG, PID_MARK
-from transfer.data_cache import cache_path, checksum_file, sha256
+from transfer.data.cache import cache_path, checksum_file, sha256
 from transfer.errors import DataError
+from transfer.util.atomic import HOST_TAG, PID_MARK
 
 EVAL_START = datetime(2026, 1, 5, tzinfo=timezone.utc)  # write_recipe: 4 train days from Jan 1, then 2 eval days
 
@@ -90,8 +90,8 @@ def test_a_cache_dir_under_a_file_is_one_line_and_works_once_the_file_is_gone(tm
 
 
 def test_float_labels_in_parquet_are_accepted_as_the_same_labels(tmp_path, capsys, small_log):
-    from transfer.data import prepare_data
-    from transfer.recipe import load_recipe
+    from transfer.config.recipe import load_recipe
+    from transfer.data.prepare import prepare_data
 
     floats = small_log.with_columns(pl.col("click", "conversion").cast(pl.Float64))
     code, out, err = _check(tmp_path / "f", capsys, write_dataset(_mkdir(tmp_path / "f"), floats))
@@ -187,9 +187,9 @@ def test_a_derive_that_could_read_files_is_refused_without_echoing_them(tmp_path
 
 
 def test_a_derive_over_the_columns_works_and_an_unknown_column_is_named(tmp_path, capsys, small_log):
-    from transfer.dataset_config import load_dataset_config
-    from transfer.impressions import load_impressions
-    from transfer.synthetic import SyntheticSpec
+    from transfer.config.dataset import load_dataset_config
+    from transfer.data.impressions import load_impressions
+    from transfer.data.synthetic import SyntheticSpec
 
     derive = {"bid2": "bid * 2", "note": "'select from read_csv'", "clicked": "CAST(click >= 1 AS INT)"}
     path = write_dataset(tmp_path, small_log, derive=derive, labels={"click": "clicked", "conversion": "conversion"})

@@ -26,12 +26,12 @@ from mlflow.tracking import MlflowClient
 
 from students import MLP_VM_SIZES, mlp_vm
 from tests.conftest import REPO, run_cli, write_dataset, write_recipe
-from transfer.batches import WindowBatches, window_loader
-from transfer.data import prepare_data
-from transfer.knowledge import PROVENANCE_KEY
-from transfer.module import RankingModule
-from transfer.recipe import TrainerConfig, load_recipe
-from transfer.training import evaluate, fit
+from transfer.config.recipe import TrainerConfig, load_recipe
+from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.prepare import prepare_data
+from transfer.knowledge.table import PROVENANCE_KEY
+from transfer.training.module import RankingModule
+from transfer.training.trainer import evaluate, fit
 
 ONE = TrainerConfig(progress=False)
 TWO = TrainerConfig(progress=False, devices=2, strategy="ddp_spawn")
@@ -183,7 +183,7 @@ def test_fsdp_shards_the_teacher_only_and_hybrid_is_hsdp():
     from lightning.pytorch.strategies import FSDPStrategy
     from torch.distributed.fsdp import ShardingStrategy
 
-    from transfer.training import lightning_strategy
+    from transfer.training.trainer import lightning_strategy
 
     hybrid = TrainerConfig(strategy="fsdp", accelerator="gpu", devices=8, num_nodes=125, sharding="hybrid")
     teacher = lightning_strategy(hybrid, shard=True)

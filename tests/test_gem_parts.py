@@ -10,8 +10,8 @@ from teacher.attention import AttentionBlock, QueryPooling
 from teacher.gem import GEM_SIZES, GEMTeacher
 from teacher.pyramid import FullAttentionEncoder, PyramidEncoder, pyramid_depth
 from teacher.wukong import FactorizationMachineBlock, LinearCompressionBlock, WukongLayer, WukongTower
-from transfer.batches import AGE_BUCKETS
-from transfer.encoding import InputSpec
+from transfer.data.batches import AGE_BUCKETS
+from transfer.data.encoding import InputSpec
 
 INPUTS = InputSpec(n_categorical=6, n_dense=2, n_surfaces=5, n_tasks=2, hash_buckets=64, categorical_names=tuple("abcdef"))
 

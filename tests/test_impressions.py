@@ -68,9 +68,9 @@ def test_unreadable_file(tmp_path, capsys, small_log):
 
 @pytest.mark.parametrize("fill", [0.0, -1.0])
 def test_explicit_nan_fill_is_applied(tmp_path, small_log, fill):
-    from transfer.dataset_config import load_dataset_config
-    from transfer.impressions import load_impressions
-    from transfer.synthetic import SyntheticSpec
+    from transfer.config.dataset import load_dataset_config
+    from transfer.data.impressions import load_impressions
+    from transfer.data.synthetic import SyntheticSpec
 
     frame = small_log.with_columns(pl.when(pl.col("example_id") == 4).then(None).otherwise(pl.col("bid")).alias("bid"))
     path = write_dataset(tmp_path, frame, dense_nan_fill=fill)

@@ -15,8 +15,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, write_dataset, write_recipe
-from transfer.interrupt import EXIT_INTERRUPTED, MESSAGE
-from transfer.synthetic import SyntheticSpec, generate
+from transfer.data.synthetic import SyntheticSpec, generate
+from transfer.util.interrupt import EXIT_INTERRUPTED, MESSAGE
 
 
 def _command(recipe: Path) -> list[str]:

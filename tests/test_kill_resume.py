@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, write_dataset, write_recipe
-from transfer.synthetic import SyntheticSpec, generate
+from transfer.data.synthetic import SyntheticSpec, generate
 
 PROCESSES = {"one process": [], "two processes": ["trainer.strategy=ddp", "trainer.devices=2"]}
 

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from transfer.errors import DataError
-from transfer.knowledge import Provenance, check_age, check_provenance, join_knowledge, read_provenance, write_knowledge
+from transfer.knowledge.table import (
+    Provenance,
+    check_age,
+    check_provenance,
+    join_knowledge,
+    read_provenance,
+    write_knowledge,
+)
 
 PROV = Provenance("skeleton_tiny", "run123", "2026-01-22T00:00:00+00:00", "2026-11-23T10:00:00+00:00", "abc")
 
@@ -83,7 +90,7 @@ def test_a_plain_parquet_is_not_knowledge(tmp_path):
 def test_a_streamed_table_equals_the_whole_one_and_keeps_one_row_group_per_batch(tmp_path):
     import pyarrow.parquet as pq
 
-    from transfer.knowledge import KnowledgeWriter
+    from transfer.knowledge.table import KnowledgeWriter
 
     ids = pl.Series("example_id", list(range(10)), pl.Int64)
     logits, embedding = torch.randn(10, 2), torch.randn(10, 4)
@@ -98,7 +105,7 @@ def test_a_streamed_table_equals_the_whole_one_and_keeps_one_row_group_per_batch
 
 
 def _shard(folder, rank, world, ids, provenance=PROV):
-    from transfer.knowledge import shard_path
+    from transfer.knowledge.table import shard_path
 
     ids = pl.Series("example_id", ids, dtype=pl.Int64)
     logits = torch.arange(2 * len(ids), dtype=torch.float32).reshape(-1, 2) + 100 * rank
@@ -107,7 +114,7 @@ def _shard(folder, rank, world, ids, provenance=PROV):
 
 
 def test_a_table_is_finished_only_with_every_rank_shard(tmp_path):
-    from transfer.knowledge import finished_table
+    from transfer.knowledge.table import finished_table
 
     assert finished_table(tmp_path, "teacher") is None
     _shard(tmp_path, 0, 3, [0, 3])
@@ -119,7 +126,7 @@ def test_a_table_is_finished_only_with_every_rank_shard(tmp_path):
 
 
 def test_join_reads_the_shards_as_one_table(tmp_path):
-    from transfer.knowledge import finished_table
+    from transfer.knowledge.table import finished_table
 
     first, second = _shard(tmp_path, 0, 2, [0, 2]), _shard(tmp_path, 1, 2, [1, 3])
     shards = finished_table(tmp_path, "teacher")
@@ -131,7 +138,7 @@ def test_join_reads_the_shards_as_one_table(tmp_path):
 def test_shards_from_different_generations_are_refused(tmp_path):
     from dataclasses import replace
 
-    from transfer.knowledge import finished_table
+    from transfer.knowledge.table import finished_table
 
     _shard(tmp_path, 0, 2, [0])
     _shard(tmp_path, 1, 2, [1], provenance=replace(PROV, created_at="2026-11-24T00:00:00+00:00"))
@@ -140,7 +147,7 @@ def test_shards_from_different_generations_are_refused(tmp_path):
 
 
 def test_a_rank_without_rows_writes_an_empty_shard_the_others_can_be_read_with(tmp_path):
-    from transfer.knowledge import KnowledgeWriter, finished_table, shard_path
+    from transfer.knowledge.table import KnowledgeWriter, finished_table, shard_path
 
     _shard(tmp_path, 0, 2, [0, 1])  # embeddings of width 4
     writer = KnowledgeWriter(shard_path(tmp_path, "teacher", 1, 2), ["click", "conversion"], PROV, embedding_dim=4)

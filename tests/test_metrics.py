@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from transfer.metrics import Calibration, NormalizedEntropy, eval_metrics, lift_percent, transfer_ratio
+from transfer.evaluation.metrics import Calibration, NormalizedEntropy, eval_metrics, lift_percent, transfer_ratio
 
 
 def test_ne_matches_hand_computation():

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, run_cli
+from transfer.config.recipe import load_recipe
 from transfer.errors import RecipeError
-from transfer.recipe import load_recipe
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"
 

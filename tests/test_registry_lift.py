@@ -14,10 +14,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli, write_dataset, write_recipe
-from transfer.batches import WindowBatches, window_loader
-from transfer.data import prepare_data
-from transfer.metrics import NormalizedEntropy
-from transfer.recipe import load_recipe
+from transfer.config.recipe import load_recipe
+from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.prepare import prepare_data
+from transfer.evaluation.metrics import NormalizedEntropy
 
 OVER_BUDGET = {"vertical": "fb_feed_click", "batch_size": 64, "sizes": {"hidden": [1024, 1024]}}  # > 1M parameters
 

@@ -8,11 +8,11 @@ import torch
 
 from students import MLP_VM_SIZES, mlp_vm
 from tests.conftest import write_dataset, write_recipe
-from transfer.batches import WindowBatches, window_loader
-from transfer.data import prepare_data
-from transfer.module import RankingModule
-from transfer.recipe import TrainerConfig, load_recipe
-from transfer.training import fit
+from transfer.config.recipe import TrainerConfig, load_recipe
+from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.prepare import prepare_data
+from transfer.training.module import RankingModule
+from transfer.training.trainer import fit
 
 CFG = TrainerConfig(progress=False)
 

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from tests.conftest import run_cli, write_dataset, write_recipe
-from transfer.data import label_rates
-from transfer.stage_cache import StageCache
-from transfer.stage_keys import stage_key
+from transfer.data.prepare import label_rates
+from transfer.pipeline.cache import StageCache
+from transfer.pipeline.keys import stage_key
 
 
 def test_cached_weights_come_back_and_a_mismatch_is_a_miss(tmp_path):

@@ -16,8 +16,8 @@ import torch
 
 from tests.conftest import REPO
 from transfer.catalog import catalog
-from transfer.recipe import Recipe, StageConfig, StudentConfig, TeacherConfig, TrainerConfig
-from transfer.stage_keys import knowledge_key, stage_key, teacher_key, vm_key
+from transfer.config.recipe import Recipe, StageConfig, StudentConfig, TeacherConfig, TrainerConfig
+from transfer.pipeline.keys import knowledge_key, stage_key, teacher_key, vm_key
 
 PACKAGES = ("transfer", "teacher", "students", "domain_fms", "adapters")
 
@@ -25,8 +25,8 @@ PACKAGES = ("transfer", "teacher", "students", "domain_fms", "adapters")
 KEYS_SCRIPT = """
 import json, torch
 from transfer.catalog import catalog
-from transfer.recipe import Recipe, StageConfig, StudentConfig
-from transfer.stage_keys import domain_fm_key, knowledge_key, teacher_key, vm_key
+from transfer.config.recipe import Recipe, StageConfig, StudentConfig
+from transfer.pipeline.keys import domain_fm_key, knowledge_key, teacher_key, vm_key
 student = StudentConfig(vertical="ig_stories_click")
 recipe = Recipe(name="keys", students=[student])
 stage = StageConfig()
@@ -63,9 +63,9 @@ def _edit(path: Path) -> None:
 
 # edited file → the stages whose output it can change
 EDITS = {
-    "transfer/losses.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # a loss
-    "transfer/knowledge.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # the knowledge writer
-    "transfer/batches.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # the batch builder
+    "transfer/training/losses.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # a loss
+    "transfer/knowledge/table.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # the knowledge writer
+    "transfer/data/batches.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # the batch builder
     "teacher/layers.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # a layer every model uses
     "students/mlp.py": {"student", "baseline"},  # the VM architecture only
     "adapters/student_adapter.py": {"domain_fm", "student"},  # a technique: consumers that transfer only

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, run_cli, write_dataset, write_recipe
-from transfer.synthetic import SyntheticSpec, generate
+from transfer.data.synthetic import SyntheticSpec, generate
 
 PACKAGES = ("transfer", "teacher", "students", "domain_fms", "adapters")
 

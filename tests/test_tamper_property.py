@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from transfer.stage_cache import StageCache, checksum_matches, write_checksum
-from transfer.stage_keys import stage_key
+from transfer.pipeline.cache import StageCache, checksum_matches, write_checksum
+from transfer.pipeline.keys import stage_key
 
 DAMAGE = st.one_of(
     st.tuples(st.just("flip"), st.floats(0, 1, exclude_max=True), st.integers(1, 255)),

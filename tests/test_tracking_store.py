@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli, write_dataset, write_recipe
-from transfer.tracking import Tracker, check_reachable
+from transfer.tracking.runs import Tracker, check_reachable
 
 TRIES = 3
 

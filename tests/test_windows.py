@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.conftest import run_cli, write_dataset, write_recipe
-from transfer.data import prepare_data
+from transfer.config.recipe import load_recipe
+from transfer.data.prepare import prepare_data
 from transfer.errors import DataError
-from transfer.recipe import load_recipe
 
 
 def test_train_and_eval_windows_split_by_time(tmp_path, small_log):

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from transfer.encoding import InputSpec
+from transfer.data.encoding import InputSpec
 from transfer.errors import UserError
 
 KINDS = {"vertical": "gem_transfer.verticals", "teacher": "gem_transfer.teachers", "domain_fm": "gem_transfer.domain_fms"}

@@ -94,13 +94,13 @@ def _tracking_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _tracking_uri(args: argparse.Namespace) -> str:
-    from transfer.tracking import default_tracking_uri
+    from transfer.tracking.runs import default_tracking_uri
 
     return args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(Path("gem_runs"))
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
-    from transfer.registry import register_vertical
+    from transfer.tracking.model_registry import register_vertical
 
     version = register_vertical(_tracking_uri(args), args.run_id, args.alias)
     alias = f", alias '{args.alias}'" if args.alias else ""
@@ -111,8 +111,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 
 def _cmd_lift(args: argparse.Namespace) -> int:
-    from transfer.lift import lift_from_tracking
-    from transfer.report import format_table
+    from transfer.evaluation.report import format_table
+    from transfer.tracking.lift import lift_from_tracking
 
     report = lift_from_tracking(_tracking_uri(args), args.experiment, args.vertical, args.since, args.out)
     print(format_table(report.table))
@@ -132,10 +132,10 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from transfer.engine import run_recipe
-    from transfer.recipe import load_recipe
-    from transfer.recipe_validation import check_machine
-    from transfer.report import format_table
+    from transfer.config.recipe import load_recipe
+    from transfer.config.validate import check_machine
+    from transfer.evaluation.report import format_table
+    from transfer.pipeline.engine import run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     check_machine(recipe, args.recipe)
@@ -152,10 +152,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_cycle(args: argparse.Namespace) -> int:
-    from transfer.cycle import run_cycle
-    from transfer.recipe import load_recipe
-    from transfer.recipe_validation import check_machine
-    from transfer.report import format_table
+    from transfer.config.recipe import load_recipe
+    from transfer.config.validate import check_machine
+    from transfer.evaluation.report import format_table
+    from transfer.pipeline.cycle import run_cycle
 
     recipe = load_recipe(args.recipe, args.overrides)
     check_machine(recipe, args.recipe)
@@ -172,7 +172,7 @@ def _cmd_cycle(args: argparse.Namespace) -> int:
 def _in_processes(recipe, args: argparse.Namespace) -> int | None:
     """For a multi-process recipe: start its processes here (→ their exit code), or, in one of them,
     check the launcher's world size and keep only rank 0's output; None: go on in this process."""
-    from transfer import launch, ranks
+    from transfer.util import launch, ranks
 
     launch.check_world(recipe.trainer, args.recipe)
     if launch.needs_launch(recipe.trainer):
@@ -184,7 +184,7 @@ def _in_processes(recipe, args: argparse.Namespace) -> int | None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from transfer.recipe import load_recipe
+    from transfer.config.recipe import load_recipe
 
     for path in args.recipes:
         recipe = load_recipe(path)
@@ -194,7 +194,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_ls(args: argparse.Namespace) -> int:
     from transfer.catalog import catalog
-    from transfer.dataset_config import builtin_datasets
+    from transfer.config.dataset import builtin_datasets
 
     sections = {
         "recipes": lambda: [f"{p}" for p in sorted(args.recipes_dir.glob("*.yaml"))],
@@ -216,8 +216,8 @@ def _costed(entry) -> str:
     import torch
 
     from teacher.cost import forward_flops_per_example, parameter_count
-    from transfer.dataset_config import dataset_config_path, load_dataset_config
-    from transfer.encoding import inputs_of
+    from transfer.config.dataset import dataset_config_path, load_dataset_config
+    from transfer.data.encoding import inputs_of
 
     inputs = inputs_of(load_dataset_config(dataset_config_path("synthetic")))
     torch.manual_seed(0)
@@ -227,8 +227,8 @@ def _costed(entry) -> str:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from transfer.data import check_slices, prepare_data, resolve_verticals
-    from transfer.recipe import load_recipe
+    from transfer.config.recipe import load_recipe
+    from transfer.data.prepare import check_slices, prepare_data, resolve_verticals
 
     recipe = load_recipe(args.recipe, args.overrides)
     data = prepare_data(recipe.data, recipe.transfer.staleness_days)
@@ -241,8 +241,8 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     import datetime
 
-    from transfer.atomic import atomic_path
-    from transfer.synthetic import SyntheticSpec, generate
+    from transfer.data.synthetic import SyntheticSpec, generate
+    from transfer.util.atomic import atomic_path
 
     try:
         datetime.date.fromisoformat(args.start)
@@ -272,7 +272,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transfer.interrupt import EXIT_INTERRUPTED, Interrupted, sigint_raises_interrupted
+    from transfer.util.interrupt import EXIT_INTERRUPTED, Interrupted, sigint_raises_interrupted
 
     argv = sys.argv[1:] if argv is None else argv
     args = _parse(build_parser(), argv)
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        from transfer import ranks
+        from transfer.util import ranks
 
         rank = ranks.rank()
         if rank == 0:  # every rank meets the same bad input; one says so
@@ -298,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _say_interrupted() -> None:
     """The one line of an interrupted command, said once: by the launcher of a multi-process run, else by rank 0."""
-    from transfer import launch, ranks
-    from transfer.interrupt import MESSAGE
+    from transfer.util import launch, ranks
+    from transfer.util.interrupt import MESSAGE
 
     if ranks.rank() == 0 and os.environ.get(launch.LAUNCHER_PID, str(os.getpid())) == str(os.getpid()):
         print(MESSAGE, file=sys.stderr)

@@ -1,0 +1,177 @@
+"""Recipes: a typed schema (design §6), loading with overrides, and validation against the catalog.
+
+A recipe is a small diff from these defaults. Every error names the file and the key path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING, OmegaConf
+
+from adapters.distillation import DistillationConfig
+from adapters.representation import RepresentationConfig
+from adapters.sharing import SharingConfig
+from adapters.student_adapter import AdapterConfig
+from transfer.config.structured import load_structured
+from transfer.util.fingerprint import fingerprint
+
+
+@dataclass
+class WindowConfig:
+    """A time range of the log. `start` defaults to the dataset's first day (train) or the end of the
+    students' window (eval), which is the end of train plus `transfer.staleness_days`."""
+
+    start: str | None = None  # YYYY-MM-DD, UTC
+    days: int = MISSING
+
+
+@dataclass
+class SyntheticConfig:
+    rows: int = 300_000
+    days: int = 24
+    start: str = "2026-01-01"
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # a built-in dataset name or a path to a dataset YAML
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    train: WindowConfig = field(default_factory=lambda: WindowConfig(days=21))  # the teacher's window
+    student_days: int | None = None  # length of the consumers' window (default: train.days)
+    eval: WindowConfig = field(default_factory=lambda: WindowConfig(days=3))
+    cache_dir: str = ".cache/gem-transfer"
+
+
+@dataclass
+class TeacherConfig:
+    model: str = "skeleton_tiny"  # a teacher of the catalog (`gem-transfer ls teachers`)
+    sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the catalog entry's default sizes
+    max_epochs: int = 1
+    lr: float = 2e-3
+    batch_size: int = 1024
+    compile: bool = False  # torch.compile the teacher for training and knowledge generation
+    precision: str | None = None  # Lightning precision for the teacher (e.g. bf16-mixed); default: trainer.precision
+    init_from: str | None = None  # weights (a state-dict .pt) to continue from; the continuous cycle sets it
+
+
+@dataclass
+class DomainFMConfig:
+    """The domain foundation models of hierarchical transfer: one per domain of the dataset."""
+
+    model: str = "dfm_small"  # a domain FM of the catalog (`gem-transfer ls domain_fms`)
+    sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the catalog entry's default sizes
+    max_epochs: int = 1
+    lr: float = 2e-3
+    batch_size: int = 1024
+
+
+@dataclass
+class StageConfig:
+    """One transfer stage: a producer's knowledge into its consumers, with these techniques (each
+    technique's config is defined with it in `adapters/`)."""
+
+    producer: str = "teacher"  # teacher or domain_fms
+    consumers: str = "students"  # domain_fms or students
+    distillation: DistillationConfig = field(default_factory=DistillationConfig)
+    representation: RepresentationConfig = field(default_factory=RepresentationConfig)
+    sharing: SharingConfig = field(default_factory=SharingConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+
+
+@dataclass
+class TransferConfig:
+    strategy: str = "direct"  # direct: teacher → students; hierarchical: teacher → domain FMs → students
+    stages: list[StageConfig] = field(default_factory=list)  # empty: the strategy's stages, default techniques
+    staleness_days: int = 0  # consumers train on a window ending this many days after the producer's cutoff
+    max_age_days: int | None = None  # refuse knowledge older than this (consumer window end − cutoff)
+
+
+@dataclass
+class StudentConfig:
+    vertical: str = MISSING  # a vertical model of the catalog (`gem-transfer ls verticals`)
+    sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the vertical's default sizes
+    lr: float = 2e-3
+    batch_size: int = 512
+
+
+@dataclass
+class TrainerConfig:
+    """Passed to Lightning's Trainer (students use max_epochs; the teacher has its own)."""
+
+    max_epochs: int = 2
+    accelerator: str = "cpu"
+    devices: int | str = 1
+    strategy: str = "auto"  # auto (one process), ddp, or fsdp (the teacher sharded, every other model under ddp; GPUs only)
+    num_nodes: int = 1
+    sharding: str = "full"  # with fsdp: full (shard over every process) or hybrid (HSDP: shard within a node, replicate across nodes)
+    precision: str = "32-true"
+    progress: bool = True
+
+
+@dataclass
+class TrackingConfig:
+    uri: str | None = None  # default: sqlite:///<output_dir>/mlflow.db
+    experiment: str | None = None  # default: the recipe's name
+
+
+@dataclass
+class Recipe:
+    name: str = MISSING
+    seed: int = 0
+    output_dir: str = "gem_runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    domain_fms: DomainFMConfig = field(default_factory=DomainFMConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+    students: list[StudentConfig] = field(default_factory=list)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def to_yaml(self) -> str:
+        return OmegaConf.to_yaml(OmegaConf.structured(self))
+
+    def flat(self) -> dict[str, object]:
+        """Dotted keys → values, for MLflow params."""
+        return _flatten(OmegaConf.to_container(OmegaConf.structured(self)))
+
+    @property
+    def hash(self) -> str:
+        return fingerprint(OmegaConf.to_container(OmegaConf.structured(self)))
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load, override and validate a recipe; raises `RecipeError` with one line on any problem.
+
+    An empty `transfer.stages` becomes the strategy's stages with default techniques.
+    """
+    from transfer.config.validate import default_stages, validate  # validation needs the model catalogs
+
+    recipe = load_structured(Recipe, Path(path), overrides or [])
+    if not recipe.transfer.stages and recipe.transfer.strategy in STRATEGY_STAGES:
+        recipe.transfer.stages = default_stages(recipe.transfer.strategy)
+    validate(recipe, Path(path))
+    return recipe
+
+
+# strategy → its stages as (producer, consumers)
+STRATEGY_STAGES = {
+    "direct": [("teacher", "students")],
+    "hierarchical": [("teacher", "domain_fms"), ("domain_fms", "students")],
+}
+
+
+def _flatten(tree: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list):
+        items = ((str(i), v) for i, v in enumerate(tree))
+    else:
+        return {prefix: tree}
+    flat: dict[str, object] = {}
+    for key, value in items:
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat

@@ -1,0 +1,85 @@
+"""The data cache (`data.cache_dir`): files made once per dataset and reused by every run.
+
+Every file lies inside the cache folder (a path that would resolve outside it is refused), is
+written atomically with a sha256 checksum beside it (`<file>.sha256`, written after the file), and
+is verified before it is reused: a file that does not match its checksum (cut short, damaged) or
+that has none (its writer was killed in between) is built again. Temporary files that a killed
+writer left behind are removed when the data is prepared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+from transfer.errors import DataError
+from transfer.util import ranks
+from transfer.util.atomic import atomic_path, remove_stale_temps, write_text_atomic
+
+CHECKSUM_SUFFIX = ".sha256"
+
+
+def prepare_cache_dir(cache_dir: Path) -> Path:
+    """Make `cache_dir` (its absolute path is returned) and drop this host's temporary files left
+    there by killed writers (the first process of each node does). A component of the path that
+    is a file, or a folder that cannot be made, is one `DataError` line naming `data.cache_dir`."""
+    folder = Path(cache_dir).absolute()
+    for parent in [folder, *folder.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise DataError(f"data.cache_dir: found '{cache_dir}', but '{parent}' is a file; allowed: a folder path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"data.cache_dir: cannot make the folder '{cache_dir}' ({exc.strerror}); allowed: a writable folder path") from None
+    if ranks.is_node_main():
+        for path in remove_stale_temps(folder):
+            print(f"  removed a file left half-written by a killed data build: {path}", flush=True)
+    return folder
+
+
+def cache_path(cache_dir: Path, *parts: str) -> Path:
+    """`cache_dir / parts…`, refused (a `DataError`) unless it resolves inside `cache_dir`."""
+    root = Path(cache_dir).resolve()
+    path = root.joinpath(*parts)
+    if path.resolve() == root or not path.resolve().is_relative_to(root):
+        raise DataError(f"data.cache_dir: '{'/'.join(parts)}' would be written outside the data cache {root}; allowed: a file name inside it")
+    return path
+
+
+def cached(path: Path, build: Callable[[Path], None]) -> Path:
+    """`path` when it is there and matches its checksum; otherwise `build(tmp)` writes it again
+    (to a temporary name, renamed onto `path`), then its checksum is written. → `path`"""
+    problem = damage(path)
+    if problem is None:
+        return path
+    checksum_file(path).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        build(tmp)
+    write_text_atomic(checksum_file(path), sha256(path))
+    if problem != "missing":
+        print(f"rebuilt the data cache: {path} {problem}", flush=True)
+    return path
+
+
+def damage(path: Path) -> str | None:
+    """Why `path` cannot be reused ('missing', 'was damaged', 'had no checksum'), or None when it can."""
+    if not path.is_file():
+        return "missing"
+    expected = checksum_file(path)
+    if not expected.is_file():
+        return "had no checksum"
+    return None if expected.read_text().strip() == sha256(path) else "was damaged"
+
+
+def checksum_file(path: Path) -> Path:
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

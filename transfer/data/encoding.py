@@ -1,0 +1,154 @@
+"""Encode the canonical log into tensors once per dataset, with each row's history pointers.
+
+Rows are sorted by (user, time, example_id). A row's history is the contiguous slice
+`[hist_start, hist_end)` of the same sorted arrays: the user's events strictly before the row's
+timestamp (events at the same instant are excluded, so a label never leaks into its own features).
+Batches gather the last `L` events of that slice by tensor indexing (`transfer.data.batches`), so the
+same cache serves a long-history teacher and a short-history VM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from transfer.data.hashing import stable_hash
+from transfer.util.atomic import atomic_path
+
+ID_FEATURES = ("user_id", "ad_id", "ad_category")  # always the first categorical features, in this order
+AD_FEATURE, CATEGORY_FEATURE = 1, 2  # their positions; history events reuse these vocabularies
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model builder needs to know about the data: typed sizes, no config objects."""
+
+    n_categorical: int
+    n_dense: int
+    n_surfaces: int
+    n_tasks: int
+    hash_buckets: int
+    categorical_names: tuple[str, ...] = ()  # names of the F categorical features, in order
+
+
+@dataclass
+class EncodedLog:
+    """The whole dataset as tensors, sorted by (user, time). N rows, F categorical, D dense, T tasks."""
+
+    example_id: pl.Series  # [N] original keys
+    ts: torch.Tensor  # [N] int64 seconds since epoch
+    categorical: torch.Tensor  # [N, F] int64 hashed ids (user_id, ad_id, ad_category, then the rest)
+    dense: torch.Tensor  # [N, D] float32, signed log1p
+    surface: torch.Tensor  # [N] int64 index into `surfaces`
+    labels: torch.Tensor  # [N, T] float32, NaN where a task's label is missing
+    action: torch.Tensor  # [N] int64: 0 seen, k = 1 + the last positive task's index
+    hist_start: torch.Tensor  # [N] int64 first row of the user's history
+    hist_end: torch.Tensor  # [N] int64 one past the last event strictly before this row
+    tasks: list[str]
+    surfaces: list[str]
+    categorical_names: list[str]
+    dense_names: list[str]
+    hash_buckets: int
+
+    @property
+    def inputs(self) -> InputSpec:
+        return InputSpec(
+            n_categorical=self.categorical.shape[1],
+            n_dense=self.dense.shape[1],
+            n_surfaces=len(self.surfaces),
+            n_tasks=len(self.tasks),
+            hash_buckets=self.hash_buckets,
+            categorical_names=tuple(self.categorical_names),
+        )
+
+    def window_rows(self, start: datetime, end: datetime) -> torch.Tensor:
+        """Row indices with start <= ts < end. → [n] int64"""
+        lo, hi = int(start.timestamp()), int(end.timestamp())
+        return torch.nonzero((self.ts >= lo) & (self.ts < hi)).squeeze(1)
+
+    def surface_rows(self, rows: torch.Tensor, surfaces: str | tuple[str, ...]) -> torch.Tensor:
+        """The subset of `rows` shown on `surfaces` (one name or several). → [m] int64"""
+        wanted = torch.tensor([self.surfaces.index(s) for s in ([surfaces] if isinstance(surfaces, str) else surfaces)])
+        return rows[torch.isin(self.surface[rows], wanted)]
+
+
+def encode(frame: pl.DataFrame, surfaces: list[str], tasks: list[str], categorical: list[str], dense: list[str], hash_buckets: int) -> pl.DataFrame:
+    """Canonical log → encoded table (one row per impression, sorted by user and time)."""
+    frame = frame.sort("user_id", "ts", "example_id").with_row_index("row")
+    names = [*ID_FEATURES, *categorical]
+    hashed = {f"cat_{i}": stable_hash(frame[name], name, hash_buckets) for i, name in enumerate(names)}
+    positive_task = pl.max_horizontal(
+        *[pl.when(pl.col(t) == 1).then(pl.lit(i + 1)).otherwise(0) for i, t in enumerate(tasks)]
+    )
+    ts = pl.col("ts").dt.epoch("s")
+    user_start = pl.col("row").cast(pl.Int64).min().over("user_id")
+    return frame.select(
+        "example_id",
+        ts.alias("ts"),
+        pl.col("surface").replace_strict(surfaces, list(range(len(surfaces))), return_dtype=pl.Int64),
+        *[pl.col(t).alias(f"label_{i}") for i, t in enumerate(tasks)],
+        *[_signed_log1p(pl.col(d).cast(pl.Float32)).alias(f"dense_{i}") for i, d in enumerate(dense)],
+        positive_task.cast(pl.Int64).alias("action"),
+        user_start.alias("hist_start"),
+        (user_start + pl.col("ts").rank("min").over("user_id").cast(pl.Int64) - 1).alias("hist_end"),
+    ).with_columns(**{k: pl.Series(v) for k, v in hashed.items()})
+
+
+def _signed_log1p(x: pl.Expr) -> pl.Expr:
+    return x.sign() * x.abs().log1p()
+
+
+def save_encoded(table: pl.DataFrame, meta: dict, path: Path) -> None:
+    """Write the encoded table and its metadata (tasks, surfaces, names) atomically."""
+    with atomic_path(path) as tmp:
+        table.write_parquet(tmp, metadata={"gem_transfer": json.dumps(meta)})
+
+
+def load_encoded(path: Path) -> EncodedLog:
+    """Read an encoded table back as tensors."""
+    meta = json.loads(pl.read_parquet_metadata(path)["gem_transfer"])
+    table = pl.read_parquet(path)
+
+    def stack(prefix: str, count: int, dtype: torch.dtype) -> torch.Tensor:
+        cols = [table[f"{prefix}_{i}"].to_numpy() for i in range(count)]
+        n = table.height
+        return torch.from_numpy(np.stack(cols, axis=1) if cols else np.zeros((n, 0))).to(dtype)
+
+    def col(name: str) -> torch.Tensor:
+        return torch.from_numpy(table[name].to_numpy().copy()).long()
+
+    return EncodedLog(
+        example_id=table["example_id"],
+        ts=col("ts"),
+        categorical=stack("cat", len(ID_FEATURES) + len(meta["categorical"]), torch.int64),
+        dense=stack("dense", len(meta["dense"]), torch.float32),
+        surface=col("surface"),
+        labels=stack("label", len(meta["tasks"]), torch.float32),
+        action=col("action"),
+        hist_start=col("hist_start"),
+        hist_end=col("hist_end"),
+        tasks=meta["tasks"],
+        surfaces=meta["surfaces"],
+        categorical_names=[*ID_FEATURES, *meta["categorical"]],
+        dense_names=meta["dense"],
+        hash_buckets=meta["hash_buckets"],
+    )
+
+
+def inputs_of(dataset) -> InputSpec:
+    """The `InputSpec` a dataset config implies, without reading its data (`dataset`: a DatasetConfig)."""
+    names = (*ID_FEATURES, *dataset.categorical)
+    return InputSpec(
+        n_categorical=len(names),
+        n_dense=len(dataset.dense),
+        n_surfaces=len(dataset.surfaces),
+        n_tasks=len(dataset.labels),
+        hash_buckets=dataset.hash_buckets,
+        categorical_names=names,
+    )

@@ -1,0 +1,215 @@
+"""Prepare a recipe's data: load and validate the dataset, encode it once (cached), cut windows."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import torch
+
+from transfer.catalog import ModelEntry, catalog
+from transfer.config.dataset import DatasetConfig, dataset_config_path, load_dataset_config
+from transfer.config.recipe import DataConfig, StudentConfig, WindowConfig
+from transfer.data.cache import cache_path, cached, prepare_cache_dir
+from transfer.data.encoding import EncodedLog, encode, load_encoded, save_encoded
+from transfer.data.impressions import load_impressions
+from transfer.data.synthetic import GENERATOR_VERSION, SyntheticSpec
+from transfer.errors import DataError, RecipeError
+from transfer.util.fingerprint import fingerprint
+from transfer.util.progress import step
+
+ENCODING_VERSION = 2  # bump when the encoded layout changes, to invalidate caches
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    start: datetime
+    end: datetime  # exclusive
+
+    def __str__(self) -> str:
+        return f"{self.start:%Y-%m-%d %H:%M} → {self.end:%Y-%m-%d %H:%M} UTC"
+
+
+@dataclass
+class PreparedData:
+    """The log and its three windows (design §8, staleness protocol): the teacher trains on `train`
+    (its cutoff is `train.end`); consumers train on `student`, which ends `staleness_days` after
+    that cutoff; everyone is evaluated on `eval`, right after `student`."""
+
+    dataset: str
+    log: EncodedLog
+    domains: dict[str, list[str]]  # domain → its surfaces
+    fingerprint: str  # identifies the encoded log (for stage caches)
+    train: Window
+    student: Window
+    eval: Window
+    train_rows: torch.Tensor  # [n_train] row indices into log
+    student_rows: torch.Tensor  # [n_student]
+    eval_rows: torch.Tensor  # [n_eval]
+
+    def base_rates(self, rows: torch.Tensor, task_columns: list[int]) -> torch.Tensor:
+        """Mean label per task over `rows` (the whole log's where a task has no label there). → [T]"""
+        return label_rates(self.log.labels[rows][:, task_columns], self.log.labels[:, task_columns])
+
+    def domain_rows(self, rows: torch.Tensor, domain: str) -> torch.Tensor:
+        """The subset of `rows` on any surface of `domain`. → [m]"""
+        codes = torch.tensor([self.log.surfaces.index(s) for s in self.domains[domain]])
+        return rows[torch.isin(self.log.surface[rows], codes)]
+
+
+def label_rates(labels: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+    """Per-column mean of 0/1 labels ignoring NaN; a column with no label takes `fallback`'s mean. [N, T] → [T]"""
+    rates = torch.nanmean(labels, dim=0)
+    return torch.where(torch.isnan(rates), torch.nanmean(fallback, dim=0).nan_to_num(0.5), rates)
+
+
+def prepare_data(cfg: DataConfig, staleness_days: int = 0) -> PreparedData:
+    """Load, validate and encode (once, cached) the recipe's dataset and cut its three windows."""
+    cfg_path = dataset_config_path(cfg.dataset)
+    dataset = load_dataset_config(cfg_path)
+    synthetic = SyntheticSpec(**asdict(cfg.synthetic))
+    log, path = _encoded_log(dataset, cfg_path, prepare_cache_dir(Path(cfg.cache_dir)), synthetic)
+    first_day = datetime.fromtimestamp(int(log.ts.min()), tz=timezone.utc).replace(hour=0, minute=0, second=0)
+    train = _window("train", cfg.train, default_start=first_day)
+    student_end = train.end + timedelta(days=staleness_days)
+    student = Window("student", student_end - timedelta(days=cfg.student_days or cfg.train.days), student_end)
+    evaluation = _window("eval", cfg.eval, default_start=student.end)
+    if evaluation.start < student.end:
+        raise DataError(
+            f"data.eval: the eval window ({evaluation}) starts before the students' train window ends ({student.end:%Y-%m-%d})"
+        )
+    domains: dict[str, list[str]] = {}
+    for surface, domain in dataset.surfaces.items():
+        domains.setdefault(domain, []).append(surface)
+    return PreparedData(
+        dataset=dataset.name,
+        log=log,
+        domains=domains,
+        fingerprint=path.stem,
+        train=train,
+        student=student,
+        eval=evaluation,
+        train_rows=_rows(log, train, dataset.name),
+        student_rows=_rows(log, student, dataset.name),
+        eval_rows=_rows(log, evaluation, dataset.name),
+    )
+
+
+def _encoded_log(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec) -> tuple[EncodedLog, Path]:
+    key = {
+        "version": ENCODING_VERSION,
+        "config": cfg_path.read_text(),
+        "synthetic": [GENERATOR_VERSION, asdict(synthetic)] if dataset.source.synthetic else None,
+        "files": _local_file_stats(dataset, cfg_path),
+    }
+    path = cache_path(cache_dir, f"encoded-{dataset.name}-{fingerprint(key)}.parquet")
+    cached(path, lambda tmp: _encode_dataset(dataset, cfg_path, cache_dir, synthetic, tmp))
+    return load_encoded(path), path
+
+
+def _encode_dataset(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec, target: Path) -> None:
+    """Read, validate and encode the dataset into `target`."""
+    with step(f"data: reading and validating {dataset.name}"):
+        frame = load_impressions(dataset, cfg_path, cache_dir, synthetic)
+    if frame.height == 0:
+        raise DataError(f"{cfg_path}: dataset '{dataset.name}' has no impressions (0 rows after validation); allowed: at least one")
+    tasks, surfaces = list(dataset.labels), list(dataset.surfaces)
+    with step(f"data: encoding {frame.height:,} impressions and their histories"):
+        table = encode(frame, surfaces, tasks, dataset.categorical, dataset.dense, dataset.hash_buckets)
+    meta = {
+        "tasks": tasks,
+        "surfaces": surfaces,
+        "categorical": dataset.categorical,
+        "dense": dataset.dense,
+        "hash_buckets": dataset.hash_buckets,
+    }
+    save_encoded(table, meta, target)
+
+
+def _local_file_stats(dataset: DatasetConfig, cfg_path: Path) -> list[tuple[str, int, int]]:
+    if dataset.source.synthetic or dataset.source.wheel:
+        return []
+    stats = []
+    for rel in dataset.source.files.values():
+        path = cfg_path.parent / rel
+        if path.is_file():
+            st = path.stat()
+            stats.append((str(path.resolve()), st.st_size, st.st_mtime_ns))
+    return stats
+
+
+def _window(name: str, cfg: WindowConfig, default_start: datetime) -> Window:
+    start = default_start
+    if cfg.start is not None:
+        start = datetime.fromisoformat(cfg.start).replace(tzinfo=timezone.utc)
+    return Window(name, start, start + timedelta(days=cfg.days))
+
+
+def _rows(log: EncodedLog, window: Window, dataset: str) -> torch.Tensor:
+    rows = log.window_rows(window.start, window.end)
+    if len(rows) == 0:
+        first = datetime.fromtimestamp(int(log.ts.min()), tz=timezone.utc)
+        last = datetime.fromtimestamp(int(log.ts.max()), tz=timezone.utc)
+        key = "data.train (shifted by transfer.staleness_days)" if window.name == "student" else f"data.{window.name}"
+        raise DataError(
+            f"{key}: window {window} of dataset '{dataset}' is empty; "
+            f"the data spans {first:%Y-%m-%d} → {last:%Y-%m-%d}"
+        )
+    return rows
+
+
+def resolve_verticals(recipe_path: Path, students: list[StudentConfig], data: PreparedData) -> list[ModelEntry]:
+    """The catalog entries of the recipe's students, each serving surfaces and a task the dataset has."""
+    return [_vertical(recipe_path, i, student, data) for i, student in enumerate(students)]
+
+
+def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedData) -> ModelEntry:
+    spec = catalog("vertical")[student.vertical]
+    missing = [s for s in spec.surfaces if s not in data.log.surfaces]
+    if missing or not spec.surfaces:
+        raise RecipeError(
+            f"{recipe_path}: students.{i}.vertical: '{spec.name}' serves surface(s) '{', '.join(spec.surfaces)}', which dataset "
+            f"'{data.dataset}' does not have; its surfaces: {', '.join(data.log.surfaces)}"
+        )
+    if spec.task not in data.log.tasks:
+        raise RecipeError(
+            f"{recipe_path}: students.{i}.vertical: '{spec.name}' serves task '{spec.task}'; dataset "
+            f"'{data.dataset}' has tasks: {', '.join(data.log.tasks)}"
+        )
+    return spec
+
+
+def check_slices(data: PreparedData, verticals: list[ModelEntry]) -> None:
+    """Before any training: every VM's slice (its surface(s) × task) of the students' window has
+    impressions and a positive, and its eval slice has a 0/1 label on every impression and both
+    classes (NE and AUC are undefined otherwise: the teacher and producers are scored there too).
+    A `DataError` naming the slice otherwise."""
+    for i, spec in enumerate(verticals):
+        column = data.log.tasks.index(spec.task)
+        for window, rows in ((data.student, data.student_rows), (data.eval, data.eval_rows)):
+            labels = data.log.labels[data.log.surface_rows(rows, spec.surfaces), column]  # [m]
+            if len(labels) == 0:
+                raise DataError(f"students.{i}.vertical: '{spec.name}' has no impressions of surface(s) '{', '.join(spec.surfaces)}' in window {window}")
+            problem = _slice_problem(labels, evaluated=window is data.eval)
+            if problem:
+                kind = "eval" if window is data.eval else "training"
+                raise DataError(
+                    f"students.{i}.vertical: '{spec.name}' {kind} slice (surface(s) {'/'.join(spec.surfaces)}, task {spec.task}, "
+                    f"window {window}) of dataset '{data.dataset}' {problem}"
+                )
+
+
+def _slice_problem(labels: torch.Tensor, evaluated: bool) -> str | None:
+    """What makes a slice's labels ([m] float, NaN = no label) unusable, or None."""
+    nulls = int(torch.isnan(labels).sum())
+    positives = int((labels == 1).sum())
+    negatives = int((labels == 0).sum())
+    if evaluated and nulls:
+        return f"has {nulls} null labels among {len(labels):,} impressions; allowed: a 0/1 label on every eval impression"
+    if positives == 0:
+        return f"has no positive label ({len(labels):,} impressions); allowed: at least one 1 and one 0"
+    if evaluated and negatives == 0:
+        return f"has only positive labels ({len(labels):,} impressions); allowed: at least one 1 and one 0"
+    return None

@@ -1,0 +1,97 @@
+"""Content-addressed stage outputs: a finished stage is found again by its key (`transfer.pipeline.keys`).
+
+A trained model (weights + the MLflow run that trained it) and a knowledge table are stored under
+`<output_dir>/stages/<kind>-<digest>/`, written atomically, with the sha256 of every file they hold,
+so reruns and recipes that differ only downstream (another technique, another VM) reuse them
+instead of training again — and a file changed or damaged since it was written is never reused.
+While a stage is being built its folder is locked: a second run that needs the same stage waits,
+then reuses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from transfer.data.cache import checksum_file, damage
+from transfer.data.cache import sha256 as file_digest
+from transfer.pipeline.keys import StageKey
+from transfer.util.atomic import atomic_path, write_text_atomic
+
+
+class StageCache:
+    def __init__(self, root: Path):
+        self.root = root
+
+    def folder(self, key: StageKey) -> Path:
+        return self.root / key.name
+
+    def load_model(self, folder: Path, model: torch.nn.Module) -> dict | None:
+        """Load cached weights into `model`; → the stored metadata, or None when not cached. Weights
+        whose checksum does not match, or that do not load, are reported and trained again."""
+        weights, meta_file = folder / "model.pt", folder / "meta.json"
+        if not (weights.is_file() and meta_file.is_file()):
+            return None
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            return _damaged(meta_file, "its metadata does not parse")
+        if meta.get("sha256") != file_digest(weights):
+            return _damaged(weights, "its checksum does not match the one stored when it was written")
+        try:
+            model.load_state_dict(torch.load(weights, weights_only=True))
+        except (RuntimeError, OSError, EOFError, ValueError) as exc:  # another architecture or a damaged file
+            return _damaged(weights, f"it does not load ({type(exc).__name__})")
+        return meta
+
+    def save_model(self, folder: Path, model: torch.nn.Module, meta: dict) -> None:
+        with atomic_path(folder / "model.pt") as tmp:
+            torch.save(model.state_dict(), tmp)
+            digest = file_digest(tmp)
+        write_text_atomic(folder / "meta.json", json.dumps({**meta, "sha256": digest}, indent=2))
+
+
+def _damaged(path: Path, why: str) -> None:
+    print(f"  ! {path}: {why}; training again", flush=True)
+    return None
+
+
+def write_checksum(path: Path) -> None:
+    """Record `path`'s sha256 beside it (`<path>.sha256`), once `path` is complete."""
+    write_text_atomic(checksum_file(path), file_digest(path))
+
+
+def checksum_matches(path: Path) -> bool:
+    """True when `path` and its recorded checksum exist and agree (the data cache's rule)."""
+    return damage(path) is None
+
+
+@contextlib.contextmanager
+def stage_lock(folder: Path, label: str) -> Iterator[None]:
+    """Hold `folder`'s build lock (`<stages>/.locks/<folder>.lock`, an flock) for the block; another
+    process building the same stage waits for it (and then finds the stage finished)."""
+    locks = folder.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock_path = locks / f"{folder.name}.lock"
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            print(f"  waiting for {holder}, which is building {label} ({folder.name})", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,117 @@
+"""The continuous transfer cycle (GEM's refresh loop) over successive time windows.
+
+Cycle 0 is the recipe as written. Each later cycle k moves time forward by one eval window
+(`data.eval.days`): the teacher continues from cycle k−1's weights on the newest days only, generates
+knowledge for the students' window ending at the new cutoff, the Student Adapter (if the recipe uses
+it) is refit on the freshest labels as part of each VM's training, and the VMs are retrained; all
+are scored on the next eval window. Beside them, the VMs trained once in cycle 0 are scored on every
+later eval window, which shows what refreshing buys. Each cycle is one MLflow recipe run tagged
+`cycle` and `previous_cycle_run_id`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+
+from transfer.catalog import catalog
+from transfer.config.recipe import Recipe, WindowConfig
+from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.prepare import PreparedData, check_slices, prepare_data, resolve_verticals
+from transfer.errors import RecipeError
+from transfer.knowledge.generate import SCORING_BATCH
+from transfer.pipeline.engine import RunResult, run_recipe
+from transfer.training.module import RankingModule
+from transfer.training.trainer import evaluate
+from transfer.util import ranks
+from transfer.util.atomic import atomic_path
+
+
+@dataclass
+class CycleResult:
+    table: pl.DataFrame  # one row per (cycle, vertical)
+    csv: Path
+    runs: list[str]  # the cycles' parent run ids
+
+
+def cycle_recipe(recipe: Recipe, cycle: int, teacher_weights: Path | None) -> Recipe:
+    """The recipe of cycle `cycle` (0 = as written): windows moved forward, teacher continuing."""
+    if cycle == 0:
+        return recipe
+    step = recipe.data.eval.days
+    first_cutoff = date.fromisoformat(str(recipe.data.train.start)) + timedelta(days=recipe.data.train.days)
+    moved = copy.deepcopy(recipe)
+    moved.data.student_days = recipe.data.student_days or recipe.data.train.days
+    moved.data.train = WindowConfig(start=str(first_cutoff + timedelta(days=(cycle - 1) * step)), days=step)  # the newest days
+    moved.teacher.init_from = str(teacher_weights)
+    return moved
+
+
+def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
+    if windows < 1:
+        raise RecipeError(f"--windows: found {windows}; allowed: a whole number ≥ 1")
+    if recipe.data.train.start is None:
+        raise RecipeError(f"{recipe_path}: data.train.start: the continuous cycle needs an explicit start date (YYYY-MM-DD)")
+    ranks.start()
+    _check_data_reaches_last_window(recipe, recipe_path, windows)
+    rows: list[dict] = []
+    run_ids: list[str] = []
+    first: RunResult | None = None
+    previous: RunResult | None = None
+    for cycle in range(windows):
+        current = cycle_recipe(recipe, cycle, previous.teacher_weights if previous else None)
+        print(f"▸ cycle {cycle + 1}/{windows}: teacher window {current.data.train.start} + {current.data.train.days} days", flush=True)
+        tags = {"cycle": str(cycle), "cycle_of": recipe.name, "previous_cycle_run_id": previous.parent_run_id if previous else ""}
+        result = run_recipe(current, recipe_path, extra_tags=tags)
+        first = first or result
+        rows += _cycle_rows(cycle, current, result, first)
+        run_ids.append(result.parent_run_id)
+        previous = result
+    table = pl.DataFrame(rows)
+    csv = Path(recipe.output_dir) / recipe.name / f"cycle-{recipe.hash}-{windows}.csv"
+    if ranks.is_main():
+        with atomic_path(csv) as tmp:
+            table.write_csv(tmp)
+    return CycleResult(table, csv, run_ids)
+
+
+def _check_data_reaches_last_window(recipe: Recipe, recipe_path: Path, windows: int) -> None:
+    """Fail before any training when the data ends before the last cycle's eval window, or a cycle's
+    VM slice cannot be trained or evaluated (no positives, one class, missing labels)."""
+    with ranks.main_first():  # rank 0 builds the data cache, the others read it
+        for cycle in range(windows):
+            current = cycle_recipe(recipe, cycle, Path("unused"))
+            data = prepare_data(current.data, current.transfer.staleness_days)  # a clear DataError names an empty window
+            check_slices(data, resolve_verticals(recipe_path, current.students, data))
+
+
+def _cycle_rows(cycle: int, recipe: Recipe, result: RunResult, first: RunResult) -> list[dict]:
+    data = prepare_data(recipe.data, recipe.transfer.staleness_days)  # cached: cheap
+    students = result.table.filter(pl.col("role") == "student")
+    rows = []
+    for student in recipe.students:
+        entry = catalog("vertical")[student.vertical]
+        row = students.filter(pl.col("model") == entry.name).row(0, named=True)
+        table = result.table.filter(pl.col("slice") == row["slice"])
+        baseline = table.filter((pl.col("role") == "baseline") & (pl.col("model") == entry.name))
+        frozen = _score(first.students[entry.name], data, entry.surfaces, entry.task, recipe)
+        rows.append({
+            "cycle": cycle, "eval window": str(data.eval), "vertical": entry.name,
+            "teacher NE": table.filter(pl.col("role") == "teacher")["NE"][0],
+            "baseline NE": baseline["NE"][0],
+            "refreshed VM NE": row["NE"], "trained-once VM NE": frozen,
+            "refresh gain %": 100 * (frozen - row["NE"]) / frozen,
+        })
+    return rows
+
+
+def _score(module: RankingModule, data: PreparedData, surfaces: tuple[str, ...], task: str, recipe: Recipe) -> float:
+    """NE of a trained VM on this cycle's eval window (its serving head only)."""
+    rows = data.log.surface_rows(data.eval_rows, surfaces)
+    loader = window_loader(WindowBatches(data.log, rows, module.model.history_length), SCORING_BATCH, shuffle=False)
+    scoring = RankingModule(module.export(), [task], [data.log.tasks.index(task)], lr=0.0)
+    return evaluate(scoring, loader, recipe.trainer, task).ne

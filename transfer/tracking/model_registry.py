@@ -1,0 +1,93 @@
+"""Registering trained vertical models in the MLflow Model Registry, with their lineage.
+
+Only a student run (a VM trained with transfer) of a catalogued vertical, within its serving budget,
+can be registered; the registered model is named after the vertical and its version carries the
+lineage: producer, recipe, knowledge cutoff and staleness, techniques, lift and transfer ratio.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from transfer.catalog import catalog
+from transfer.errors import UserError
+from transfer.evaluation.serving import ServingCost
+from transfer.tracking.runs import check_reachable
+
+LINEAGE_TAGS = ("producer", "producer_run_id", "recipe", "recipe_hash", "recipe_run_id", "knowledge_cutoff",
+                "knowledge_age_days", "staleness_days", "techniques", "baseline_run_id")
+LINEAGE_METRICS = ("lift_pct", "transfer_ratio", "eval_ne", "eval_auc", "serving_params", "serving_p99_ms")
+
+
+class RegistrationError(UserError):
+    """A run that cannot be registered, and why."""
+
+
+def register_vertical(uri: str, run_id: str, alias: str | None = None) -> ModelVersion:
+    """Register the VM trained in `run_id` under its catalog name; → the new model version."""
+    if alias is not None:
+        _check_alias(alias)
+    check_reachable(uri)
+    client = MlflowClient(uri)
+    run = _student_run(client, uri, run_id)
+    name = run.data.tags["vertical"]
+    _check_budget(run, name)
+    tags = {key: run.data.tags[key] for key in LINEAGE_TAGS if key in run.data.tags}
+    tags |= {key: f"{run.data.metrics[key]:.6g}" for key in LINEAGE_METRICS if key in run.data.metrics}
+    tags["run_id"] = run_id
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=catalog("vertical")[name].description)
+    source = run.data.tags["model_uri"]  # models:/<model id>
+    version = client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=source.removeprefix("models:/"))
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return client.get_model_version(name, version.version)
+
+
+def _check_alias(alias: str) -> None:
+    """The registry's alias rules, checked before anything is registered."""
+    if not re.fullmatch(r"[\w-]{1,255}", alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise RegistrationError(f"--alias: found '{alias}'; allowed: letters, digits, '_' and '-', "
+                                "except 'latest' and version names like v2 (reserved by MLflow)")
+
+
+def _student_run(client: MlflowClient, uri: str, run_id: str) -> Run:
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise RegistrationError(f"run '{run_id}': the tracking store {uri} answered: {exc.message}") from None
+        raise RegistrationError(f"run '{run_id}' not found in the tracking store {uri}") from None
+    role = run.data.tags.get("role")
+    if role == "baseline":
+        raise RegistrationError(
+            f"run '{run_id}' is the no-transfer baseline of '{run.data.tags.get('vertical')}'; only students (VMs trained "
+            "with transfer, role 'student') can be registered"
+        )
+    if role != "student":
+        what = f"a {role} run" if role else "not a gem-transfer model run"
+        raise RegistrationError(f"run '{run_id}' is {what}; only students (VMs trained with transfer, role 'student') can be registered")
+    if run.info.status != "FINISHED" or "model_uri" not in run.data.tags:
+        raise RegistrationError(f"run '{run_id}' did not finish (status {run.info.status}); there is no trained model to register")
+    return run
+
+
+def _check_budget(run: Run, name: str) -> None:
+    entries = catalog("vertical")
+    if name not in entries:
+        raise RegistrationError(f"vertical '{name}' of run '{run.info.run_id}' is not in the catalog (see gem-transfer ls verticals)")
+    budget = entries[name].budget
+    metrics = run.data.metrics
+    if budget is None:
+        return
+    cost = ServingCost(int(metrics["serving_params"]), metrics["serving_p50_ms"], metrics["serving_p99_ms"])
+    violations = budget.violations(cost.params, cost.p99_ms)
+    if violations:
+        raise RegistrationError(f"'{name}' (run {run.info.run_id}) is over its serving budget: " + "; ".join(violations))

@@ -1,0 +1,156 @@
+"""The LightningModule that trains, evaluates and scores every model: teacher, domain FM or VM.
+
+One training step, short on purpose:
+1. each technique's `before_step` (the Student Adapter steps on the batch's fresh rows and scores
+   every row, gradients stopped) — the adapter first, then the model;
+2. forward the model; loss = BCE on true labels + the sum of the enabled techniques' terms
+   (each technique in `adapters/`);
+3. one optimizer step for the model and its training-only heads.
+Evaluation updates NE/AUC/calibration per task; `predict_step` emits logits and embeddings.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch import nn
+
+from adapters import Technique, Trunk, scale_gradient
+from transfer.errors import TrainingError
+from transfer.evaluation.metrics import eval_metrics
+from transfer.training.losses import label_loss
+
+
+class RankingModule(L.LightningModule):
+    """Trains `model` on the tasks at `task_columns` of the batch labels.
+
+    A teacher serves every task (`task_columns = [0, 1, …]`); a VM serves one (`[k]`). With transfer
+    `techniques` (built by `adapters.build_techniques`), the batches carry the knowledge columns they
+    need (`soft_logits` [B, T], `teacher_embedding` [B, E], `knowledge_age` [B], `fresh` [B] bool).
+    Techniques are training-only: `export()` returns the bare serving model. `head_grad_scale` is β,
+    the scale of the distillation heads' gradient into the trunk.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tasks: list[str],
+        task_columns: list[int],
+        lr: float,
+        techniques: list[Technique] | None = None,
+        head_grad_scale: float = 1.0,
+        base_rates: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.automatic_optimization = False  # a technique (the adapter) may step before the model, in the same batch
+        self.model = model
+        self.techniques = nn.ModuleList(techniques or [])
+        self.tasks = tasks
+        self.task_columns = task_columns
+        self.lr, self.head_grad_scale = lr, head_grad_scale
+        self.test_metrics = nn.ModuleDict({task: eval_metrics() for task in tasks})
+        self._batches_done = 0
+        self.label = "model"  # named in errors, e.g. "student: ig_stories_click" (set by `fit`)
+        if base_rates is not None:
+            self._start_at_base_rates(base_rates)
+
+    def _start_at_base_rates(self, base_rates: torch.Tensor) -> None:
+        """Output biases = logit(base rate) [T]: an untrained model predicts the prior, not 0.5."""
+        prior = torch.logit(base_rates.clamp(1e-4, 1 - 1e-4))
+        layers = [self.model.output_layer(), *(head for t in self.techniques for head in t.prior_heads())]
+        with torch.no_grad():
+            for layer in layers:
+                layer.bias.copy_(prior)
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return self.model(batch)
+
+    def export(self) -> nn.Module:
+        """The serving model alone: no transfer heads, no adapter."""
+        return self.model
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        model_opt, *own = self.optimizers() if isinstance(self.optimizers(), list) else [self.optimizers()]
+        labels = batch["labels"][:, self.task_columns]  # [B, T]
+        for technique, optimizer in zip(self._stepping_alone(), own, strict=True):
+            batch = batch | technique.before_step(self, optimizer, batch, labels)
+        loss, parts = self.model_loss(batch, labels)
+        if not _finite_on_every_rank(loss):  # every rank stops together (none left waiting in DDP's backward)
+            self._stop_on_bad_loss(loss, parts)
+        model_opt.zero_grad()
+        self.manual_backward(loss)
+        model_opt.step()
+        self._log_losses(loss, parts, len(labels))
+
+    def _stop_on_bad_loss(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        where = f"step {self.global_step + 1} (epoch {self.current_epoch + 1})"
+        if torch.isfinite(loss):
+            raise TrainingError(f"{self.label}: another process's training loss became non-finite at {where}")
+        values = ", ".join(f"{name} {value.item():.4g}" for name, value in parts.items())
+        raise TrainingError(
+            f"{self.label}: the training loss became {loss.item()} at step {self.global_step + 1} (epoch {self.current_epoch + 1}; "
+            f"{values}); lower the learning rate or check the data for extreme values"
+        )
+
+    def model_loss(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """BCE on true labels plus every technique's terms → (total, parts by name)."""
+        out = self.model(batch)
+        trunk = Trunk(out.embedding, scale_gradient(out.embedding, self.head_grad_scale)) if self.techniques else None
+        parts = {"label": label_loss(out.logits, labels)}
+        for technique in self.techniques:
+            parts |= technique.loss(out.logits, trunk, batch)
+        return sum(parts.values()), parts
+
+    def _stepping_alone(self) -> list[Technique]:
+        """The techniques with an optimizer of their own, in order."""
+        return [t for t in self.techniques if t.steps_alone is not None]
+
+    def setup(self, stage: str) -> None:
+        """Before Lightning wraps the module in DDP: leave out the techniques that step on their own
+        (the adapter steps on the fresh rows before the model's forward, a second backward DDP's
+        reducer cannot take; it syncs its own gradients)."""
+        if torch.distributed.is_initialized():
+            names = [f"techniques.{i}.{t.steps_alone}.{name}" for i, t in enumerate(self.techniques) if t.steps_alone is not None
+                     for name in getattr(t, t.steps_alone).state_dict()]
+            if names:
+                torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, names)
+
+    def _log_losses(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], batch_size: int) -> None:
+        # Lightning writes logs every `log_every_n_steps` batches; logging only then keeps steps cheap.
+        self._batches_done += 1
+        if self._batches_done % max(self.trainer.log_every_n_steps, 1) != 0:
+            return
+        self.log("train_loss", loss.detach(), prog_bar=True, batch_size=batch_size)
+        if len(parts) > 1:
+            self.log_dict({f"train_loss_{k}": v.detach() for k, v in parts.items()}, batch_size=batch_size)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self.model(batch).logits  # [B, T]
+        labels = batch["labels"][:, self.task_columns]  # [B, T]
+        for i, task in enumerate(self.tasks):
+            known = ~torch.isnan(labels[:, i])
+            self.test_metrics[task].update(logits[known, i], labels[known, i])
+
+    def on_test_epoch_end(self) -> None:
+        for task in self.tasks:
+            for name, value in self.test_metrics[task].compute().items():
+                self.log(f"eval_{task}_{name}", value, sync_dist=False)
+            self.test_metrics[task].reset()
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int):
+        out = self.model(batch)
+        return batch["row"], out.logits, out.embedding
+
+    def configure_optimizers(self):
+        trainable = [p for p in [*self.model.parameters(), *(p for t in self.techniques for p in t.trainable())] if p.requires_grad]
+        model_opt = torch.optim.Adam(trainable, lr=self.lr)
+        alone = [t.optimizer() for t in self._stepping_alone()]
+        return [model_opt, *alone] if alone else model_opt
+
+
+def _finite_on_every_rank(loss: torch.Tensor) -> bool:
+    """Whether the loss is finite in this process and, in a multi-process run, in every other one."""
+    bad = (~torch.isfinite(loss.detach())).float()
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    return not bool(bad)

@@ -1,0 +1,1 @@
+"""Infrastructure: process ranks and launching, atomic writes, fingerprints, progress lines, Ctrl-C handling, the loopback rendezvous."""
