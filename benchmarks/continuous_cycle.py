@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.results_file import write_section  # noqa: E402
 from transfer.config.recipe import load_recipe  # noqa: E402
-from transfer.evaluation.report import format_table  # noqa: E402
+from transfer.evaluation.lift_table import format_table  # noqa: E402
 from transfer.pipeline.cycle import run_cycle  # noqa: E402
 
 RECIPE = REPO / "recipes" / "continuous_cycle.yaml"

@@ -22,7 +22,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -78,7 +77,7 @@ def _measure(rows: int, teacher_name: str, queue: mp.Queue) -> None:
     from transfer.config.recipe import load_recipe
     from transfer.data.batches import WindowBatches, window_loader
     from transfer.data.prepare import prepare_data
-    from transfer.knowledge.generate import SCORING_BATCH, Producer, _generate
+    from transfer.knowledge.generate import SCORING_BATCH, Producer, generate_table
     from transfer.pipeline.keys import StageKey
     from transfer.training.module import RankingModule
 
@@ -100,7 +99,7 @@ def _measure(rows: int, teacher_name: str, queue: mp.Queue) -> None:
     gen_base = _settled_rss_mib()
     with tempfile.TemporaryDirectory() as folder, PeakSampler() as gen_memory:
         start = time.perf_counter()
-        _generate(producer, data, replace(recipe), Path(folder) / "knowledge.parquet")
+        generate_table(producer, data, recipe.trainer, recipe.hash, Path(folder) / "knowledge.parquet")
         gen_s = time.perf_counter() - start
     queue.put({"impressions": rows, "rows": len(window), "bare_s": bare_s, "gen_s": gen_s, "loaded_mib": bare_base,
                "bare_extra_mib": bare_memory.peak - bare_base, "gen_extra_mib": gen_memory.peak - gen_base, "peak_mib": _peak_mib()})

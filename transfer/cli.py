@@ -1,6 +1,7 @@
 """The `gem-transfer` command line.
 
     gem-transfer run RECIPE [key=value …]     run a recipe, print the lift table
+    gem-transfer plan RECIPE [key=value …]    its stages, their keys, and which are cached (runs nothing)
     gem-transfer cycle RECIPE --windows N     the continuous transfer cycle over N successive windows
     gem-transfer validate RECIPE …            check recipes without running them
     gem-transfer ls [recipes|verticals|teachers|domain_fms|datasets]
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", type=Path)
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_epochs=2 students.0.lr=3e-3")
     run.set_defaults(handler=_cmd_run)
+
+    plan = sub.add_parser("plan", help="print a recipe's stages, their keys and whether each is cached or will run, without running anything")
+    plan.add_argument("recipe", type=Path)
+    plan.add_argument("overrides", nargs="*", help="key=value overrides, as for run")
+    plan.set_defaults(handler=_cmd_plan)
 
     cycle = sub.add_parser("cycle", help="run the continuous transfer cycle over successive time windows")
     cycle.add_argument("recipe", type=Path)
@@ -111,7 +117,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 
 def _cmd_lift(args: argparse.Namespace) -> int:
-    from transfer.evaluation.report import format_table
+    from transfer.evaluation.lift_table import format_table
     from transfer.tracking.lift import lift_from_tracking
 
     report = lift_from_tracking(_tracking_uri(args), args.experiment, args.vertical, args.since, args.out)
@@ -134,7 +140,7 @@ def _positive_int(text: str) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from transfer.config.recipe import load_recipe
     from transfer.config.validate import check_machine
-    from transfer.evaluation.report import format_table
+    from transfer.evaluation.lift_table import format_table
     from transfer.pipeline.engine import run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -151,10 +157,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from transfer.config.recipe import load_recipe
+    from transfer.pipeline.engine import planned
+    from transfer.pipeline.plan import format_plan
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    ctx, plan = planned(recipe, args.recipe)
+    rows = plan.describe(ctx)
+    print(f"plan of recipe '{recipe.name}' ({recipe.hash}) on {ctx.data.dataset}; stage cache {ctx.cache.root}")
+    print(format_plan(rows))
+    waiting = sum(row[-1] != "cached" for row in rows)
+    print(f"{len(rows)} stages: {len(rows) - waiting} cached, {waiting} to run")
+    return 0
+
+
 def _cmd_cycle(args: argparse.Namespace) -> int:
     from transfer.config.recipe import load_recipe
     from transfer.config.validate import check_machine
-    from transfer.evaluation.report import format_table
+    from transfer.evaluation.lift_table import format_table
     from transfer.pipeline.cycle import run_cycle
 
     recipe = load_recipe(args.recipe, args.overrides)

@@ -23,6 +23,7 @@ from torch import nn
 from teacher.cost import forward_flops, parameter_count
 from transfer.catalog import ServingBudget
 from transfer.data.batches import WindowBatches
+from transfer.tracking import tags as T
 
 CANDIDATES = 1_000
 REQUESTS = 64  # different requests (slices of the eval window); p50/p99 are taken across them
@@ -42,8 +43,8 @@ class ServingCost:
     flops: float | None = None  # forward FLOPs of one request; None when not counted
 
     def metrics(self) -> dict[str, float]:
-        found = {"serving_params": self.params, "serving_p50_ms": self.p50_ms, "serving_p99_ms": self.p99_ms}
-        return found | ({"serving_flops": self.flops} if self.flops is not None else {})
+        found = {T.SERVING_PARAMS: self.params, T.SERVING_P50_MS: self.p50_ms, T.SERVING_P99_MS: self.p99_ms}
+        return found | ({T.SERVING_FLOPS: self.flops} if self.flops is not None else {})
 
     def summary(self) -> str:
         """One line for the terminal, measured figures included."""

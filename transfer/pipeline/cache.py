@@ -50,6 +50,18 @@ class StageCache:
             return _damaged(weights, f"it does not load ({type(exc).__name__})")
         return meta
 
+    def finished_run(self, folder: Path) -> str | None:
+        """The id of the run that trained the model in `folder` when its weights are there and match
+        their checksum (what `load_model` would reuse); None otherwise. Reads only."""
+        weights, meta_file = folder / "model.pt", folder / "meta.json"
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if not weights.is_file() or meta.get("sha256") != file_digest(weights):
+            return None
+        return meta.get("run_id")
+
     def save_model(self, folder: Path, model: torch.nn.Module, meta: dict) -> None:
         with atomic_path(folder / "model.pt") as tmp:
             torch.save(model.state_dict(), tmp)

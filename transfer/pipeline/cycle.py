@@ -25,6 +25,7 @@ from transfer.data.prepare import PreparedData, check_slices, prepare_data, reso
 from transfer.errors import RecipeError
 from transfer.knowledge.generate import SCORING_BATCH
 from transfer.pipeline.engine import RunResult, run_recipe
+from transfer.tracking import tags as T
 from transfer.training.module import RankingModule
 from transfer.training.trainer import evaluate
 from transfer.util import ranks
@@ -65,7 +66,7 @@ def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
     for cycle in range(windows):
         current = cycle_recipe(recipe, cycle, previous.teacher_weights if previous else None)
         print(f"▸ cycle {cycle + 1}/{windows}: teacher window {current.data.train.start} + {current.data.train.days} days", flush=True)
-        tags = {"cycle": str(cycle), "cycle_of": recipe.name, "previous_cycle_run_id": previous.parent_run_id if previous else ""}
+        tags = {T.CYCLE: str(cycle), T.CYCLE_OF: recipe.name, T.PREVIOUS_CYCLE_RUN_ID: previous.parent_run_id if previous else ""}
         result = run_recipe(current, recipe_path, extra_tags=tags)
         first = first or result
         rows += _cycle_rows(cycle, current, result, first)

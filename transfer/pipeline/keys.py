@@ -219,3 +219,8 @@ def vm_key(recipe: Recipe, data_fingerprint: str, window: str, role: str, vertic
     }
     inputs = {"data": data_fingerprint, "producer": producer, "knowledge": knowledge}
     return stage_key("vm", settings, inputs, [TECHNIQUES] if stage is not None else [], builder)
+
+
+def evaluation_key(window: str, rows: str, models: list[StageKey]) -> StageKey:
+    """The lift table: the models it scores (their keys) on exactly the eval window's rows (`rows`: their digest)."""
+    return stage_key("evaluation", {"window": window, "rows": rows}, {f"model{i}": key for i, key in enumerate(models)}, [])

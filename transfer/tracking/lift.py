@@ -17,8 +17,9 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from transfer.errors import UserError
-from transfer.evaluation.metrics import lift_percent, transfer_ratio
-from transfer.evaluation.report import budget_cell
+from transfer.evaluation.lift_table import Scores, VerticalResult
+from transfer.evaluation.lift_table import lift_rows as lift_table_rows
+from transfer.tracking import tags as T
 from transfer.tracking.runs import check_reachable
 from transfer.util.atomic import atomic_path
 
@@ -39,7 +40,7 @@ def lift_from_tracking(uri: str, experiments: list[str] | None, vertical: str | 
     client = MlflowClient(uri)
     ids = _experiment_ids(client, uri, experiments)
     runs = _model_runs(client, ids, vertical, _since_ms(since))
-    if not any(r.data.tags["role"] == "student" for r in runs):
+    if not any(r.data.tags[T.ROLE] == T.Role.STUDENT for r in runs):
         scope = f"experiment(s) {', '.join(experiments)}" if experiments else "any experiment"
         raise UserError(f"no vertical-model runs in {scope} of {uri}" + (f" for vertical '{vertical}'" if vertical else "")
                         + (f" since {since}" if since else ""))
@@ -79,60 +80,68 @@ def _since_ms(since: str | None) -> int | None:
 
 
 def _model_runs(client: MlflowClient, experiment_ids: list[str], vertical: str | None, since_ms: int | None) -> list[Run]:
-    """Finished student, baseline and teacher runs of the experiments, oldest first."""
+    """Finished student, baseline and teacher runs of the experiments, oldest first; a student's
+    baseline is fetched by its `baseline_run_id` when the filters left it out."""
     conditions = ["attributes.status = 'FINISHED'"]
     if since_ms is not None:
         conditions.append(f"attributes.start_time >= {since_ms}")
     runs, token = [], None
     while True:
         page = client.search_runs(experiment_ids, " and ".join(conditions), max_results=1000, page_token=token)
-        runs += [r for r in page if r.data.tags.get("role") in ("student", "baseline", "teacher")]
+        runs += [r for r in page if r.data.tags.get(T.ROLE) in T.Role.MODELS]
         token = page.token
         if not token:
             break
     if vertical is not None:
-        runs = [r for r in runs if r.data.tags.get("role") == "teacher" or r.data.tags.get("vertical") == vertical]
+        runs = [r for r in runs if r.data.tags.get(T.ROLE) == T.Role.TEACHER or r.data.tags.get(T.VERTICAL) == vertical]
+    have = {r.info.run_id for r in runs}
+    wanted = {r.data.tags[T.BASELINE_RUN_ID] for r in runs if r.data.tags.get(T.ROLE) == T.Role.STUDENT and T.BASELINE_RUN_ID in r.data.tags}
+    runs += [client.get_run(run_id) for run_id in sorted(wanted - have)]
     return sorted(runs, key=lambda r: r.info.start_time)
 
 
 def lift_rows(runs: list[Run]) -> pl.DataFrame:
     """One row per model per (recipe run, vertical): teacher, producer (if a domain FM), baseline, student."""
-    teachers = {r.data.tags.get("recipe_run_id", ""): r.data.tags.get("model", "teacher") for r in runs if r.data.tags["role"] == "teacher"}
-    baselines = {(r.data.tags.get("recipe_run_id", ""), r.data.tags["vertical"]): r for r in runs if r.data.tags["role"] == "baseline"}
+    by_id = {r.info.run_id: r for r in runs}
+    teachers = {r.data.tags.get(T.RECIPE_RUN_ID, ""): r.data.tags.get(T.MODEL, "teacher") for r in runs if r.data.tags[T.ROLE] == T.Role.TEACHER}
     starts: dict[str, str] = {}  # recipe run → when its first model run started (labels one recipe run as one)
     for r in runs:
-        starts.setdefault(r.data.tags.get("recipe_run_id", ""), _started(r))
-    rows = []
-    for student in (r for r in runs if r.data.tags["role"] == "student"):
-        tags, metrics = student.data.tags, student.data.metrics
-        recipe_run = tags.get("recipe_run_id", "")
-        baseline = baselines.get((recipe_run, tags["vertical"]))
-        base_ne = baseline.data.metrics["eval_ne"] if baseline else metrics["eval_ne"] / (1 - metrics["lift_pct"] / 100)
-        teacher_ne = metrics["teacher_eval_ne"]
-        common = {"recipe": tags.get("recipe", ""), "recipe_run_id": recipe_run, "started": starts.get(recipe_run, _started(student)),
-                  "vertical": tags["vertical"], "slice": f"{tags.get('surface', '')}/{tags.get('task', '')}"}
-        models = [("teacher", "", teachers.get(recipe_run, "teacher"), "teacher_eval_", metrics, student)]
-        if "producer_eval_ne" in metrics:
-            models.append(("domain_fm", "", tags["producer"], "producer_eval_", metrics, student))
-        if baseline is not None:
-            models.append(("baseline", "no transfer", tags["vertical"], "eval_", baseline.data.metrics, baseline))
-        models.append(("student", variant_of(tags), tags["vertical"], "eval_", metrics, student))
-        for role, variant, model, prefix, values, run in models:
-            ne = values[f"{prefix}ne"]
-            rows.append({
-                **common, "role": role, "variant": variant, "model": model, "NE": ne, "AUC": values.get(f"{prefix}auc"),
-                "calibration": values.get(f"{prefix}calibration"), "lift %": lift_percent(base_ne, ne),
-                "transfer ratio": transfer_ratio(base_ne, ne, teacher_ne),
-                "serving budget": budget_cell(tags.get("budget_status", "no budget")) if role == "student" else "",
-                "run_id": run.info.run_id,
-            })
-    return pl.DataFrame(rows, schema_overrides={"AUC": pl.Float64, "calibration": pl.Float64}).select(COLUMNS)
+        starts.setdefault(r.data.tags.get(T.RECIPE_RUN_ID, ""), _started(r))
+    results = []
+    for student in (r for r in runs if r.data.tags[T.ROLE] == T.Role.STUDENT):
+        baseline = by_id.get(student.data.tags.get(T.BASELINE_RUN_ID, ""))
+        if baseline is None:
+            print(f"  ! student run {student.info.run_id}: its baseline run is not in the store; left out of the table", flush=True)
+            continue
+        results.append(_vertical_result(student, baseline, teachers, starts))
+    return lift_table_rows(results).select(COLUMNS)
+
+
+def _vertical_result(student: Run, baseline: Run, teachers: dict[str, str], starts: dict[str, str]) -> VerticalResult:
+    """A student run and its baseline's as one VM's comparison (the teacher's and producer's scores
+    are logged on the student run)."""
+    tags, metrics = student.data.tags, student.data.metrics
+    recipe_run = tags.get(T.RECIPE_RUN_ID, "")
+    producer = tags.get(T.PRODUCER, "") if f"{T.PRODUCER_EVAL}{T.NE}" in metrics else None
+    return VerticalResult(
+        tags[T.VERTICAL], tags.get(T.SURFACE, ""), tags.get(T.TASK, ""), teachers.get(recipe_run, "teacher"),
+        teacher=_scores(metrics, T.TEACHER_EVAL), baseline=_scores(baseline.data.metrics, T.EVAL), student=_scores(metrics, T.EVAL),
+        producer=producer, producer_scores=_scores(metrics, T.PRODUCER_EVAL) if producer is not None else None,
+        budget=tags.get(T.BUDGET_STATUS, "no budget"), variant=variant_of(tags),
+        run_ids={T.Role.TEACHER: student.info.run_id, "domain_fm": student.info.run_id,
+                 T.Role.BASELINE: baseline.info.run_id, T.Role.STUDENT: student.info.run_id},
+        context={T.RECIPE: tags.get(T.RECIPE, ""), T.RECIPE_RUN_ID: recipe_run, "started": starts.get(recipe_run, _started(student))},
+    )
+
+
+def _scores(metrics: dict[str, float], prefix: str) -> Scores:
+    return Scores(metrics[f"{prefix}{T.NE}"], metrics.get(f"{prefix}{T.AUC}"), metrics.get(f"{prefix}{T.CALIBRATION}"))
 
 
 def variant_of(tags: dict[str, str]) -> str:
     """A student's transfer variant: its techniques, and its producer when that is a domain FM."""
-    techniques = tags.get("techniques", "?")
-    producer = tags.get("producer", "")
+    techniques = tags.get(T.TECHNIQUES, "?")
+    producer = tags.get(T.PRODUCER, "")
     return f"{techniques} via {producer.split(':')[0]}" if ":" in producer else techniques
 
 

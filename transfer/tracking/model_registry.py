@@ -17,11 +17,11 @@ from mlflow.tracking import MlflowClient
 from transfer.catalog import catalog
 from transfer.errors import UserError
 from transfer.evaluation.serving import ServingCost
+from transfer.tracking import tags as T
 from transfer.tracking.runs import check_reachable
 
-LINEAGE_TAGS = ("producer", "producer_run_id", "recipe", "recipe_hash", "recipe_run_id", "knowledge_cutoff",
-                "knowledge_age_days", "staleness_days", "techniques", "baseline_run_id")
-LINEAGE_METRICS = ("lift_pct", "transfer_ratio", "eval_ne", "eval_auc", "serving_params", "serving_p99_ms")
+LINEAGE_TAGS = T.LINEAGE
+LINEAGE_METRICS = (T.LIFT_PCT, T.TRANSFER_RATIO, f"{T.EVAL}{T.NE}", f"{T.EVAL}{T.AUC}", T.SERVING_PARAMS, T.SERVING_P99_MS)
 
 
 class RegistrationError(UserError):
@@ -35,7 +35,7 @@ def register_vertical(uri: str, run_id: str, alias: str | None = None) -> ModelV
     check_reachable(uri)
     client = MlflowClient(uri)
     run = _student_run(client, uri, run_id)
-    name = run.data.tags["vertical"]
+    name = run.data.tags[T.VERTICAL]
     _check_budget(run, name)
     tags = {key: run.data.tags[key] for key in LINEAGE_TAGS if key in run.data.tags}
     tags |= {key: f"{run.data.metrics[key]:.6g}" for key in LINEAGE_METRICS if key in run.data.metrics}
@@ -44,7 +44,7 @@ def register_vertical(uri: str, run_id: str, alias: str | None = None) -> ModelV
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description=catalog("vertical")[name].description)
-    source = run.data.tags["model_uri"]  # models:/<model id>
+    source = run.data.tags[T.MODEL_URI]  # models:/<model id>
     version = client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=source.removeprefix("models:/"))
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
@@ -65,16 +65,16 @@ def _student_run(client: MlflowClient, uri: str, run_id: str) -> Run:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise RegistrationError(f"run '{run_id}': the tracking store {uri} answered: {exc.message}") from None
         raise RegistrationError(f"run '{run_id}' not found in the tracking store {uri}") from None
-    role = run.data.tags.get("role")
-    if role == "baseline":
+    role = run.data.tags.get(T.ROLE)
+    if role == T.Role.BASELINE:
         raise RegistrationError(
-            f"run '{run_id}' is the no-transfer baseline of '{run.data.tags.get('vertical')}'; only students (VMs trained "
+            f"run '{run_id}' is the no-transfer baseline of '{run.data.tags.get(T.VERTICAL)}'; only students (VMs trained "
             "with transfer, role 'student') can be registered"
         )
-    if role != "student":
+    if role != T.Role.STUDENT:
         what = f"a {role} run" if role else "not a gem-transfer model run"
         raise RegistrationError(f"run '{run_id}' is {what}; only students (VMs trained with transfer, role 'student') can be registered")
-    if run.info.status != "FINISHED" or "model_uri" not in run.data.tags:
+    if run.info.status != "FINISHED" or T.MODEL_URI not in run.data.tags:
         raise RegistrationError(f"run '{run_id}' did not finish (status {run.info.status}); there is no trained model to register")
     return run
 
@@ -87,7 +87,7 @@ def _check_budget(run: Run, name: str) -> None:
     metrics = run.data.metrics
     if budget is None:
         return
-    cost = ServingCost(int(metrics["serving_params"]), metrics["serving_p50_ms"], metrics["serving_p99_ms"])
+    cost = ServingCost(int(metrics[T.SERVING_PARAMS]), metrics[T.SERVING_P50_MS], metrics[T.SERVING_P99_MS])
     violations = budget.violations(cost.params, cost.p99_ms)
     if violations:
         raise RegistrationError(f"'{name}' (run {run.info.run_id}) is over its serving budget: " + "; ".join(violations))

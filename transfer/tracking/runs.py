@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from torch import nn
 
 from transfer.errors import UserError
+from transfer.tracking import tags as T
 from transfer.util import ranks
 from transfer.util.atomic import process_alive
 from transfer.util.interrupt import Interrupted
@@ -216,7 +217,7 @@ class Tracker:
         if not self.main:
             yield ranks.from_main("")
             return
-        owner = {"pid": str(os.getpid()), "host": socket.gethostname()}  # lets a rerun tell a killed attempt's runs
+        owner = {T.PID: str(os.getpid()), T.HOST: socket.gethostname()}  # lets a rerun tell a killed attempt's runs
         with mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested, tags={**self.common_tags, **tags, **owner}) as active:
             try:
                 yield ranks.from_main(active.info.run_id)
@@ -261,10 +262,10 @@ class Tracker:
         attempt killed before it could end them); → their ids."""
         if not self.main:
             return []
-        found = self.client.search_runs([self.experiment_id], f"tags.recipe_hash = '{recipe_hash}' and attributes.status = 'RUNNING'")
+        found = self.client.search_runs([self.experiment_id], f"tags.{T.RECIPE_HASH} = '{recipe_hash}' and attributes.status = 'RUNNING'")
         here = socket.gethostname()
         abandoned = [r.info.run_id for r in found
-                     if r.data.tags.get("host") == here and not process_alive(int(r.data.tags.get("pid", "0") or 0))]
+                     if r.data.tags.get(T.HOST) == here and not process_alive(int(r.data.tags.get(T.PID, "0") or 0))]
         for run_id in abandoned:
             self.client.set_tag(run_id, "abandoned", "the process running it was killed; a rerun resumed its work")
             self.client.set_terminated(run_id, status="FAILED")

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from transfer.config.recipe import TrainerConfig
 from transfer.errors import DataError
 from transfer.pipeline.cache import StageCache, stage_lock
+from transfer.tracking import tags as T
 from transfer.tracking.runs import Tracker
 from transfer.training.module import RankingModule
 from transfer.training.trainer import LAST_CHECKPOINT, fit
@@ -35,7 +36,7 @@ def fit_or_reuse(
         cached = _cached_everywhere(cache, folder, module)
         if cached is not None:
             print(f"✓ {message}: already trained (run {cached['run_id']}), reused", flush=True)
-            tracker.set_tags({"reused_from_run_id": cached["run_id"], "stage_cache": str(folder)})
+            tracker.set_tags({T.REUSED_FROM_RUN_ID: cached["run_id"], T.STAGE_CACHE: str(folder)})
             return cached["run_id"]
         checkpoints = folder / "checkpoints"
         with step(message):

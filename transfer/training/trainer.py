@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from transfer.config.recipe import TrainerConfig
-from transfer.evaluation.report import Scores
+from transfer.evaluation.lift_table import Scores
 from transfer.training.module import RankingModule
 from transfer.util import ranks
 

@@ -1,0 +1,91 @@
+"""Every MLflow tag and metric name the engine writes and reads, in one typed module.
+
+Runs are found again by these names (`gem-transfer lift`, `register`, cleaning up a killed
+attempt), so a name is written here once and imported wherever it is set or read.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from transfer.evaluation.metrics import lift_percent, transfer_ratio
+
+if TYPE_CHECKING:
+    from transfer.evaluation.lift_table import Scores
+
+
+class Role:
+    """The `role` tag's values: what a run is."""
+
+    STAGE: Final = "stage"
+    TEACHER: Final = "teacher"
+    KNOWLEDGE: Final = "knowledge"
+    DOMAIN_FM: Final = "domain_fm"
+    BASELINE: Final = "baseline"
+    STUDENT: Final = "student"
+    MODELS: Final = (STUDENT, BASELINE, TEACHER)  # the runs the lift table reads
+
+
+# which recipe run a run belongs to (on every run of a recipe run)
+RECIPE: Final = "recipe"
+RECIPE_HASH: Final = "recipe_hash"
+RECIPE_RUN_ID: Final = "recipe_run_id"
+STRATEGY: Final = "strategy"  # the parent run's transfer strategy
+CYCLE: Final = "cycle"  # a continuous cycle's number, on its recipe run
+CYCLE_OF: Final = "cycle_of"
+PREVIOUS_CYCLE_RUN_ID: Final = "previous_cycle_run_id"
+HOST: Final = "host"  # the process that owns a run (a killed attempt's runs are marked failed)
+PID: Final = "pid"
+
+# what a run is
+ROLE: Final = "role"
+STAGE: Final = "stage"  # the recipe stage's number
+CONSUMERS: Final = "consumers"
+MODEL: Final = "model"
+DOMAIN: Final = "domain"
+VERTICAL: Final = "vertical"
+SURFACE: Final = "surface"
+TASK: Final = "task"
+CONTINUED_FROM: Final = "continued_from"
+
+# lineage: who taught a model, with what, from how old knowledge
+PRODUCER: Final = "producer"
+PRODUCER_RUN_ID: Final = "producer_run_id"
+KNOWLEDGE_CUTOFF: Final = "knowledge_cutoff"
+KNOWLEDGE_AGE_DAYS: Final = "knowledge_age_days"
+STALENESS_DAYS: Final = "staleness_days"
+TECHNIQUES: Final = "techniques"
+BASELINE_RUN_ID: Final = "baseline_run_id"
+LINEAGE: Final = (PRODUCER, PRODUCER_RUN_ID, RECIPE, RECIPE_HASH, RECIPE_RUN_ID, KNOWLEDGE_CUTOFF, KNOWLEDGE_AGE_DAYS,
+                  STALENESS_DAYS, TECHNIQUES, BASELINE_RUN_ID)
+
+# outcomes
+BUDGET_STATUS: Final = "budget_status"
+MODEL_URI: Final = "model_uri"  # the logged serving model (models:/<id>)
+REUSED_FROM_RUN_ID: Final = "reused_from_run_id"
+STAGE_CACHE: Final = "stage_cache"
+
+# metrics
+PARAMETERS: Final = "parameters"
+EVAL: Final = "eval_"  # + ne / auc / calibration: the model itself on its eval slice
+TEACHER_EVAL: Final = "teacher_eval_"  # the teacher on the same slice
+PRODUCER_EVAL: Final = "producer_eval_"  # its producer (a domain FM) on the same slice
+LIFT_PCT: Final = "lift_pct"
+TRANSFER_RATIO: Final = "transfer_ratio"
+SERVING_PARAMS: Final = "serving_params"
+SERVING_P50_MS: Final = "serving_p50_ms"
+SERVING_P99_MS: Final = "serving_p99_ms"
+SERVING_FLOPS: Final = "serving_flops"
+NE, AUC, CALIBRATION = "ne", "auc", "calibration"
+
+
+def model_metrics(scores: Scores, teacher: Scores, producer: Scores | None, baseline: Scores) -> dict[str, float]:
+    """Every model run's metrics under the same names (a baseline's lift is 0 against itself), so the
+    MLflow UI's compare view lines runs up column by column."""
+    metrics = {f"{EVAL}{name}": value for name, value in scores.as_dict().items()}
+    metrics |= {f"{TEACHER_EVAL}{name}": value for name, value in teacher.as_dict().items()}
+    if producer is not None:
+        metrics |= {f"{PRODUCER_EVAL}{name}": value for name, value in producer.as_dict().items()}
+    metrics[LIFT_PCT] = lift_percent(baseline.ne, scores.ne)
+    metrics[TRANSFER_RATIO] = transfer_ratio(baseline.ne, scores.ne, teacher.ne)
+    return metrics
