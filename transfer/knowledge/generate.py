@@ -13,11 +13,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from teacher.cost import parameter_count
 from transfer.catalog import catalog
 from transfer.config.recipe import Recipe, TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData
+from transfer.evaluation.cost import parameter_count
 from transfer.knowledge.table import KnowledgeWriter, Provenance, finished_table, shard_path, table_provenance
 from transfer.pipeline.cache import StageCache, checksum_matches, write_checksum
 from transfer.pipeline.keys import StageKey, knowledge_key, teacher_key

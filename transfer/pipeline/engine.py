@@ -16,11 +16,11 @@ import lightning as L
 import polars as pl
 
 from adapters import techniques_tag
-from teacher.cost import parameter_count
 from transfer.catalog import ModelEntry, catalog
 from transfer.config.recipe import Recipe, StageConfig, StudentConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData, check_slices, prepare_data, resolve_verticals
+from transfer.evaluation.cost import parameter_count
 from transfer.evaluation.metrics import lift_percent, transfer_ratio
 from transfer.evaluation.report import Scores, VerticalResult, lift_table
 from transfer.evaluation.serving import budget_status, measure, requests
