@@ -101,7 +101,7 @@ def test_a_malformed_entry_point_object_is_named():
     import transfer.catalog as catalog_module
 
     bad = [ModelEntry("x", "students.mlp:mlp_vm"), "not an entry"]
-    with pytest.raises(catalog_module.CatalogError, match="declared str 'not an entry'; expected transfer.catalog.ModelEntry"):
+    with pytest.raises(catalog_module.CatalogError, match="declared str 'not an entry'; expected transfer.contract.ModelEntry"):
         catalog_module._entries(lambda: bad, "entry point 'bad'")
 
 

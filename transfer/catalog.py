@@ -82,7 +82,7 @@ def _entries(load: Callable[[], Any], source: str) -> list[ModelEntry]:
     entries = list(declared) if isinstance(declared, Iterable) else [declared]
     for entry in entries:
         if not isinstance(entry, ModelEntry):
-            raise CatalogError(f"{source} declared {type(entry).__name__} {entry!r}; expected transfer.catalog.ModelEntry")
+            raise CatalogError(f"{source} declared {type(entry).__name__} {entry!r}; expected transfer.contract.ModelEntry")
     return entries
 
 
