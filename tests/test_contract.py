@@ -15,7 +15,15 @@ import torch
 
 from tests.conftest import REPO
 from transfer.catalog import catalog
-from transfer.contract import ENGINE_COLUMNS, MODEL_INPUTS, InputSpec, ModelOutput, RankingModel
+from transfer.contract import (
+    ENGINE_COLUMNS,
+    MODEL_INPUTS,
+    InputSpec,
+    ModelOutput,
+    RankingModel,
+    SharedEvents,
+    SharedFeatures,
+)
 from transfer.data.batches import random_batch
 
 MODEL_PACKAGES = ("teacher", "students", "domain_fms")
@@ -141,6 +149,7 @@ def test_catalogued_model_meets_the_contract(kind, name):
     torch.manual_seed(0)
     model = catalog(kind)[name].build(INPUTS, {**SMALL, **SMALLER.get(name, {})})
     assert isinstance(model, RankingModel), f"{name} lacks a member of transfer.contract.RankingModel"
+    assert isinstance(model.features, SharedFeatures) and isinstance(model.events, SharedEvents)
     assert model.history_length == SMALL["history_length"]
     batch = random_batch(INPUTS.n_categorical, INPUTS.n_dense, INPUTS.n_surfaces, INPUTS.n_tasks + 1, INPUTS.hash_buckets, 3,
                          model.history_length)
