@@ -6,18 +6,19 @@ Part names, the same for every model that has them:
 - the model's named modules (`history.pooling`, …): weights copied, shapes must match.
 Imported tables are added to the consumer's own rows for that feature (the import is a prior the
 consumer refines); frozen imports keep their values exactly (no gradient, not in the optimizer).
+What a model offers for this (`feature_names`, `features`, `events`, `module_parts()`) is part of
+the model contract, `transfer.contract.RankingModel`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 from torch import nn
 
 from adapters.technique import Technique
-from teacher.layers import EventEmbedding, FeatureEmbedding
+from transfer.contract import RankingModel
 
 
 @dataclass
@@ -59,20 +60,12 @@ class SharingError(ValueError):
     """A part cannot be shared; the message says which and why."""
 
 
-class ShareableModel(Protocol):
-    feature_names: list[str]
-    features: FeatureEmbedding
-    events: EventEmbedding
-
-    def module_parts(self) -> dict[str, nn.Module]: ...
-
-
-def part_names(model: ShareableModel) -> list[str]:
+def part_names(model: RankingModel) -> list[str]:
     """Every part `model` can give or take."""
     return [*(f"embeddings.{name}" for name in model.feature_names), "events.context", *model.module_parts()]
 
 
-def share_parts(producer: ShareableModel, consumer: ShareableModel, names: list[str], freeze: bool) -> None:
+def share_parts(producer: RankingModel, consumer: RankingModel, names: list[str], freeze: bool) -> None:
     """Import `names` from `producer` into `consumer`; a `SharingError` names any part that cannot be."""
     for name in names:
         _check_name(name, producer, "producer")
@@ -83,13 +76,13 @@ def share_parts(producer: ShareableModel, consumer: ShareableModel, names: list[
             raise SharingError(f"'{name}' cannot fit: {exc}") from None
 
 
-def _check_name(name: str, model: ShareableModel, role: str) -> None:
+def _check_name(name: str, model: RankingModel, role: str) -> None:
     available = part_names(model)
     if name not in available:
         raise SharingError(f"the {role} ({type(model).__name__}) has no part '{name}'; available: {', '.join(available)}")
 
 
-def _export(model: ShareableModel, name: str) -> torch.Tensor | nn.Module:
+def _export(model: RankingModel, name: str) -> torch.Tensor | nn.Module:
     if name.startswith("embeddings."):
         return model.features.export_table(model.feature_names.index(name.removeprefix("embeddings.")))
     if name == "events.context":
@@ -97,7 +90,7 @@ def _export(model: ShareableModel, name: str) -> torch.Tensor | nn.Module:
     return model.module_parts()[name]
 
 
-def _import(model: ShareableModel, name: str, part: torch.Tensor | nn.Module, freeze: bool) -> None:
+def _import(model: RankingModel, name: str, part: torch.Tensor | nn.Module, freeze: bool) -> None:
     if name.startswith("embeddings."):
         model.features.import_table(model.feature_names.index(name.removeprefix("embeddings.")), part, freeze)
     elif name == "events.context":

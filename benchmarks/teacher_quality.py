@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_file import write_csv, write_section  # noqa: E402
-from teacher.cost import forward_flops_per_example, parameter_count  # noqa: E402
 from transfer.catalog import catalog  # noqa: E402
 from transfer.config.recipe import Recipe, load_recipe  # noqa: E402
 from transfer.data.batches import WindowBatches, window_loader  # noqa: E402
 from transfer.data.prepare import PreparedData, prepare_data  # noqa: E402
+from transfer.evaluation.cost import forward_flops_per_example, parameter_count  # noqa: E402
 from transfer.training.module import RankingModule  # noqa: E402
 from transfer.training.trainer import fit, make_trainer  # noqa: E402
 from transfer.util.atomic import atomic_path  # noqa: E402

@@ -6,7 +6,7 @@ architecture, sized between the teacher and the VMs. `CATALOG` declares those re
 (`domain_fms.model`); packages add more through the `gem_transfer.domain_fms` entry point.
 """
 
-from transfer.catalog import ModelEntry
+from transfer.contract import ModelEntry
 
 _SKELETON = "teacher.skeleton:skeleton_model"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from teacher.layers import EventEmbedding, FeatureEmbedding, HistoryPooling, ModelOutput, mlp
-from transfer.data.encoding import AD_FEATURE, CATEGORY_FEATURE, InputSpec
+from teacher.layers import EventEmbedding, FeatureEmbedding, HistoryPooling, mlp
+from transfer.contract import AD_FEATURE, CATEGORY_FEATURE, InputSpec, ModelOutput, RankingModelBase
 
 
-class MLPVerticalModel(nn.Module):
-    """One surface × task. forward(batch) → logits [B, 1] (the serving head), embedding [B, H]."""
+class MLPVerticalModel(RankingModelBase):
+    """One surface × task (a `transfer.contract.RankingModel`): logits [B, 1] (the serving head), embedding [B, hidden[-1]]."""
 
     def __init__(
         self,
@@ -25,10 +25,8 @@ class MLPVerticalModel(nn.Module):
         hidden: list[int],
         feature_names: tuple[str, ...] = (),
     ):
-        super().__init__()
-        self.history_length = history_length
-        self.embedding_dim = hidden[-1]
-        self.feature_names = list(feature_names) or [f"feature_{i}" for i in range(n_categorical)]
+        super().__init__(history_length=history_length, embedding_dim=hidden[-1], feature_names=feature_names,
+                         n_categorical=n_categorical)
         self.features = FeatureEmbedding(n_categorical, hash_buckets, dim)
         self.events = EventEmbedding(self.features, n_surfaces, n_actions, dim, AD_FEATURE, CATEGORY_FEATURE)
         self.pooling = HistoryPooling(dim, heads=1, recent=min(4, history_length))
@@ -44,11 +42,9 @@ class MLPVerticalModel(nn.Module):
         return ModelOutput(self.head(hidden), hidden)
 
     def output_layer(self) -> nn.Linear:
-        """The layer producing the serving logits (its bias starts at the base rates' logits)."""
         return self.head
 
     def module_parts(self) -> dict[str, nn.Module]:
-        """Named modules that can be imported from a producer (see `adapters.sharing`)."""
         return {"history.pooling": self.pooling}
 
 

@@ -1,6 +1,6 @@
 """The built-in vertical models: one per surface × task of the built-in datasets.
 
-Each is a catalog entry (`transfer.catalog.ModelEntry`): the surface and task it serves, its builder
+Each is a catalog entry (`transfer.contract.ModelEntry`): the surface and task it serves, its builder
 and default sizes, its owner and its serving budget. Recipes target verticals by name; a team's own
 package adds verticals through the `gem_transfer.verticals` entry point.
 """
@@ -8,7 +8,7 @@ package adds verticals through the `gem_transfer.verticals` entry point.
 from __future__ import annotations
 
 from students.mlp import MLP_VM_SIZES
-from transfer.catalog import ModelEntry, ServingBudget
+from transfer.contract import ModelEntry, ServingBudget
 
 # One request = 1,000 candidates scored on one CPU core (measured after training, logged to the run).
 DEFAULT_BUDGET = ServingBudget(max_params=1_000_000, max_p99_ms=25.0)

@@ -9,7 +9,7 @@ the `gem_transfer.teachers` entry point (see `transfer.catalog`).
 from dataclasses import asdict
 
 from teacher.gem import GEM_SIZES
-from transfer.catalog import ModelEntry
+from transfer.contract import ModelEntry
 
 _GEM_USES = {
     "gem_lite": "1 interleaving layer, 16-dim, 128 events: fast exploration runs",

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from teacher.layers import EventEmbedding, FeatureEmbedding, ModelOutput, mlp
-from transfer.data.encoding import AD_FEATURE, CATEGORY_FEATURE, InputSpec
+from teacher.layers import EventEmbedding, FeatureEmbedding, mlp
+from transfer.contract import AD_FEATURE, CATEGORY_FEATURE, InputSpec, ModelOutput, RankingModelBase
 
 
 class FlatInputs(nn.Module):
@@ -47,14 +47,13 @@ class CrossLayer(nn.Module):
         return x0 * self.linear(x) + x
 
 
-class BaselineTeacher(nn.Module):
-    """MLP (cross_layers = 0) or DCN-v2 (cross_layers > 0). forward(batch) → logits [B, T], embedding [B, E]."""
+class BaselineTeacher(RankingModelBase):
+    """MLP (cross_layers = 0) or DCN-v2 (cross_layers > 0), a `transfer.contract.RankingModel`:
+    logits [B, T], embedding [B, hidden[-1]]."""
 
     def __init__(self, inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int], cross_layers: int):
-        super().__init__()
-        self.history_length = history_length
-        self.embedding_dim = hidden[-1]
-        self.feature_names = list(inputs.categorical_names) or [f"feature_{i}" for i in range(inputs.n_categorical)]
+        super().__init__(history_length=history_length, embedding_dim=hidden[-1], feature_names=inputs.categorical_names,
+                         n_categorical=inputs.n_categorical)
         self.inputs = FlatInputs(inputs, dim)
         self.features, self.events = self.inputs.features, self.inputs.events
         self.cross = nn.ModuleList(CrossLayer(self.inputs.width) for _ in range(cross_layers))

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from teacher.attention import QueryPooling
-from teacher.layers import EventEmbedding, FeatureEmbedding, ModelOutput, TargetMatchCounts, mlp
+from teacher.layers import EventEmbedding, FeatureEmbedding, TargetMatchCounts, mlp
 from teacher.pyramid import PyramidEncoder
 from teacher.wukong import WukongLayer
-from transfer.data.encoding import AD_FEATURE, CATEGORY_FEATURE, InputSpec
+from transfer.contract import AD_FEATURE, CATEGORY_FEATURE, InputSpec, ModelOutput, RankingModelBase
 
 SUMMARY_ROWS = 3  # class token, attention pooling, recent events
 
@@ -83,15 +83,13 @@ class InterleavingLayer(nn.Module):
         return x, seq, summaries
 
 
-class GEMTeacher(nn.Module):
-    """Multi-task, multi-surface teacher. forward(batch) → logits [B, T], embedding [B, E]."""
+class GEMTeacher(RankingModelBase):
+    """Multi-task, multi-surface teacher (a `transfer.contract.RankingModel`): logits [B, T], embedding [B, head_hidden[-1]]."""
 
     def __init__(self, inputs: InputSpec, size: GEMSize, causal: bool = False):
-        super().__init__()
+        super().__init__(history_length=size.history_length, embedding_dim=size.head_hidden[-1],
+                         feature_names=inputs.categorical_names, n_categorical=inputs.n_categorical)
         d = size.dim
-        self.history_length = size.history_length
-        self.embedding_dim = size.head_hidden[-1]
-        self.feature_names = list(inputs.categorical_names) or [f"feature_{i}" for i in range(inputs.n_categorical)]
         self.features = FeatureEmbedding(inputs.n_categorical, inputs.hash_buckets, d)
         self.events = EventEmbedding(self.features, inputs.n_surfaces, inputs.n_tasks + 1, d, AD_FEATURE, CATEGORY_FEATURE)
         self.dense = nn.Linear(inputs.n_dense, d)
@@ -124,7 +122,6 @@ class GEMTeacher(nn.Module):
         return self.heads
 
     def module_parts(self) -> dict[str, nn.Module]:
-        """Named modules a consumer may import (see `adapters.sharing`)."""
         return {"sequence.layer0": self.layers[0].sequence, "nonsequence.layer0": self.layers[0].cross}
 
 

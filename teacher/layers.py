@@ -1,20 +1,14 @@
-"""Building blocks shared by teachers and vertical models: embeddings, history pooling, MLPs."""
+"""Building blocks shared by teachers and vertical models: embeddings, history pooling, MLPs.
+
+`FeatureEmbedding` and `EventEmbedding` meet the contract's `SharedFeatures` and `SharedEvents`
+(`transfer.contract`): a model built on them can give and take shared parts."""
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from transfer.data.batches import AGE_BUCKETS
-
-
-class ModelOutput(NamedTuple):
-    """What every ranking model returns."""
-
-    logits: torch.Tensor  # [B, T] one logit per task it serves
-    embedding: torch.Tensor  # [B, E] the representation stored as knowledge / aligned by students
+from transfer.contract import AGE_BUCKETS
 
 
 class SharedTable(nn.Module):

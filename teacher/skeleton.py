@@ -11,12 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from teacher.layers import EventEmbedding, FeatureEmbedding, HistoryPooling, ModelOutput, TargetMatchCounts, mlp
-from transfer.data.encoding import AD_FEATURE, CATEGORY_FEATURE, InputSpec
+from teacher.layers import EventEmbedding, FeatureEmbedding, HistoryPooling, TargetMatchCounts, mlp
+from transfer.contract import AD_FEATURE, CATEGORY_FEATURE, InputSpec, ModelOutput, RankingModelBase
 
 
-class SkeletonTeacher(nn.Module):
-    """Multi-task teacher. forward(batch) → logits [B, T], embedding [B, E]."""
+class SkeletonTeacher(RankingModelBase):
+    """Multi-task teacher (a `transfer.contract.RankingModel`): logits [B, T], embedding [B, hidden[-1]]."""
 
     def __init__(
         self,
@@ -33,10 +33,8 @@ class SkeletonTeacher(nn.Module):
         recent: int = 16,
         feature_names: tuple[str, ...] = (),
     ):
-        super().__init__()
-        self.history_length = history_length
-        self.embedding_dim = hidden[-1]
-        self.feature_names = list(feature_names) or [f"feature_{i}" for i in range(n_categorical)]
+        super().__init__(history_length=history_length, embedding_dim=hidden[-1], feature_names=feature_names,
+                         n_categorical=n_categorical)
         self.features = FeatureEmbedding(n_categorical, hash_buckets, dim)
         self.events = EventEmbedding(self.features, n_surfaces, n_tasks + 1, dim, AD_FEATURE, CATEGORY_FEATURE)
         self.event_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
@@ -62,11 +60,9 @@ class SkeletonTeacher(nn.Module):
         return ModelOutput(logits, embedding)
 
     def output_layer(self) -> nn.Linear:
-        """The layer producing the serving logits (its bias starts at the base rates' logits)."""
         return self.heads
 
     def module_parts(self) -> dict[str, nn.Module]:
-        """Named modules a consumer may import (see `adapters.sharing`)."""
         return {"history.event_mlp": self.event_mlp, "history.pooling": self.pooling, "history.match_counts": self.match_counts}
 
 

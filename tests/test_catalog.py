@@ -101,8 +101,19 @@ def test_a_malformed_entry_point_object_is_named():
     import transfer.catalog as catalog_module
 
     bad = [ModelEntry("x", "students.mlp:mlp_vm"), "not an entry"]
-    with pytest.raises(catalog_module.CatalogError, match="declared str 'not an entry'; expected transfer.catalog.ModelEntry"):
+    with pytest.raises(catalog_module.CatalogError, match="declared str 'not an entry'; expected transfer.contract.ModelEntry"):
         catalog_module._entries(lambda: bad, "entry point 'bad'")
+
+
+def test_a_builder_path_naming_no_function_is_one_line_of_error(capsys, monkeypatch):
+    import transfer.catalog as catalog_module
+
+    broken = ModelEntry("broken", "nowhere_at_all.models:builder")
+    monkeypatch.setattr(catalog_module, "_load_with_sources", lambda kind: {"broken": (broken, "a test")})
+    code, _, err = run_cli(capsys, "ls", "domain_fms")
+    assert code == 2
+    assert err.strip() == ("gem-transfer: error: builder 'nowhere_at_all.models:builder' cannot be imported: "
+                           "ModuleNotFoundError: No module named 'nowhere_at_all'")
 
 
 @pytest.mark.parametrize("sizes", [{"dim": "abc"}, {"hidden": 0}, {"dim": -3}])

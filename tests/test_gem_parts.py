@@ -10,8 +10,7 @@ from teacher.attention import AttentionBlock, QueryPooling
 from teacher.gem import GEM_SIZES, GEMTeacher
 from teacher.pyramid import FullAttentionEncoder, PyramidEncoder, pyramid_depth
 from teacher.wukong import FactorizationMachineBlock, LinearCompressionBlock, WukongLayer, WukongTower
-from transfer.data.batches import AGE_BUCKETS
-from transfer.data.encoding import InputSpec
+from transfer.contract import AGE_BUCKETS, InputSpec
 
 INPUTS = InputSpec(n_categorical=6, n_dense=2, n_surfaces=5, n_tasks=2, hash_buckets=64, categorical_names=tuple("abcdef"))
 

@@ -9,8 +9,9 @@ import polars as pl
 import pytest
 import torch
 
+from transfer.contract import AD_FEATURE
 from transfer.data.batches import WindowBatches
-from transfer.data.encoding import AD_FEATURE, encode, load_encoded, save_encoded
+from transfer.data.encoding import encode, load_encoded, save_encoded
 
 
 def _log_with_ties(n: int = 400, seed: int = 0) -> pl.DataFrame:

@@ -14,12 +14,12 @@ import torch
 from torch import nn
 
 from students import MLP_VM_SIZES, mlp_vm
-from teacher.cost import forward_flops, parameter_count
 from tests.conftest import write_dataset, write_recipe
 from transfer.catalog import ServingBudget
 from transfer.config.recipe import load_recipe
 from transfer.data.batches import WindowBatches
 from transfer.data.prepare import prepare_data
+from transfer.evaluation.cost import forward_flops, parameter_count
 from transfer.evaluation.serving import ServingCost, budget_status, cpu_ms, fastest_ms, measure, percentiles, requests
 
 BUSY_SECONDS = 60  # the busy processes end by themselves after this, should the test be killed

@@ -236,9 +236,9 @@ def _costed(entry) -> str:
     """`name: description [parameters, forward FLOPs per example]` on the synthetic dataset's features."""
     import torch
 
-    from teacher.cost import forward_flops_per_example, parameter_count
     from transfer.config.dataset import dataset_config_path, load_dataset_config
     from transfer.data.encoding import inputs_of
+    from transfer.evaluation.cost import forward_flops_per_example, parameter_count
 
     inputs = inputs_of(load_dataset_config(dataset_config_path("synthetic")))
     torch.manual_seed(0)
@@ -304,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted:
         _say_interrupted()
         return EXIT_INTERRUPTED
-    except UserError as exc:
-        if args.debug:
+    except Exception as exc:
+        if args.debug or not _is_user_error(exc):
             raise
         from transfer.util import ranks
 
@@ -315,6 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(exc, TrainingError):  # a loss gone bad on this rank's share of a batch only
             print(f"gem-transfer: error: rank {rank}: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """Bad input, said in one line: a `UserError`, or a catalog entry's builder path that names no
+    function (`transfer.contract.BuilderError`; looked up without importing the contract, and torch)."""
+    contract = sys.modules.get("transfer.contract")
+    return isinstance(exc, UserError) or (contract is not None and isinstance(exc, contract.BuilderError))
 
 
 def _say_interrupted() -> None:

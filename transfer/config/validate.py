@@ -14,6 +14,7 @@ from adapters.sharing import SharingError, share_parts
 from transfer.catalog import CatalogError, ModelEntry, catalog
 from transfer.config.dataset import builtin_datasets, dataset_config_path, load_dataset_config
 from transfer.config.recipe import STRATEGY_STAGES, Recipe, StageConfig
+from transfer.contract import BuilderError
 from transfer.data.encoding import inputs_of
 from transfer.errors import RecipeError, UserError
 
@@ -190,7 +191,7 @@ def _check_model(path: Path, kind: str, key: str, name: str, sizes: dict) -> Mod
     entry = entries[name]
     try:
         allowed = entry.size_names()
-    except CatalogError as exc:
+    except BuilderError as exc:
         raise RecipeError(f"{path}: {key}: {exc}") from None
     unknown = [k for k in sizes if k not in allowed]
     sizes_key = key.rsplit(".", 1)[0] + ".sizes"

@@ -11,10 +11,9 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from transfer.data.encoding import AD_FEATURE, CATEGORY_FEATURE, EncodedLog
+from transfer.contract import AD_FEATURE, AGE_BUCKETS, CATEGORY_FEATURE
+from transfer.data.encoding import EncodedLog
 from transfer.util import ranks
-
-AGE_BUCKETS = 16  # history event age, log2(1 + hours) buckets
 
 
 class WindowBatches(Dataset):

@@ -18,23 +18,9 @@ import numpy as np
 import polars as pl
 import torch
 
+from transfer.contract import ID_FEATURES, InputSpec
 from transfer.data.hashing import stable_hash
 from transfer.util.atomic import atomic_path
-
-ID_FEATURES = ("user_id", "ad_id", "ad_category")  # always the first categorical features, in this order
-AD_FEATURE, CATEGORY_FEATURE = 1, 2  # their positions; history events reuse these vocabularies
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a model builder needs to know about the data: typed sizes, no config objects."""
-
-    n_categorical: int
-    n_dense: int
-    n_surfaces: int
-    n_tasks: int
-    hash_buckets: int
-    categorical_names: tuple[str, ...] = ()  # names of the F categorical features, in order
 
 
 @dataclass

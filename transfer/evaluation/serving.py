@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from teacher.cost import forward_flops, parameter_count
 from transfer.catalog import ServingBudget
 from transfer.data.batches import WindowBatches
+from transfer.evaluation.cost import forward_flops, parameter_count
 from transfer.tracking import tags as T
 
 CANDIDATES = 1_000

@@ -19,11 +19,11 @@ import polars as pl
 import torch
 
 from adapters import techniques_tag
-from teacher.cost import parameter_count
 from transfer.catalog import ModelEntry
 from transfer.config.recipe import Recipe, StageConfig, StudentConfig, TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData
+from transfer.evaluation.cost import parameter_count
 from transfer.evaluation.lift_table import Scores, VerticalResult, lift_table
 from transfer.evaluation.serving import budget_status, measure, requests
 from transfer.knowledge.generate import (

@@ -1,6 +1,6 @@
 """Acme's entries: one VM within budget, one whose budget no model can meet."""
 
-from transfer.catalog import ModelEntry, ServingBudget
+from transfer.contract import ModelEntry, ServingBudget
 
 VERTICALS = [
     ModelEntry("acme_stories_click", "acme_verticals.models:acme_vm", {"dim": 4, "hidden": [16]}, surfaces=("ig_stories",),

@@ -1,7 +1,7 @@
 """Acme's builder: typed sizes in, a model out."""
 
 from students.mlp import MLPVerticalModel, mlp_vm
-from transfer.data.encoding import InputSpec
+from transfer.contract import InputSpec
 
 
 def acme_vm(inputs: InputSpec, *, dim: int, hidden: list[int]) -> MLPVerticalModel:

@@ -1,4 +1,6 @@
-"""What a model costs: parameters, and forward FLOPs (per batch, or per example at its full history length)."""
+"""What a model costs: parameters, and forward FLOPs (per batch, or per example at its full history length).
+
+An engine concern (serving budgets, `gem-transfer ls`, benchmarks): it measures any `RankingModel`."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from transfer.contract import InputSpec, RankingModel
 from transfer.data.batches import random_batch
-from transfer.data.encoding import InputSpec
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -23,7 +25,7 @@ def forward_flops(model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
     return float(counter.get_total_flops())
 
 
-def forward_flops_per_example(model: nn.Module, inputs: InputSpec, batch_size: int = 2) -> float:
+def forward_flops_per_example(model: RankingModel, inputs: InputSpec, batch_size: int = 2) -> float:
     """Forward FLOPs for one example with a full history (matmuls and attention, counted by torch)."""
     batch = random_batch(inputs.n_categorical, inputs.n_dense, inputs.n_surfaces, inputs.n_tasks + 1,
                          inputs.hash_buckets, batch_size, model.history_length)
