@@ -23,7 +23,7 @@ browser:
 
 # Refresh the README's screenshot of the MLflow UI (the real-server test saves it into docs/).
 screenshot: setup
-	GEM_SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/test_mlflow_server.py -k through
+	GEM_SCREENSHOT_DIR=docs $(BIN)/python -m pytest -q tests/tracking/test_mlflow_server.py -k through
 
 quickstart: setup
 	$(BIN)/gem-transfer run recipes/quickstart.yaml

@@ -2,7 +2,7 @@
 to parquet (one shard per rank in a multi-process run), with its provenance and checksum.
 
 A `Producer` is a trained model that teaches consumers: the teacher, or a domain FM. Its table for a
-window is generated once and reused by every consumer (`transfer.pipeline.stages.KnowledgeStage`).
+window is generated once and reused by every consumer (`transfer.pipeline.stages.producers.KnowledgeStage`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from transfer.config.recipe import Recipe, StageConfig
 from transfer.data.prepare import PreparedData, check_slices, prepare_data, resolve_verticals
 from transfer.pipeline.cache import StageCache
 from transfer.pipeline.plan import Plan, plan_recipe
-from transfer.pipeline.stages import RunContext
+from transfer.pipeline.stages.base import RunContext
 from transfer.tracking import tags as T
 from transfer.tracking.runs import Tracker, check_reachable, default_tracking_uri, sqlite_path
 from transfer.training.module import RankingModule

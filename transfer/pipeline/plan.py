@@ -14,18 +14,10 @@ from dataclasses import dataclass
 from transfer.catalog import ModelEntry, catalog
 from transfer.config.recipe import Recipe, StageConfig
 from transfer.data.prepare import PreparedData
-from transfer.pipeline.stages import (
-    BaselineStage,
-    DomainFMStage,
-    EvaluationStage,
-    KnowledgeStage,
-    RunContext,
-    Stage,
-    StudentStage,
-    TeacherStage,
-    Teaching,
-    Vertical,
-)
+from transfer.pipeline.stages.base import RunContext, Stage
+from transfer.pipeline.stages.evaluation import EvaluationStage
+from transfer.pipeline.stages.producers import DomainFMStage, KnowledgeStage, TeacherStage, Teaching
+from transfer.pipeline.stages.verticals import BaselineStage, StudentStage, Vertical
 
 
 @dataclass

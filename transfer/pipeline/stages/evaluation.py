@@ -1,0 +1,63 @@
+"""The evaluation stage: the lift table of every VM, written to the run folder and logged."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import polars as pl
+
+from adapters import techniques_tag
+from transfer.data.prepare import PreparedData
+from transfer.evaluation.lift_table import VerticalResult, lift_table
+from transfer.pipeline import keys
+from transfer.pipeline.keys import StageKey
+from transfer.pipeline.stages.base import ALWAYS, RunContext, Stage
+from transfer.pipeline.stages.producers import TeacherStage
+from transfer.pipeline.stages.verticals import StudentStage
+from transfer.tracking import tags as T
+from transfer.util import ranks
+from transfer.util.atomic import atomic_path
+
+
+@dataclass(eq=False)
+class EvaluationStage(Stage):
+    """The lift table: the teacher, each VM's producer, baseline and student on the VM's eval slice
+    (scored as each VM finished); written to the run folder and logged on the recipe's run."""
+
+    teacher: TeacherStage
+    students: list[StudentStage]
+    data: PreparedData
+    kind: str = "evaluation"
+    group: int = 0
+    name: str = "evaluation:lift table"
+    output: pl.DataFrame | None = None
+    created: datetime | None = field(default=None, repr=False)
+
+    @property
+    def inputs(self) -> tuple[Stage, ...]:
+        return (self.teacher, *(s for student in self.students for s in (student.baseline, student)))
+
+    @functools.cached_property
+    def key(self) -> StageKey:
+        return keys.evaluation_key(str(self.data.eval), keys.rows_digest(self.data.eval_rows), [s.key for s in self.inputs])
+
+    def status(self, ctx: RunContext) -> str:
+        return ALWAYS
+
+    def run(self, ctx: RunContext) -> None:
+        results = [self._result(student) for student in self.students]
+        self.output = lift_table(results)
+        if ranks.is_main():
+            with atomic_path(ctx.run_dir / "lift.csv") as tmp:
+                self.output.write_csv(tmp)
+            ctx.tracker.log_artifact(ctx.run_dir / "lift.csv")
+
+    def _result(self, student: StudentStage) -> VerticalResult:
+        spec, base, out = student.vertical.spec, student.baseline.output, student.output
+        producer = student.teaching.producer.output.name if out.producer is not None else None
+        return VerticalResult(spec.name, "/".join(spec.surfaces), spec.task, self.teacher.producer_name, out.teacher, base.scores,
+                              out.scores, producer=producer, producer_scores=out.producer, budget=out.budget,
+                              variant=techniques_tag(student.teaching.config),
+                              run_ids={T.Role.BASELINE: base.run_id, T.Role.STUDENT: out.run_id})

@@ -1,0 +1,249 @@
+"""The stages that make producers and their knowledge: the teacher, a producer's knowledge table,
+a domain FM (taught, like a VM, by a `Teaching`: its stage's techniques, producer and knowledge)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from adapters import techniques_tag
+from transfer.catalog import ModelEntry
+from transfer.config.recipe import Recipe, StageConfig, TrainerConfig
+from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.prepare import PreparedData
+from transfer.evaluation.cost import parameter_count
+from transfer.knowledge.generate import (
+    Producer,
+    at_precision,
+    generate_table,
+    intact_table,
+    table_problem,
+)
+from transfer.knowledge.join import knowledge_batches
+from transfer.knowledge.table import shard_path
+from transfer.pipeline import keys
+from transfer.pipeline.keys import StageKey
+from transfer.pipeline.stages.base import CACHED, WILL_RUN, RunContext, Stage
+from transfer.tracking import tags as T
+from transfer.training.consumer import ConsumerTarget, transfer_module
+from transfer.training.module import RankingModule
+from transfer.training.resumable import building, fit_or_reuse
+from transfer.util import ranks
+
+
+@dataclass(eq=False)
+class TeacherStage(Stage):
+    """The teacher, trained on the train window (every surface and task), or an identical one reused."""
+
+    entry: ModelEntry
+    recipe: Recipe
+    data: PreparedData
+    kind: str = "teacher"
+    group: int = 0
+    output: Producer | None = None
+
+    @property
+    def producer_name(self) -> str:
+        return self.recipe.teacher.model
+
+    @property
+    def name(self) -> str:
+        return f"teacher:{self.producer_name}"
+
+    @functools.cached_property
+    def key(self) -> StageKey:
+        return keys.teacher_key(self.recipe, self.data.fingerprint, str(self.data.train), self.entry.builder)
+
+    @property
+    def precision(self) -> str | None:
+        return self.recipe.teacher.precision
+
+    @property
+    def scored_rows(self) -> torch.Tensor:
+        """[n] the rows its knowledge covers: the whole consumers' window."""
+        return self.data.student_rows
+
+    def trainer(self) -> TrainerConfig:
+        """The trainer settings the teacher trains and scores with: the recipe's, at its precision."""
+        return at_precision(self.recipe.trainer, self.precision)
+
+    def run(self, ctx: RunContext) -> None:
+        cfg, data, tracker = self.recipe.teacher, self.data, ctx.tracker
+        folder = ctx.cache.folder(self.key)
+        tags = {T.ROLE: T.Role.TEACHER, T.MODEL: cfg.model, T.SURFACE: "all", T.TASK: ",".join(data.log.tasks)}
+        if cfg.init_from is not None:
+            tags[T.CONTINUED_FROM] = cfg.init_from
+        with tracker.run(self.name, tags, nested=True) as run_id:
+            L.seed_everything(self.recipe.seed, verbose=False)
+            model = self.entry.build(data.log.inputs, cfg.sizes)
+            if cfg.init_from is not None:  # continue from an earlier teacher (the continuous cycle)
+                model.load_state_dict(torch.load(cfg.init_from, weights_only=True))
+            if cfg.compile:
+                model.compile()  # in place: parameter names (and so the stage cache) are unchanged
+            all_tasks = list(range(len(data.log.tasks)))
+            prior = None if cfg.init_from is not None else data.base_rates(data.train_rows, all_tasks)  # a continued teacher keeps its biases
+            module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=prior)
+            loader = window_loader(WindowBatches(data.log, data.train_rows, model.history_length), cfg.batch_size, shuffle=True,
+                                   seed=self.recipe.seed)
+            trained_by = fit_or_reuse(ctx.cache, folder, module, loader, self.trainer(), cfg.max_epochs, tracker, run_id,
+                                      f"teacher: {cfg.model}", f"on {len(data.train_rows):,} impressions", shard=True)
+            tracker.log_metrics({T.PARAMETERS: parameter_count(model)})
+            tracker.log_params({"precision": self.trainer().precision, "compile": cfg.compile})
+        self.output = Producer(cfg.model, module, trained_by, data.train.end, self.scored_rows, self.key,
+                               precision=self.precision, weights=folder / "model.pt")
+
+
+@dataclass(eq=False)
+class KnowledgeStage(Stage):
+    """A producer's knowledge table for the consumers' window: generated once, then reused by every
+    consumer. In a multi-process run each rank scores and writes its own shard of the rows."""
+
+    producer: TeacherStage | DomainFMStage
+    recipe: Recipe
+    data: PreparedData
+    kind: str = "knowledge"
+    group: int = 1
+    output: list[Path] | None = None
+
+    @property
+    def inputs(self) -> tuple[Stage, ...]:
+        return (self.producer,)
+
+    @property
+    def name(self) -> str:
+        return f"knowledge:{self.producer.producer_name}"
+
+    @functools.cached_property
+    def key(self) -> StageKey:
+        precision = at_precision(self.recipe.trainer, self.producer.precision).precision
+        return keys.knowledge_key(self.producer.key, str(self.data.student), self.producer.scored_rows, precision)
+
+    def status(self, ctx: RunContext) -> str:
+        """Cached when the table is intact and comes from the producer's cached run."""
+        producer_run = self.producer.cached_run(ctx)
+        stem = self.producer.producer_name.replace(":", "-")
+        _, problem = table_problem(ctx.cache.folder(self.key), stem, producer_run)
+        return CACHED if problem is None else WILL_RUN
+
+    def cached_run(self, ctx: RunContext) -> str | None:
+        return None
+
+    def run(self, ctx: RunContext) -> None:
+        producer, data, tracker = self.producer.output, self.data, ctx.tracker
+        folder = ctx.cache.folder(self.key)
+        tags = {T.ROLE: T.Role.KNOWLEDGE, T.PRODUCER: producer.name, T.PRODUCER_RUN_ID: producer.run_id}
+        with tracker.run(f"knowledge:{producer.name}", tags, nested=True), building(folder, f"knowledge: {producer.name}"):
+            # rank 0 decides for all
+            table = ranks.from_main(intact_table(folder, producer.table_stem, producer.run_id) if ranks.is_main() else None)
+            if table is not None:
+                print(f"✓ knowledge: {producer.name} on {data.student} already generated, reused", flush=True)
+            else:
+                world = ranks.world_size()
+                generate_table(producer, data, self.recipe.trainer, self.recipe.hash,
+                               shard_path(folder, producer.table_stem, ranks.rank(), world))
+                ranks.barrier()  # every shard renamed into place
+                table = [shard_path(folder, producer.table_stem, rank, world) for rank in range(world)]
+            tracker.log_params({"path": str(table[0].parent), "files": len(table), "rows": len(producer.rows), "window": str(data.student)})
+        self.output = table
+
+
+@dataclass(frozen=True)
+class Teaching:
+    """What a consumer of recipe stage `index` learns from: the stage's techniques, its producer and
+    that producer's knowledge."""
+
+    index: int
+    config: StageConfig
+    producer: TeacherStage | DomainFMStage
+    knowledge: KnowledgeStage
+
+    def tags(self, recipe: Recipe, data: PreparedData) -> dict[str, str]:
+        """The lineage tags of a model taught this way."""
+        producer = self.producer.output
+        return {
+            T.PRODUCER: producer.name,
+            T.PRODUCER_RUN_ID: producer.run_id,
+            T.KNOWLEDGE_CUTOFF: producer.cutoff.isoformat(),
+            T.KNOWLEDGE_AGE_DAYS: f"{(data.student.end - producer.cutoff).total_seconds() / 86400:g}",
+            T.STALENESS_DAYS: str(recipe.transfer.staleness_days),
+            T.STAGE: str(self.index),
+            T.TECHNIQUES: techniques_tag(self.config),
+        }
+
+    def module(self, model: torch.nn.Module, target: ConsumerTarget, lr: float, data: PreparedData) -> RankingModule:
+        producer = self.producer.output.module.model
+        return transfer_module(model, target, lr, self.config, producer, len(data.log.surfaces), target.base_rates(data))
+
+    def batches(self, data: PreparedData, target: ConsumerTarget, history_length: int, max_age_days: int | None) -> WindowBatches:
+        producer = self.producer.output
+        return knowledge_batches(data, target.rows, target.tasks, history_length, self.config,
+                                 (producer.name, producer.run_id, producer.cutoff), self.knowledge.output, max_age_days)
+
+
+@dataclass(eq=False)
+class DomainFMStage(Stage):
+    """One domain's FM, trained on its surfaces of the consumers' window, taught by the stage's producer."""
+
+    domain: str
+    entry: ModelEntry
+    teaching: Teaching
+    recipe: Recipe
+    data: PreparedData
+    kind: str = "domain_fm"
+    output: Producer | None = None
+
+    @property
+    def group(self) -> int:
+        return self.teaching.index
+
+    @property
+    def inputs(self) -> tuple[Stage, ...]:
+        return (self.teaching.producer, self.teaching.knowledge)
+
+    @property
+    def producer_name(self) -> str:
+        return f"{self.recipe.domain_fms.model}:{self.domain}"
+
+    @property
+    def name(self) -> str:
+        return f"domain_fm:{self.producer_name}"
+
+    @property
+    def precision(self) -> str | None:
+        return None  # scores at the recipe trainer's precision
+
+    @functools.cached_property
+    def target(self) -> ConsumerTarget:
+        data = self.data
+        return ConsumerTarget(data.log.tasks, list(range(len(data.log.tasks))), data.domain_rows(data.student_rows, self.domain))
+
+    @property
+    def scored_rows(self) -> torch.Tensor:
+        """[n] the rows its knowledge covers: its own training rows."""
+        return self.target.rows
+
+    @functools.cached_property
+    def key(self) -> StageKey:
+        teaching = self.teaching
+        return keys.domain_fm_key(self.recipe, self.data.fingerprint, str(self.data.student), self.domain, teaching.config,
+                                  teaching.producer.key, teaching.knowledge.key, self.entry.builder)
+
+    def run(self, ctx: RunContext) -> None:
+        cfg, data, target, tracker = self.recipe.domain_fms, self.data, self.target, ctx.tracker
+        model_name = self.producer_name
+        tags = {T.ROLE: T.Role.DOMAIN_FM, T.MODEL: cfg.model, T.DOMAIN: self.domain, T.SURFACE: ",".join(data.domains[self.domain]),
+                T.TASK: ",".join(data.log.tasks), **self.teaching.tags(self.recipe, data)}
+        with tracker.run(self.name, tags, nested=True) as run_id:
+            L.seed_everything(self.recipe.seed, verbose=False)
+            model = self.entry.build(data.log.inputs, cfg.sizes)
+            module = self.teaching.module(model, target, cfg.lr, data)
+            batches = self.teaching.batches(data, target, model.history_length, self.recipe.transfer.max_age_days)
+            loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=self.recipe.seed)
+            trained_by = fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, cfg.max_epochs,
+                                      tracker, run_id, f"domain FM: {model_name}", f"on {len(target.rows):,} impressions")
+            tracker.log_metrics({T.PARAMETERS: parameter_count(module.export())})
+        self.output = Producer(model_name, module, trained_by, data.student.end, target.rows, self.key)

@@ -1,0 +1,179 @@
+"""A vertical model's stages: its no-transfer baseline and its student, each trained, scored on the
+VM's eval slice beside the teacher and its producer, and costed for serving."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+
+from transfer.catalog import ModelEntry
+from transfer.config.recipe import Recipe, StudentConfig
+from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.prepare import PreparedData
+from transfer.evaluation.lift_table import Scores
+from transfer.evaluation.serving import budget_status, measure, requests
+from transfer.pipeline import keys
+from transfer.pipeline.keys import StageKey
+from transfer.pipeline.stages.base import RunContext, Stage
+from transfer.pipeline.stages.producers import DomainFMStage, TeacherStage, Teaching
+from transfer.tracking import tags as T
+from transfer.tracking.runs import Tracker
+from transfer.training.consumer import ConsumerTarget
+from transfer.training.module import RankingModule
+from transfer.training.resumable import fit_or_reuse
+from transfer.util import ranks
+
+
+@dataclass
+class VerticalOutcome:
+    """A trained VM (baseline or student) scored on its eval slice, beside the teacher and its producer."""
+
+    module: RankingModule
+    run_id: str
+    scores: Scores
+    budget: str  # its serving budget status
+    teacher: Scores  # the teacher on the same slice
+    producer: Scores | None  # its producer (a domain FM) on the same slice, when not the teacher
+
+
+@dataclass(frozen=True)
+class Vertical:
+    """One vertical model of the recipe: its catalog entry, recipe config, seed and producer."""
+
+    spec: ModelEntry
+    config: StudentConfig
+    seed: int
+    teacher: TeacherStage
+    producer: TeacherStage | DomainFMStage  # its direct producer (scored beside it)
+
+    def target(self, data: PreparedData) -> ConsumerTarget:
+        return ConsumerTarget([self.spec.task], [data.log.tasks.index(self.spec.task)],
+                              data.log.surface_rows(data.student_rows, self.spec.surfaces))
+
+    def eval_rows(self, data: PreparedData) -> torch.Tensor:
+        return data.log.surface_rows(data.eval_rows, self.spec.surfaces)
+
+    def tags(self, role: str) -> dict[str, str]:
+        return {T.ROLE: role, T.VERTICAL: self.spec.name, T.SURFACE: ",".join(self.spec.surfaces), T.TASK: self.spec.task}
+
+
+@dataclass(eq=False)
+class _VerticalStage(Stage):
+    """What a baseline and a student share: training one VM, scoring it on its slice, serving cost."""
+
+    vertical: Vertical
+    recipe: Recipe
+    data: PreparedData
+    group: int = 1
+    output: VerticalOutcome | None = None
+
+    role = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.role}:{self.vertical.spec.name}"
+
+    def _train(self, ctx: RunContext, tags: dict[str, str], teacher: Scores, producer: Scores | None,
+               baseline: Scores | None) -> None:
+        vertical, data, tracker = self.vertical, self.data, ctx.tracker
+        spec, target, eval_rows = vertical.spec, vertical.target(data), vertical.eval_rows(data)
+        with tracker.run(self.name, tags, nested=True) as run_id:
+            L.seed_everything(vertical.seed, verbose=False)
+            model = spec.build(data.log.inputs, vertical.config.sizes)
+            module, batches = self._module_and_batches(model, target)
+            loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed)
+            fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
+                         tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
+            scores = ctx.score(module, eval_rows, spec.task)
+            tracker.log_metrics(T.model_metrics(scores, teacher, producer, baseline or scores))
+            status = _log_serving(tracker, module, spec, WindowBatches(data.log, eval_rows, model.history_length), self.role)
+        self.output = VerticalOutcome(module, run_id, scores, status, teacher, producer)
+
+    def _module_and_batches(self, model: torch.nn.Module, target: ConsumerTarget) -> tuple[RankingModule, WindowBatches]:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class BaselineStage(_VerticalStage):
+    """A VM's no-transfer baseline: the same model trained on labels alone (no stage, producer or knowledge)."""
+
+    kind: str = T.Role.BASELINE
+    role = T.Role.BASELINE
+
+    @property
+    def inputs(self) -> tuple[Stage, ...]:
+        return ()
+
+    @functools.cached_property
+    def key(self) -> StageKey:
+        return _vm_key(self.recipe, self.data, T.Role.BASELINE, self.vertical)
+
+    def run(self, ctx: RunContext) -> None:
+        vertical, eval_rows = self.vertical, self.vertical.eval_rows(self.data)
+        teacher = ctx.score(vertical.teacher.output.module, eval_rows, vertical.spec.task)
+        producer = None
+        if vertical.producer is not vertical.teacher:
+            producer = ctx.score(vertical.producer.output.module, eval_rows, vertical.spec.task)
+        self._train(ctx, vertical.tags(self.role), teacher, producer, None)
+
+    def _module_and_batches(self, model, target):
+        module = RankingModule(model, target.tasks, target.task_columns, lr=self.vertical.config.lr, base_rates=target.base_rates(self.data))
+        return module, WindowBatches(self.data.log, target.rows, model.history_length)
+
+
+@dataclass(eq=False)
+class StudentStage(_VerticalStage):
+    """A VM trained with transfer from its producer's knowledge, with its stage's techniques."""
+
+    teaching: Teaching | None = None
+    baseline: BaselineStage | None = None
+    kind: str = T.Role.STUDENT
+    role = T.Role.STUDENT
+
+    @property
+    def inputs(self) -> tuple[Stage, ...]:
+        return (self.teaching.producer, self.teaching.knowledge)
+
+    @functools.cached_property
+    def key(self) -> StageKey:
+        return _vm_key(self.recipe, self.data, T.Role.STUDENT, self.vertical, self.teaching)
+
+    def run(self, ctx: RunContext) -> None:
+        base = self.baseline.output
+        tags = self.vertical.tags(self.role) | self.teaching.tags(self.recipe, self.data) | {T.BASELINE_RUN_ID: base.run_id}
+        self._train(ctx, tags, base.teacher, base.producer, base.scores)
+
+    def _module_and_batches(self, model, target):
+        module = self.teaching.module(model, target, self.vertical.config.lr, self.data)
+        batches = self.teaching.batches(self.data, target, model.history_length, self.recipe.transfer.max_age_days)
+        return module, batches
+
+
+def _vm_key(recipe: Recipe, data: PreparedData, role: str, vertical: Vertical, teaching: Teaching | None = None) -> StageKey:
+    """A VM's stage key: a baseline depends on no stage, producer or knowledge."""
+    transfer = {}
+    if teaching is not None:
+        transfer = {"stage": teaching.config, "producer": teaching.producer.key, "knowledge": teaching.knowledge.key}
+    spec = vertical.spec
+    return keys.vm_key(recipe, data.fingerprint, str(data.student), str(role), spec.name, spec.builder, dict(spec.sizes),
+                       vertical.config, vertical.seed, **transfer)
+
+
+def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval_batches: WindowBatches, role: str) -> str:
+    """Measure the serving model's cost on requests from the eval window, log it (and, for a student,
+    the model itself, for `gem-transfer register`) and print it; → its budget status (no measured
+    figures in it, so the lift table is the same on every run). Rank 0 measures, every rank gets its status."""
+    if not ranks.is_main():
+        return ranks.from_main("")
+    served, batches = module.export(), requests(eval_batches)
+    cost = measure(served, batches)
+    status = budget_status(cost, spec.budget)
+    print(f"  serving {role} {spec.name}: {cost.summary()}: {status}", flush=True)
+    tracker.log_metrics(cost.metrics())
+    tracker.set_tags({T.BUDGET_STATUS: status})
+    if role == T.Role.STUDENT:
+        tracker.set_tags({T.MODEL_URI: tracker.log_serving_model(served, batches[0])})
+    return ranks.from_main(status)
