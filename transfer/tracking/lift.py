@@ -23,7 +23,7 @@ from transfer.tracking import tags as T
 from transfer.tracking.runs import check_reachable
 from transfer.util.atomic import atomic_path
 
-COLUMNS = ["recipe", "recipe_run_id", "started", "vertical", "slice", "role", "variant", "model",
+COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", "role", "variant", "model",
            "NE", "AUC", "calibration", "lift %", "transfer ratio", "serving budget", "run_id"]
 
 
@@ -49,7 +49,7 @@ def lift_from_tracking(uri: str, experiments: list[str] | None, vertical: str | 
     with atomic_path(csv) as tmp:
         table.drop("run_id").write_csv(tmp)
     draw_lift_chart(table, chart)
-    recipe_runs = sorted(set(table["recipe_run_id"].to_list()) - {""})
+    recipe_runs = sorted(set(table[T.RECIPE_RUN_ID].to_list()) - {""})
     for run_id in recipe_runs:
         client.log_artifact(run_id, str(csv), artifact_path="lift")
         client.log_artifact(run_id, str(chart), artifact_path="lift")

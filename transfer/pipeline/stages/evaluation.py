@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -33,7 +32,6 @@ class EvaluationStage(Stage):
     group: int = 0
     name: str = "evaluation:lift table"
     output: pl.DataFrame | None = None
-    created: datetime | None = field(default=None, repr=False)
 
     @property
     def inputs(self) -> tuple[Stage, ...]:
