@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
@@ -59,7 +59,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
         check_reachable(uri, Path(recipe.output_dir))
     ctx, plan = planned(recipe, recipe_path)
     experiment = recipe.tracking.experiment or recipe.name
-    ctx.tracker = Tracker(uri, experiment, _artifact_root(recipe.tracking.uri, Path(recipe.output_dir)))
+    ctx = replace(ctx, tracker=Tracker(uri, experiment, _artifact_root(recipe.tracking.uri, Path(recipe.output_dir))))
     _clean_up_killed_attempts(recipe, ctx.tracker)
     _say_data(ctx.data)
     tags = {T.RECIPE: recipe.name, T.RECIPE_HASH: recipe.hash, T.STRATEGY: recipe.transfer.strategy, **(extra_tags or {})}

@@ -24,7 +24,7 @@ from transfer.training.trainer import evaluate
 CACHED, WILL_RUN, ALWAYS = "cached", "will run", "runs every time"
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunContext:
     """What every stage of one recipe run reads (no stage writes to it)."""
 
