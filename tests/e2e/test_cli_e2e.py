@@ -33,6 +33,8 @@ def test_quickstart_distilled_vms_beat_their_baselines(tmp_path):
         baseline = rows.filter(pl.col("role") == "baseline")["NE"].item()
         student = rows.filter(pl.col("role") == "student")["NE"].item()
         assert student < baseline, f"{vertical}: distilled NE {student} is not below baseline NE {baseline}"
+        verdict = rows.filter(pl.col("role") == "student")["vs baseline"].item()
+        assert verdict == "better", f"{vertical}: the lift's 95% interval includes 0 ({verdict})"  # not only the point estimate
 
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("quickstart")

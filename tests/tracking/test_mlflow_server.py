@@ -101,7 +101,9 @@ def _check_in_browser(server: str, experiment_id: str, students, tmp_path: Path)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
              "--window-size=1600,1000", "--virtual-time-budget=20000"]
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
-    assert "lift_pct" in dom and "transfer_ratio" in dom
+    # the compare view renders its first ~17 metric rows (alphabetical) without scrolling: the lift and its interval
+    assert "lift_pct" in dom and "lift_pct_ci_low" in dom and "lift_pct_ci_high" in dom
+    assert all({"transfer_ratio", "transfer_ratio_ci_low"} <= set(run.data.metrics) for run in students)  # further down the table
     for run in students:
         assert f"student:{run.data.tags['vertical']}" in dom
         lift = run.data.metrics["lift_pct"]

@@ -157,3 +157,24 @@ def test_register_refuses_a_reserved_alias_before_registering_anything(tracked, 
     code, _, err = run_cli(capsys, "register", run.info.run_id, "--alias", "latest", "--tracking-uri", tracked["uri"])
     assert code == 2 and "--alias: found 'latest'" in err
     assert tracked["client"].search_model_versions(f"run_id = '{run.info.run_id}'") == []
+
+
+def test_each_student_carries_its_interval_in_the_run_table_in_mlflow_and_in_lift(tracked, capsys, tmp_path):
+    run_table = pl.read_csv(next((tracked["folder"] / "runs" / "kd").rglob("lift.csv")))
+    in_run = run_table.filter((pl.col("role") == "student") & (pl.col("model") == "ig_stories_click")).row(0, named=True)
+    student = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe="kd")
+    metrics = student.data.metrics
+    assert metrics["lift_pct_ci_low"] < metrics["lift_pct_ci_high"] and metrics["eval_positives"] > 0
+    assert in_run["lift % 95% CI"] == f"[{metrics['lift_pct_ci_low']:.2f}, {metrics['lift_pct_ci_high']:.2f}]"
+    assert str(in_run["eval positives"]) == str(int(metrics["eval_positives"]))
+    verdict = "better" if metrics["lift_pct_ci_low"] > 0 else "worse" if metrics["lift_pct_ci_high"] < 0 else "not distinguishable"
+    assert in_run["vs baseline"] == verdict
+    baseline = _one(tracked["runs"], role="baseline", vertical="ig_stories_click", recipe="kd")
+    assert "lift_pct_ci_low" not in baseline.data.metrics  # a baseline has no lift to bound
+
+    code, _, err = run_cli(capsys, "lift", "--experiment", "lift", "--tracking-uri", tracked["uri"], "--out", str(tmp_path))
+    assert code == 0, err
+    from_store = pl.read_csv(tmp_path / "lift.csv").filter(
+        (pl.col("role") == "student") & (pl.col("recipe") == "kd") & (pl.col("vertical") == "ig_stories_click")).row(0, named=True)
+    for column in ("lift % 95% CI", "TR 95% CI", "vs baseline", "eval positives"):
+        assert str(from_store[column]) == str(in_run[column])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from transfer.evaluation.intervals import LiftInterval
 from transfer.evaluation.metrics import lift_percent, transfer_ratio
 
 
@@ -38,6 +39,7 @@ class VerticalResult:
     variant: str = ""  # the student's transfer variant (its techniques, and its producer if a domain FM)
     run_ids: dict[str, str] = field(default_factory=dict)  # role → the MLflow run that scored it
     context: dict[str, str] = field(default_factory=dict)  # leading columns: recipe, recipe_run_id, started
+    interval: LiftInterval | None = None  # the student's 95% interval over its baseline
 
     def models(self) -> list[tuple[str, str, str, Scores]]:
         """(role, variant, model, scores) for each row: teacher, domain FM if any, baseline, student."""
@@ -47,7 +49,8 @@ class VerticalResult:
         return rows + [("baseline", "no transfer", self.vertical, self.baseline), ("student", self.variant, self.vertical, self.student)]
 
 
-RUN_COLUMNS = ["model", "role", "slice", "NE", "AUC", "calibration", "lift %", "transfer ratio", "serving budget"]
+INTERVAL_COLUMNS = ["lift % 95% CI", "TR 95% CI", "vs baseline", "eval positives"]
+RUN_COLUMNS = ["model", "role", "slice", "NE", "AUC", "calibration", "lift %", "transfer ratio", *INTERVAL_COLUMNS, "serving budget"]
 
 
 def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
@@ -70,6 +73,7 @@ def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
                 "calibration": s.calibration,
                 "lift %": lift_percent(r.baseline.ne, s.ne),
                 "transfer ratio": transfer_ratio(r.baseline.ne, s.ne, r.teacher.ne),
+                **interval_cells(r.interval if role == "student" else None),
                 "serving budget": budget_cell(r.budget) if role == "student" else "",
                 "run_id": r.run_ids.get(role, ""),
             })
@@ -79,6 +83,18 @@ def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
 def lift_table(results: list[VerticalResult]) -> pl.DataFrame:
     """A recipe run's lift table (lift.csv): model, role, slice, scores, lift, transfer ratio, budget."""
     return lift_rows(results).select(RUN_COLUMNS)
+
+
+def interval_cells(interval: LiftInterval | None) -> dict[str, str]:
+    """A student's interval as the table shows it; empty cells for other rows (or no interval)."""
+    if interval is None:
+        return dict.fromkeys(INTERVAL_COLUMNS, "")
+    return {
+        "lift % 95% CI": f"[{interval.lift_low:.2f}, {interval.lift_high:.2f}]",
+        "TR 95% CI": f"[{interval.ratio_low:.3f}, {interval.ratio_high:.3f}]",
+        "vs baseline": interval.verdict,
+        "eval positives": str(interval.positives),
+    }
 
 
 def budget_cell(status: str) -> str:

@@ -8,6 +8,7 @@ logged as artifacts on each recipe run it covers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -17,14 +18,15 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from transfer.errors import UserError
-from transfer.evaluation.lift_table import Scores, VerticalResult
+from transfer.evaluation.intervals import RESAMPLES, LiftInterval
+from transfer.evaluation.lift_table import INTERVAL_COLUMNS, Scores, VerticalResult
 from transfer.evaluation.lift_table import lift_rows as lift_table_rows
 from transfer.tracking import tags as T
 from transfer.tracking.runs import check_reachable
 from transfer.util.atomic import atomic_path
 
 COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", "role", "variant", "model",
-           "NE", "AUC", "calibration", "lift %", "transfer ratio", "serving budget", "run_id"]
+           "NE", "AUC", "calibration", "lift %", "transfer ratio", *INTERVAL_COLUMNS, "serving budget", "run_id"]
 
 
 @dataclass
@@ -131,7 +133,16 @@ def _vertical_result(student: Run, baseline: Run, teachers: dict[str, str], star
         run_ids={T.Role.TEACHER: student.info.run_id, "domain_fm": student.info.run_id,
                  T.Role.BASELINE: baseline.info.run_id, T.Role.STUDENT: student.info.run_id},
         context={T.RECIPE: tags.get(T.RECIPE, ""), T.RECIPE_RUN_ID: recipe_run, "started": starts.get(recipe_run, _started(student))},
+        interval=_interval(metrics),
     )
+
+
+def _interval(metrics: dict[str, float]) -> LiftInterval | None:
+    """The student's logged interval (runs from before intervals were logged have none)."""
+    if T.LIFT_PCT_LOW not in metrics:
+        return None
+    return LiftInterval(metrics[T.LIFT_PCT_LOW], metrics[T.LIFT_PCT_HIGH], metrics.get(T.TRANSFER_RATIO_LOW, math.nan),
+                        metrics.get(T.TRANSFER_RATIO_HIGH, math.nan), int(metrics.get(T.EVAL_POSITIVES, 0)), RESAMPLES)
 
 
 def _scores(metrics: dict[str, float], prefix: str) -> Scores:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Final
 from transfer.evaluation.metrics import lift_percent, transfer_ratio
 
 if TYPE_CHECKING:
+    from transfer.evaluation.intervals import LiftInterval
     from transfer.evaluation.lift_table import Scores
 
 
@@ -77,6 +78,11 @@ SERVING_P50_MS: Final = "serving_p50_ms"
 SERVING_P99_MS: Final = "serving_p99_ms"
 SERVING_FLOPS: Final = "serving_flops"
 NE, AUC, CALIBRATION = "ne", "auc", "calibration"
+LIFT_PCT_LOW: Final = "lift_pct_ci_low"  # a student's 95% interval (paired bootstrap over eval rows)
+LIFT_PCT_HIGH: Final = "lift_pct_ci_high"
+TRANSFER_RATIO_LOW: Final = "transfer_ratio_ci_low"
+TRANSFER_RATIO_HIGH: Final = "transfer_ratio_ci_high"
+EVAL_POSITIVES: Final = "eval_positives"
 
 
 def model_metrics(scores: Scores, teacher: Scores, producer: Scores | None, baseline: Scores) -> dict[str, float]:
@@ -89,3 +95,11 @@ def model_metrics(scores: Scores, teacher: Scores, producer: Scores | None, base
     metrics[LIFT_PCT] = lift_percent(baseline.ne, scores.ne)
     metrics[TRANSFER_RATIO] = transfer_ratio(baseline.ne, scores.ne, teacher.ne)
     return metrics
+
+
+def interval_metrics(interval: LiftInterval | None) -> dict[str, float]:
+    """A student's interval as metrics (none for a baseline)."""
+    if interval is None:
+        return {}
+    return {LIFT_PCT_LOW: interval.lift_low, LIFT_PCT_HIGH: interval.lift_high, TRANSFER_RATIO_LOW: interval.ratio_low,
+            TRANSFER_RATIO_HIGH: interval.ratio_high, EVAL_POSITIVES: interval.positives}

@@ -39,6 +39,22 @@ class RunContext:
         loader = window_loader(WindowBatches(self.data.log, rows, module.model.history_length), SCORING_BATCH, shuffle=False)
         return evaluate(module, loader, self.recipe.trainer, task)
 
+    def predict(self, module: RankingModule, rows: torch.Tensor, task: str) -> torch.Tensor:
+        """`module`'s logits for `task` on `rows` ([n], of the eval window), in order. → [n]
+        Every process scores all of them (an eval slice is small), so each holds the same values."""
+        batches = WindowBatches(self.data.log, rows, module.model.history_length)  # every row, whatever this process's rank
+        column = module.tasks.index(task)
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            logits = torch.cat([module(batches[index]).logits[:, column] for index in torch.arange(len(rows)).split(SCORING_BATCH)])
+        module.train(was_training)
+        return logits
+
+    def labels(self, rows: torch.Tensor, task: str) -> torch.Tensor:
+        """[n] the true labels of `task` on `rows` (NaN where missing)."""
+        return self.data.log.labels[rows, self.data.log.tasks.index(task)]
+
 
 class Stage:
     """The stage protocol: `kind`, `name`, `group` (0: before the recipe's stages, i: within recipe

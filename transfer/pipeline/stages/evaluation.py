@@ -58,4 +58,4 @@ class EvaluationStage(Stage):
         return VerticalResult(spec.name, "/".join(spec.surfaces), spec.task, self.teacher.producer_name, out.teacher, base.scores,
                               out.scores, producer=producer, producer_scores=out.producer, budget=out.budget,
                               variant=techniques_tag(student.teaching.config),
-                              run_ids={T.Role.BASELINE: base.run_id, T.Role.STUDENT: out.run_id})
+                              run_ids={T.Role.BASELINE: base.run_id, T.Role.STUDENT: out.run_id}, interval=out.interval)

@@ -13,6 +13,7 @@ from transfer.catalog import ModelEntry
 from transfer.config.recipe import Recipe, StudentConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData
+from transfer.evaluation.intervals import LiftInterval, lift_interval
 from transfer.evaluation.lift_table import Scores
 from transfer.evaluation.serving import budget_status, measure, requests
 from transfer.pipeline import keys
@@ -37,6 +38,9 @@ class VerticalOutcome:
     budget: str  # its serving budget status
     teacher: Scores  # the teacher on the same slice
     producer: Scores | None  # its producer (a domain FM) on the same slice, when not the teacher
+    logits: torch.Tensor  # [n] its logits on the slice's rows
+    teacher_logits: torch.Tensor  # [n] the teacher's on the same rows
+    interval: LiftInterval | None = None  # a student's 95% interval of lift and transfer ratio over its baseline
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,10 @@ class _VerticalStage(Stage):
     def name(self) -> str:
         return f"{self.role}:{self.vertical.spec.name}"
 
-    def _train(self, ctx: RunContext, tags: dict[str, str], teacher: Scores, producer: Scores | None,
-               baseline: Scores | None) -> None:
+    def _train(self, ctx: RunContext, tags: dict[str, str], teacher: tuple[Scores, torch.Tensor], producer: Scores | None,
+               baseline: VerticalOutcome | None) -> None:
+        """Train, score on the eval slice (beside `teacher`: its scores and logits [n], and `producer`)
+        and, for a student, the paired interval of its lift over `baseline`; log it all."""
         vertical, data, tracker = self.vertical, self.data, ctx.tracker
         spec, target, eval_rows = vertical.spec, vertical.target(data), vertical.eval_rows(data)
         with tracker.run(self.name, tags, nested=True) as run_id:
@@ -87,10 +93,14 @@ class _VerticalStage(Stage):
             loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed)
             fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
                          tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
-            scores = ctx.score(module, eval_rows, spec.task)
-            tracker.log_metrics(T.model_metrics(scores, teacher, producer, baseline or scores))
+            scores, logits = ctx.score(module, eval_rows, spec.task), ctx.predict(module, eval_rows, spec.task)
+            interval = None
+            if baseline is not None:
+                interval = lift_interval(ctx.labels(eval_rows, spec.task), baseline.logits, logits, teacher[1], seed=vertical.seed)
+            tracker.log_metrics(T.model_metrics(scores, teacher[0], producer, baseline.scores if baseline else scores)
+                                | T.interval_metrics(interval))
             status = _log_serving(tracker, module, spec, WindowBatches(data.log, eval_rows, model.history_length), self.role)
-        self.output = VerticalOutcome(module, run_id, scores, status, teacher, producer)
+        self.output = VerticalOutcome(module, run_id, scores, status, teacher[0], producer, logits, teacher[1], interval)
 
     def _module_and_batches(self, model: torch.nn.Module, target: ConsumerTarget) -> tuple[RankingModule, WindowBatches]:
         raise NotImplementedError
@@ -113,7 +123,8 @@ class BaselineStage(_VerticalStage):
 
     def run(self, ctx: RunContext) -> None:
         vertical, eval_rows = self.vertical, self.vertical.eval_rows(self.data)
-        teacher = ctx.score(vertical.teacher.output.module, eval_rows, vertical.spec.task)
+        teacher_module = vertical.teacher.output.module
+        teacher = ctx.score(teacher_module, eval_rows, vertical.spec.task), ctx.predict(teacher_module, eval_rows, vertical.spec.task)
         producer = None
         if vertical.producer is not vertical.teacher:
             producer = ctx.score(vertical.producer.output.module, eval_rows, vertical.spec.task)
@@ -144,7 +155,7 @@ class StudentStage(_VerticalStage):
     def run(self, ctx: RunContext) -> None:
         base = self.baseline.output
         tags = self.vertical.tags(self.role) | self.teaching.tags(self.recipe, self.data) | {T.BASELINE_RUN_ID: base.run_id}
-        self._train(ctx, tags, base.teacher, base.producer, base.scores)
+        self._train(ctx, tags, (base.teacher, base.teacher_logits), base.producer, base)
 
     def _module_and_batches(self, model, target):
         module = self.teaching.module(model, target, self.vertical.config.lr, self.data)
