@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from transfer.evaluation.metrics import Calibration, NormalizedEntropy, eval_metrics, lift_percent, transfer_ratio
+from transfer.evaluation.metrics import (
+    Calibration,
+    NormalizedEntropy,
+    eval_metrics,
+    lift_percent,
+    normalized_entropy,
+    recalibration_shift,
+    transfer_ratio,
+)
 
 
 def test_ne_matches_hand_computation():
@@ -47,3 +55,28 @@ def test_lift_and_transfer_ratio():
     assert lift_percent(0.80, 0.76) == pytest.approx(5.0)
     assert transfer_ratio(0.80, 0.76, 0.72) == pytest.approx(0.5)
     assert math.isnan(transfer_ratio(0.8, 0.7, 0.8))
+
+
+def test_recalibration_shift_of_constant_logits_is_the_base_rate_logit():
+    logits = torch.zeros(8, dtype=torch.float64)
+    labels = torch.tensor([1, 0, 0, 0, 1, 0, 0, 0], dtype=torch.float64)  # base rate 1/4: the best constant is logit(1/4) = −ln 3
+    assert recalibration_shift(logits, labels) == pytest.approx(-math.log(3), abs=1e-9)
+
+
+def test_recalibration_shift_matches_predicted_to_observed_positives():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(500, generator=generator, dtype=torch.float64)
+    labels = (torch.rand(500, generator=generator, dtype=torch.float64) < torch.sigmoid(logits - 1.0)).double()
+    labels[::50] = math.nan  # unlabelled rows are left out
+    shift = recalibration_shift(logits, labels)
+    known = ~labels.isnan()
+    # the optimum of the log loss in b sets Σσ(z + b) = Σy; shifting the logits moves b the other way
+    assert float(torch.sigmoid(logits[known] + shift).sum()) == pytest.approx(float(labels[known].sum()), rel=1e-9)
+    assert recalibration_shift(logits + 2.0, labels) == pytest.approx(shift - 2.0, abs=1e-7)
+    recalibrated = normalized_entropy(logits + shift, labels)
+    assert recalibrated <= normalized_entropy(logits, labels) and recalibrated <= normalized_entropy(logits + shift + 0.1, labels)
+
+
+def test_recalibration_shift_is_zero_without_both_classes():
+    assert recalibration_shift(torch.randn(5), torch.ones(5)) == 0.0
+    assert recalibration_shift(torch.randn(0), torch.ones(0)) == 0.0

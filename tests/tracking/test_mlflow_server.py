@@ -107,7 +107,8 @@ def _check_in_browser(server: str, experiment_id: str, students, tmp_path: Path)
     for run in students:
         assert f"student:{run.data.tags['vertical']}" in dom
         lift = run.data.metrics["lift_pct"]
-        assert any(text in dom for text in (repr(lift), f"{lift:.4g}", f"{lift:.3g}", f"{lift:.5g}")), f"lift {lift} not on the page"
+        shown = (repr(lift), f"{lift:.4g}", f"{lift:.3g}", f"{lift:.5g}", f"{lift:.3f}".rstrip("0").rstrip("."))  # the UI rounds to 3 decimals
+        assert any(text in dom for text in shown), f"lift {lift} not on the page"
     folder = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     shot = folder / "mlflow_compare_students.png"

@@ -3,6 +3,8 @@ and transfer ratio — built in one place for a run and for `gem-transfer lift` 
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -13,12 +15,16 @@ from transfer.evaluation.metrics import lift_percent, transfer_ratio
 
 @dataclass(frozen=True)
 class Scores:
+    """A model on an eval slice: raw NE, AUC, calibration and NE after a one-parameter recalibration
+    fitted on the consumers' last training day (design §7), which tells ranking from calibration."""
+
     ne: float
     auc: float
     calibration: float
+    recal_ne: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
-        return {"ne": self.ne, "auc": self.auc, "calibration": self.calibration}
+        return dataclasses.asdict(self)  # the field names are the metric names' suffixes
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class VerticalResult:
 
 
 INTERVAL_COLUMNS = ["lift % 95% CI", "TR 95% CI", "vs baseline", "eval positives"]
-RUN_COLUMNS = ["model", "role", "slice", "NE", "AUC", "calibration", "lift %", "transfer ratio", *INTERVAL_COLUMNS, "serving budget"]
+RUN_COLUMNS = ["model", "role", "slice", "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS, "serving budget"]
 
 
 def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
@@ -71,13 +77,14 @@ def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
                 "NE": s.ne,
                 "AUC": s.auc,
                 "calibration": s.calibration,
+                "recal NE": s.recal_ne,
                 "lift %": lift_percent(r.baseline.ne, s.ne),
                 "transfer ratio": transfer_ratio(r.baseline.ne, s.ne, r.teacher.ne),
                 **interval_cells(r.interval if role == "student" else None),
                 "serving budget": budget_cell(r.budget) if role == "student" else "",
                 "run_id": r.run_ids.get(role, ""),
             })
-    return pl.DataFrame(rows, schema_overrides={"AUC": pl.Float64, "calibration": pl.Float64})
+    return pl.DataFrame(rows, schema_overrides={"AUC": pl.Float64, "calibration": pl.Float64, "recal NE": pl.Float64})
 
 
 def lift_table(results: list[VerticalResult]) -> pl.DataFrame:
@@ -115,7 +122,7 @@ def format_table(table: pl.DataFrame) -> str:
         tbl_hide_column_data_types=True,
         tbl_rows=-1,
         tbl_cols=-1,
-        tbl_width_chars=200,
+        tbl_width_chars=1000,  # a markdown table must not wrap its cells
         tbl_formatting="ASCII_MARKDOWN",
     ):
         return str(shown)

@@ -69,6 +69,32 @@ def eval_metrics() -> MetricCollection:
     return MetricCollection({"ne": NormalizedEntropy(), "auc": _AUROCFromLogits(), "calibration": Calibration()})
 
 
+def normalized_entropy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """NE of logits [N] against 0/1 labels [N] (NaN labels dropped), in one call."""
+    known = ~torch.isnan(labels)
+    metric = NormalizedEntropy()
+    metric.update(logits[known], labels[known])
+    return float(metric.compute())
+
+
+def recalibration_shift(logits: torch.Tensor, labels: torch.Tensor, steps: int = 25) -> float:
+    """The one-parameter recalibration (design §7): the logit shift b minimising the log loss of
+    σ(logits + b) on labelled rows (logits, labels: [N]; NaN labels dropped). Newton's method on a
+    convex function of one variable; 0 when the rows hold one class only (no finite optimum)."""
+    known = ~torch.isnan(labels)
+    z, y = logits[known].double(), labels[known].double()
+    if len(y) == 0 or y.min() == y.max():
+        return 0.0
+    b = torch.logit(y.mean()) - torch.logit(torch.sigmoid(z).mean())  # a good start: match the base rate
+    for _ in range(steps):
+        p = torch.sigmoid(z + b)
+        gradient, curvature = (p - y).sum(), (p * (1 - p)).sum().clamp(min=1e-12)
+        b = b - gradient / curvature
+        if abs(float(gradient)) < 1e-9 * len(y):
+            break
+    return float(b)
+
+
 def lift_percent(ne_baseline: float, ne_student: float) -> float:
     """(NE_baseline − NE_student) / NE_baseline, in percent; positive when the student is better."""
     return 100.0 * (ne_baseline - ne_student) / ne_baseline

@@ -26,7 +26,7 @@ from transfer.tracking.runs import check_reachable
 from transfer.util.atomic import atomic_path
 
 COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", "role", "variant", "model",
-           "NE", "AUC", "calibration", "lift %", "transfer ratio", *INTERVAL_COLUMNS, "serving budget", "run_id"]
+           "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS, "serving budget", "run_id"]
 
 
 @dataclass
@@ -146,7 +146,8 @@ def _interval(metrics: dict[str, float]) -> LiftInterval | None:
 
 
 def _scores(metrics: dict[str, float], prefix: str) -> Scores:
-    return Scores(metrics[f"{prefix}{T.NE}"], metrics.get(f"{prefix}{T.AUC}"), metrics.get(f"{prefix}{T.CALIBRATION}"))
+    return Scores(metrics[f"{prefix}{T.NE}"], metrics.get(f"{prefix}{T.AUC}"), metrics.get(f"{prefix}{T.CALIBRATION}"),
+                  metrics.get(f"{prefix}{T.RECAL_NE}", math.nan))
 
 
 def variant_of(tags: dict[str, str]) -> str:

@@ -3,7 +3,7 @@ stages read (`RunContext`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -12,9 +12,8 @@ from transfer.config.recipe import Recipe
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData
 from transfer.evaluation.lift_table import Scores
-from transfer.knowledge.generate import (
-    SCORING_BATCH,
-)
+from transfer.evaluation.metrics import normalized_entropy, recalibration_shift
+from transfer.knowledge.generate import SCORING_BATCH
 from transfer.pipeline.cache import StageCache
 from transfer.pipeline.keys import StageKey
 from transfer.tracking.runs import Tracker
@@ -38,6 +37,13 @@ class RunContext:
         """`module`'s NE, AUC and calibration on `task` over `rows` ([n], of the eval window)."""
         loader = window_loader(WindowBatches(self.data.log, rows, module.model.history_length), SCORING_BATCH, shuffle=False)
         return evaluate(module, loader, self.recipe.trainer, task)
+
+    def evaluate(self, module: RankingModule, rows: torch.Tensor, task: str, fit_rows: torch.Tensor) -> tuple[Scores, torch.Tensor]:
+        """`module`'s scores on `task` over `rows` ([n]) with its NE after the one-parameter
+        recalibration fitted on `fit_rows` ([m], the consumers' last training day), and its logits [n]."""
+        scores, logits = self.score(module, rows, task), self.predict(module, rows, task)
+        shift = recalibration_shift(self.predict(module, fit_rows, task), self.labels(fit_rows, task))
+        return replace(scores, recal_ne=normalized_entropy(logits + shift, self.labels(rows, task))), logits
 
     def predict(self, module: RankingModule, rows: torch.Tensor, task: str) -> torch.Tensor:
         """`module`'s logits for `task` on `rows` ([n], of the eval window), in order. → [n]

@@ -60,6 +60,25 @@ class Vertical:
     def eval_rows(self, data: PreparedData) -> torch.Tensor:
         return data.log.surface_rows(data.eval_rows, self.spec.surfaces)
 
+    def recalibration_rows(self, data: PreparedData) -> torch.Tensor:
+        return data.log.surface_rows(data.recalibration_rows, self.spec.surfaces)
+
+    def validation_rows(self, data: PreparedData) -> torch.Tensor:
+        return data.log.surface_rows(data.validation_rows, self.spec.surfaces)
+
+    def evaluate(self, ctx: RunContext, module: RankingModule) -> tuple[Scores, torch.Tensor]:
+        """`module` on this VM's eval slice (recalibrated on its last training day): scores, logits [n]."""
+        return ctx.evaluate(module, self.eval_rows(ctx.data), self.spec.task, self.recalibration_rows(ctx.data))
+
+    def validation_metrics(self, ctx: RunContext, module: RankingModule) -> dict[str, float]:
+        """`module`'s scores on this VM's validation slice, as `val_*` metrics (none without one)."""
+        rows = self.validation_rows(ctx.data)
+        labels = ctx.labels(rows, self.spec.task)
+        if len(rows) == 0 or labels.nansum() == 0 or labels.nansum() == (~labels.isnan()).sum():
+            return {}
+        scores, _ = ctx.evaluate(module, rows, self.spec.task, self.recalibration_rows(ctx.data))
+        return {f"{T.VALIDATION}{name}": value for name, value in scores.as_dict().items()}
+
     def tags(self, role: str) -> dict[str, str]:
         return {T.ROLE: role, T.VERTICAL: self.spec.name, T.SURFACE: ",".join(self.spec.surfaces), T.TASK: self.spec.task}
 
@@ -90,15 +109,15 @@ class _VerticalStage(Stage):
             L.seed_everything(vertical.seed, verbose=False)
             model = spec.build(data.log.inputs, vertical.config.sizes)
             module, batches = self._module_and_batches(model, target)
-            loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed)
+            loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed, order=self.recipe.trainer.order)
             fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
                          tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
-            scores, logits = ctx.score(module, eval_rows, spec.task), ctx.predict(module, eval_rows, spec.task)
+            scores, logits = vertical.evaluate(ctx, module)
             interval = None
             if baseline is not None:
                 interval = lift_interval(ctx.labels(eval_rows, spec.task), baseline.logits, logits, teacher[1], seed=vertical.seed)
             tracker.log_metrics(T.model_metrics(scores, teacher[0], producer, baseline.scores if baseline else scores)
-                                | T.interval_metrics(interval))
+                                | T.interval_metrics(interval) | vertical.validation_metrics(ctx, module))
             status = _log_serving(tracker, module, spec, WindowBatches(data.log, eval_rows, model.history_length), self.role)
         self.output = VerticalOutcome(module, run_id, scores, status, teacher[0], producer, logits, teacher[1], interval)
 
@@ -122,12 +141,11 @@ class BaselineStage(_VerticalStage):
         return _vm_key(self.recipe, self.data, T.Role.BASELINE, self.vertical)
 
     def run(self, ctx: RunContext) -> None:
-        vertical, eval_rows = self.vertical, self.vertical.eval_rows(self.data)
-        teacher_module = vertical.teacher.output.module
-        teacher = ctx.score(teacher_module, eval_rows, vertical.spec.task), ctx.predict(teacher_module, eval_rows, vertical.spec.task)
+        vertical = self.vertical
+        teacher = vertical.evaluate(ctx, vertical.teacher.output.module)
         producer = None
         if vertical.producer is not vertical.teacher:
-            producer = ctx.score(vertical.producer.output.module, eval_rows, vertical.spec.task)
+            producer, _ = vertical.evaluate(ctx, vertical.producer.output.module)
         self._train(ctx, vertical.tags(self.role), teacher, producer, None)
 
     def _module_and_batches(self, model, target):
