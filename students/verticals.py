@@ -13,7 +13,7 @@ from transfer.contract import ModelEntry, ServingBudget
 # One request = 1,000 candidates scored on one CPU core (measured after training, logged to the run).
 DEFAULT_BUDGET = ServingBudget(max_params=1_000_000, max_p99_ms=25.0)
 
-_SYNTHETIC_SURFACES = ("fb_feed", "fb_marketplace", "ig_feed", "ig_stories", "ig_reels")
+_SYNTHETIC_SURFACES = ("fb_feed", "fb_marketplace", "ig_feed", "ig_stories", "ig_reels", "msg_inbox", "msg_stories")
 _MOVIELENS_SURFACES = ("weekday_day", "weekday_night", "weekend_day", "weekend_night")
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from transfer.cli import main
-from transfer.data.synthetic import SyntheticSpec, generate
+from transfer.data.synthetic import SURFACES, SyntheticSpec, generate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def write_dataset(folder: Path, frame: pl.DataFrame, **overrides) -> Path:
         "categorical": ["advertiser", "country"],
         "dense": ["bid"],
         "labels": {"click": "click", "conversion": "conversion"},
-        "surfaces": {"fb_feed": "facebook", "fb_marketplace": "facebook", "ig_feed": "instagram", "ig_stories": "instagram", "ig_reels": "instagram"},
+        "surfaces": dict(SURFACES),
         "hash_buckets": 512,
     }
     config.update(overrides)
@@ -40,11 +40,15 @@ def write_dataset(folder: Path, frame: pl.DataFrame, **overrides) -> Path:
     return path
 
 
+# The test recipes' windows on a 6-day log: teacher 2 days, students 2, no validation, eval 2.
+TINY_WINDOWS = {"train": {"days": 2}, "student": {"days": 2}, "validation": {"days": 0}, "eval": {"days": 2}}
+
+
 def write_recipe(folder: Path, dataset: Path | str, name: str = "tiny", **sections) -> Path:
     recipe = {
         "name": name,
         "output_dir": str(folder / "runs"),
-        "data": {"dataset": str(dataset), "train": {"days": 4}, "eval": {"days": 2}, "cache_dir": str(folder / "cache")},
+        "data": {"dataset": str(dataset), **TINY_WINDOWS, "cache_dir": str(folder / "cache")},
         "students": [{"vertical": "ig_stories_click"}],
         "trainer": {"max_epochs": 1, "progress": False},
     }

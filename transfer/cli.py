@@ -254,8 +254,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     data = prepare_data(recipe.data, recipe.transfer.staleness_days)
     check_slices(data, resolve_verticals(args.recipe, recipe.students, data))
-    print(f"ok: {data.dataset}: teacher {data.train} ({len(data.train_rows):,} rows), students {data.student} "
-          f"({len(data.student_rows):,}), eval {data.eval} ({len(data.eval_rows):,})")
+    print(f"ok: {data.summary()}")
     return 0
 
 

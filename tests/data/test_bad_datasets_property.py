@@ -17,7 +17,7 @@ import polars as pl
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import write_dataset, write_recipe
+from tests.conftest import TINY_WINDOWS, write_dataset, write_recipe
 from transfer.cli import main
 from transfer.config.dataset import NAME, WHEEL
 from transfer.data.synthetic import SyntheticSpec, generate
@@ -68,7 +68,7 @@ def test_a_malformed_dataset_builds_or_fails_with_one_clear_line(tmp_path, case)
         data = (tmp_path / "log.parquet").read_bytes()
         (tmp_path / "log.parquet").write_bytes(data[: len(data) // 2])
     cache = tmp_path / "cache"
-    recipe = write_recipe(tmp_path, dataset, data={"dataset": str(dataset), "train": {"days": 4}, "eval": {"days": 2},
+    recipe = write_recipe(tmp_path, dataset, data={"dataset": str(dataset), **TINY_WINDOWS,
                                                    "cache_dir": str(cache)})
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -133,7 +133,7 @@ def test_a_sweep_case_fails_with_one_line_naming_its_key_and_float_labels_build(
             old.unlink()
     dataset = write_dataset(tmp_path, frame, **overrides)
     cache = tmp_path / "cache"
-    recipe = write_recipe(tmp_path, dataset, data={"dataset": str(dataset), "train": {"days": 4}, "eval": {"days": 2}, "cache_dir": str(cache)})
+    recipe = write_recipe(tmp_path, dataset, data={"dataset": str(dataset), **TINY_WINDOWS, "cache_dir": str(cache)})
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(["data", "check", str(recipe)])

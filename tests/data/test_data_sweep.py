@@ -13,12 +13,12 @@ from datetime import datetime, timezone
 import polars as pl
 import pytest
 
-from tests.conftest import run_cli, write_dataset, write_recipe
+from tests.conftest import TINY_WINDOWS, run_cli, write_dataset, write_recipe
 from transfer.data.cache import cache_path, checksum_file, sha256
 from transfer.errors import DataError
 from transfer.util.atomic import HOST_TAG, PID_MARK
 
-EVAL_START = datetime(2026, 1, 5, tzinfo=timezone.utc)  # write_recipe: 4 train days from Jan 1, then 2 eval days
+EVAL_START = datetime(2026, 1, 5, tzinfo=timezone.utc)  # write_recipe: teacher Jan 1–2, students Jan 3–4, then 2 eval days
 
 
 def _check(tmp_path, capsys, dataset, command: str = "data", **recipe) -> tuple[int, str, str]:
@@ -78,7 +78,7 @@ def test_cache_paths_outside_the_cache_are_refused(tmp_path):
 def test_a_cache_dir_under_a_file_is_one_line_and_works_once_the_file_is_gone(tmp_path, capsys, small_log):
     dataset = write_dataset(tmp_path, small_log)
     (tmp_path / "afile").write_text("not a folder")
-    data = {"dataset": str(dataset), "train": {"days": 4}, "eval": {"days": 2}, "cache_dir": str(tmp_path / "afile" / "cache")}
+    data = {"dataset": str(dataset), **TINY_WINDOWS, "cache_dir": str(tmp_path / "afile" / "cache")}
     line = _one_error(*_check(tmp_path, capsys, dataset, data=data))
     assert "data.cache_dir:" in line and f"'{tmp_path / 'afile'}' is a file" in line
     (tmp_path / "afile").unlink()
@@ -145,7 +145,7 @@ def test_null_labels_outside_the_evaluated_slices_are_allowed(tmp_path, capsys, 
 def test_a_training_slice_without_positives_fails_naming_it(tmp_path, capsys, small_log):
     frame = _set_click(small_log, (pl.col("surface") == "ig_stories") & (pl.col("ts") < EVAL_START), 0)
     line = _one_error(*_check(tmp_path, capsys, write_dataset(tmp_path, frame)))
-    assert "'ig_stories_click' training slice (surface(s) ig_stories, task click, window 2026-01-01 00:00" in line
+    assert "'ig_stories_click' training slice (surface(s) ig_stories, task click, window 2026-01-03 00:00" in line
     assert "has no positive label" in line
 
 
@@ -224,7 +224,7 @@ def test_a_damaged_encoded_cache_is_rebuilt_with_a_line_saying_so(tmp_path, caps
 
 
 def test_a_truncated_synthetic_log_is_rebuilt(tmp_path, capsys):
-    data = {"dataset": "synthetic", "synthetic": {"rows": 3000, "days": 6, "seed": 1}, "train": {"days": 4}, "eval": {"days": 2},
+    data = {"dataset": "synthetic", "synthetic": {"rows": 3000, "days": 6, "seed": 1}, **TINY_WINDOWS,
             "cache_dir": str(tmp_path / "cache")}
     assert _check(tmp_path, capsys, "synthetic", data=data)[0] == 0
     (log,) = (tmp_path / "cache").glob("synthetic-*.parquet")

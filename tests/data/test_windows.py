@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+import torch
 
 from tests.conftest import run_cli, write_dataset, write_recipe
 from transfer.config.recipe import load_recipe
@@ -12,15 +13,41 @@ from transfer.data.prepare import prepare_data
 from transfer.errors import DataError
 
 
-def test_train_and_eval_windows_split_by_time(tmp_path, small_log):
-    recipe = load_recipe(write_recipe(tmp_path, write_dataset(tmp_path, small_log)))
+def test_windows_follow_each_other_and_split_by_time(tmp_path, small_log):
+    """train → student → validation → eval by default, each starting where the one before ends."""
+    data_cfg = {"train": {"days": 2}, "student": {"days": 2}, "validation": {"days": 1}, "eval": {"days": 1}}
+    recipe = load_recipe(write_recipe(tmp_path, write_dataset(tmp_path, small_log), data=_data(tmp_path, **data_cfg)))
     data = prepare_data(recipe.data)
-    assert data.train.start == datetime(2026, 1, 1, tzinfo=timezone.utc)
-    assert data.eval.start == data.train.end == datetime(2026, 1, 5, tzinfo=timezone.utc)
-    assert int(data.log.ts[data.train_rows].max()) < data.train.end.timestamp() <= int(data.log.ts[data.eval_rows].min())
+    day = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    windows = [data.train, data.student, data.validation, data.eval]
+    assert [(w.start.day, w.end.day) for w in windows] == [(1, 3), (3, 5), (5, 6), (6, 7)]
+    assert data.train.start == day
+    rows = [data.train_rows, data.student_rows, data.validation_rows, data.eval_rows]
+    for window, window_rows in zip(windows, rows, strict=True):
+        ts = data.log.ts[window_rows]
+        assert window.start.timestamp() <= int(ts.min()) and int(ts.max()) < window.end.timestamp()
+    assert sum(len(r) for r in rows) == small_log.height  # 2 + 2 + 1 + 1 days cover the 6-day log
     expected_train = small_log.filter(small_log["ts"] < data.train.end).height
     assert len(data.train_rows) == expected_train
-    assert len(data.train_rows) + len(data.eval_rows) == small_log.height  # 4 + 2 days cover the 6-day log
+
+
+def test_the_students_knowledge_is_out_of_sample_by_default(tmp_path, small_log):
+    recipe = load_recipe(write_recipe(tmp_path, write_dataset(tmp_path, small_log)))
+    data = prepare_data(recipe.data)
+    assert int(data.log.ts[data.student_rows].min()) >= data.train.end.timestamp()  # the teacher never trained on them
+    assert len(data.validation_rows) == 0  # validation: {days: 0} in the test recipe: no validation window
+
+
+def test_recalibration_rows_are_the_students_last_day(tmp_path, small_log):
+    data = prepare_data(load_recipe(write_recipe(tmp_path, write_dataset(tmp_path, small_log))).data)
+    ts = data.log.ts[data.recalibration_rows]
+    assert int(ts.min()) >= data.student.end.timestamp() - 86_400 and int(ts.max()) < data.student.end.timestamp()
+    last_day = (data.log.ts[data.student_rows] >= data.student.end.timestamp() - 86_400).sum()
+    assert len(data.recalibration_rows) == int(last_day) > 0
+
+
+def _data(tmp_path, **windows) -> dict:
+    return {"dataset": str(tmp_path / "dataset.yaml"), "cache_dir": str(tmp_path / "c"), **windows}
 
 
 def test_empty_window_names_the_window(tmp_path, small_log, capsys):
@@ -31,23 +58,24 @@ def test_empty_window_names_the_window(tmp_path, small_log, capsys):
     assert "data.train" in err and "empty" in err and "2026-01-01" in err
 
 
-def test_eval_window_may_not_overlap_train(tmp_path, small_log):
+def test_eval_window_may_not_overlap_the_students(tmp_path, small_log):
     dataset = write_dataset(tmp_path, small_log)
-    recipe = write_recipe(tmp_path, dataset, data={"dataset": str(dataset), "train": {"days": 4}, "eval": {"start": "2026-01-03", "days": 2}, "cache_dir": str(tmp_path / "c")})
+    windows = {"train": {"days": 2}, "student": {"days": 2}, "validation": {"days": 0}, "eval": {"start": "2026-01-04", "days": 2}}
     with pytest.raises(DataError, match="data.eval"):
-        prepare_data(load_recipe(recipe).data)
+        prepare_data(load_recipe(write_recipe(tmp_path, dataset, data=_data(tmp_path, **windows))).data)
 
 
-def test_staleness_shifts_the_students_and_eval_windows(tmp_path, small_log):
+def test_staleness_moves_only_the_teachers_window(tmp_path, small_log):
+    """Design §8: the students' and eval windows stay put; the teacher's cutoff moves d days back."""
     dataset = write_dataset(tmp_path, small_log)
-    recipe = load_recipe(write_recipe(tmp_path, dataset, data={"dataset": str(dataset), "train": {"days": 3}, "student_days": 2,
-                                                                "eval": {"days": 1}, "cache_dir": str(tmp_path / "c")}))
-    data = prepare_data(recipe.data, staleness_days=2)
+    windows = {"train": {"start": "2026-01-03", "days": 1}, "student": {"days": 2}, "validation": {"days": 0}, "eval": {"days": 1}}
+    recipe = load_recipe(write_recipe(tmp_path, dataset, data=_data(tmp_path, **windows)))
+    fresh, stale = prepare_data(recipe.data), prepare_data(recipe.data, staleness_days=2)
     day = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    assert (data.train.start, data.train.end) == (day, day.replace(day=4))  # teacher cutoff T0 = Jan 4
-    assert (data.student.start, data.student.end) == (day.replace(day=4), day.replace(day=6))  # ends T0 + 2 days
-    assert (data.eval.start, data.eval.end) == (day.replace(day=6), day.replace(day=7))
-    assert int(data.log.ts[data.student_rows].min()) >= data.train.end.timestamp()
+    assert (fresh.train.start, fresh.train.end) == (day.replace(day=3), day.replace(day=4))
+    assert (stale.train.start, stale.train.end) == (day.replace(day=1), day.replace(day=2))  # 2 days earlier, same length
+    assert (stale.student, stale.eval) == (fresh.student, fresh.eval)
+    assert torch.equal(stale.student_rows, fresh.student_rows) and torch.equal(stale.eval_rows, fresh.eval_rows)
 
 
 def test_staleness_beyond_the_data_names_the_keys(tmp_path, small_log, capsys):
@@ -55,4 +83,12 @@ def test_staleness_beyond_the_data_names_the_keys(tmp_path, small_log, capsys):
     recipe = write_recipe(tmp_path, dataset, transfer={"staleness_days": 5})
     code, _, err = run_cli(capsys, "run", str(recipe))
     assert code == 2
-    assert "data.eval" in err and "empty" in err
+    (line,) = err.strip().splitlines()
+    assert "transfer.staleness_days" in line and "data.train" in line and "2026-01-01" in line
+
+
+def test_a_validation_window_overlapping_eval_names_both(tmp_path, small_log):
+    dataset = write_dataset(tmp_path, small_log)
+    windows = {"train": {"days": 2}, "student": {"days": 2}, "validation": {"days": 1}, "eval": {"start": "2026-01-05", "days": 1}}
+    with pytest.raises(DataError, match="data.eval: the eval window .* before the validation window"):
+        prepare_data(load_recipe(write_recipe(tmp_path, dataset, data=_data(tmp_path, **windows))).data)

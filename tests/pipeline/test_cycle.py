@@ -4,6 +4,8 @@ on the newest days, and the table comparing refreshed VMs with VMs trained once.
 
 from __future__ import annotations
 
+from datetime import date
+
 import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
@@ -20,8 +22,8 @@ def log():
 def _recipe(tmp_path, log):
     dataset = write_dataset(tmp_path, log)
     return write_recipe(tmp_path, dataset, name="cyc", teacher={"model": "skeleton_tiny", "batch_size": 256},
-                        data={"dataset": str(dataset), "train": {"start": "2026-01-01", "days": 4}, "eval": {"days": 1},
-                              "cache_dir": str(tmp_path / "cache")},
+                        data={"dataset": str(dataset), "train": {"start": "2026-01-01", "days": 2}, "student": {"days": 2},
+                              "validation": {"days": 0}, "eval": {"days": 1}, "cache_dir": str(tmp_path / "cache")},
                         students=[{"vertical": "ig_stories_click", "batch_size": 64}],
                         tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
 
@@ -69,7 +71,10 @@ def test_overrides_may_follow_the_options(tmp_path, log, capsys):
 
 
 def test_a_later_cycle_without_positives_fails_before_any_training(tmp_path, capsys):
-    sparse = generate(SyntheticSpec(rows=3_000, days=9, seed=2))  # cycle 1's ig_stories eval day has no click
+    log = generate(SyntheticSpec(rows=3_000, days=9, seed=1))
+    on_jan_6 = (pl.col("surface") == "ig_stories") & (pl.col("ts").dt.date() == date(2026, 1, 6))
+    sparse = log.with_columns(pl.when(on_jan_6).then(0).otherwise(pl.col(c)).cast(pl.Int8).alias(c) for c in ("click", "conversion"))
+    assert sparse.filter(on_jan_6).height > 0  # cycle 1's ig_stories eval day (Jan 6) has rows but no click
     code, out, err = run_cli(capsys, "cycle", str(_recipe(tmp_path, sparse)), "--windows", "3")
     assert code == 2
     (line,) = err.strip().splitlines()

@@ -21,8 +21,8 @@ from transfer.util.fingerprint import fingerprint
 
 @dataclass
 class WindowConfig:
-    """A time range of the log. `start` defaults to the dataset's first day (train) or the end of the
-    students' window (eval), which is the end of train plus `transfer.staleness_days`."""
+    """A time range of the log, in whole UTC days. `start` defaults to the end of the window before it:
+    train (the data's first day) → student → validation → eval (design §8, staleness protocol)."""
 
     start: str | None = None  # YYYY-MM-DD, UTC
     days: int = MISSING
@@ -40,9 +40,13 @@ class SyntheticConfig:
 class DataConfig:
     dataset: str = "synthetic"  # a built-in dataset name or a path to a dataset YAML
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    train: WindowConfig = field(default_factory=lambda: WindowConfig(days=21))  # the teacher's window
-    student_days: int | None = None  # length of the consumers' window (default: train.days)
-    eval: WindowConfig = field(default_factory=lambda: WindowConfig(days=3))
+    # the teacher's window at staleness 0; `transfer.staleness_days: d` moves it d days earlier
+    train: WindowConfig = field(default_factory=lambda: WindowConfig(days=21))
+    # the consumers' (domain FMs', VMs') window: by default right after the teacher's, so the
+    # knowledge they learn from is scored by a teacher that never trained on their rows
+    student: WindowConfig = field(default_factory=lambda: WindowConfig(days=7))
+    validation: WindowConfig = field(default_factory=lambda: WindowConfig(days=1))  # for choosing knobs, never for reporting; 0 days: none
+    eval: WindowConfig = field(default_factory=lambda: WindowConfig(days=3))  # what the lift table reports
     cache_dir: str = ".cache/gem-transfer"
 
 
@@ -86,7 +90,7 @@ class StageConfig:
 class TransferConfig:
     strategy: str = "direct"  # direct: teacher → students; hierarchical: teacher → domain FMs → students
     stages: list[StageConfig] = field(default_factory=list)  # empty: the strategy's stages, default techniques
-    staleness_days: int = 0  # consumers train on a window ending this many days after the producer's cutoff
+    staleness_days: int = 0  # the teacher's window ends this many days before the consumers' starts (theirs and eval stay put)
     max_age_days: int | None = None  # refuse knowledge older than this (consumer window end − cutoff)
 
 
@@ -103,6 +107,7 @@ class TrainerConfig:
     """Passed to Lightning's Trainer (students use max_epochs; the teacher has its own)."""
 
     max_epochs: int = 2
+    order: str = "time"  # every model's training: time (days in order, shuffled within a day) or shuffled
     accelerator: str = "cpu"
     devices: int | str = 1
     strategy: str = "auto"  # auto (one process), ddp, or fsdp (the teacher sharded, every other model under ddp; GPUs only)

@@ -15,6 +15,7 @@ from transfer.catalog import CatalogError, ModelEntry, catalog
 from transfer.config.dataset import builtin_datasets, dataset_config_path, load_dataset_config
 from transfer.config.recipe import STRATEGY_STAGES, Recipe, StageConfig
 from transfer.contract import BuilderError
+from transfer.data.batches import ORDERS
 from transfer.data.encoding import inputs_of
 from transfer.errors import RecipeError, UserError
 
@@ -39,6 +40,7 @@ def validate(recipe: Recipe, path: Path) -> None:
     _check_model(path, "domain_fm", "domain_fms.model", recipe.domain_fms.model, recipe.domain_fms.sizes)
     _check_processes(recipe, path)
     _one_of(path, "trainer.accelerator", recipe.trainer.accelerator, ACCELERATORS)
+    _one_of(path, "trainer.order", recipe.trainer.order, ORDERS)
     precisions = PRECISIONS if recipe.trainer.accelerator == "cpu" else (*PRECISIONS, *ACCELERATOR_PRECISIONS)
     _one_of(path, "trainer.precision", recipe.trainer.precision, precisions)
     if recipe.teacher.precision is not None:
@@ -84,12 +86,14 @@ def _check_students(recipe: Recipe, path: Path) -> None:
 
 
 def _check_windows(recipe: Recipe, path: Path) -> None:
-    for key, window in (("data.train", recipe.data.train), ("data.eval", recipe.data.eval)):
-        _positive(path, f"{key}.days", window.days)
+    data = recipe.data
+    for key, window in (("data.train", data.train), ("data.student", data.student), ("data.validation", data.validation), ("data.eval", data.eval)):
+        if key == "data.validation":
+            _non_negative(path, f"{key}.days", window.days)
+        else:
+            _positive(path, f"{key}.days", window.days)
         if window.start is not None:
             _date(path, f"{key}.start", window.start)
-    if recipe.data.student_days is not None:
-        _positive(path, "data.student_days", recipe.data.student_days)
     _date(path, "data.synthetic.start", recipe.data.synthetic.start)
     _check_synthetic_rows(path, recipe.data.synthetic.rows)
 
@@ -105,14 +109,15 @@ def _check_transfer(recipe: Recipe, path: Path) -> None:
         )
     if transfer.staleness_days < 0:
         raise RecipeError(f"{path}: transfer.staleness_days: found {transfer.staleness_days}; allowed: >= 0")
-    if transfer.max_age_days is not None and transfer.staleness_days > transfer.max_age_days:
+    oldest = transfer.staleness_days + recipe.data.student.days  # the knowledge's age at the consumers' window end
+    if transfer.max_age_days is not None and recipe.data.student.start is None and oldest > transfer.max_age_days:
         raise RecipeError(
-            f"{path}: transfer.max_age_days: {transfer.max_age_days} refuses the knowledge that "
-            f"transfer.staleness_days={transfer.staleness_days} makes; allowed: max_age_days >= staleness_days"
+            f"{path}: transfer.max_age_days: {transfer.max_age_days} refuses the knowledge this recipe makes: the consumers' "
+            f"window ends transfer.staleness_days ({transfer.staleness_days}) + data.student.days ({recipe.data.student.days}) "
+            f"days after the teacher's cutoff; allowed: max_age_days >= {oldest}"
         )
-    student_days = recipe.data.student_days or recipe.data.train.days
     for i, stage in enumerate(transfer.stages):
-        _check_stage(path, f"transfer.stages.{i}", stage, student_days)
+        _check_stage(path, f"transfer.stages.{i}", stage, recipe.data.student.days)
 
 
 def _check_stage(path: Path, key: str, stage: StageConfig, student_days: int) -> None:
@@ -220,6 +225,11 @@ def _one_of(path: Path, key: str, value: str, allowed) -> None:
 def _positive(path: Path, key: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
         raise RecipeError(f"{path}: {key}: found {value}; allowed: a finite number > 0")
+
+
+def _non_negative(path: Path, key: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0):
+        raise RecipeError(f"{path}: {key}: found {value}; allowed: a finite number >= 0")
 
 
 def check_name(path: Path, key: str, name: str) -> None:

@@ -65,13 +65,18 @@ class WindowBatches(Dataset):
         }
 
 
-class IndexBatchSampler(Sampler[torch.Tensor]):
-    """Yields index tensors of `batch_size`; reshuffled every epoch from `seed` when `shuffle`. Under
-    DDP each process takes its share of every training batch, and its own rows when scoring
-    (Lightning's sampler replacement is off)."""
+ORDERS = ("time", "shuffled")  # how training visits its rows (`trainer.order`)
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+
+class IndexBatchSampler(Sampler[torch.Tensor]):
+    """Yields index tensors of `batch_size`; reshuffled every epoch from `seed` when `shuffle`. With
+    `days` ([n] each row's day), an epoch visits the days in order, shuffled within each day, so
+    the last steps learn from the newest rows (calibrated on what comes next). Under DDP each
+    process takes its share of every training batch, and its own rows when scoring (Lightning's
+    sampler replacement is off)."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0, days: torch.Tensor | None = None):
+        self.n, self.batch_size, self.shuffle, self.seed, self.days = n, batch_size, shuffle, seed, days
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -86,6 +91,8 @@ class IndexBatchSampler(Sampler[torch.Tensor]):
             yield from _this_rank(torch.arange(self.n)).split(self.batch_size)
             return
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        if self.days is not None:
+            order = order[torch.argsort(self.days[order], stable=True)]  # day by day, random within a day
         self.epoch += 1
         for batch in order.split(self.batch_size):
             yield _share_of_batch(batch, order)
@@ -114,9 +121,10 @@ def _as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def window_loader(data: WindowBatches, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A DataLoader of whole batches over `data`."""
-    sampler = IndexBatchSampler(len(data), batch_size, shuffle, seed)
+def window_loader(data: WindowBatches, batch_size: int, shuffle: bool, seed: int = 0, order: str = "shuffled") -> DataLoader:
+    """A DataLoader of whole batches over `data`; a shuffled one in `order` (one of `ORDERS`)."""
+    days = data.log.ts[data.rows] // 86_400 if shuffle and order == "time" else None  # [n] UTC day of each row
+    sampler = IndexBatchSampler(len(data), batch_size, shuffle, seed, days)
     return DataLoader(data, sampler=sampler, batch_size=None, collate_fn=_as_is)
 
 

@@ -34,9 +34,10 @@ class Window:
 
 @dataclass
 class PreparedData:
-    """The log and its three windows (design §8, staleness protocol): the teacher trains on `train`
-    (its cutoff is `train.end`); consumers train on `student`, which ends `staleness_days` after
-    that cutoff; everyone is evaluated on `eval`, right after `student`."""
+    """The log and its four windows (design §8, staleness protocol): the teacher trains on `train`
+    (its cutoff is `train.end`); consumers train on `student`, which by default starts at the
+    teacher's cutoff (so the knowledge for their rows is out-of-sample) and `staleness_days` after
+    it when stale; knobs are chosen on `validation` (may be empty); everyone is reported on `eval`."""
 
     dataset: str
     log: EncodedLog
@@ -44,10 +45,24 @@ class PreparedData:
     fingerprint: str  # identifies the encoded log (for stage caches)
     train: Window
     student: Window
+    validation: Window
     eval: Window
     train_rows: torch.Tensor  # [n_train] row indices into log
     student_rows: torch.Tensor  # [n_student]
+    validation_rows: torch.Tensor  # [n_validation] (0 rows when the recipe has no validation window)
     eval_rows: torch.Tensor  # [n_eval]
+
+    def summary(self) -> str:
+        """One line: each window with its rows."""
+        windows = [("teacher", self.train, self.train_rows), ("students", self.student, self.student_rows),
+                   ("validation", self.validation, self.validation_rows), ("eval", self.eval, self.eval_rows)]
+        return f"{self.dataset}: " + ", ".join(f"{name} {w} ({len(rows):,} rows)" for name, w, rows in windows)
+
+    @property
+    def recalibration_rows(self) -> torch.Tensor:
+        """The consumers' last training day (the last 24 h of `student`), where every model's
+        one-parameter recalibration is fitted (design §7). → [m]"""
+        return self.log.window_rows(self.student.end - timedelta(days=1), self.student.end)
 
     def base_rates(self, rows: torch.Tensor, task_columns: list[int]) -> torch.Tensor:
         """Mean label per task over `rows` (the whole log's where a task has no label there). → [T]"""
@@ -66,20 +81,13 @@ def label_rates(labels: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_data(cfg: DataConfig, staleness_days: int = 0) -> PreparedData:
-    """Load, validate and encode (once, cached) the recipe's dataset and cut its three windows."""
+    """Load, validate and encode (once, cached) the recipe's dataset and cut its four windows."""
     cfg_path = dataset_config_path(cfg.dataset)
     dataset = load_dataset_config(cfg_path)
     synthetic = SyntheticSpec(**asdict(cfg.synthetic))
     log, path = _encoded_log(dataset, cfg_path, prepare_cache_dir(Path(cfg.cache_dir)), synthetic)
     first_day = datetime.fromtimestamp(int(log.ts.min()), tz=timezone.utc).replace(hour=0, minute=0, second=0)
-    train = _window("train", cfg.train, default_start=first_day)
-    student_end = train.end + timedelta(days=staleness_days)
-    student = Window("student", student_end - timedelta(days=cfg.student_days or cfg.train.days), student_end)
-    evaluation = _window("eval", cfg.eval, default_start=student.end)
-    if evaluation.start < student.end:
-        raise DataError(
-            f"data.eval: the eval window ({evaluation}) starts before the students' train window ends ({student.end:%Y-%m-%d})"
-        )
+    train, student, validation, evaluation = _windows(cfg, first_day, staleness_days)
     domains: dict[str, list[str]] = {}
     for surface, domain in dataset.surfaces.items():
         domains.setdefault(domain, []).append(surface)
@@ -90,11 +98,34 @@ def prepare_data(cfg: DataConfig, staleness_days: int = 0) -> PreparedData:
         fingerprint=path.stem,
         train=train,
         student=student,
+        validation=validation,
         eval=evaluation,
         train_rows=_rows(log, train, dataset.name),
         student_rows=_rows(log, student, dataset.name),
+        validation_rows=log.window_rows(validation.start, validation.end),
         eval_rows=_rows(log, evaluation, dataset.name),
     )
+
+
+def _windows(cfg: DataConfig, first_day: datetime, staleness_days: int) -> tuple[Window, Window, Window, Window]:
+    """train (moved `staleness_days` earlier), student, validation and eval; each starts by default
+    where the one before it ends (at staleness 0); a `DataError` when they overlap or the moved
+    teacher window starts before the data."""
+    fresh_train = _window("train", cfg.train, default_start=first_day)
+    student = _window("student", cfg.student, default_start=fresh_train.end)
+    validation = _window("validation", cfg.validation, default_start=student.end)
+    evaluation = _window("eval", cfg.eval, default_start=validation.end)
+    for before, after in ((student, validation), (validation, evaluation)):
+        if after.start < before.end:
+            raise DataError(f"data.{after.name}: the {after.name} window ({after}) starts before the {before.name} window ({before}) ends")
+    shift = timedelta(days=staleness_days)
+    train = Window("train", fresh_train.start - shift, fresh_train.end - shift)
+    if staleness_days and train.start < first_day:
+        raise DataError(
+            f"transfer.staleness_days: {staleness_days} moves the teacher's window (data.train) to {train}, before the data's "
+            f"first day {first_day:%Y-%m-%d}; allowed: data.train.start at least {staleness_days} days after it"
+        )
+    return train, student, validation, evaluation
 
 
 def _encoded_log(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec) -> tuple[EncodedLog, Path]:
@@ -152,7 +183,7 @@ def _rows(log: EncodedLog, window: Window, dataset: str) -> torch.Tensor:
     if len(rows) == 0:
         first = datetime.fromtimestamp(int(log.ts.min()), tz=timezone.utc)
         last = datetime.fromtimestamp(int(log.ts.max()), tz=timezone.utc)
-        key = "data.train (shifted by transfer.staleness_days)" if window.name == "student" else f"data.{window.name}"
+        key = "data.train (moved by transfer.staleness_days)" if window.name == "train" else f"data.{window.name}"
         raise DataError(
             f"{key}: window {window} of dataset '{dataset}' is empty; "
             f"the data spans {first:%Y-%m-%d} → {last:%Y-%m-%d}"

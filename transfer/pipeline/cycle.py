@@ -46,7 +46,7 @@ def cycle_recipe(recipe: Recipe, cycle: int, teacher_weights: Path | None) -> Re
     step = recipe.data.eval.days
     first_cutoff = date.fromisoformat(str(recipe.data.train.start)) + timedelta(days=recipe.data.train.days)
     moved = copy.deepcopy(recipe)
-    moved.data.student_days = recipe.data.student_days or recipe.data.train.days
+    moved.data.student = WindowConfig(start=None, days=recipe.data.student.days)  # follows the teacher's window
     moved.data.train = WindowConfig(start=str(first_cutoff + timedelta(days=(cycle - 1) * step)), days=step)  # the newest days
     moved.teacher.init_from = str(teacher_weights)
     return moved

@@ -84,11 +84,7 @@ def _group_run(ctx: RunContext, group: int):
 
 
 def _say_data(data: PreparedData) -> None:
-    print(
-        f"▸ data: {data.dataset}: teacher {data.train} ({len(data.train_rows):,} rows), students {data.student} "
-        f"({len(data.student_rows):,}), eval {data.eval} ({len(data.eval_rows):,})",
-        flush=True,
-    )
+    print(f"▸ data: {data.summary()}", flush=True)
 
 
 def _prepared_data(recipe: Recipe) -> PreparedData:

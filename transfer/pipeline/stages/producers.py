@@ -88,7 +88,7 @@ class TeacherStage(Stage):
             prior = None if cfg.init_from is not None else data.base_rates(data.train_rows, all_tasks)  # a continued teacher keeps its biases
             module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=prior)
             loader = window_loader(WindowBatches(data.log, data.train_rows, model.history_length), cfg.batch_size, shuffle=True,
-                                   seed=self.recipe.seed)
+                                   seed=self.recipe.seed, order=self.recipe.trainer.order)
             trained_by = fit_or_reuse(ctx.cache, folder, module, loader, self.trainer(), cfg.max_epochs, tracker, run_id,
                                       f"teacher: {cfg.model}", f"on {len(data.train_rows):,} impressions", shard=True)
             tracker.log_metrics({T.PARAMETERS: parameter_count(model)})
@@ -242,7 +242,7 @@ class DomainFMStage(Stage):
             model = self.entry.build(data.log.inputs, cfg.sizes)
             module = self.teaching.module(model, target, cfg.lr, data)
             batches = self.teaching.batches(data, target, model.history_length, self.recipe.transfer.max_age_days)
-            loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=self.recipe.seed)
+            loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=self.recipe.seed, order=self.recipe.trainer.order)
             trained_by = fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, cfg.max_epochs,
                                       tracker, run_id, f"domain FM: {model_name}", f"on {len(target.rows):,} impressions")
             tracker.log_metrics({T.PARAMETERS: parameter_count(module.export())})
