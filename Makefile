@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-teachers bench-knowledge bench-cycle lint clean
+.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-teachers bench-knowledge bench-cycle bench-world lint clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ bench-knowledge: setup
 # The continuous transfer cycle, 4 windows on the drifting synthetic data (~6 min).
 bench-cycle: setup
 	$(BIN)/python benchmarks/continuous_cycle.py
+
+# The synthetic world's own evidence (no training): speed, eval positives per slice, what a stale
+# oracle loses at d = 0..7 days, what journey order and the 4-way cross are worth; 5 data seeds.
+bench-world: setup
+	$(BIN)/python benchmarks/synthetic_world.py
 
 # Teacher quality (GEM vs skeleton, DCN-v2, MLP; 2 datasets × 3 seeds), the scaling curve and the
 # speed options (torch.compile, bf16-mixed): ~45 min here.
