@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-teachers bench-knowledge bench-cycle bench-world lint clean
+.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-teachers bench-knowledge bench-cycle bench-world bench-traffic lint clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ bench-transfer: setup
 # Knowledge generation at 1M and 4M impressions: bounded memory, throughput vs a bare forward (~10 min).
 bench-knowledge: setup
 	$(BIN)/python benchmarks/knowledge_generation.py
+
+# Knowledge from training traffic vs a separate generation pass: what each costs (~5 min).
+bench-traffic: setup
+	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/traffic_knowledge.py
 
 # The continuous transfer cycle, 4 windows on the drifting synthetic data (~6 min).
 bench-cycle: setup

@@ -14,6 +14,7 @@ needs, its loss term and its tag.
 
 from __future__ import annotations
 
+import dataclasses
 from types import ModuleType
 
 from torch import nn
@@ -30,12 +31,26 @@ TECHNIQUES: dict[str, ModuleType] = {
     "adapter": student_adapter,
 }
 
-__all__ = ["TECHNIQUES", "ConsumerShape", "StudentAdapter", "Technique", "Trunk", "build_techniques", "columns", "enabled", "scale_gradient", "techniques_tag"]
+__all__ = ["TECHNIQUES", "ConsumerShape", "StudentAdapter", "Technique", "Trunk", "build_techniques", "columns", "enabled", "is_vanilla_kd", "scale_gradient", "techniques_tag", "vanilla_kd"]
 
 
 def enabled(stage) -> dict[str, object]:
     """The stage's enabled techniques: field name → its config."""
     return {name: getattr(stage, name) for name, module in TECHNIQUES.items() if module.enabled(getattr(stage, name))}
+
+
+def vanilla_kd(stage):
+    """The stage with standard knowledge distillation only (design §8, the gain ratio's reference): the
+    soft-label loss on the serving head at the stage's weight (1 if it distils nothing), α = β = T = 1,
+    and every other technique off."""
+    return dataclasses.replace(stage, distillation=distillation.DistillationConfig(weight=stage.distillation.weight or 1.0, head="serving"),
+                               representation=representation.RepresentationConfig(), sharing=sharing.SharingConfig(),
+                               adapter=student_adapter.AdapterConfig())
+
+
+def is_vanilla_kd(stage) -> bool:
+    """Whether the stage's techniques are exactly standard knowledge distillation."""
+    return list(enabled(stage)) == ["distillation"] and stage.distillation == vanilla_kd(stage).distillation
 
 
 def techniques_tag(stage) -> str:

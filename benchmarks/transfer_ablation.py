@@ -1,13 +1,21 @@
-"""Transfer ablation (issue #3): which technique buys how much NE, over seeds, on two datasets; and a
-staleness sweep with and without the Student Adapter.
+"""Transfer ablation (issues #3, #14): which technique buys how much NE, over seeds, on two datasets;
+and a staleness sweep with and without the Student Adapter.
 
 Variants per VM, all from the shipped "all techniques" recipes (one source of truth for settings):
 baseline (no transfer), vanilla KD (soft labels on the serving head), auxiliary-head KD, aux KD +
-representation learning, aux KD + parameter sharing, aux KD + Student Adapter, all combined (direct),
-all combined (hierarchical). Teacher, knowledge and domain FMs are trained once per seed and reused
-through the stage cache. Every run is a real recipe run tracked in MLflow (`benchmarks/.runs`).
+representation learning, aux KD + parameter sharing, aux KD + Student Adapter, GEM's claimed
+combination (aux KD + representation + sharing, no adapter), all combined (direct), all combined
+(hierarchical). Teacher, knowledge and domain FMs are trained once per seed and reused through the
+stage cache. Every run is a real recipe run tracked in MLflow (`benchmarks/.runs`).
 
-    python benchmarks/transfer_ablation.py [--seeds 3] [--only synthetic|movielens|staleness]
+Seeds vary the models (recipe `seed`) and, on the synthetic world, the data (`data.synthetic.seed`);
+MovieLens is one fixed log, so its seeds vary the models only. Every effect is the mean of per-seed
+paired differences with its 95% t-interval over seeds; a verdict is "better"/"worse" only when the
+interval excludes 0. For GEM's "2×" claim the interval is that of gain_combined − 2·gain_vanilla (NE
+points, gain = NE_baseline − NE). Each slice states its eval positives and the minimum detectable
+effect (80% power) of a comparison with vanilla KD.
+
+    python benchmarks/transfer_ablation.py [--seeds 5] [--only synthetic|movielens|staleness]
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.results_file import write_csv, write_section  # noqa: E402
 from transfer.config.recipe import AdapterConfig, Recipe, RepresentationConfig, SharingConfig, load_recipe  # noqa: E402
 from transfer.config.validate import validate  # noqa: E402
+from transfer.evaluation.intervals import SeedInterval, seed_interval  # noqa: E402
 from transfer.pipeline.engine import run_recipe  # noqa: E402
 
 OUTPUT = REPO / "benchmarks" / ".runs"
@@ -48,6 +57,8 @@ STUDIES = {
     "movielens": Study("movielens", "recipes/movielens_all_techniques.yaml", "recipes/movielens_hierarchical.yaml"),
 }
 STALENESS_RECIPE = "recipes/staleness_study.yaml"
+CLAIMED = "aux KD + representation + sharing"  # GEM's combined techniques (2× vanilla KD), without the adapter
+COMBINED = (CLAIMED, "all combined (direct)", "all combined (hierarchical)")
 STALENESS_DAYS = (0, 1, 3, 7)
 
 
@@ -63,6 +74,7 @@ def ablation_variants(direct: Recipe, hierarchical: Recipe) -> dict[str, Recipe]
         "aux KD + representation": replace(off, representation=full.representation),
         "aux KD + sharing": replace(off, sharing=full.sharing),
         "aux KD + adapter": replace(off, adapter=full.adapter),
+        CLAIMED: replace(full, adapter=AdapterConfig(enabled=False)),
         "all combined (direct)": full,
     }
     variants = {}
@@ -86,6 +98,9 @@ class Collected:
 def run_quietly(recipe: Recipe, path: Path, seed: int, overrides: dict) -> pl.DataFrame:
     recipe = copy.deepcopy(recipe)
     recipe.seed = seed
+    if recipe.data.dataset == "synthetic":
+        recipe.data.synthetic.seed = seed  # another world per seed: the data's noise is in the spread too
+    recipe.transfer.vanilla_reference = False  # the ablation's own "vanilla KD" variant is the reference
     recipe.output_dir = str(OUTPUT)
     recipe.trainer.progress = False
     recipe.tracking.experiment = f"bench_{recipe.name}"
@@ -133,31 +148,68 @@ def _mean_std(values: list[float], digits: int) -> str:
 
 
 def ablation_table(frame: pl.DataFrame, dataset: str) -> str:
-    """Markdown: per VM, the teacher/domain FM, baseline and each variant (mean ± std over seeds)."""
+    """Markdown: per VM, the teacher/domain FM, baseline and each variant — NE and AUC (mean ± std
+    over seeds), lift % with its 95% interval over seeds, and the gain ratio (ratio of mean gains)."""
     data = frame.filter(pl.col("dataset") == dataset)
-    lines = ["| VM (slice) | model | NE | AUC | lift % | transfer ratio | gain vs vanilla KD |", "|---|---|---|---|---|---|---|"]
+    lines = ["| VM (slice) | model | NE | AUC | recal NE | lift % [95% CI over seeds] | gain ratio vs vanilla KD |", "|---|---|---|---|---|---|---|"]
     for slice_ in data["slice"].unique(maintain_order=True):
         rows = data.filter(pl.col("slice") == slice_)
-        baseline = rows.filter((pl.col("role") == "baseline") & (pl.col("variant") == "vanilla KD")).sort("seed")
-        vanilla = rows.filter((pl.col("role") == "student") & (pl.col("variant") == "vanilla KD")).sort("seed")
-        vanilla_gain = (baseline["NE"] - vanilla["NE"]).to_list()
-        entries = [("teacher", rows.filter((pl.col("role") == "teacher") & (pl.col("variant") == "vanilla KD")))]
-        entries += [(f"domain FM {m}", rows.filter((pl.col("role") == "domain_fm") & (pl.col("model") == m)))
+        baseline = _baseline(rows)
+        entries = [("teacher", rows.filter((pl.col("role") == "teacher") & (pl.col("variant") == "vanilla KD")).sort("seed"))]
+        entries += [(f"domain FM {m}", rows.filter((pl.col("role") == "domain_fm") & (pl.col("model") == m)).sort("seed"))
                     for m in rows.filter(pl.col("role") == "domain_fm")["model"].unique(maintain_order=True)]
         entries.append(("baseline", baseline))
-        entries += [(v, rows.filter((pl.col("role") == "student") & (pl.col("variant") == v)).sort("seed"))
-                    for v in rows["variant"].unique(maintain_order=True)]
+        entries += [(v, _student(rows, v)) for v in rows["variant"].unique(maintain_order=True)]
+        vanilla_gain = statistics.mean((baseline["NE"] - _student(rows, "vanilla KD")["NE"]).to_list())
         for name, sel in entries:
             gain = "—"
             if name not in ("teacher", "baseline") and not name.startswith("domain FM"):
-                gains = (baseline["NE"] - sel["NE"]).to_list()
-                ratio = statistics.mean(gains) / statistics.mean(vanilla_gain) if statistics.mean(vanilla_gain) else float("nan")
+                ratio = statistics.mean((baseline["NE"] - sel["NE"]).to_list()) / vanilla_gain if vanilla_gain else float("nan")
                 gain = f"{ratio:.2f}×"
+            lift = seed_interval(sel["lift %"].to_list())
             lines.append(
                 f"| {slice_} | {name} | {_mean_std(sel['NE'].to_list(), 4)} | {_mean_std(sel['AUC'].to_list(), 4)} | "
-                f"{_mean_std(sel['lift %'].to_list(), 2)} | {_mean_std(sel['transfer ratio'].to_list(), 2)} | {gain} |"
+                f"{_mean_std(sel['recal NE'].to_list(), 4)} | {_with_interval(lift, 2)} | {gain} |"
             )
     return "\n".join(lines)
+
+
+def claims_table(frame: pl.DataFrame, dataset: str) -> str:
+    """Markdown: per VM and variant, NE points over vanilla KD and, for the combinations, over twice
+    vanilla KD's gain (GEM's 2×), each the mean of per-seed paired differences with its 95% interval
+    and verdict; per slice its eval positives and the minimum detectable effect (80% power)."""
+    data = frame.filter(pl.col("dataset") == dataset)
+    lines = ["| VM (slice) | eval positives per seed | variant | NE points over vanilla KD [95% CI] | vs vanilla KD | "
+             "MDE (80% power) | gain − 2·vanilla gain, NE points [95% CI] | GEM's 2× |", "|---|---|---|---|---|---|---|---|"]
+    for slice_ in data["slice"].unique(maintain_order=True):
+        rows = data.filter(pl.col("slice") == slice_)
+        baseline, vanilla = _baseline(rows)["NE"], _student(rows, "vanilla KD")["NE"]
+        positives = _student(rows, "vanilla KD")["eval positives"].cast(pl.Float64).to_list()
+        for variant in rows["variant"].unique(maintain_order=True):
+            if variant == "vanilla KD":
+                continue
+            ne = _student(rows, variant)["NE"]
+            over = seed_interval((100 * (vanilla - ne)).to_list())
+            claim = "", ""
+            if variant in COMBINED:
+                twice = seed_interval((100 * ((baseline - ne) - 2 * (baseline - vanilla))).to_list())
+                claim = _with_interval(twice, 2), {"better": "holds", "worse": "refuted"}.get(twice.verdict, "not distinguishable")
+            lines.append(f"| {slice_} | {statistics.mean(positives):,.0f} | {variant} | {_with_interval(over, 2)} | {over.verdict} | "
+                         f"{over.minimum_detectable():.2f} | {claim[0]} | {claim[1]} |")
+    return "\n".join(lines)
+
+
+def _with_interval(interval: SeedInterval, digits: int) -> str:
+    return f"{interval.mean:.{digits}f} [{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+
+
+def _baseline(rows: pl.DataFrame) -> pl.DataFrame:
+    """The no-transfer baseline per seed (the same model in every variant's run: reused from the stage cache)."""
+    return rows.filter((pl.col("role") == "baseline") & (pl.col("variant") == "vanilla KD")).sort("seed")
+
+
+def _student(rows: pl.DataFrame, variant: str) -> pl.DataFrame:
+    return rows.filter((pl.col("role") == "student") & (pl.col("variant") == variant)).sort("seed")
 
 
 def _pick(rows: pl.DataFrame, role: str, variant_part: str) -> pl.DataFrame:
@@ -182,7 +234,7 @@ def staleness_table(frame: pl.DataFrame) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--only", choices=["synthetic", "movielens", "staleness"], default=None)
     args = parser.parse_args()
     seeds = list(range(args.seeds))
@@ -198,7 +250,9 @@ def main() -> None:
     minutes = (time.perf_counter() - start) / 60
     for name in STUDIES:
         if args.only in (None, name):
-            body = f"{len(seeds)} seeds (recipe `seed`), mean ± std; {minutes:.0f} min for this run.\n\n" + ablation_table(frame, name)
+            varies = "recipe `seed` and `data.synthetic.seed`: models and data" if name == "synthetic" else "recipe `seed`: models only (one fixed log)"
+            body = (f"{len(seeds)} seeds ({varies}); {minutes:.0f} min for this run (torch on 2 threads).\n\n"
+                    + ablation_table(frame, name) + "\n\n" + claims_table(frame, name))
             write_section(f"transfer-ablation-{name}", COMMAND, body)
             print(body)
     if args.only in (None, "staleness"):

@@ -123,7 +123,12 @@ def _cmd_lift(args: argparse.Namespace) -> int:
     report = lift_from_tracking(_tracking_uri(args), args.experiment, args.vertical, args.since, args.out)
     print(format_table(report.table))
     print()
-    print(f"wrote {report.csv} and {report.chart}; logged both on recipe run(s) {', '.join(report.recipe_runs)}")
+    if report.over_seeds is not None:
+        print("Over seeds (a recipe run with several seeds; each effect's mean and 95% t-interval over them):")
+        print(format_table(report.over_seeds))
+        print()
+    written = [report.csv, report.chart, *([report.over_seeds_csv] if report.over_seeds_csv else [])]
+    print(f"wrote {', '.join(map(str, written))}; logged on recipe run(s) {', '.join(report.recipe_runs)}")
     return 0
 
 

@@ -200,3 +200,24 @@ def test_sharing_keeps_the_consumer_deterministic(data):
         share_parts(teacher, vm, ["embeddings.ad_category"], freeze=False)
         outputs.append(vm.eval()(_batch(data, vm)).logits)
     assert torch.equal(*outputs)
+
+
+def test_the_vanilla_kd_reference_keeps_only_serving_head_distillation_at_the_stages_weight():
+    from dataclasses import replace
+
+    from adapters import enabled, is_vanilla_kd, vanilla_kd
+    from adapters.distillation import DistillationConfig
+    from adapters.representation import RepresentationConfig
+    from adapters.sharing import SharingConfig
+    from adapters.student_adapter import AdapterConfig
+    from transfer.config.recipe import StageConfig
+
+    full = StageConfig(distillation=DistillationConfig(weight=2.0, head="auxiliary", label_scale=1.5, grad_scale=2.0),
+                       representation=RepresentationConfig(weight=1.0), sharing=SharingConfig(modules=["events.context"]),
+                       adapter=AdapterConfig(enabled=True))
+    reference = vanilla_kd(full)
+    assert list(enabled(reference)) == ["distillation"] and reference.distillation == DistillationConfig(weight=2.0, head="serving")
+    assert is_vanilla_kd(reference) and not is_vanilla_kd(full) and is_vanilla_kd(StageConfig())
+    assert not is_vanilla_kd(replace(StageConfig(), representation=RepresentationConfig(weight=0.1)))
+    assert vanilla_kd(replace(full, distillation=DistillationConfig(weight=0.0))).distillation.weight == 1.0  # no KD: the standard weight
+    assert not is_vanilla_kd(replace(StageConfig(), distillation=DistillationConfig(weight=0.0)))  # no transfer is not vanilla KD

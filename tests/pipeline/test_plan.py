@@ -55,6 +55,19 @@ def test_plan_lists_every_stage_in_order_and_runs_nothing(tmp_path, log, capsys)
     assert _plan(capsys, recipe) == rows  # the same recipe plans to the same keys
 
 
+def test_a_vanilla_reference_is_planned_before_each_student_and_only_when_the_stage_is_not_vanilla_kd(tmp_path, log, capsys):
+    aux = {"stages": [{"producer": "teacher", "consumers": "students", "distillation": {"weight": 1.0, "head": "auxiliary"}}]}
+    recipe = _recipe(tmp_path, log, transfer={"vanilla_reference": True, **aux})
+    rows = _plan(capsys, recipe)
+    assert [(kind, name) for _, kind, name, _, _ in rows][2:5] == [
+        ("baseline", "baseline:ig_stories_click"), ("vanilla_kd", "vanilla_kd:ig_stories_click"), ("student", "student:ig_stories_click")]
+    without = _plan(capsys, recipe, "transfer.vanilla_reference=false")
+    student_keys = {name: key for _, _, name, key, _ in rows if name.startswith("student:")}
+    assert student_keys == {name: key for _, _, name, key, _ in without if name.startswith("student:")}  # the student is the same stage
+    vanilla = _plan(capsys, _recipe(tmp_path / "vanilla", log, transfer={"vanilla_reference": True}))  # the default stage is vanilla KD
+    assert not any(kind == "vanilla_kd" for _, kind, *_ in vanilla)
+
+
 @pytest.mark.slow
 def test_after_a_run_the_plan_shows_its_stage_folders_cached_and_what_an_override_reruns(tmp_path, log, capsys):
     recipe = _recipe(tmp_path, log)

@@ -24,7 +24,8 @@ OVER_BUDGET = {"vertical": "fb_feed_click", "batch_size": 64, "sizes": {"hidden"
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory, small_log):
-    """One recipe run (a VM within budget, one over) and a second with another technique, in one store."""
+    """One recipe run (a VM within budget, one over) and a second with another technique and its
+    vanilla-KD reference (for the gain ratio), in one store."""
     folder = tmp_path_factory.mktemp("registry")
     dataset = write_dataset(folder, small_log)
     db = folder / "mlflow.db"
@@ -32,8 +33,8 @@ def tracked(tmp_path_factory, small_log):
     common = dict(teacher={"model": "skeleton_tiny", "batch_size": 256}, tracking={"uri": uri, "experiment": "lift"})
     first = write_recipe(folder, dataset, name="kd", students=[{"vertical": "ig_stories_click", "batch_size": 64}, OVER_BUDGET], **common)
     second = write_recipe(folder, dataset, name="aux", students=[{"vertical": "ig_stories_click", "batch_size": 64}],
-                          transfer={"stages": [{"producer": "teacher", "consumers": "students",
-                                                "distillation": {"weight": 1.0, "head": "auxiliary"}}]}, **common)
+                          transfer={"vanilla_reference": True, "stages": [{"producer": "teacher", "consumers": "students",
+                                                                           "distillation": {"weight": 1.0, "head": "auxiliary"}}]}, **common)
     for recipe in (first, second):
         assert run_cli_quiet(recipe) == 0
     client = MlflowClient(uri)
@@ -123,7 +124,7 @@ def test_lift_is_built_from_the_store_with_recipe_runs_side_by_side(tracked, cap
     table = pl.read_csv(tmp_path / "lift.csv")
     students = table.filter(pl.col("role") == "student").sort("recipe")
     assert students["recipe"].to_list() == ["aux", "kd"] and students["variant"].to_list() == ["aux_kd", "vanilla_kd"]
-    assert set(table["role"]) == {"teacher", "baseline", "student"} and set(table["vertical"]) == {"ig_stories_click"}
+    assert set(table["role"]) == {"teacher", "baseline", "vanilla_kd", "student"} and set(table["vertical"]) == {"ig_stories_click"}
     for row in students.iter_rows(named=True):  # the numbers are the runs' own metrics
         run = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe=row["recipe"])
         assert row["NE"] == pytest.approx(run.data.metrics["eval_ne"], rel=1e-9)
@@ -178,3 +179,33 @@ def test_each_student_carries_its_interval_in_the_run_table_in_mlflow_and_in_lif
         (pl.col("role") == "student") & (pl.col("recipe") == "kd") & (pl.col("vertical") == "ig_stories_click")).row(0, named=True)
     for column in ("lift % 95% CI", "TR 95% CI", "vs baseline", "eval positives"):
         assert str(from_store[column]) == str(in_run[column])
+
+
+def test_a_vanilla_reference_gives_the_student_a_gain_ratio_with_its_interval_in_the_run_table_and_in_lift(tracked, capsys, tmp_path):
+    run_table = pl.read_csv(next((tracked["folder"] / "runs" / "aux").rglob("lift.csv")))
+    rows = {row["role"]: row for row in run_table.iter_rows(named=True)}
+    assert set(rows) == {"teacher", "baseline", "vanilla_kd", "student"}
+    student, vanilla, baseline = rows["student"], rows["vanilla_kd"], rows["baseline"]
+    assert student["gain ratio"] == pytest.approx((baseline["NE"] - student["NE"]) / (baseline["NE"] - vanilla["NE"]), rel=1e-9)
+    assert vanilla["gain ratio"] is None  # a gain ratio is the student's, over this reference
+    assert vanilla["vs baseline"] in ("better", "worse", "not distinguishable")  # the reference has its own interval
+
+    student_run = _one(tracked["runs"], role="student", recipe="aux")
+    vanilla_run = _one(tracked["runs"], role="vanilla_kd", recipe="aux")
+    assert student_run.data.tags["vanilla_kd_run_id"] == vanilla_run.info.run_id
+    assert vanilla_run.data.tags["techniques"] == "vanilla_kd" and vanilla_run.data.tags["producer_run_id"] == student_run.data.tags["producer_run_id"]
+    metrics = student_run.data.metrics
+    assert student["GR 95% CI"] == f"[{metrics['gain_ratio_ci_low']:.2f}, {metrics['gain_ratio_ci_high']:.2f}]"
+    low, high = metrics["ne_points_over_vanilla_ci_low"], metrics["ne_points_over_vanilla_ci_high"]
+    assert low < high and student["vs vanilla KD"] == ("better" if low > 0 else "worse" if high < 0 else "not distinguishable")
+
+    kd_table = pl.read_csv(next((tracked["folder"] / "runs" / "kd").rglob("lift.csv")))
+    assert "gain ratio" not in kd_table.columns and "vanilla_kd" not in kd_table["role"].to_list()  # no reference: no columns
+
+    code, _, err = run_cli(capsys, "lift", "--experiment", "lift", "--tracking-uri", tracked["uri"], "--out", str(tmp_path))
+    assert code == 0, err
+    from_store = pl.read_csv(tmp_path / "lift.csv").filter(pl.col("recipe") == "aux")
+    assert sorted(from_store["role"]) == ["baseline", "student", "teacher", "vanilla_kd"]
+    stored = from_store.filter(pl.col("role") == "student").row(0, named=True)
+    for column in ("gain ratio", "GR 95% CI", "vs vanilla KD", "lift % 95% CI"):
+        assert str(stored[column]) == str(student[column])

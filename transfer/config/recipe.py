@@ -92,6 +92,11 @@ class TransferConfig:
     stages: list[StageConfig] = field(default_factory=list)  # empty: the strategy's stages, default techniques
     staleness_days: int = 0  # the teacher's window ends this many days before the consumers' starts (theirs and eval stay put)
     max_age_days: int | None = None  # refuse knowledge older than this (consumer window end − cutoff)
+    # the teacher's knowledge: separate (a scoring pass over the consumers' window after it trained) or
+    # training_traffic (it trains on through the consumers' window in time order, scoring each batch
+    # just before it trains on it: out-of-sample knowledge, 0 days old, with no extra forward pass)
+    knowledge: str = "separate"
+    vanilla_reference: bool = False  # also train each VM with vanilla KD only: the lift table's gain ratio (with its interval)
 
 
 @dataclass

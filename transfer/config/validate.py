@@ -27,6 +27,7 @@ def default_stages(strategy: str) -> list[StageConfig]:
     return [StageConfig(producer=p, consumers=c) for p, c in STRATEGY_STAGES[strategy]]
 
 
+KNOWLEDGE_SOURCES = ("separate", "training_traffic")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one path component: a folder under output_dir
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
 
@@ -109,7 +110,10 @@ def _check_transfer(recipe: Recipe, path: Path) -> None:
         )
     if transfer.staleness_days < 0:
         raise RecipeError(f"{path}: transfer.staleness_days: found {transfer.staleness_days}; allowed: >= 0")
+    _check_knowledge_source(recipe, path)
     oldest = transfer.staleness_days + recipe.data.student.days  # the knowledge's age at the consumers' window end
+    if transfer.knowledge == "training_traffic":
+        oldest = 0  # every row scored just before the teacher trained on it
     if transfer.max_age_days is not None and recipe.data.student.start is None and oldest > transfer.max_age_days:
         raise RecipeError(
             f"{path}: transfer.max_age_days: {transfer.max_age_days} refuses the knowledge this recipe makes: the consumers' "
@@ -118,6 +122,21 @@ def _check_transfer(recipe: Recipe, path: Path) -> None:
         )
     for i, stage in enumerate(transfer.stages):
         _check_stage(path, f"transfer.stages.{i}", stage, recipe.data.student.days)
+
+
+def _check_knowledge_source(recipe: Recipe, path: Path) -> None:
+    """Knowledge from training traffic needs a teacher that trains through time: days in order, and
+    no staleness (its knowledge is as fresh as the rows it scores)."""
+    transfer = recipe.transfer
+    _one_of(path, "transfer.knowledge", transfer.knowledge, KNOWLEDGE_SOURCES)
+    if transfer.knowledge != "training_traffic":
+        return
+    if recipe.trainer.order != "time":
+        raise RecipeError(f"{path}: trainer.order: found '{recipe.trainer.order}'; transfer.knowledge 'training_traffic' needs 'time' "
+                          "(the teacher scores each day before it trains on it)")
+    if transfer.staleness_days != 0:
+        raise RecipeError(f"{path}: transfer.staleness_days: found {transfer.staleness_days}; transfer.knowledge 'training_traffic' "
+                          "makes knowledge 0 days old and needs 0 (or transfer.knowledge: separate)")
 
 
 def _check_stage(path: Path, key: str, stage: StageConfig, student_days: int) -> None:

@@ -56,7 +56,7 @@ def cached(path: Path, build: Callable[[Path], None]) -> Path:
     checksum_file(path).unlink(missing_ok=True)
     with atomic_path(path) as tmp:
         build(tmp)
-    write_text_atomic(checksum_file(path), sha256(path))
+    write_checksum(path)
     if problem != "missing":
         print(f"rebuilt the data cache: {path} {problem}", flush=True)
     return path
@@ -83,3 +83,13 @@ def sha256(path: Path) -> str:
         while block := f.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def write_checksum(path: Path) -> None:
+    """Record `path`'s sha256 beside it (`<path>.sha256`), once `path` is complete."""
+    write_text_atomic(checksum_file(path), sha256(path))
+
+
+def checksum_matches(path: Path) -> bool:
+    """True when `path` and its recorded checksum exist and agree."""
+    return damage(path) is None

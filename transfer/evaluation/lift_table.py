@@ -11,6 +11,7 @@ import polars as pl
 
 from transfer.evaluation.intervals import LiftInterval
 from transfer.evaluation.metrics import lift_percent, transfer_ratio
+from transfer.tracking import tags as T
 
 
 @dataclass(frozen=True)
@@ -45,18 +46,38 @@ class VerticalResult:
     variant: str = ""  # the student's transfer variant (its techniques, and its producer if a domain FM)
     run_ids: dict[str, str] = field(default_factory=dict)  # role → the MLflow run that scored it
     context: dict[str, str] = field(default_factory=dict)  # leading columns: recipe, recipe_run_id, started
-    interval: LiftInterval | None = None  # the student's 95% interval over its baseline
+    interval: LiftInterval | None = None  # the student's 95% interval over its baseline (and its vanilla-KD reference)
+    vanilla: Scores | None = None  # the VM's vanilla-KD reference student, when the recipe trained one
+    vanilla_interval: LiftInterval | None = None  # its 95% interval over the baseline
 
     def models(self) -> list[tuple[str, str, str, Scores]]:
-        """(role, variant, model, scores) for each row: teacher, domain FM if any, baseline, student."""
+        """(role, variant, model, scores) for each row: teacher, domain FM if any, baseline, the
+        vanilla-KD reference if any, student."""
         rows = [("teacher", "", self.teacher_name, self.teacher)]
         if self.producer is not None and self.producer_scores is not None:
             rows.append(("domain_fm", "", self.producer, self.producer_scores))
-        return rows + [("baseline", "no transfer", self.vertical, self.baseline), ("student", self.variant, self.vertical, self.student)]
+        rows.append(("baseline", "no transfer", self.vertical, self.baseline))
+        if self.vanilla is not None:
+            rows.append((VANILLA_ROLE, VANILLA_ROLE, self.vertical, self.vanilla))
+        return rows + [("student", self.variant, self.vertical, self.student)]
+
+    def interval_of(self, role: str) -> LiftInterval | None:
+        return {"student": self.interval, VANILLA_ROLE: self.vanilla_interval}.get(role)
+
+    def gain_ratio(self, role: str, scores: Scores) -> float | None:
+        """The student's gain ratio over the vanilla-KD reference (None for other rows or without one)."""
+        if role != "student" or self.vanilla is None:
+            return None
+        return transfer_ratio(self.baseline.ne, scores.ne, self.vanilla.ne)  # the same ratio, vanilla KD in the teacher's place
+
+
+VANILLA_ROLE = T.Role.VANILLA_KD  # the role of a VM's vanilla-KD reference (the gain ratio's denominator)
 
 
 INTERVAL_COLUMNS = ["lift % 95% CI", "TR 95% CI", "vs baseline", "eval positives"]
-RUN_COLUMNS = ["model", "role", "slice", "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS, "serving budget"]
+GAIN_COLUMNS = ["gain ratio", "GR 95% CI", "vs vanilla KD"]  # only where a VM has a vanilla-KD reference
+RUN_COLUMNS = ["model", "role", "slice", "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS,
+               *GAIN_COLUMNS, "serving budget"]
 
 
 def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
@@ -80,16 +101,24 @@ def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
                 "recal NE": s.recal_ne,
                 "lift %": lift_percent(r.baseline.ne, s.ne),
                 "transfer ratio": transfer_ratio(r.baseline.ne, s.ne, r.teacher.ne),
-                **interval_cells(r.interval if role == "student" else None),
+                **interval_cells(r.interval_of(role)),
+                "gain ratio": r.gain_ratio(role, s),
+                **gain_cells(r.interval if role == "student" and r.vanilla is not None else None),
                 "serving budget": budget_cell(r.budget) if role == "student" else "",
                 "run_id": r.run_ids.get(role, ""),
             })
-    return pl.DataFrame(rows, schema_overrides={"AUC": pl.Float64, "calibration": pl.Float64, "recal NE": pl.Float64})
+    return pl.DataFrame(rows, schema_overrides={"AUC": pl.Float64, "calibration": pl.Float64, "recal NE": pl.Float64, "gain ratio": pl.Float64})
 
 
 def lift_table(results: list[VerticalResult]) -> pl.DataFrame:
-    """A recipe run's lift table (lift.csv): model, role, slice, scores, lift, transfer ratio, budget."""
-    return lift_rows(results).select(RUN_COLUMNS)
+    """A recipe run's lift table (lift.csv): model, role, slice, scores, lift, transfer ratio, the
+    intervals, the gain ratio (when the recipe trained vanilla-KD references), budget."""
+    return without_unused_gain_columns(lift_rows(results).select(RUN_COLUMNS))
+
+
+def without_unused_gain_columns(table: pl.DataFrame) -> pl.DataFrame:
+    """The table without the gain-ratio columns when no VM in it has a vanilla-KD reference."""
+    return table if (table["role"] == VANILLA_ROLE).any() else table.drop(GAIN_COLUMNS)
 
 
 def interval_cells(interval: LiftInterval | None) -> dict[str, str]:
@@ -104,6 +133,13 @@ def interval_cells(interval: LiftInterval | None) -> dict[str, str]:
     }
 
 
+def gain_cells(interval: LiftInterval | None) -> dict[str, str]:
+    """A student's gain-ratio interval and its verdict against vanilla KD; empty cells otherwise."""
+    if interval is None:
+        return {"GR 95% CI": "", "vs vanilla KD": ""}
+    return {"GR 95% CI": f"[{interval.gain_low:.2f}, {interval.gain_high:.2f}]", "vs vanilla KD": interval.vanilla_verdict}
+
+
 def budget_cell(status: str) -> str:
     """"ok", "OVER: <limits exceeded>", or "-" when the VM has no budget."""
     if status == "within budget":
@@ -113,9 +149,9 @@ def budget_cell(status: str) -> str:
 
 def format_table(table: pl.DataFrame) -> str:
     """The table as aligned text, numbers rounded for reading."""
-    digits = {"lift %": 2, "transfer ratio": 3, "refresh gain %": 2}
-    shown = table.with_columns(
-        pl.col(name).round(digits.get(name, 4)) for name, dtype in table.schema.items() if dtype.is_float()
+    digits = {"lift %": 2, "transfer ratio": 3, "gain ratio": 2, "refresh gain %": 2}
+    shown = table.with_columns(  # rounded for reading; an empty cell (null) stays empty
+        pl.col(name).round(digits.get(name, 4)).cast(pl.String).fill_null("") for name, dtype in table.schema.items() if dtype.is_float()
     )
     with pl.Config(
         tbl_hide_dataframe_shape=True,

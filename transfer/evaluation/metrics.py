@@ -69,6 +69,14 @@ def eval_metrics() -> MetricCollection:
     return MetricCollection({"ne": NormalizedEntropy(), "auc": _AUROCFromLogits(), "calibration": Calibration()})
 
 
+def logit_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """NE, AUC and calibration of logits [N] against 0/1 labels [N] (NaN labels dropped), in one call."""
+    known = ~torch.isnan(labels)
+    metrics = eval_metrics()
+    metrics.update(logits[known], labels[known])
+    return {name: float(value) for name, value in metrics.compute().items()}
+
+
 def normalized_entropy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """NE of logits [N] against 0/1 labels [N] (NaN labels dropped), in one call."""
     known = ~torch.isnan(labels)
@@ -80,11 +88,12 @@ def normalized_entropy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 def recalibration_shift(logits: torch.Tensor, labels: torch.Tensor, steps: int = 25) -> float:
     """The one-parameter recalibration (design §7): the logit shift b minimising the log loss of
     σ(logits + b) on labelled rows (logits, labels: [N]; NaN labels dropped). Newton's method on a
-    convex function of one variable; 0 when the rows hold one class only (no finite optimum)."""
+    convex function of one variable; NaN when the rows hold one class only (no finite optimum), so a
+    recalibrated NE that cannot be fitted reads NaN rather than passing for the raw NE."""
     known = ~torch.isnan(labels)
     z, y = logits[known].double(), labels[known].double()
     if len(y) == 0 or y.min() == y.max():
-        return 0.0
+        return math.nan
     b = torch.logit(y.mean()) - torch.logit(torch.sigmoid(z).mean())  # a good start: match the base rate
     for _ in range(steps):
         p = torch.sigmoid(z + b)

@@ -15,9 +15,9 @@ import torch
 
 from transfer.config.recipe import TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.cache import checksum_matches, write_checksum
 from transfer.data.prepare import PreparedData
 from transfer.knowledge.table import KnowledgeWriter, Provenance, finished_table, table_provenance
-from transfer.pipeline.cache import checksum_matches, write_checksum
 from transfer.pipeline.keys import StageKey
 from transfer.training.module import RankingModule
 from transfer.training.trainer import predict_each

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from transfer.data.cache import checksum_file, damage
+from transfer.data.cache import checksum_matches, write_checksum  # noqa: F401  (re-exported: the stage cache's rule)
 from transfer.data.cache import sha256 as file_digest
 from transfer.pipeline.keys import StageKey
 from transfer.util.atomic import atomic_path, write_text_atomic
@@ -62,6 +62,10 @@ class StageCache:
             return None
         return meta.get("run_id")
 
+    def forget(self, folder: Path) -> None:
+        """Make the model in `folder` not cached (its metadata removed): the next run trains it again."""
+        (folder / "meta.json").unlink(missing_ok=True)
+
     def save_model(self, folder: Path, model: torch.nn.Module, meta: dict) -> None:
         with atomic_path(folder / "model.pt") as tmp:
             torch.save(model.state_dict(), tmp)
@@ -72,16 +76,6 @@ class StageCache:
 def _damaged(path: Path, why: str) -> None:
     print(f"  ! {path}: {why}; training again", flush=True)
     return None
-
-
-def write_checksum(path: Path) -> None:
-    """Record `path`'s sha256 beside it (`<path>.sha256`), once `path` is complete."""
-    write_text_atomic(checksum_file(path), file_digest(path))
-
-
-def checksum_matches(path: Path) -> bool:
-    """True when `path` and its recorded checksum exist and agree (the data cache's rule)."""
-    return damage(path) is None
 
 
 @contextlib.contextmanager

@@ -178,10 +178,13 @@ def teacher_key(recipe: Recipe, data_fingerprint: str, window: str, builder: str
     return stage_key("teacher", settings, inputs, [], builder)
 
 
-def knowledge_key(producer: StageKey, window: str, rows: torch.Tensor, precision: str) -> StageKey:
-    """A producer's knowledge table for the consumers' window: its scores of exactly `rows`."""
-    return stage_key("knowledge", {"window": window, "rows": rows_digest(rows), "precision": precision},
-                     {"producer": producer}, [])
+def knowledge_key(producer: StageKey, window: str, rows: torch.Tensor, precision: str, source: str = "separate") -> StageKey:
+    """A producer's knowledge table for the consumers' window: its scores of exactly `rows`, from a
+    separate scoring pass or from its training traffic (`source`)."""
+    settings = {"window": window, "rows": rows_digest(rows), "precision": precision}
+    if source != "separate":
+        settings["source"] = source
+    return stage_key("knowledge", settings, {"producer": producer}, [])
 
 
 def consumer_settings(recipe: Recipe, window: str, stage: StageConfig | None) -> dict:

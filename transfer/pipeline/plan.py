@@ -1,6 +1,7 @@
 """Planning a recipe into stages (`transfer.pipeline.stages`), in the order they run.
 
-Direct: the teacher; then, in stage 1, its knowledge and each VM's baseline and student.
+Direct: the teacher; then, in stage 1, its knowledge and each VM's baseline, vanilla-KD reference
+(when the recipe asks for the gain ratio) and student.
 Hierarchical: the teacher; in stage 1 its knowledge and one domain FM per domain the VMs serve; in
 stage 2 each domain FM's knowledge (before its first VM) and each VM's baseline and student. Last,
 the evaluation (the lift table). `gem-transfer plan` prints the plan with every key and whether the
@@ -11,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from adapters import is_vanilla_kd, vanilla_kd
 from transfer.catalog import ModelEntry, catalog
 from transfer.config.recipe import Recipe, StageConfig
 from transfer.data.prepare import PreparedData
 from transfer.pipeline.stages.base import RunContext, Stage
 from transfer.pipeline.stages.evaluation import EvaluationStage
 from transfer.pipeline.stages.producers import DomainFMStage, KnowledgeStage, TeacherStage, Teaching
-from transfer.pipeline.stages.verticals import BaselineStage, StudentStage, Vertical
+from transfer.pipeline.stages.verticals import BaselineStage, StudentStage, VanillaReferenceStage, Vertical
 
 
 @dataclass
@@ -61,7 +63,8 @@ def _domain_fms(recipe: Recipe, data: PreparedData, verticals: list[ModelEntry],
 
 def _verticals(recipe: Recipe, data: PreparedData, verticals: list[ModelEntry], teacher: TeacherStage,
                domain_fms: dict[str, DomainFMStage], index: int, config: StageConfig, stages: list[Stage]) -> list[StudentStage]:
-    """Stage `index`: per VM, its producer's knowledge (before the producer's first VM), its baseline, its student."""
+    """Stage `index`: per VM, its producer's knowledge (before the producer's first VM), its baseline,
+    its vanilla-KD reference (with `transfer.vanilla_reference`, unless the stage is vanilla KD), its student."""
     knowledge: dict[str, KnowledgeStage] = {}
     students = []
     for i, (spec, student) in enumerate(zip(verticals, recipe.students, strict=True)):
@@ -72,9 +75,15 @@ def _verticals(recipe: Recipe, data: PreparedData, verticals: list[ModelEntry], 
             stages.append(knowledge[producer.name])
         vertical = Vertical(spec, student, recipe.seed + i + 1, teacher, producer)
         baseline = BaselineStage(vertical, recipe, data, group=index)
+        stages.append(baseline)
+        vanilla = None
+        if recipe.transfer.vanilla_reference and not is_vanilla_kd(config):
+            reference = Teaching(index, vanilla_kd(config), producer, knowledge[producer.name])
+            vanilla = VanillaReferenceStage(vertical, recipe, data, group=index, teaching=reference, baseline=baseline)
+            stages.append(vanilla)
         teaching = Teaching(index, config, producer, knowledge[producer.name])
-        students.append(StudentStage(vertical, recipe, data, group=index, teaching=teaching, baseline=baseline))
-        stages += [baseline, students[-1]]
+        students.append(StudentStage(vertical, recipe, data, group=index, teaching=teaching, baseline=baseline, vanilla=vanilla))
+        stages.append(students[-1])
     return students
 
 

@@ -18,15 +18,21 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from transfer.errors import UserError
-from transfer.evaluation.intervals import RESAMPLES, LiftInterval
-from transfer.evaluation.lift_table import INTERVAL_COLUMNS, Scores, VerticalResult
+from transfer.evaluation.intervals import RESAMPLES, LiftInterval, seed_interval
+from transfer.evaluation.lift_table import (
+    GAIN_COLUMNS,
+    INTERVAL_COLUMNS,
+    Scores,
+    VerticalResult,
+    without_unused_gain_columns,
+)
 from transfer.evaluation.lift_table import lift_rows as lift_table_rows
 from transfer.tracking import tags as T
 from transfer.tracking.runs import check_reachable
 from transfer.util.atomic import atomic_path
 
 COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", "role", "variant", "model",
-           "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS, "serving budget", "run_id"]
+           "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS, *GAIN_COLUMNS, "serving budget", "run_id"]
 
 
 @dataclass
@@ -35,6 +41,8 @@ class LiftReport:
     csv: Path
     chart: Path
     recipe_runs: list[str]
+    over_seeds: pl.DataFrame | None = None  # where a recipe ran with several seeds: each effect's interval over them
+    over_seeds_csv: Path | None = None
 
 
 def lift_from_tracking(uri: str, experiments: list[str] | None, vertical: str | None, since: str | None, out: Path) -> LiftReport:
@@ -52,10 +60,52 @@ def lift_from_tracking(uri: str, experiments: list[str] | None, vertical: str | 
         table.drop("run_id").write_csv(tmp)
     draw_lift_chart(table, chart)
     recipe_runs = sorted(set(table[T.RECIPE_RUN_ID].to_list()) - {""})
+    summary = over_seeds(table, {run_id: _seeds(client, run_id) for run_id in recipe_runs})
+    summary_csv = None
+    if summary is not None:
+        summary_csv = out / "lift_over_seeds.csv"
+        with atomic_path(summary_csv) as tmp:
+            summary.write_csv(tmp)
     for run_id in recipe_runs:
-        client.log_artifact(run_id, str(csv), artifact_path="lift")
-        client.log_artifact(run_id, str(chart), artifact_path="lift")
-    return LiftReport(table, csv, chart, recipe_runs)
+        for path in (csv, chart, summary_csv):
+            if path is not None:
+                client.log_artifact(run_id, str(path), artifact_path="lift")
+    return LiftReport(table, csv, chart, recipe_runs, summary, summary_csv)
+
+
+SEED_PARAMS = ("seed", "data.synthetic.seed")  # what a seed varies: the models, and the synthetic world
+
+
+def _seeds(client: MlflowClient, recipe_run_id: str) -> str:
+    """The recipe run's seeds as one label ("seed=1 data.synthetic.seed=1")."""
+    params = client.get_run(recipe_run_id).data.params
+    return " ".join(f"{name}={params[name]}" for name in SEED_PARAMS if name in params)
+
+
+def over_seeds(table: pl.DataFrame, seeds: dict[str, str]) -> pl.DataFrame | None:
+    """Per recipe, VM and variant run with several seeds (`seeds`: recipe run → its seeds; one run
+    per seed, the newest): the mean lift % with its 95% t-interval over the seeds and its verdict, and
+    with vanilla-KD references the same for NE points over vanilla KD. None when no recipe ran with
+    two seeds. The per-seed lifts are paired with their own baselines; with seeds that vary the data,
+    the interval holds the eval set's noise as well as the models'."""
+    students = table.filter(pl.col("role") == "student").with_columns(
+        pl.col(T.RECIPE_RUN_ID).replace_strict(seeds, default="").alias("seeds"))
+    vanilla = table.filter(pl.col("role") == "vanilla_kd").select(T.RECIPE_RUN_ID, "vertical", pl.col("NE").alias("vanilla NE"))
+    students = students.join(vanilla, on=[T.RECIPE_RUN_ID, "vertical"], how="left", maintain_order="left")
+    students = students.unique(["recipe", "vertical", "variant", "seeds"], keep="last", maintain_order=True)  # rows are oldest first
+    rows = []
+    for (recipe, vertical, slice_, variant), group in students.group_by(["recipe", "vertical", "slice", "variant"], maintain_order=True):
+        if len(group) < 2:
+            continue
+        lift = seed_interval(group["lift %"].to_list())
+        row = {"recipe": recipe, "vertical": vertical, "slice": slice_, "variant": variant, "seeds": len(group),
+               "lift % mean": lift.mean, "lift % 95% CI over seeds": f"[{lift.low:.2f}, {lift.high:.2f}]", "vs baseline": lift.verdict,
+               "NE points over vanilla KD [95% CI]": "", "vs vanilla KD": ""}
+        if group["vanilla NE"].null_count() == 0:
+            over = seed_interval((100 * (group["vanilla NE"] - group["NE"])).to_list())
+            row |= {"NE points over vanilla KD [95% CI]": f"{over.mean:.2f} [{over.low:.2f}, {over.high:.2f}]", "vs vanilla KD": over.verdict}
+        rows.append(row)
+    return pl.DataFrame(rows) if rows else None
 
 
 def _experiment_ids(client: MlflowClient, uri: str, names: list[str] | None) -> list[str]:
@@ -82,8 +132,8 @@ def _since_ms(since: str | None) -> int | None:
 
 
 def _model_runs(client: MlflowClient, experiment_ids: list[str], vertical: str | None, since_ms: int | None) -> list[Run]:
-    """Finished student, baseline and teacher runs of the experiments, oldest first; a student's
-    baseline is fetched by its `baseline_run_id` when the filters left it out."""
+    """Finished student, vanilla-KD reference, baseline and teacher runs of the experiments, oldest
+    first; a student's baseline and reference are fetched by their run ids when the filters left them out."""
     conditions = ["attributes.status = 'FINISHED'"]
     if since_ms is not None:
         conditions.append(f"attributes.start_time >= {since_ms}")
@@ -97,13 +147,15 @@ def _model_runs(client: MlflowClient, experiment_ids: list[str], vertical: str |
     if vertical is not None:
         runs = [r for r in runs if r.data.tags.get(T.ROLE) == T.Role.TEACHER or r.data.tags.get(T.VERTICAL) == vertical]
     have = {r.info.run_id for r in runs}
-    wanted = {r.data.tags[T.BASELINE_RUN_ID] for r in runs if r.data.tags.get(T.ROLE) == T.Role.STUDENT and T.BASELINE_RUN_ID in r.data.tags}
+    wanted = {r.data.tags[key] for r in runs if r.data.tags.get(T.ROLE) == T.Role.STUDENT
+              for key in (T.BASELINE_RUN_ID, T.VANILLA_RUN_ID) if key in r.data.tags}
     runs += [client.get_run(run_id) for run_id in sorted(wanted - have)]
     return sorted(runs, key=lambda r: r.info.start_time)
 
 
 def lift_rows(runs: list[Run]) -> pl.DataFrame:
-    """One row per model per (recipe run, vertical): teacher, producer (if a domain FM), baseline, student."""
+    """One row per model per (recipe run, vertical): teacher, producer (if a domain FM), baseline,
+    vanilla-KD reference (if one ran), student."""
     by_id = {r.info.run_id: r for r in runs}
     teachers = {r.data.tags.get(T.RECIPE_RUN_ID, ""): r.data.tags.get(T.MODEL, "teacher") for r in runs if r.data.tags[T.ROLE] == T.Role.TEACHER}
     starts: dict[str, str] = {}  # recipe run → when its first model run started (labels one recipe run as one)
@@ -115,13 +167,13 @@ def lift_rows(runs: list[Run]) -> pl.DataFrame:
         if baseline is None:
             print(f"  ! student run {student.info.run_id}: its baseline run is not in the store; left out of the table", flush=True)
             continue
-        results.append(_vertical_result(student, baseline, teachers, starts))
-    return lift_table_rows(results).select(COLUMNS)
+        results.append(_vertical_result(student, baseline, by_id.get(student.data.tags.get(T.VANILLA_RUN_ID, "")), teachers, starts))
+    return without_unused_gain_columns(lift_table_rows(results).select(COLUMNS))
 
 
-def _vertical_result(student: Run, baseline: Run, teachers: dict[str, str], starts: dict[str, str]) -> VerticalResult:
-    """A student run and its baseline's as one VM's comparison (the teacher's and producer's scores
-    are logged on the student run)."""
+def _vertical_result(student: Run, baseline: Run, vanilla: Run | None, teachers: dict[str, str], starts: dict[str, str]) -> VerticalResult:
+    """A student run, its baseline's and its vanilla-KD reference's (if any) as one VM's comparison
+    (the teacher's and producer's scores are logged on the student run)."""
     tags, metrics = student.data.tags, student.data.metrics
     recipe_run = tags.get(T.RECIPE_RUN_ID, "")
     producer = tags.get(T.PRODUCER, "") if f"{T.PRODUCER_EVAL}{T.NE}" in metrics else None
@@ -131,9 +183,12 @@ def _vertical_result(student: Run, baseline: Run, teachers: dict[str, str], star
         producer=producer, producer_scores=_scores(metrics, T.PRODUCER_EVAL) if producer is not None else None,
         budget=tags.get(T.BUDGET_STATUS, "no budget"), variant=variant_of(tags),
         run_ids={T.Role.TEACHER: student.info.run_id, "domain_fm": student.info.run_id,
-                 T.Role.BASELINE: baseline.info.run_id, T.Role.STUDENT: student.info.run_id},
+                 T.Role.BASELINE: baseline.info.run_id, T.Role.STUDENT: student.info.run_id}
+                | ({T.Role.VANILLA_KD: vanilla.info.run_id} if vanilla is not None else {}),
         context={T.RECIPE: tags.get(T.RECIPE, ""), T.RECIPE_RUN_ID: recipe_run, "started": starts.get(recipe_run, _started(student))},
         interval=_interval(metrics),
+        vanilla=_scores(vanilla.data.metrics, T.EVAL) if vanilla is not None else None,
+        vanilla_interval=_interval(vanilla.data.metrics) if vanilla is not None else None,
     )
 
 
@@ -142,7 +197,8 @@ def _interval(metrics: dict[str, float]) -> LiftInterval | None:
     if T.LIFT_PCT_LOW not in metrics:
         return None
     return LiftInterval(metrics[T.LIFT_PCT_LOW], metrics[T.LIFT_PCT_HIGH], metrics.get(T.TRANSFER_RATIO_LOW, math.nan),
-                        metrics.get(T.TRANSFER_RATIO_HIGH, math.nan), int(metrics.get(T.EVAL_POSITIVES, 0)), RESAMPLES)
+                        metrics.get(T.TRANSFER_RATIO_HIGH, math.nan), int(metrics.get(T.EVAL_POSITIVES, 0)), RESAMPLES,
+                        *(metrics.get(name, math.nan) for name in (T.GAIN_RATIO_LOW, T.GAIN_RATIO_HIGH, T.OVER_VANILLA_LOW, T.OVER_VANILLA_HIGH)))
 
 
 def _scores(metrics: dict[str, float], prefix: str) -> Scores:

@@ -24,7 +24,8 @@ class Role:
     DOMAIN_FM: Final = "domain_fm"
     BASELINE: Final = "baseline"
     STUDENT: Final = "student"
-    MODELS: Final = (STUDENT, BASELINE, TEACHER)  # the runs the lift table reads
+    VANILLA_KD: Final = "vanilla_kd"  # a VM's vanilla-KD reference student (the gain ratio's denominator)
+    MODELS: Final = (STUDENT, VANILLA_KD, BASELINE, TEACHER)  # the runs the lift table reads
 
 
 # which recipe run a run belongs to (on every run of a recipe run)
@@ -57,8 +58,9 @@ KNOWLEDGE_AGE_DAYS: Final = "knowledge_age_days"
 STALENESS_DAYS: Final = "staleness_days"
 TECHNIQUES: Final = "techniques"
 BASELINE_RUN_ID: Final = "baseline_run_id"
+VANILLA_RUN_ID: Final = "vanilla_kd_run_id"  # a student's vanilla-KD reference, when the recipe trained one
 LINEAGE: Final = (PRODUCER, PRODUCER_RUN_ID, RECIPE, RECIPE_HASH, RECIPE_RUN_ID, KNOWLEDGE_CUTOFF, KNOWLEDGE_AGE_DAYS,
-                  STALENESS_DAYS, TECHNIQUES, BASELINE_RUN_ID)
+                  STALENESS_DAYS, TECHNIQUES, BASELINE_RUN_ID, VANILLA_RUN_ID)
 
 # outcomes
 BUDGET_STATUS: Final = "budget_status"
@@ -84,6 +86,11 @@ LIFT_PCT_HIGH: Final = "lift_pct_ci_high"
 TRANSFER_RATIO_LOW: Final = "transfer_ratio_ci_low"
 TRANSFER_RATIO_HIGH: Final = "transfer_ratio_ci_high"
 EVAL_POSITIVES: Final = "eval_positives"
+GAIN_RATIO: Final = "gain_ratio"  # a student's gain ratio over its vanilla-KD reference, with its interval
+GAIN_RATIO_LOW: Final = "gain_ratio_ci_low"
+GAIN_RATIO_HIGH: Final = "gain_ratio_ci_high"
+OVER_VANILLA_LOW: Final = "ne_points_over_vanilla_ci_low"  # 100 · (NE_vanilla − NE_student)
+OVER_VANILLA_HIGH: Final = "ne_points_over_vanilla_ci_high"
 
 
 def model_metrics(scores: Scores, teacher: Scores, producer: Scores | None, baseline: Scores) -> dict[str, float]:
@@ -102,5 +109,14 @@ def interval_metrics(interval: LiftInterval | None) -> dict[str, float]:
     """A student's interval as metrics (none for a baseline)."""
     if interval is None:
         return {}
-    return {LIFT_PCT_LOW: interval.lift_low, LIFT_PCT_HIGH: interval.lift_high, TRANSFER_RATIO_LOW: interval.ratio_low,
-            TRANSFER_RATIO_HIGH: interval.ratio_high, EVAL_POSITIVES: interval.positives}
+    metrics = {LIFT_PCT_LOW: interval.lift_low, LIFT_PCT_HIGH: interval.lift_high, TRANSFER_RATIO_LOW: interval.ratio_low,
+               TRANSFER_RATIO_HIGH: interval.ratio_high, EVAL_POSITIVES: interval.positives}
+    if interval.vanilla_verdict:
+        metrics |= {GAIN_RATIO_LOW: interval.gain_low, GAIN_RATIO_HIGH: interval.gain_high,
+                    OVER_VANILLA_LOW: interval.over_vanilla_low, OVER_VANILLA_HIGH: interval.over_vanilla_high}
+    return metrics
+
+
+def gain_metrics(scores: Scores, baseline: Scores, vanilla: Scores | None) -> dict[str, float]:
+    """A student's gain ratio over its vanilla-KD reference (none without one)."""
+    return {} if vanilla is None else {GAIN_RATIO: transfer_ratio(baseline.ne, scores.ne, vanilla.ne)}

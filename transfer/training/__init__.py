@@ -1,1 +1,1 @@
-"""Training: the LightningModule (label loss + the enabled techniques), Lightning Trainers from the recipe, resumable fits."""
+"""Training: the LightningModule (label loss + the enabled techniques), Lightning Trainers from the recipe."""

@@ -69,18 +69,22 @@ class RankingModule(L.LightningModule):
         """The serving model alone: no transfer heads, no adapter."""
         return self.model
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """One step; → the model's outputs on the batch from before the step learnt from it (detached
+        `logits` [B, T], `embedding` [B, E]: knowledge from training traffic, `transfer.knowledge.traffic`)."""
         model_opt, *own = self.optimizers() if isinstance(self.optimizers(), list) else [self.optimizers()]
         labels = batch["labels"][:, self.task_columns]  # [B, T]
         for technique, optimizer in zip(self._stepping_alone(), own, strict=True):
             batch = batch | technique.before_step(self, optimizer, batch, labels)
-        loss, parts = self.model_loss(batch, labels)
+        out = self.model(batch)
+        loss, parts = self.loss_of(out, batch, labels)
         if not _finite_on_every_rank(loss):  # every rank stops together (none left waiting in DDP's backward)
             self._stop_on_bad_loss(loss, parts)
         model_opt.zero_grad()
         self.manual_backward(loss)
         model_opt.step()
         self._log_losses(loss, parts, len(labels))
+        return {"logits": out.logits.detach(), "embedding": out.embedding.detach()}
 
     def _stop_on_bad_loss(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         where = f"step {self.global_step + 1} (epoch {self.current_epoch + 1})"
@@ -94,7 +98,10 @@ class RankingModule(L.LightningModule):
 
     def model_loss(self, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """BCE on true labels plus every technique's terms → (total, parts by name)."""
-        out = self.model(batch)
+        return self.loss_of(self.model(batch), batch, labels)
+
+    def loss_of(self, out, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of the model's outputs `out` (logits [B, T], embedding [B, H]) on the batch → (total, parts by name)."""
         trunk = Trunk(out.embedding, scale_gradient(out.embedding, self.head_grad_scale)) if self.techniques else None
         parts = {"label": label_loss(out.logits, labels)}
         for technique in self.techniques:

@@ -88,14 +88,16 @@ def make_trainer(
 
 def fit(
     module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int, logger: Logger | bool,
-    checkpoints: Path | None = None, label: str = "model", shard: bool = False,
+    checkpoints: Path | None = None, label: str = "model", shard: bool = False, watchers: list[Callback] | None = None,
 ) -> None:
     """Train `module`. With `checkpoints`, the state is saved there at the end of every epoch and a
     training interrupted earlier resumes from the last one (same result as an uninterrupted run).
-    `shard`: the model may be sharded (FSDP, when the recipe asks for it; see `lightning_strategy`)."""
+    `shard`: the model may be sharded (FSDP, when the recipe asks for it; see `lightning_strategy`).
+    `watchers`: callbacks that see the training (e.g. keeping knowledge from its traffic); they run
+    before the epoch's checkpoint is saved."""
     log_every = max(1, min(50, len(loader) // 2))  # short epochs still log their curves
     module.label = label
-    callbacks, resume = [], None
+    callbacks, resume = list(watchers or []), None
     if checkpoints is not None:
         callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename=LAST_CHECKPOINT, save_top_k=1, every_n_epochs=1,
                                          save_on_train_epoch_end=True, enable_version_counter=False))

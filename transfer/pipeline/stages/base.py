@@ -3,22 +3,21 @@ stages read (`RunContext`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from transfer.config.recipe import Recipe
-from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.batches import WindowBatches
 from transfer.data.prepare import PreparedData
 from transfer.evaluation.lift_table import Scores
-from transfer.evaluation.metrics import normalized_entropy, recalibration_shift
+from transfer.evaluation.metrics import logit_metrics, normalized_entropy, recalibration_shift
 from transfer.knowledge.generate import SCORING_BATCH
 from transfer.pipeline.cache import StageCache
 from transfer.pipeline.keys import StageKey
 from transfer.tracking.runs import Tracker
 from transfer.training.module import RankingModule
-from transfer.training.trainer import evaluate
 
 CACHED, WILL_RUN, ALWAYS = "cached", "will run", "runs every time"
 
@@ -33,17 +32,16 @@ class RunContext:
     tracker: Tracker | None = None  # None while planning
     run_dir: Path | None = None  # where the run's lift.csv goes
 
-    def score(self, module: RankingModule, rows: torch.Tensor, task: str) -> Scores:
-        """`module`'s NE, AUC and calibration on `task` over `rows` ([n], of the eval window)."""
-        loader = window_loader(WindowBatches(self.data.log, rows, module.model.history_length), SCORING_BATCH, shuffle=False)
-        return evaluate(module, loader, self.recipe.trainer, task)
+    def evaluate(self, module: RankingModule, rows: torch.Tensor, task: str, shift: float) -> tuple[Scores, torch.Tensor]:
+        """`module`'s NE, AUC and calibration on `task` over `rows` ([n]) and its NE after the logit
+        `shift` (its one-parameter recalibration, `recalibration`), from one pass over the rows; and its logits [n]."""
+        logits, labels = self.predict(module, rows, task), self.labels(rows, task)
+        return Scores(**logit_metrics(logits, labels), recal_ne=normalized_entropy(logits + shift, labels)), logits
 
-    def evaluate(self, module: RankingModule, rows: torch.Tensor, task: str, fit_rows: torch.Tensor) -> tuple[Scores, torch.Tensor]:
-        """`module`'s scores on `task` over `rows` ([n]) with its NE after the one-parameter
-        recalibration fitted on `fit_rows` ([m], the consumers' last training day), and its logits [n]."""
-        scores, logits = self.score(module, rows, task), self.predict(module, rows, task)
-        shift = recalibration_shift(self.predict(module, fit_rows, task), self.labels(fit_rows, task))
-        return replace(scores, recal_ne=normalized_entropy(logits + shift, self.labels(rows, task))), logits
+    def recalibration(self, module: RankingModule, fit_rows: torch.Tensor, task: str) -> float:
+        """The logit shift that recalibrates `module` on `task` over `fit_rows` ([m], the consumers'
+        last training day; NaN when they hold one class only)."""
+        return recalibration_shift(self.predict(module, fit_rows, task), self.labels(fit_rows, task))
 
     def predict(self, module: RankingModule, rows: torch.Tensor, task: str) -> torch.Tensor:
         """`module`'s logits for `task` on `rows` ([n], of the eval window), in order. → [n]

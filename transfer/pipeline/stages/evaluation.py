@@ -35,7 +35,7 @@ class EvaluationStage(Stage):
 
     @property
     def inputs(self) -> tuple[Stage, ...]:
-        return (self.teacher, *(s for student in self.students for s in (student.baseline, student)))
+        return (self.teacher, *(s for student in self.students for s in (student.baseline, student.vanilla, student) if s is not None))
 
     @functools.cached_property
     def key(self) -> StageKey:
@@ -54,8 +54,11 @@ class EvaluationStage(Stage):
 
     def _result(self, student: StudentStage) -> VerticalResult:
         spec, base, out = student.vertical.spec, student.baseline.output, student.output
+        vanilla = student.vanilla.output if student.vanilla is not None else None
         producer = student.teaching.producer.output.name if out.producer is not None else None
         return VerticalResult(spec.name, "/".join(spec.surfaces), spec.task, self.teacher.producer_name, out.teacher, base.scores,
                               out.scores, producer=producer, producer_scores=out.producer, budget=out.budget,
                               variant=techniques_tag(student.teaching.config),
-                              run_ids={T.Role.BASELINE: base.run_id, T.Role.STUDENT: out.run_id}, interval=out.interval)
+                              run_ids={T.Role.BASELINE: base.run_id, T.Role.STUDENT: out.run_id} | ({T.Role.VANILLA_KD: vanilla.run_id} if vanilla else {}),
+                              interval=out.interval, vanilla=vanilla.scores if vanilla else None,
+                              vanilla_interval=vanilla.interval if vanilla else None)

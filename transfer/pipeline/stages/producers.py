@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import lightning as L
@@ -15,6 +16,7 @@ from transfer.catalog import ModelEntry
 from transfer.config.recipe import Recipe, StageConfig, TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData
+from transfer.errors import TrainingError
 from transfer.evaluation.cost import parameter_count
 from transfer.knowledge.generate import (
     Producer,
@@ -24,14 +26,15 @@ from transfer.knowledge.generate import (
     table_problem,
 )
 from transfer.knowledge.join import knowledge_batches
-from transfer.knowledge.table import shard_path
+from transfer.knowledge.table import Provenance, shard_path
+from transfer.knowledge.traffic import TrafficKnowledge
 from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
+from transfer.pipeline.resumable import building, fit_or_reuse
 from transfer.pipeline.stages.base import CACHED, WILL_RUN, RunContext, Stage
 from transfer.tracking import tags as T
 from transfer.training.consumer import ConsumerTarget, transfer_module
 from transfer.training.module import RankingModule
-from transfer.training.resumable import building, fit_or_reuse
 from transfer.util import ranks
 
 
@@ -54,9 +57,27 @@ class TeacherStage(Stage):
     def name(self) -> str:
         return f"teacher:{self.producer_name}"
 
+    @property
+    def from_traffic(self) -> bool:
+        """Whether its knowledge comes from its training traffic (`transfer.knowledge`)."""
+        return self.recipe.transfer.knowledge == TRAFFIC
+
+    @functools.cached_property
+    def training_rows(self) -> torch.Tensor:
+        """[n] what it trains on: the train window, and with knowledge from training traffic the
+        consumers' window after it (which it scores batch by batch before learning from it)."""
+        data = self.data
+        return torch.unique(torch.cat([data.train_rows, data.student_rows])) if self.from_traffic else data.train_rows
+
+    @property
+    def cutoff(self) -> datetime:
+        """The end of the data it trained on."""
+        return self.data.student.end if self.from_traffic else self.data.train.end
+
     @functools.cached_property
     def key(self) -> StageKey:
-        return keys.teacher_key(self.recipe, self.data.fingerprint, str(self.data.train), self.entry.builder)
+        window = f"{self.data.train} + {self.data.student} ({TRAFFIC})" if self.from_traffic else str(self.data.train)
+        return keys.teacher_key(self.recipe, self.data.fingerprint, window, self.entry.builder)
 
     @property
     def precision(self) -> str | None:
@@ -87,14 +108,20 @@ class TeacherStage(Stage):
             all_tasks = list(range(len(data.log.tasks)))
             prior = None if cfg.init_from is not None else data.base_rates(data.train_rows, all_tasks)  # a continued teacher keeps its biases
             module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=prior)
-            loader = window_loader(WindowBatches(data.log, data.train_rows, model.history_length), cfg.batch_size, shuffle=True,
+            rows = self.training_rows
+            loader = window_loader(WindowBatches(data.log, rows, model.history_length), cfg.batch_size, shuffle=True,
                                    seed=self.recipe.seed, order=self.recipe.trainer.order)
+            watchers = traffic_watchers(ctx, folder, self, module, run_id, self.cutoff) if self.from_traffic else None
             trained_by = fit_or_reuse(ctx.cache, folder, module, loader, self.trainer(), cfg.max_epochs, tracker, run_id,
-                                      f"teacher: {cfg.model}", f"on {len(data.train_rows):,} impressions", shard=True)
+                                      f"teacher: {cfg.model}", f"on {len(rows):,} impressions", shard=True, watchers=watchers)
             tracker.log_metrics({T.PARAMETERS: parameter_count(model)})
             tracker.log_params({"precision": self.trainer().precision, "compile": cfg.compile})
-        self.output = Producer(cfg.model, module, trained_by, data.train.end, self.scored_rows, self.key,
+        self.output = Producer(cfg.model, module, trained_by, self.cutoff, self.scored_rows, self.key,
                                precision=self.precision, weights=folder / "model.pt")
+
+    def traffic_folder(self, ctx: RunContext) -> Path | None:
+        """Where its knowledge from training traffic is written (None: it makes none)."""
+        return traffic_folder(ctx.cache.folder(self.key)) if self.from_traffic else None
 
 
 @dataclass(eq=False)
@@ -120,13 +147,18 @@ class KnowledgeStage(Stage):
     @functools.cached_property
     def key(self) -> StageKey:
         precision = at_precision(self.recipe.trainer, self.producer.precision).precision
-        return keys.knowledge_key(self.producer.key, str(self.data.student), self.producer.scored_rows, precision)
+        source = TRAFFIC if self.producer.from_traffic else "separate"
+        return keys.knowledge_key(self.producer.key, str(self.data.student), self.producer.scored_rows, precision, source)
+
+    def folder(self, ctx: RunContext) -> Path:
+        """Its table's folder: its own, or, from training traffic, beside the producer's weights."""
+        return self.producer.traffic_folder(ctx) or ctx.cache.folder(self.key)
 
     def status(self, ctx: RunContext) -> str:
         """Cached when the table is intact and comes from the producer's cached run."""
         producer_run = self.producer.cached_run(ctx)
         stem = self.producer.producer_name.replace(":", "-")
-        _, problem = table_problem(ctx.cache.folder(self.key), stem, producer_run)
+        _, problem = table_problem(self.folder(ctx), stem, producer_run)
         return CACHED if problem is None else WILL_RUN
 
     def cached_run(self, ctx: RunContext) -> str | None:
@@ -134,20 +166,25 @@ class KnowledgeStage(Stage):
 
     def run(self, ctx: RunContext) -> None:
         producer, data, tracker = self.producer.output, self.data, ctx.tracker
-        folder = ctx.cache.folder(self.key)
+        folder = self.folder(ctx)
         tags = {T.ROLE: T.Role.KNOWLEDGE, T.PRODUCER: producer.name, T.PRODUCER_RUN_ID: producer.run_id}
         with tracker.run(f"knowledge:{producer.name}", tags, nested=True), building(folder, f"knowledge: {producer.name}"):
             # rank 0 decides for all
             table = ranks.from_main(intact_table(folder, producer.table_stem, producer.run_id) if ranks.is_main() else None)
             if table is not None:
-                print(f"✓ knowledge: {producer.name} on {data.student} already generated, reused", flush=True)
+                how = "kept from its training traffic" if self.producer.from_traffic else "already generated, reused"
+                print(f"✓ knowledge: {producer.name} on {data.student} {how}", flush=True)
+            elif self.producer.from_traffic:  # only its training writes it, and that training just ran or was reused with it
+                raise TrainingError(f"{folder}: the knowledge {producer.name} keeps from its training traffic is missing; "
+                                    "remove its stage folder to train it again")
             else:
                 world = ranks.world_size()
                 generate_table(producer, data, self.recipe.trainer, self.recipe.hash,
                                shard_path(folder, producer.table_stem, ranks.rank(), world))
                 ranks.barrier()  # every shard renamed into place
                 table = [shard_path(folder, producer.table_stem, rank, world) for rank in range(world)]
-            tracker.log_params({"path": str(table[0].parent), "files": len(table), "rows": len(producer.rows), "window": str(data.student)})
+            tracker.log_params({"path": str(table[0].parent), "files": len(table), "rows": len(producer.rows), "window": str(data.student),
+                                "source": TRAFFIC if self.producer.from_traffic else "separate"})
         self.output = table
 
 
@@ -216,6 +253,15 @@ class DomainFMStage(Stage):
     def precision(self) -> str | None:
         return None  # scores at the recipe trainer's precision
 
+    @property
+    def from_traffic(self) -> bool:
+        """Whether its knowledge comes from its training traffic (`transfer.knowledge`): then its VMs'
+        knowledge is out-of-sample too (it scores each batch of their window before learning from it)."""
+        return self.recipe.transfer.knowledge == TRAFFIC
+
+    def traffic_folder(self, ctx: RunContext) -> Path | None:
+        return traffic_folder(ctx.cache.folder(self.key)) if self.from_traffic else None
+
     @functools.cached_property
     def target(self) -> ConsumerTarget:
         data = self.data
@@ -243,7 +289,42 @@ class DomainFMStage(Stage):
             module = self.teaching.module(model, target, cfg.lr, data)
             batches = self.teaching.batches(data, target, model.history_length, self.recipe.transfer.max_age_days)
             loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=self.recipe.seed, order=self.recipe.trainer.order)
-            trained_by = fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, cfg.max_epochs,
-                                      tracker, run_id, f"domain FM: {model_name}", f"on {len(target.rows):,} impressions")
+            folder = ctx.cache.folder(self.key)
+            watchers = traffic_watchers(ctx, folder, self, module, run_id, data.student.end) if self.from_traffic else None
+            trained_by = fit_or_reuse(ctx.cache, folder, module, loader, self.recipe.trainer, cfg.max_epochs,
+                                      tracker, run_id, f"domain FM: {model_name}", f"on {len(target.rows):,} impressions", watchers=watchers)
             tracker.log_metrics({T.PARAMETERS: parameter_count(module.export())})
         self.output = Producer(model_name, module, trained_by, data.student.end, target.rows, self.key)
+
+
+TRAFFIC = "training_traffic"
+
+
+def traffic_folder(producer_folder: Path) -> Path:
+    """Where a producer keeps the knowledge from its training traffic: beside its weights (only its
+    training writes it, so the two are cached, and lost, together)."""
+    return producer_folder / "knowledge"
+
+
+def traffic_watchers(ctx: RunContext, folder: Path, stage: TeacherStage | DomainFMStage, module: RankingModule, run_id: str,
+                     cutoff: datetime) -> list[TrafficKnowledge]:
+    """The callback that keeps `stage`'s knowledge of its scored rows from its training traffic (this
+    rank's shard). A cached producer whose table is gone or damaged is trained again: nothing else
+    can make that table."""
+    stem = stage.producer_name.replace(":", "-")
+    table_folder = traffic_folder(folder)
+    cached = ctx.cache.finished_run(folder)
+    if ranks.is_main() and cached is not None:
+        _, problem = table_problem(table_folder, stem, cached)
+        if problem is not None:
+            print(f"  ! {table_folder}: the knowledge from its training traffic is {problem}; training {stage.name} again", flush=True)
+            ctx.cache.forget(folder)
+    ranks.barrier()
+    data = ctx.data
+    wanted = torch.zeros(len(data.log.labels), dtype=torch.bool)
+    wanted[stage.scored_rows] = True
+    provenance = Provenance(producer=stage.producer_name, producer_run_id=run_id, cutoff=cutoff.isoformat(),
+                            created_at=ranks.from_main(datetime.now(timezone.utc).isoformat(timespec="seconds")),
+                            recipe_hash=ctx.recipe.hash)
+    path = shard_path(table_folder, stem, ranks.rank(), ranks.world_size())
+    return [TrafficKnowledge(path, wanted, data.log.example_id, module.tasks, provenance, module.model.embedding_dim)]

@@ -18,13 +18,13 @@ from transfer.evaluation.lift_table import Scores
 from transfer.evaluation.serving import budget_status, measure, requests
 from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
+from transfer.pipeline.resumable import fit_or_reuse
 from transfer.pipeline.stages.base import RunContext, Stage
 from transfer.pipeline.stages.producers import DomainFMStage, TeacherStage, Teaching
 from transfer.tracking import tags as T
 from transfer.tracking.runs import Tracker
 from transfer.training.consumer import ConsumerTarget
 from transfer.training.module import RankingModule
-from transfer.training.resumable import fit_or_reuse
 from transfer.util import ranks
 
 
@@ -66,18 +66,18 @@ class Vertical:
     def validation_rows(self, data: PreparedData) -> torch.Tensor:
         return data.log.surface_rows(data.validation_rows, self.spec.surfaces)
 
-    def evaluate(self, ctx: RunContext, module: RankingModule) -> tuple[Scores, torch.Tensor]:
-        """`module` on this VM's eval slice (recalibrated on its last training day): scores, logits [n]."""
-        return ctx.evaluate(module, self.eval_rows(ctx.data), self.spec.task, self.recalibration_rows(ctx.data))
-
-    def validation_metrics(self, ctx: RunContext, module: RankingModule) -> dict[str, float]:
-        """`module`'s scores on this VM's validation slice, as `val_*` metrics (none without one)."""
+    def evaluate(self, ctx: RunContext, module: RankingModule) -> tuple[Scores, torch.Tensor, dict[str, float]]:
+        """`module` on this VM's eval slice, recalibrated on its last training day: its scores, its
+        logits [n], and its scores on the validation slice as `val_*` metrics (none without one)."""
+        task = self.spec.task
+        shift = ctx.recalibration(module, self.recalibration_rows(ctx.data), task)
+        scores, logits = ctx.evaluate(module, self.eval_rows(ctx.data), task, shift)
         rows = self.validation_rows(ctx.data)
-        labels = ctx.labels(rows, self.spec.task)
+        labels = ctx.labels(rows, task)
         if len(rows) == 0 or labels.nansum() == 0 or labels.nansum() == (~labels.isnan()).sum():
-            return {}
-        scores, _ = ctx.evaluate(module, rows, self.spec.task, self.recalibration_rows(ctx.data))
-        return {f"{T.VALIDATION}{name}": value for name, value in scores.as_dict().items()}
+            return scores, logits, {}
+        validation, _ = ctx.evaluate(module, rows, task, shift)
+        return scores, logits, {f"{T.VALIDATION}{name}": value for name, value in validation.as_dict().items()}
 
     def tags(self, role: str) -> dict[str, str]:
         return {T.ROLE: role, T.VERTICAL: self.spec.name, T.SURFACE: ",".join(self.spec.surfaces), T.TASK: self.spec.task}
@@ -100,9 +100,10 @@ class _VerticalStage(Stage):
         return f"{self.role}:{self.vertical.spec.name}"
 
     def _train(self, ctx: RunContext, tags: dict[str, str], teacher: tuple[Scores, torch.Tensor], producer: Scores | None,
-               baseline: VerticalOutcome | None) -> None:
+               baseline: VerticalOutcome | None, vanilla: VerticalOutcome | None = None) -> None:
         """Train, score on the eval slice (beside `teacher`: its scores and logits [n], and `producer`)
-        and, for a student, the paired interval of its lift over `baseline`; log it all."""
+        and, for a student, the paired interval of its lift over `baseline` (and of its gain ratio
+        over its `vanilla`-KD reference, when there is one); log it all."""
         vertical, data, tracker = self.vertical, self.data, ctx.tracker
         spec, target, eval_rows = vertical.spec, vertical.target(data), vertical.eval_rows(data)
         with tracker.run(self.name, tags, nested=True) as run_id:
@@ -112,12 +113,14 @@ class _VerticalStage(Stage):
             loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed, order=self.recipe.trainer.order)
             fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
                          tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
-            scores, logits = vertical.evaluate(ctx, module)
-            interval = None
+            scores, logits, validation = vertical.evaluate(ctx, module)
+            interval, gain = None, {}
             if baseline is not None:
-                interval = lift_interval(ctx.labels(eval_rows, spec.task), baseline.logits, logits, teacher[1], seed=vertical.seed)
+                interval = lift_interval(ctx.labels(eval_rows, spec.task), baseline.logits, logits, teacher[1], seed=vertical.seed,
+                                         vanilla=vanilla.logits if vanilla is not None else None)
+                gain = T.gain_metrics(scores, baseline.scores, vanilla.scores if vanilla is not None else None)
             tracker.log_metrics(T.model_metrics(scores, teacher[0], producer, baseline.scores if baseline else scores)
-                                | T.interval_metrics(interval) | vertical.validation_metrics(ctx, module))
+                                | T.interval_metrics(interval) | gain | validation)
             status = _log_serving(tracker, module, spec, WindowBatches(data.log, eval_rows, model.history_length), self.role)
         self.output = VerticalOutcome(module, run_id, scores, status, teacher[0], producer, logits, teacher[1], interval)
 
@@ -142,10 +145,10 @@ class BaselineStage(_VerticalStage):
 
     def run(self, ctx: RunContext) -> None:
         vertical = self.vertical
-        teacher = vertical.evaluate(ctx, vertical.teacher.output.module)
+        teacher = vertical.evaluate(ctx, vertical.teacher.output.module)[:2]
         producer = None
         if vertical.producer is not vertical.teacher:
-            producer, _ = vertical.evaluate(ctx, vertical.producer.output.module)
+            producer = vertical.evaluate(ctx, vertical.producer.output.module)[0]
         self._train(ctx, vertical.tags(self.role), teacher, producer, None)
 
     def _module_and_batches(self, model, target):
@@ -155,30 +158,44 @@ class BaselineStage(_VerticalStage):
 
 @dataclass(eq=False)
 class StudentStage(_VerticalStage):
-    """A VM trained with transfer from its producer's knowledge, with its stage's techniques."""
+    """A VM trained with transfer from its producer's knowledge, with its stage's techniques; beside
+    its `vanilla`-KD reference when the recipe asks for one (`transfer.vanilla_reference`)."""
 
     teaching: Teaching | None = None
     baseline: BaselineStage | None = None
+    vanilla: VanillaReferenceStage | None = None
     kind: str = T.Role.STUDENT
     role = T.Role.STUDENT
 
     @property
     def inputs(self) -> tuple[Stage, ...]:
-        return (self.teaching.producer, self.teaching.knowledge)
+        return (self.teaching.producer, self.teaching.knowledge, *([self.vanilla] if self.vanilla is not None else []))
 
     @functools.cached_property
     def key(self) -> StageKey:
-        return _vm_key(self.recipe, self.data, T.Role.STUDENT, self.vertical, self.teaching)
+        return _vm_key(self.recipe, self.data, self.role, self.vertical, self.teaching)
 
     def run(self, ctx: RunContext) -> None:
         base = self.baseline.output
         tags = self.vertical.tags(self.role) | self.teaching.tags(self.recipe, self.data) | {T.BASELINE_RUN_ID: base.run_id}
-        self._train(ctx, tags, (base.teacher, base.teacher_logits), base.producer, base)
+        vanilla = self.vanilla.output if self.vanilla is not None else None
+        if vanilla is not None:
+            tags[T.VANILLA_RUN_ID] = vanilla.run_id
+        self._train(ctx, tags, (base.teacher, base.teacher_logits), base.producer, base, vanilla)
 
     def _module_and_batches(self, model, target):
         module = self.teaching.module(model, target, self.vertical.config.lr, self.data)
         batches = self.teaching.batches(self.data, target, model.history_length, self.recipe.transfer.max_age_days)
         return module, batches
+
+
+@dataclass(eq=False)
+class VanillaReferenceStage(StudentStage):
+    """A VM's vanilla-KD reference: the student's producer, knowledge, seed and window, with standard
+    distillation only (the gain ratio's denominator, design §7)."""
+
+    kind: str = T.Role.VANILLA_KD
+    role = T.Role.VANILLA_KD
 
 
 def _vm_key(recipe: Recipe, data: PreparedData, role: str, vertical: Vertical, teaching: Teaching | None = None) -> StageKey:

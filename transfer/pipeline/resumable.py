@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from transfer.config.recipe import TrainerConfig
@@ -26,11 +27,12 @@ from transfer.util.progress import step
 
 def fit_or_reuse(
     cache: StageCache, folder: Path, module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int,
-    tracker: Tracker, run_id: str, label: str, detail: str, shard: bool = False,
+    tracker: Tracker, run_id: str, label: str, detail: str, shard: bool = False, watchers: list[Callback] | None = None,
 ) -> str:
     """Train `module` (resuming if interrupted) or load its finished weights; → the id of the run that trained it.
     `label` names the model in progress lines and errors ("student: ig_stories_click"), `detail` its data.
-    Every rank of a multi-process run trains (DDP keeps their weights equal); rank 0 saves them."""
+    Every rank of a multi-process run trains (DDP keeps their weights equal); rank 0 saves them.
+    `watchers`: callbacks that see the training (see `transfer.training.trainer.fit`)."""
     message = f"{label} {detail}"
     with building(folder, label):
         cached = _cached_everywhere(cache, folder, module)
@@ -40,7 +42,8 @@ def fit_or_reuse(
             return cached["run_id"]
         checkpoints = folder / "checkpoints"
         with step(message):
-            _train(module, loader, cfg, max_epochs, tracker.lightning_logger(run_id), checkpoints, label, shard and cfg.strategy == "fsdp")
+            _train(module, loader, cfg, max_epochs, tracker.lightning_logger(run_id), checkpoints, label, shard and cfg.strategy == "fsdp",
+                   watchers)
         if ranks.is_main():
             cache.save_model(folder, module.model, {"run_id": run_id})
             shutil.rmtree(checkpoints, ignore_errors=True)
@@ -58,13 +61,13 @@ def building(folder: Path, label: str) -> Iterator[None]:
 
 
 def _train(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int, logger, checkpoints: Path,
-           label: str, sharded: bool) -> None:
+           label: str, sharded: bool, watchers: list[Callback] | None) -> None:
     """Fit `module`; a sharded (FSDP) training fits a copy, whose layers FSDP wraps in place, and
     `module` takes the trained weights from the consolidated (full) checkpoint of its last epoch."""
     if not sharded:
-        fit(module, loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label)
+        fit(module, loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label, watchers=watchers)
         return
-    fit(copy.deepcopy(module), loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label, shard=True)
+    fit(copy.deepcopy(module), loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label, shard=True, watchers=watchers)
     state = torch.load(checkpoints / f"{LAST_CHECKPOINT}.ckpt", map_location="cpu", weights_only=True, mmap=True)["state_dict"]
     module.load_state_dict(state)
 

@@ -1,0 +1,124 @@
+"""Knowledge from training traffic: each batch scored by the teacher just before it learns from it —
+out-of-sample, every wanted row once, at no extra forward pass — as a recipe option that the
+pipeline caches with the teacher (a lost table trains the teacher again)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timezone
+
+import lightning as L
+import polars as pl
+import pytest
+import torch
+
+from tests.conftest import run_cli, write_dataset, write_recipe
+from transfer.catalog import catalog
+from transfer.config.recipe import TrainerConfig, load_recipe
+from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.prepare import prepare_data
+from transfer.knowledge.table import Provenance, join_knowledge
+from transfer.knowledge.traffic import TrafficKnowledge
+from transfer.training.module import RankingModule
+from transfer.training.trainer import fit
+
+TRAFFIC = {"knowledge": "training_traffic"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, small_log):
+    folder = tmp_path_factory.mktemp("traffic")
+    return folder, write_dataset(folder, small_log)
+
+
+def _teacher(data) -> RankingModule:
+    L.seed_everything(0, verbose=False)
+    model = catalog("teacher")["skeleton_tiny"].build(data.log.inputs, {})
+    tasks = list(range(len(data.log.tasks)))
+    return RankingModule(model, data.log.tasks, tasks, lr=5e-3, base_rates=data.base_rates(data.train_rows, tasks))
+
+
+def _keep(data, module, loader, wanted_rows, path, epochs: int) -> None:
+    """Train `module` on `loader` with a `TrafficKnowledge` keeping `wanted_rows` at `path`."""
+    wanted = torch.zeros(len(data.log.labels), dtype=torch.bool)
+    wanted[wanted_rows] = True
+    provenance = Provenance("skeleton_tiny", "run", datetime.now(timezone.utc).isoformat(), "now", "hash")
+    keeper = TrafficKnowledge(path, wanted, data.log.example_id, data.log.tasks, provenance, module.model.embedding_dim)
+    fit(module, loader, TrainerConfig(progress=False), epochs, False, watchers=[keeper])
+
+
+def _kept_logits(path, data, rows: torch.Tensor) -> torch.Tensor:
+    """[n, T] the table's logits for `rows`, in their order."""
+    return join_knowledge([path], data.log.example_id.gather(rows.numpy()), data.log.tasks).logits
+
+
+def test_every_wanted_row_is_kept_once_and_not_as_the_trained_teacher_scores_it(tiny, tmp_path):
+    folder, dataset = tiny
+    data = prepare_data(load_recipe(write_recipe(folder, dataset)).data)
+    module = _teacher(data)
+    rows = torch.cat([data.train_rows, data.student_rows])
+    loader = window_loader(WindowBatches(data.log, rows, module.model.history_length), 128, shuffle=True, seed=0, order="time")
+    path = tmp_path / "teacher.parquet"
+    _keep(data, module, loader, data.student_rows, path, epochs=2)
+
+    ids = data.log.example_id.gather(data.student_rows.numpy())
+    assert sorted(pl.read_parquet(path)["example_id"].to_list()) == sorted(ids.to_list())  # each consumer row once, no other
+    module.eval()
+    with torch.no_grad():
+        final = module(WindowBatches(data.log, data.student_rows, module.model.history_length)[torch.arange(len(data.student_rows))])
+    kept = _kept_logits(path, data, data.student_rows)
+    assert (kept - final.logits.float()).abs().mean() > 1e-3  # not the trained (in-sample) teacher's scores
+
+
+def test_the_first_batch_is_scored_by_the_model_before_any_step(tiny, tmp_path):
+    folder, dataset = tiny
+    data = prepare_data(load_recipe(write_recipe(folder, dataset)).data)
+    module = _teacher(data)
+    rows = data.student_rows
+    loader = window_loader(WindowBatches(data.log, rows, module.model.history_length), 64, shuffle=True, seed=0, order="time")
+    batches = iter(loader)
+    first, second = next(batches), next(batches)
+    untrained = copy.deepcopy(module).eval()
+    with torch.no_grad():
+        before_first, before_any = untrained(first).logits.float(), untrained(second).logits.float()
+    path = tmp_path / "teacher.parquet"
+    _keep(data, module, loader, rows, path, epochs=1)
+    assert torch.allclose(_kept_logits(path, data, first["row"]), before_first, atol=1e-5)
+    assert not torch.allclose(_kept_logits(path, data, second["row"]), before_any, atol=1e-5)  # one step later: a changed model
+    assert len(pl.read_parquet(path)) == len(rows)
+
+
+def test_a_recipe_takes_its_knowledge_from_training_traffic_and_a_rerun_reuses_it(tiny, capsys):
+    folder, dataset = tiny
+    recipe = write_recipe(folder, dataset, name="traffic", teacher={"model": "skeleton_tiny", "batch_size": 256}, transfer=TRAFFIC)
+    code, out, err = run_cli(capsys, "run", str(recipe))
+    assert code == 0, err
+    data = prepare_data(load_recipe(recipe).data)
+    assert f"teacher: skeleton_tiny on {len(data.train_rows) + len(data.student_rows):,} impressions" in out
+    assert "knowledge: skeleton_tiny" in out and "kept from its training traffic" in out
+    assert "knowledge: scoring" not in out  # no separate scoring pass
+    (table,) = folder.rglob("knowledge/skeleton_tiny.parquet")
+    assert len(pl.read_parquet(table)) == len(data.student_rows)
+
+    code, out, _ = run_cli(capsys, "run", str(recipe))
+    assert code == 0 and "already trained" in out and "kept from its training traffic" in out
+
+    table.unlink()  # only the teacher's training makes the table: it trains again
+    code, out, err = run_cli(capsys, "run", str(recipe))
+    assert code == 0, err
+    assert "training teacher:skeleton_tiny again" in out and table.is_file()
+
+
+@pytest.mark.parametrize(("sections", "key"), [
+    ({"trainer": {"max_epochs": 1, "progress": False, "order": "shuffled"}}, "trainer.order: found 'shuffled'"),
+    ({"transfer": TRAFFIC | {"staleness_days": 2}}, "transfer.staleness_days: found 2"),
+    ({"transfer": {"knowledge": "online"}}, "transfer.knowledge: unknown name 'online'"),
+], ids=["shuffled", "stale", "unknown"])
+def test_a_recipe_that_cannot_take_knowledge_from_training_traffic_is_refused_in_one_line(tiny, capsys, sections, key):
+    folder, dataset = tiny
+    sections = {"transfer": TRAFFIC} | sections
+    recipe = write_recipe(folder, dataset, name="refused", **sections)
+    code, _, err = run_cli(capsys, "run", str(recipe))
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert str(recipe) in line and key in line
