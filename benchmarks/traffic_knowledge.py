@@ -114,6 +114,9 @@ def main() -> None:
         f"| (b) teacher training keeping its traffic's knowledge | {b:.1f} ({spread(kept)}) |",
         f"| (c) separate generation pass over the consumers' window | {c:.1f} ({spread(separate)}) |",
         "",
+        f"Paired by repeat, (b) − (a) = {', '.join(f'{k - p:+.1f}' for p, k in zip(plain, kept, strict=True))} s "
+        f"(median {statistics.median(k - p for p, k in zip(plain, kept, strict=True)):+.1f} s).",
+        "",
         f"**Knowledge from training traffic costs (b) − (a) = {b - a:+.1f} s ({100 * (b - a) / a:+.1f} % of the training); "
         f"the separate pass costs {c:.1f} s**, so traffic knowledge saves {c - (b - a):.1f} s per teacher "
         f"({(c - (b - a)) / c:.0%} of the separate pass) — and is out-of-sample for the whole window it trained on.",

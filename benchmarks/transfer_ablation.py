@@ -15,7 +15,7 @@ interval excludes 0. For GEM's "2×" claim the interval is that of gain_combined
 points, gain = NE_baseline − NE). Each slice states its eval positives and the minimum detectable
 effect (80% power) of a comparison with vanilla KD.
 
-    python benchmarks/transfer_ablation.py [--seeds 5] [--only synthetic|movielens|staleness]
+    python benchmarks/transfer_ablation.py [--seeds 5] [--only synthetic movielens staleness] [--variants NAME …]
 """
 
 from __future__ import annotations
@@ -119,10 +119,12 @@ def _set(recipe: Recipe, dotted: str, value) -> None:
     setattr(node, last, value)
 
 
-def ablation(study: Study, seeds: list[int], collected: Collected) -> None:
+def ablation(study: Study, seeds: list[int], collected: Collected, only: list[str] | None = None) -> None:
     direct, hierarchical = load_recipe(REPO / study.direct), load_recipe(REPO / study.hierarchical)
     for seed in seeds:
         for variant, recipe in ablation_variants(direct, hierarchical).items():
+            if only and variant not in only and variant != "vanilla KD":  # vanilla KD is every comparison's reference
+                continue
             path = REPO / (study.hierarchical if "hierarchical" in variant else study.direct)
             start = time.perf_counter()
             collected.add(study.name, variant, seed, run_quietly(recipe, path, seed, {}))
@@ -235,27 +237,29 @@ def staleness_table(frame: pl.DataFrame) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--only", choices=["synthetic", "movielens", "staleness"], default=None)
+    parser.add_argument("--only", choices=["synthetic", "movielens", "staleness"], nargs="+", default=None)
+    parser.add_argument("--variants", nargs="+", default=None, help="only these variants (vanilla KD always runs)")
     args = parser.parse_args()
     seeds = list(range(args.seeds))
     collected = Collected()
     start = time.perf_counter()
+    chosen = args.only or [*STUDIES, "staleness"]
     for name, study in STUDIES.items():
-        if args.only in (None, name):
-            ablation(study, seeds, collected)
-    if args.only in (None, "staleness"):
+        if name in chosen:
+            ablation(study, seeds, collected, args.variants)
+    if "staleness" in chosen:
         staleness(seeds, collected)
     frame = pl.DataFrame(collected.rows)
-    write_csv(frame, REPO / "benchmarks" / f"transfer_ablation{'_' + args.only if args.only else ''}.csv")
+    write_csv(frame, REPO / "benchmarks" / f"transfer_ablation{'_' + '_'.join(args.only) if args.only else ''}.csv")
     minutes = (time.perf_counter() - start) / 60
     for name in STUDIES:
-        if args.only in (None, name):
+        if name in chosen:
             varies = "recipe `seed` and `data.synthetic.seed`: models and data" if name == "synthetic" else "recipe `seed`: models only (one fixed log)"
             body = (f"{len(seeds)} seeds ({varies}); {minutes:.0f} min for this run (torch on 2 threads).\n\n"
                     + ablation_table(frame, name) + "\n\n" + claims_table(frame, name))
             write_section(f"transfer-ablation-{name}", COMMAND, body)
             print(body)
-    if args.only in (None, "staleness"):
+    if "staleness" in chosen:
         body = f"`{STALENESS_RECIPE}`, {len(seeds)} seeds, mean ± std.\n\n" + staleness_table(frame)
         write_section("transfer-staleness", COMMAND, body)
         print(body)
