@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import copy
 import io
+import math
 import statistics
 import sys
 import time
@@ -144,6 +145,9 @@ def staleness(seeds: list[int], collected: Collected) -> None:
 
 
 def _mean_std(values: list[float], digits: int) -> str:
+    values = [v for v in values if v is not None and not math.isnan(v)]  # e.g. recal NE where the fit day holds one class
+    if not values:
+        return "n/a"
     if len(values) < 2:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
@@ -239,23 +243,29 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--only", choices=["synthetic", "movielens", "staleness"], nargs="+", default=None)
     parser.add_argument("--variants", nargs="+", default=None, help="only these variants (vanilla KD always runs)")
+    parser.add_argument("--from-csv", type=Path, default=None, help="analyse this run's CSV again instead of running")
     args = parser.parse_args()
     seeds = list(range(args.seeds))
     collected = Collected()
     start = time.perf_counter()
     chosen = args.only or [*STUDIES, "staleness"]
-    for name, study in STUDIES.items():
-        if name in chosen:
-            ablation(study, seeds, collected, args.variants)
-    if "staleness" in chosen:
-        staleness(seeds, collected)
-    frame = pl.DataFrame(collected.rows)
-    write_csv(frame, REPO / "benchmarks" / f"transfer_ablation{'_' + '_'.join(args.only) if args.only else ''}.csv")
-    minutes = (time.perf_counter() - start) / 60
+    if args.from_csv is not None:
+        frame = pl.read_csv(args.from_csv, schema_overrides={"eval positives": pl.String})
+        seeds = sorted(set(frame["seed"].to_list()))
+        took = f"analysed again from `{args.from_csv.name}`"
+    else:
+        for name, study in STUDIES.items():
+            if name in chosen:
+                ablation(study, seeds, collected, args.variants)
+        if "staleness" in chosen:
+            staleness(seeds, collected)
+        frame = pl.DataFrame(collected.rows)
+        write_csv(frame, REPO / "benchmarks" / f"transfer_ablation{'_' + '_'.join(args.only) if args.only else ''}.csv")
+        took = f"{(time.perf_counter() - start) / 60:.0f} min for this run"
     for name in STUDIES:
         if name in chosen:
             varies = "recipe `seed` and `data.synthetic.seed`: models and data" if name == "synthetic" else "recipe `seed`: models only (one fixed log)"
-            body = (f"{len(seeds)} seeds ({varies}); {minutes:.0f} min for this run (torch on 2 threads).\n\n"
+            body = (f"{len(seeds)} seeds ({varies}); {took} (torch on 2 threads).\n\n"
                     + ablation_table(frame, name) + "\n\n" + claims_table(frame, name))
             write_section(f"transfer-ablation-{name}", COMMAND, body)
             print(body)
