@@ -38,7 +38,8 @@ bench: setup
 	$(BIN)/python benchmarks/framework_overhead.py
 	$(BIN)/python benchmarks/sequence_scaling.py
 
-# The transfer ablation (two datasets × variants × 3 seeds) and the staleness sweep: ~30 min here.
+# The transfer ablation (synthetic benchmark world and MovieLens × variants × 5 seeds) and the staleness
+# sweep: hours here; `--only` and `--variants` run parts (see README).
 bench-transfer: setup
 	$(BIN)/python benchmarks/transfer_ablation.py
 
