@@ -66,6 +66,9 @@ def test_quickstart_reports_each_lift_with_an_interval_and_its_verdict(tmp_path)
     for run in in_stage:
         if run.data.tags["role"] in ("student", "baseline"):
             assert {"eval_ne", "eval_auc", "eval_calibration", "lift_pct"} <= set(run.data.metrics)
+            # scored on the validation day too (for choosing knobs), a different slice from eval
+            assert {"val_ne", "val_auc", "val_calibration", "val_recal_ne"} <= set(run.data.metrics)
+            assert run.data.metrics["val_ne"] != run.data.metrics["eval_ne"]
             assert run.data.tags["surface"] in ("ig_stories", "fb_feed")
         if run.data.tags["role"] == "student":
             assert run.data.tags["producer"] == "skeleton_tiny"

@@ -66,15 +66,16 @@ class Vertical:
     def validation_rows(self, data: PreparedData) -> torch.Tensor:
         return data.log.surface_rows(data.validation_rows, self.spec.surfaces)
 
-    def evaluate(self, ctx: RunContext, module: RankingModule) -> tuple[Scores, torch.Tensor, dict[str, float]]:
+    def evaluate(self, ctx: RunContext, module: RankingModule, validation: bool = True) -> tuple[Scores, torch.Tensor, dict[str, float]]:
         """`module` on this VM's eval slice, recalibrated on its last training day: its scores, its
-        logits [n], and its scores on the validation slice as `val_*` metrics (none without one)."""
+        logits [n], and (with `validation`) its scores on the validation slice as `val_*` metrics
+        (none without one)."""
         task = self.spec.task
         shift = ctx.recalibration(module, self.recalibration_rows(ctx.data), task)
         scores, logits = ctx.evaluate(module, self.eval_rows(ctx.data), task, shift)
         rows = self.validation_rows(ctx.data)
         labels = ctx.labels(rows, task)
-        if len(rows) == 0 or labels.nansum() == 0 or labels.nansum() == (~labels.isnan()).sum():
+        if not validation or len(rows) == 0 or labels.nansum() == 0 or labels.nansum() == (~labels.isnan()).sum():
             return scores, logits, {}
         validation, _ = ctx.evaluate(module, rows, task, shift)
         return scores, logits, {f"{T.VALIDATION}{name}": value for name, value in validation.as_dict().items()}
@@ -145,10 +146,10 @@ class BaselineStage(_VerticalStage):
 
     def run(self, ctx: RunContext) -> None:
         vertical = self.vertical
-        teacher = vertical.evaluate(ctx, vertical.teacher.output.module)[:2]
+        teacher = vertical.evaluate(ctx, vertical.teacher.output.module, validation=False)[:2]  # scored beside the VM: no val_* of its own
         producer = None
         if vertical.producer is not vertical.teacher:
-            producer = vertical.evaluate(ctx, vertical.producer.output.module)[0]
+            producer = vertical.evaluate(ctx, vertical.producer.output.module, validation=False)[0]
         self._train(ctx, vertical.tags(self.role), teacher, producer, None)
 
     def _module_and_batches(self, model, target):
