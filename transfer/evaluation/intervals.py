@@ -130,6 +130,7 @@ class SeedInterval:
     low: float
     high: float
     seeds: int
+    error: float = math.nan  # the mean's standard error, sd / √n
 
     @property
     def verdict(self) -> str:
@@ -141,8 +142,7 @@ class SeedInterval:
         (t_{0.975} + t_{power}) × the mean's standard error, with n − 1 degrees of freedom."""
         from scipy.stats import t
 
-        error = (self.high - self.mean) / float(t.ppf(1 - (1 - LEVEL) / 2, self.seeds - 1))
-        return (float(t.ppf(1 - (1 - LEVEL) / 2, self.seeds - 1)) + float(t.ppf(power, self.seeds - 1))) * error
+        return (float(t.ppf(1 - (1 - LEVEL) / 2, self.seeds - 1)) + float(t.ppf(power, self.seeds - 1))) * self.error
 
 
 def seed_interval(values: list[float]) -> SeedInterval:
@@ -153,6 +153,6 @@ def seed_interval(values: list[float]) -> SeedInterval:
     mean = sum(values) / n
     if n < 2:
         return SeedInterval(mean, math.nan, math.nan, n)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(t.ppf(1 - (1 - LEVEL) / 2, n - 1)) * sd / math.sqrt(n)
-    return SeedInterval(mean, mean - half, mean + half, n)
+    error = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
+    half = float(t.ppf(1 - (1 - LEVEL) / 2, n - 1)) * error
+    return SeedInterval(mean, mean - half, mean + half, n, error)
