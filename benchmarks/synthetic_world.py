@@ -14,7 +14,9 @@ probabilities — no model is trained, so what it shows is what any model could 
 - **structure**: what the generator's order-dependent journey terms (`journey_terms`) and its
   4-way context table are worth in NE — the true generator without them (recalibrated), and a
   logistic regression over one-hot context features with all pairwise crosses against the same
-  with the 4-way cross.
+  with the 4-way cross; and what the *observable* history's order is worth over target-match counts
+  (a logistic regression on the counts of the user's past events on the candidate's category, against
+  the same plus when they happened), fit on the students' window.
 Every figure is a mean over seeds with a 95% t-interval.
 """
 
@@ -130,8 +132,9 @@ def _measure(layout: Layout) -> list[dict]:
                                 "value": 100 * (_recalibrated_ne(logits, y, on & students, on & students) - true_ne_students)})
         rows.append(base | {"measure": "journey order value", "value": 100 * (_recalibrated_ne(blind, y, on & fit, on & evaluation) - true_ne)})
     if bench:
-        rows.append({"layout": layout.name, "seed": layout.spec.seed, "slice": "all/click", "measure": "4-way cross value",
-                     "value": _cross_value(world, click, day, layout)})
+        base = {"layout": layout.name, "seed": layout.spec.seed, "slice": "all/click"}
+        rows.append(base | {"measure": "4-way cross value", "value": _cross_value(world, click, day, layout)})
+        rows.append(base | {"measure": "history order value", "value": _history_order_value(layout)})
     return rows
 
 
@@ -167,9 +170,56 @@ def _cross_value(world: S.World, click: np.ndarray, day: np.ndarray, layout: Lay
     return 100 * (ne_pairwise - ne_four_way)
 
 
+COUNT_GROUPS = [(0,), (1,), (2,), (3,), (1, 2), (2, 3), (0, 2)]  # surface, category impressions, clicks, conversions
+ORDER_GROUPS = [(4,), (5,), (4, 2), (5, 2), (4, 5)]  # + days since the last conversion on it, clicks on it in the last 3 days
+
+
+def _history_order_value(layout: Layout) -> float:
+    """NE points (×100) on the eval window's clicks that the *order* of the user's observable history adds
+    to target-match counts: a logistic regression over the counts of the user's past impressions, clicks
+    and conversions on the candidate's category (binned, with crosses — what `TargetMatchCounts` gives a
+    teacher) against the same plus two ordered features of that history (days since the last conversion
+    on the category, clicks on it in the last 3 days). Both fit on the teacher's window (300k rows)."""
+    frame = _history_features(S.generate(layout.spec))
+    day = frame["day"].to_numpy()
+    train = np.flatnonzero((day >= layout.cutoff) & (day < layout.cutoff + layout.student))
+    evaluation = np.flatnonzero((day >= layout.eval_start) & (day < layout.eval_start + layout.eval))
+    fields = [frame[c].to_numpy() for c in ("surface_code", "impressions_bin", "clicks_bin", "conversions_bin", "since_conversion_bin", "recent_clicks_bin")]
+    sizes = [len(S.SURFACES), 6, 6, 4, 6, 4]
+    click = frame["click"].to_numpy().astype(bool)
+    last_day = np.flatnonzero((day >= layout.cutoff + layout.student - 1) & (day < layout.cutoff + layout.student))
+    counts = _one_hot_regression(fields, sizes, COUNT_GROUPS, click, train, evaluation, last_day)
+    ordered = _one_hot_regression(fields, sizes, COUNT_GROUPS + ORDER_GROUPS, click, train, evaluation, last_day)
+    return 100 * (counts - ordered)
+
+
+def _history_features(log: pl.DataFrame) -> pl.DataFrame:
+    """Per impression, binned features of the user's earlier events on the candidate's category (all of
+    them, strictly before the impression)."""
+    group = ["user_id", "ad_category"]
+    prior = lambda column: (pl.col(column).cum_sum() - pl.col(column)).over(group)  # noqa: E731 — events strictly before
+    since_start = (pl.col("ts") - pl.col("ts").min()).dt.total_seconds() / DAY
+    last_conversion = pl.when(pl.col("conversion") == 1).then(pl.col("day")).otherwise(None).shift(1).forward_fill().over(group)
+    frame = log.with_columns(since_start.alias("day"), pl.col("surface").cast(pl.Enum(list(S.SURFACES))).to_physical().alias("surface_code"))
+    frame = frame.with_columns(
+        prior("click").alias("clicks"), prior("conversion").alias("conversions"), pl.int_range(pl.len()).over(group).alias("impressions"),
+        (pl.col("day") - last_conversion).alias("since_conversion"),
+        pl.col("click").cast(pl.Int64).rolling_sum_by("ts", window_size="3d", closed="left").over(group).fill_null(0).alias("recent_clicks"),
+    )
+    log_bin = lambda column, top: pl.col(column).cast(pl.Float64).log1p().floor().clip(0, top).cast(pl.Int64)  # noqa: E731
+    return frame.with_columns(
+        log_bin("impressions", 5).alias("impressions_bin"),
+        log_bin("clicks", 5).alias("clicks_bin"),
+        pl.col("conversions").clip(0, 3).cast(pl.Int64).alias("conversions_bin"),
+        (pl.col("since_conversion").cut([3, 7, 14, 28]).to_physical().cast(pl.Int64) + 1).fill_null(0).alias("since_conversion_bin"),
+        pl.col("recent_clicks").clip(0, 3).cast(pl.Int64).alias("recent_clicks_bin"),
+    )
+
+
 def _one_hot_regression(fields: list[np.ndarray], sizes: list[int], groups: list[tuple[int, ...]], labels: np.ndarray,
-                        train: np.ndarray, evaluate: np.ndarray) -> float:
-    """Eval NE of a logistic regression (L-BFGS) with one weight per value of each group's crossed fields."""
+                        train: np.ndarray, evaluate: np.ndarray, recalibrate: np.ndarray | None = None) -> float:
+    """Eval NE of a logistic regression (L-BFGS) with one weight per value of each group's crossed fields;
+    with `recalibrate` (rows), after a one-logit shift fitted on those rows."""
     columns, offset = [], 0
     for group in groups:
         code = np.zeros(len(labels), dtype=np.int64)
@@ -193,8 +243,10 @@ def _one_hot_regression(fields: list[np.ndarray], sizes: list[int], groups: list
 
     optimizer.step(closure)
     with torch.no_grad():
-        logits = weights[index[torch.from_numpy(evaluate)]].sum(dim=1) + bias
-    return normalized_entropy(logits.double(), y[torch.from_numpy(evaluate)].double())
+        logits = (weights[index].sum(dim=1) + bias).double().numpy()
+    if recalibrate is not None:
+        logits = logits + recalibration_shift(torch.from_numpy(logits[recalibrate]), torch.from_numpy(labels[recalibrate].astype(np.float64)))
+    return _ne(logits, labels, evaluate)
 
 
 def _interval(values: list[float]) -> str:
@@ -243,6 +295,8 @@ def _report(table: pl.DataFrame, speed: float, seconds: float) -> str:
         terms = "journey terms (click: casual interest and post-purchase dip)" if task == "click" else "journey terms (+ the intent phase of conversion)"
         lines.append(f"| true generator without its order-dependent {terms}, recalibrated | {s} | {_cell(table, 'bench', s, 'journey order value')} |")
     lines.append(f"| logistic regression, pairwise crosses only vs + the 4-way cross | all/click | {_cell(table, 'bench', 'all/click', '4-way cross value')} |")
+    lines.append("| logistic regression on the user's history of the candidate's category: target-match counts only vs + its order "
+                 f"(days since the last conversion on it, its clicks in the last 3 days) | all/click | {_cell(table, 'bench', 'all/click', 'history order value')} |")
     return "\n".join(lines)
 
 

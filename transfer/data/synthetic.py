@@ -16,7 +16,9 @@ The mechanisms GEM's claims rely on exist in it, each on purpose:
 - **Structure only a long, ordered history reveals.** A share of users goes through a purchase
   journey in one category: a casual interest rising over weeks, then intent (conversions), then,
   once they have bought, an interest *below* their usual for weeks. Counting a user's past clicks on
-  the ad's category cannot tell a user about to buy from one who just bought — the order can.
+  the ad's category cannot tell a user about to buy from one who just bought — the order can
+  (`benchmarks/synthetic_world.py` checks what the order of the observable history is worth over
+  target-match counts).
 - **Interactions beyond pairwise.** A random 4-way table over surface × format × age bucket ×
   time of day shifts the click logit: no sum of pairwise terms represents it.
 - **Power.** Click rates of a few percent, conversions about a third of that — enough positives
@@ -60,7 +62,14 @@ _DEVICES = ("ios", "android", "web")
 _DAYPARTS = 4  # hour // 6: night, morning, afternoon, evening
 _SECONDS_PER_DAY = 86_400
 _WEEK = 7 * _SECONDS_PER_DAY
-GENERATOR_VERSION = 5  # bump whenever the simulation changes, so cached logs are regenerated
+# Purchase journeys (v6: strong enough that the order of the history is worth >1 NE point to a model
+# reading it, `make bench-world`'s "history order value"; v5's were worth ~0 NE points observed)
+_JOURNEY_SHARE = 0.8  # share of users who go through a purchase journey during (or around) the log
+_CASUAL_PEAK = 0.8  # interest added to the journey category just before intent (×4 in the near domains' click logit)
+_BOUGHT_DIP = 1.0  # interest taken from it once bought (×4), fading over about two months
+_BOUGHT_WEEKS = 8.0  # how slowly the dip fades (weeks)
+_TARGETED_SHARE = 0.5  # share of impressions targeted (retargeting) at the user's journey category
+GENERATOR_VERSION = 6  # bump whenever the simulation changes, so cached logs are regenerated
 
 
 @dataclass(frozen=True)
@@ -261,7 +270,7 @@ def _category_appeal(categories: dict[str, np.ndarray], category: np.ndarray, fa
 
 def _simulate_users(rng: np.random.Generator, n: int, k: int, period: float) -> dict[str, np.ndarray]:
     activity = rng.lognormal(0.0, 1.0, size=n)
-    has_journey = rng.random(n) < 0.5
+    has_journey = rng.random(n) < _JOURNEY_SHARE
     return {
         "activity": activity / activity.sum(),
         "propensity": rng.normal(0.0, 0.5, size=n),
@@ -326,10 +335,10 @@ def _pick_launched_ad(
     users: dict[str, np.ndarray],
     ads: dict[str, np.ndarray],
 ) -> np.ndarray:
-    """An ad already launched at time t; a quarter of the time targeted at the user's journey category."""
+    """An ad already launched at time t; `_TARGETED_SHARE` of the time targeted at the user's journey category."""
     n_launched = np.searchsorted(launch, t, side="right")
     ad = np.minimum((rng.random(len(t)) * n_launched).astype(np.int64), len(launch) - 1)
-    targeted = rng.random(len(t)) < 0.25
+    targeted = rng.random(len(t)) < _TARGETED_SHARE
     # targeted delivery: resample (a few tries) until the ad's category is the user's intent category
     for _ in range(8):
         retry = targeted & (ads["category"][ad] != users["intent_category"][user])
@@ -345,8 +354,8 @@ def _interest_at(users: dict[str, np.ndarray], user: np.ndarray, category: np.nd
     base = _base_interest(users, user, category, t)
     journey = category == users["intent_category"][user]
     weeks_since = (t - users["intent_at"][user]) / _WEEK
-    casual = np.where(journey & (weeks_since < 0), 0.25 * np.exp(np.minimum(weeks_since, 0) / 1.5), 0.0)
-    bought = np.where(journey & (weeks_since > 2.0), -0.2 * np.exp(-(weeks_since - 2.0) / 3.0), 0.0)
+    casual = np.where(journey & (weeks_since < 0), _CASUAL_PEAK * np.exp(np.minimum(weeks_since, 0) / 1.5), 0.0)
+    bought = np.where(journey & (weeks_since > 2.0), -_BOUGHT_DIP * np.exp(-(weeks_since - 2.0) / _BOUGHT_WEEKS), 0.0)
     return base + casual + bought
 
 
