@@ -211,7 +211,9 @@ def _history_features(log: pl.DataFrame) -> pl.DataFrame:
         log_bin("impressions", 5).alias("impressions_bin"),
         log_bin("clicks", 5).alias("clicks_bin"),
         pl.col("conversions").clip(0, 3).cast(pl.Int64).alias("conversions_bin"),
-        (pl.col("since_conversion").cut([3, 7, 14, 28]).to_physical().cast(pl.Int64) + 1).fill_null(0).alias("since_conversion_bin"),
+        pl.when(pl.col("since_conversion").is_null()).then(0).when(pl.col("since_conversion") <= 3).then(1)
+        .when(pl.col("since_conversion") <= 7).then(2).when(pl.col("since_conversion") <= 14).then(3)
+        .when(pl.col("since_conversion") <= 28).then(4).otherwise(5).cast(pl.Int64).alias("since_conversion_bin"),  # never, ≤3, ≤7, ≤14, ≤28, older (days)
         pl.col("recent_clicks").clip(0, 3).cast(pl.Int64).alias("recent_clicks_bin"),
     )
 

@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -138,16 +139,25 @@ def ablation(study: Study, seeds: list[int], collected: Collected, only: list[st
             print(f"  {study.name} seed {seed}: {variant} ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def staleness(seeds: list[int], collected: Collected) -> None:
+def staleness(seeds: list[int], collected: Collected, sweep: tuple[int, ...]) -> None:
+    """The staleness sweep: at each d the teacher's window ends d days before the students' (fixed)
+    window, with and without the Student Adapter. On the benchmark world the log starts as many days before the teacher's
+    window as the recipe leaves (a week; same density), so the stalest teacher still has 21 days."""
     path = REPO / STALENESS_RECIPE
     base = load_recipe(path)
+    scale = {}
+    if SCALE["synthetic"] == "bench":
+        lead = (date.fromisoformat(base.data.train.start) - date.fromisoformat(base.data.synthetic.start)).days  # the recipe's room for the stalest teacher
+        days = BENCH.spec.days + lead
+        scale = {"data.synthetic.days": days, "data.synthetic.rows": round(BENCH.spec.rows * days / BENCH.spec.days)}
     for seed in seeds:
-        for days in STALENESS_DAYS:
+        for days in sweep:
             for adapter in (False, True):
-                overrides = {"transfer.staleness_days": days, "transfer.stages.0.adapter.enabled": adapter}
+                overrides = scale | {"transfer.staleness_days": days, "transfer.stages.0.adapter.enabled": adapter}
                 variant = f"d={days} {'with' if adapter else 'without'} adapter"
+                start = time.perf_counter()
                 collected.add("staleness", variant, seed, run_quietly(base, path, seed, overrides))
-                print(f"  staleness seed {seed}: {variant}", flush=True)
+                print(f"  staleness seed {seed}: {variant} ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 def _mean_std(values: list[float], digits: int) -> str:
@@ -229,17 +239,30 @@ def _pick(rows: pl.DataFrame, role: str, variant_part: str) -> pl.DataFrame:
 
 
 def staleness_table(frame: pl.DataFrame) -> str:
+    """Markdown: per VM and staleness d, the teacher's and baseline's NE (mean ± std over seeds), the
+    student's lift without and with the adapter, what staleness costs the student without it (NE points
+    against d = 0) and what the adapter changes (NE points, positive = better) — each with its 95%
+    interval over seeds of per-seed paired differences."""
     data = frame.filter((pl.col("dataset") == "staleness") & (pl.col("role").is_in(["student", "baseline", "teacher"])))
-    lines = ["| VM (slice) | staleness d | teacher NE | baseline NE | student NE without adapter | lift % without | student NE with adapter | lift % with |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| VM (slice) | d | eval positives per seed | teacher NE | baseline NE | lift % without adapter [95% CI] | lift % with adapter [95% CI] | "
+             "staleness cost without adapter, NE points vs d = 0 [95% CI] | adapter effect, NE points [95% CI] | adapter |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for slice_ in data["slice"].unique(maintain_order=True):
-        for days in STALENESS_DAYS:
-            sel = data.filter((pl.col("slice") == slice_) & pl.col("variant").str.starts_with(f"d={days} "))
+        rows = data.filter(pl.col("slice") == slice_)
+        fresh = _pick(rows, "student", "d=0 without")["NE"]
+        for days in sorted({int(v.split()[0][2:]) for v in rows["variant"].to_list()}):
+            sel = rows.filter(pl.col("variant").str.starts_with(f"d={days} "))
             without, with_ = _pick(sel, "student", "without"), _pick(sel, "student", " with adapter")
+            if without.is_empty() or with_.is_empty():
+                continue
+            cost = seed_interval((100 * (without["NE"] - fresh)).to_list()) if days else None
+            effect = seed_interval((100 * (without["NE"] - with_["NE"])).to_list())
+            positives = statistics.mean(without["eval positives"].cast(pl.Float64).to_list())
             lines.append(
-                f"| {slice_} | {days} | {_mean_std(_pick(sel, 'teacher', 'without')['NE'].to_list(), 4)} | "
-                f"{_mean_std(_pick(sel, 'baseline', 'without')['NE'].to_list(), 4)} | {_mean_std(without['NE'].to_list(), 4)} | "
-                f"{_mean_std(without['lift %'].to_list(), 2)} | {_mean_std(with_['NE'].to_list(), 4)} | {_mean_std(with_['lift %'].to_list(), 2)} |"
+                f"| {slice_} | {days} | {positives:,.0f} | {_mean_std(_pick(sel, 'teacher', 'without')['NE'].to_list(), 4)} | "
+                f"{_mean_std(_pick(sel, 'baseline', 'without')['NE'].to_list(), 4)} | {_with_interval(seed_interval(without['lift %'].to_list()), 2)} | "
+                f"{_with_interval(seed_interval(with_['lift %'].to_list()), 2)} | {_with_interval(cost, 2) if cost else '—'} | "
+                f"{_with_interval(effect, 2)} | {effect.verdict} |"
             )
     return "\n".join(lines)
 
@@ -249,6 +272,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--only", choices=["synthetic", "movielens", "staleness"], nargs="+", default=None)
     parser.add_argument("--variants", nargs="+", default=None, help="only these variants (vanilla KD always runs)")
+    parser.add_argument("--staleness-days", type=int, nargs="+", default=list(STALENESS_DAYS), help="the staleness sweep's d values (0 always runs)")
     parser.add_argument("--from-csv", type=Path, default=None, help="analyse this run's CSV again instead of running")
     parser.add_argument("--synthetic-scale", choices=["bench", "recipe"], default="bench",
                         help="bench: 1.6M impressions over 40 days, eval 10 days (≥ 2,000 eval positives per slice); recipe: the recipes' 400k")
@@ -267,7 +291,7 @@ def main() -> None:
             if name in chosen:
                 ablation(study, seeds, collected, args.variants)
         if "staleness" in chosen:
-            staleness(seeds, collected)
+            staleness(seeds, collected, tuple(sorted({0, *args.staleness_days})))
         frame = pl.DataFrame(collected.rows)
         write_csv(frame, REPO / "benchmarks" / f"transfer_ablation{'_' + '_'.join(args.only) if args.only else ''}.csv")
         took = f"{(time.perf_counter() - start) / 60:.0f} min for this run"
@@ -284,7 +308,12 @@ def main() -> None:
             write_section(section, COMMAND, body)
             print(body)
     if "staleness" in chosen:
-        body = f"`{STALENESS_RECIPE}`, {len(seeds)} seeds, mean ± std.\n\n" + staleness_table(frame)
+        world = (f"the benchmark world ({BENCH.spec.rows:,} impressions per {BENCH.spec.days} days, the log starting a week earlier for the stalest teacher; "
+                 f"windows teacher 21 / students {BENCH.student} / validation {BENCH.validation} / eval {BENCH.eval} days)"
+                 if args.synthetic_scale == "bench" else "the recipe's own world")
+        body = (f"`{STALENESS_RECIPE}` on {world}; {len(seeds)} seeds (models and data); {took} (torch on 2 threads). The students' and eval "
+                "windows are the same at every d: only the teacher's cutoff moves. Effects are means of per-seed paired differences "
+                "with their 95% t-interval.\n\n" + staleness_table(frame))
         write_section("transfer-staleness", COMMAND, body)
         print(body)
 
