@@ -122,3 +122,25 @@ def test_a_recipe_that_cannot_take_knowledge_from_training_traffic_is_refused_in
     assert code == 2
     (line,) = err.strip().splitlines()
     assert str(recipe) in line and key in line
+
+
+def test_a_domain_fm_keeps_its_vms_knowledge_from_its_training_traffic_by_default(tiny, capsys):
+    """Under the default `transfer.knowledge: separate` the teacher still scores the window in a separate
+    pass (it did not train on it), but each domain FM, which trains on its VMs' own window, keeps their
+    knowledge from its first epoch's pre-step outputs: out-of-sample, one row each, no scoring pass."""
+    folder, dataset = tiny
+    recipe = write_recipe(
+        folder, dataset, name="hier_traffic", teacher={"model": "skeleton_tiny", "batch_size": 256},
+        domain_fms={"model": "dfm_tiny", "batch_size": 256, "max_epochs": 2}, transfer={"strategy": "hierarchical"},
+        students=[{"vertical": "ig_stories_click", "batch_size": 64}],
+    )
+    code, out, err = run_cli(capsys, "run", str(recipe))
+    assert code == 0, err
+    assert "knowledge: scoring" in out and "with skeleton_tiny" in out  # the teacher's separate pass
+    assert "knowledge: scoring" not in out.split("domain FM: dfm_tiny:instagram")[1]  # none after the domain FM
+    assert "knowledge: dfm_tiny:instagram" in out and "kept from its training traffic" in out
+    data = prepare_data(load_recipe(recipe).data)
+    instagram = data.domain_rows(data.student_rows, "instagram")
+    (table,) = folder.rglob("knowledge/dfm_tiny-instagram.parquet")
+    kept = pl.read_parquet(table)
+    assert len(kept) == len(instagram) and kept["example_id"].n_unique() == len(instagram)

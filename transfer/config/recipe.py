@@ -94,7 +94,8 @@ class TransferConfig:
     max_age_days: int | None = None  # refuse knowledge older than this (consumer window end − cutoff)
     # the teacher's knowledge: separate (a scoring pass over the consumers' window after it trained) or
     # training_traffic (it trains on through the consumers' window in time order, scoring each batch
-    # just before it trains on it: out-of-sample knowledge, 0 days old, with no extra forward pass)
+    # just before it trains on it: out-of-sample knowledge, 0 days old, with no extra forward pass);
+    # domain FMs always keep their VMs' knowledge from their training traffic
     knowledge: str = "separate"
     vanilla_reference: bool = False  # also train each VM with vanilla KD only: the lift table's gain ratio (with its interval)
 

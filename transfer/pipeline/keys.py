@@ -202,6 +202,7 @@ def domain_fm_key(recipe: Recipe, data_fingerprint: str, window: str, domain: st
         "domain": domain,
         "domain_fms": asdict(recipe.domain_fms),
         "trainer": trainer_settings(recipe.trainer, own_epochs=False),
+        "knowledge": "training_traffic",  # its VMs' knowledge: always its first epoch's pre-step outputs
     }
     inputs = {"data": data_fingerprint, "producer": producer, "knowledge": knowledge}
     return stage_key("domain_fm", settings, inputs, [TECHNIQUES], builder)

@@ -223,7 +223,8 @@ class Teaching:
 
 @dataclass(eq=False)
 class DomainFMStage(Stage):
-    """One domain's FM, trained on its surfaces of the consumers' window, taught by the stage's producer."""
+    """One domain's FM, trained on its surfaces of the consumers' window, taught by the stage's producer;
+    its VMs' knowledge is kept from its first epoch's training traffic (out-of-sample)."""
 
     domain: str
     entry: ModelEntry
@@ -255,9 +256,10 @@ class DomainFMStage(Stage):
 
     @property
     def from_traffic(self) -> bool:
-        """Whether its knowledge comes from its training traffic (`transfer.knowledge`): then its VMs'
-        knowledge is out-of-sample too (it scores each batch of their window before learning from it)."""
-        return self.recipe.transfer.knowledge == TRAFFIC
+        """Always: it trains on its VMs' own window, so a scoring pass after training would label rows it
+        learnt from; its first epoch scores each batch just before learning from it, so its VMs'
+        knowledge is out-of-sample under either `transfer.knowledge`, at no extra forward pass."""
+        return True
 
     def traffic_folder(self, ctx: RunContext) -> Path | None:
         return traffic_folder(ctx.cache.folder(self.key)) if self.from_traffic else None
