@@ -9,7 +9,8 @@ combination (aux KD + representation + sharing, no adapter), all combined (direc
 stage cache. Every run is a real recipe run tracked in MLflow (`benchmarks/.runs`).
 
 Seeds vary the models (recipe `seed`) and, on the synthetic world, the data (`data.synthetic.seed`);
-MovieLens is one fixed log, so its seeds vary the models only. Every effect is the mean of per-seed
+MovieLens is one fixed log: with `--movielens-users F` (< 1) each seed runs on its own seeded sample of
+a share F of its users (`data.users`), so its seeds vary the data too; by default they vary the models only. Every effect is the mean of per-seed
 paired differences with its 95% t-interval over seeds; a verdict is "better"/"worse" only when the
 interval excludes 0. For GEM's "2×" claim the interval is that of gain_combined − 2·gain_vanilla (NE
 points, gain = NE_baseline − NE). Each slice states its eval positives and the minimum detectable
@@ -39,7 +40,14 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.results_file import write_csv, write_section  # noqa: E402
 from benchmarks.synthetic_world import BENCH  # noqa: E402
-from transfer.config.recipe import AdapterConfig, Recipe, RepresentationConfig, SharingConfig, load_recipe  # noqa: E402
+from transfer.config.recipe import (  # noqa: E402
+    AdapterConfig,
+    Recipe,
+    RepresentationConfig,
+    SharingConfig,
+    UserSampleConfig,
+    load_recipe,
+)
 from transfer.config.validate import validate  # noqa: E402
 from transfer.evaluation.intervals import SeedInterval, seed_interval  # noqa: E402
 from transfer.pipeline.engine import run_recipe  # noqa: E402
@@ -60,7 +68,8 @@ STUDIES = {
     "movielens": Study("movielens", "recipes/movielens_all_techniques.yaml", "recipes/movielens_hierarchical.yaml"),
 }
 STALENESS_RECIPE = "recipes/staleness_study.yaml"
-SCALE = {"synthetic": "bench"}  # bench: the synthetic_world BENCH layout; recipe: the recipes' own (400k rows)
+SCALE = {"synthetic": "bench",  # bench: the synthetic_world BENCH layout; recipe: the recipes' own (400k rows)
+         "users": 1.0}  # a fixed log's share of users per seed (`data.users`); 1.0: seeds vary the models only
 CLAIMED = "aux KD + representation + sharing"  # GEM's combined techniques (2× vanilla KD), without the adapter
 COMBINED = (CLAIMED, "all combined (direct)", "all combined (hierarchical)")
 STALENESS_DAYS = (0, 1, 3, 7)
@@ -108,6 +117,8 @@ def run_quietly(recipe: Recipe, path: Path, seed: int, overrides: dict) -> pl.Da
             recipe.data.synthetic.rows, recipe.data.synthetic.days = BENCH.spec.rows, BENCH.spec.days
             recipe.data.train.days, recipe.data.student.days = BENCH.cutoff, BENCH.student
             recipe.data.validation.days, recipe.data.eval.days = BENCH.validation, BENCH.eval
+    elif SCALE["users"] < 1:  # a fixed log (MovieLens): another sample of its users per seed varies the data
+        recipe.data.users = UserSampleConfig(fraction=SCALE["users"], seed=seed)
     recipe.transfer.vanilla_reference = False  # the ablation's own "vanilla KD" variant is the reference
     recipe.output_dir = str(OUTPUT)
     recipe.trainer.progress = False
@@ -276,8 +287,10 @@ def main() -> None:
     parser.add_argument("--from-csv", type=Path, default=None, help="analyse this run's CSV again instead of running")
     parser.add_argument("--synthetic-scale", choices=["bench", "recipe"], default="bench",
                         help="bench: 1.6M impressions over 40 days, eval 10 days (≥ 2,000 eval positives per slice); recipe: the recipes' 400k")
+    parser.add_argument("--movielens-users", type=float, default=1.0,
+                        help="below 1: each seed runs MovieLens on its own seeded sample of this share of the users (data.users), so seeds vary the data too")
     args = parser.parse_args()
-    SCALE["synthetic"] = args.synthetic_scale
+    SCALE["synthetic"], SCALE["users"] = args.synthetic_scale, args.movielens_users
     seeds = list(range(args.seeds))
     collected = Collected()
     start = time.perf_counter()
@@ -297,7 +310,9 @@ def main() -> None:
         took = f"{(time.perf_counter() - start) / 60:.0f} min for this run"
     for name in STUDIES:
         if name in chosen:
-            varies = "recipe `seed` and `data.synthetic.seed`: models and data" if name == "synthetic" else "recipe `seed`: models only (one fixed log)"
+            varies = "recipe `seed` and `data.synthetic.seed`: models and data" if name == "synthetic" else (
+                f"recipe `seed` and `data.users` (a seeded {args.movielens_users:.0%} of the users): models and data" if args.movielens_users < 1
+                else "recipe `seed`: models only (one fixed log)")
             scale = ""
             if name == "synthetic":
                 scale = (f" World: {BENCH.spec.rows:,} impressions over {BENCH.spec.days} days, windows {BENCH.cutoff}/{BENCH.student}/"

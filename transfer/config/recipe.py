@@ -37,6 +37,15 @@ class SyntheticConfig:
 
 
 @dataclass
+class UserSampleConfig:
+    """A seeded sample of the log's users (each kept with all their impressions): another draw of the
+    same population, so seeds can vary the data of a fixed log (MovieLens) as well as the models."""
+
+    fraction: float = 1.0  # share of users kept (1.0: all)
+    seed: int = 0  # which users: a stable hash of the user id salted with this seed
+
+
+@dataclass
 class DataConfig:
     dataset: str = "synthetic"  # a built-in dataset name or a path to a dataset YAML
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -47,6 +56,7 @@ class DataConfig:
     student: WindowConfig = field(default_factory=lambda: WindowConfig(days=7))
     validation: WindowConfig = field(default_factory=lambda: WindowConfig(days=1))  # for choosing knobs, never for reporting; 0 days: none
     eval: WindowConfig = field(default_factory=lambda: WindowConfig(days=3))  # what the lift table reports
+    users: UserSampleConfig = field(default_factory=UserSampleConfig)
     cache_dir: str = ".cache/gem-transfer"
 
 

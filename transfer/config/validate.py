@@ -97,6 +97,11 @@ def _check_windows(recipe: Recipe, path: Path) -> None:
             _date(path, f"{key}.start", window.start)
     _date(path, "data.synthetic.start", recipe.data.synthetic.start)
     _check_synthetic_rows(path, recipe.data.synthetic.rows)
+    fraction = data.users.fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise RecipeError(f"{path}: data.users.fraction: found {fraction!r}; allowed: a share of users above 0 and at most 1")
+    if not 0 <= data.users.seed <= MAX_SEED:
+        raise RecipeError(f"{path}: data.users.seed: found {data.users.seed}; allowed: a whole number from 0 to {MAX_SEED}")
 
 
 def _check_transfer(recipe: Recipe, path: Path) -> None:

@@ -6,13 +6,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import polars as pl
 import torch
 
 from transfer.catalog import ModelEntry, catalog
 from transfer.config.dataset import DatasetConfig, dataset_config_path, load_dataset_config
-from transfer.config.recipe import DataConfig, StudentConfig, WindowConfig
+from transfer.config.recipe import DataConfig, StudentConfig, UserSampleConfig, WindowConfig
 from transfer.data.cache import cache_path, cached, prepare_cache_dir
 from transfer.data.encoding import EncodedLog, encode, load_encoded, save_encoded
+from transfer.data.hashing import stable_hash
 from transfer.data.impressions import load_impressions
 from transfer.data.synthetic import GENERATOR_VERSION, SyntheticSpec
 from transfer.errors import DataError, RecipeError
@@ -85,7 +87,7 @@ def prepare_data(cfg: DataConfig, staleness_days: int = 0) -> PreparedData:
     cfg_path = dataset_config_path(cfg.dataset)
     dataset = load_dataset_config(cfg_path)
     synthetic = SyntheticSpec(**asdict(cfg.synthetic))
-    log, path = _encoded_log(dataset, cfg_path, prepare_cache_dir(Path(cfg.cache_dir)), synthetic)
+    log, path = _encoded_log(dataset, cfg_path, prepare_cache_dir(Path(cfg.cache_dir)), synthetic, cfg.users)
     first_day = datetime.fromtimestamp(int(log.ts.min()), tz=timezone.utc).replace(hour=0, minute=0, second=0)
     train, student, validation, evaluation = _windows(cfg, first_day, staleness_days)
     domains: dict[str, list[str]] = {}
@@ -128,22 +130,26 @@ def _windows(cfg: DataConfig, first_day: datetime, staleness_days: int) -> tuple
     return train, student, validation, evaluation
 
 
-def _encoded_log(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec) -> tuple[EncodedLog, Path]:
+def _encoded_log(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec,
+                 users: UserSampleConfig) -> tuple[EncodedLog, Path]:
     key = {
         "version": ENCODING_VERSION,
         "config": cfg_path.read_text(),
         "synthetic": [GENERATOR_VERSION, asdict(synthetic)] if dataset.source.synthetic else None,
         "files": _local_file_stats(dataset, cfg_path),
     }
+    if users.fraction < 1:
+        key["users"] = asdict(users)
     path = cache_path(cache_dir, f"encoded-{dataset.name}-{fingerprint(key)}.parquet")
-    cached(path, lambda tmp: _encode_dataset(dataset, cfg_path, cache_dir, synthetic, tmp))
+    cached(path, lambda tmp: _encode_dataset(dataset, cfg_path, cache_dir, synthetic, users, tmp))
     return load_encoded(path), path
 
 
-def _encode_dataset(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec, target: Path) -> None:
-    """Read, validate and encode the dataset into `target`."""
+def _encode_dataset(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec, users: UserSampleConfig,
+                    target: Path) -> None:
+    """Read, validate, sample users from and encode the dataset into `target`."""
     with step(f"data: reading and validating {dataset.name}"):
-        frame = load_impressions(dataset, cfg_path, cache_dir, synthetic)
+        frame = sample_users(load_impressions(dataset, cfg_path, cache_dir, synthetic), users)
     if frame.height == 0:
         raise DataError(f"{cfg_path}: dataset '{dataset.name}' has no impressions (0 rows after validation); allowed: at least one")
     tasks, surfaces = list(dataset.labels), list(dataset.surfaces)
@@ -157,6 +163,17 @@ def _encode_dataset(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, syn
         "hash_buckets": dataset.hash_buckets,
     }
     save_encoded(table, meta, target)
+
+
+def sample_users(frame: pl.DataFrame, users: UserSampleConfig) -> pl.DataFrame:
+    """The canonical log's impressions of a seeded `users.fraction` of its users (all of them at
+    fraction 1): a user is kept when a stable hash of its id, salted with `users.seed`, falls below
+    the fraction. Histories are per user, so the kept users' rows are as they were."""
+    if users.fraction >= 1:
+        return frame
+    buckets = 1_000_000
+    kept = stable_hash(frame["user_id"], f"users:{users.seed}", buckets) < round(users.fraction * buckets)
+    return frame.filter(pl.Series(kept))
 
 
 def _local_file_stats(dataset: DatasetConfig, cfg_path: Path) -> list[tuple[str, int, int]]:
