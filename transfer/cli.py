@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     cycle.add_argument("overrides", nargs="*", help="key=value overrides")
     cycle.set_defaults(handler=_cmd_cycle)
 
+    tune = sub.add_parser("tune", help="search a transfer stage's technique knobs (Optuna) on the validation window; writes the best recipe")
+    tune.add_argument("recipe", type=Path)
+    tune.add_argument("--trials", type=_positive_int, default=20, help="finish this many trials in all (a rerun continues the study)")
+    tune.add_argument("--stage", type=_positive_int, default=None, help="which transfer stage, counted from 1 (default: the last)")
+    tune.add_argument("overrides", nargs="*", help="key=value overrides, as for run")
+    tune.set_defaults(handler=_cmd_tune)
+
     validate = sub.add_parser("validate", help="check recipes without running them")
     validate.add_argument("recipes", type=Path, nargs="+")
     validate.set_defaults(handler=_cmd_validate)
@@ -159,6 +166,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id} in {result.tracking_uri}")
     print(f"        browse with: mlflow ui --backend-store-uri {result.tracking_uri}")
     print(f"Outputs (knowledge, lift.csv, recipe): {result.run_dir}")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from transfer.tuning.study import tune
+
+    result = tune(args.recipe, args.overrides, args.trials, args.stage)
+    finished = [t for t in result.trials if t.value is not None]
+    print()
+    print(f"{len(finished)} trials finished; best mean val NE {result.best_value:.4f} with "
+          + ", ".join(f"{key}={value:.4g}" for key, value in result.best_params.items()))
+    print(f"Best recipe: {result.best_recipe}  (run it: gem-transfer run {result.best_recipe})")
+    print(f"Study: {result.folder / 'study.db'}; MLflow run {result.run_id}")
     return 0
 
 

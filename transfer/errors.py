@@ -15,3 +15,7 @@ class DataError(UserError):
 
 class TrainingError(UserError):
     """Training cannot go on (e.g. a NaN loss); the message names the model and the step."""
+
+
+class RunStopped(Exception):
+    """A run stopped on purpose before its end (a pruned tuning trial): its MLflow runs end KILLED, not FAILED."""

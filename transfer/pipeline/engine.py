@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class RunResult:
     run_dir: Path
     teacher_weights: Path | None = None
     students: dict[str, RankingModule] = field(default_factory=dict)  # vertical → its trained student
+    validation: dict[str, dict[str, float]] = field(default_factory=dict)  # vertical → its student's val_* metrics
 
 
 def planned(recipe: Recipe, recipe_path: Path) -> tuple[RunContext, Plan]:
@@ -50,20 +52,23 @@ def planned(recipe: Recipe, recipe_path: Path) -> tuple[RunContext, Plan]:
     return ctx, plan_recipe(recipe, data, verticals)
 
 
-def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | None = None) -> RunResult:
+def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | None = None, nested: bool = False,
+               on_student: Callable[[str, dict[str, float]], None] | None = None) -> RunResult:
     """Run a recipe end to end; returns the lift table and where it was tracked. `extra_tags` go on
-    the recipe's parent run (the continuous cycle's lineage)."""
+    the recipe's parent run (the continuous cycle's lineage); `nested`: that run is a child of the
+    active MLflow run (a tuning trial); `on_student(vertical, val_metrics)` is called as each student
+    is scored (a tuning study's intermediate values)."""
     ranks.start()
     uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
     if ranks.is_main():  # only rank 0 talks to the tracking server
         check_reachable(uri, Path(recipe.output_dir))
     ctx, plan = planned(recipe, recipe_path)
     experiment = recipe.tracking.experiment or recipe.name
-    ctx = replace(ctx, tracker=Tracker(uri, experiment, _artifact_root(recipe.tracking.uri, Path(recipe.output_dir))))
+    ctx = replace(ctx, tracker=recipe_tracker(recipe), on_student=on_student)
     _clean_up_killed_attempts(recipe, ctx.tracker)
     _say_data(ctx.data)
     tags = {T.RECIPE: recipe.name, T.RECIPE_HASH: recipe.hash, T.STRATEGY: recipe.transfer.strategy, **(extra_tags or {})}
-    with ctx.tracker.run(recipe.name, tags) as parent_id:
+    with ctx.tracker.run(recipe.name, tags, nested=nested) as parent_id:
         # on every run below: which recipe run it belongs to (for `lift`, `register`, and cleaning up a killed attempt)
         ctx.tracker.common_tags = {T.RECIPE: recipe.name, T.RECIPE_HASH: recipe.hash, T.RECIPE_RUN_ID: parent_id}
         _log_recipe(ctx)
@@ -72,7 +77,15 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
                 for stage in stages:
                     stage.run(ctx)
     students = {s.vertical.spec.name: s.output.module for s in plan.evaluation.students}
-    return RunResult(plan.evaluation.output, parent_id, uri, experiment, ctx.run_dir, plan.teacher.output.weights, students)
+    validation = {s.vertical.spec.name: s.output.validation for s in plan.evaluation.students}
+    return RunResult(plan.evaluation.output, parent_id, uri, experiment, ctx.run_dir, plan.teacher.output.weights, students, validation)
+
+
+def recipe_tracker(recipe: Recipe) -> Tracker:
+    """The MLflow tracker of the recipe's runs: its store (by default a sqlite file in its output
+    folder), its experiment (by default its name), artifacts beside a local store."""
+    uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
+    return Tracker(uri, recipe.tracking.experiment or recipe.name, _artifact_root(recipe.tracking.uri, Path(recipe.output_dir)))
 
 
 def _group_run(ctx: RunContext, group: int):

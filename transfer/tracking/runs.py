@@ -28,7 +28,7 @@ from mlflow.types import Schema, TensorSpec
 from sqlalchemy.engine import make_url
 from torch import nn
 
-from transfer.errors import UserError
+from transfer.errors import RunStopped, UserError
 from transfer.tracking import tags as T
 from transfer.util import ranks
 from transfer.util.atomic import process_alive
@@ -213,7 +213,7 @@ class Tracker:
     @contextlib.contextmanager
     def run(self, name: str, tags: dict[str, str], nested: bool = False) -> Iterator[str]:
         """Start a run (nested under the active one when `nested`); yields its id. Failures mark it
-        FAILED, Ctrl-C KILLED."""
+        FAILED, Ctrl-C (or a `RunStopped`) KILLED."""
         if not self.main:
             yield ranks.from_main("")
             return
@@ -221,7 +221,7 @@ class Tracker:
         with mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested, tags={**self.common_tags, **tags, **owner}) as active:
             try:
                 yield ranks.from_main(active.info.run_id)
-            except Interrupted:
+            except (Interrupted, RunStopped):
                 mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
                 raise
 

@@ -3,6 +3,7 @@ stages read (`RunContext`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class RunContext:
     cache: StageCache
     tracker: Tracker | None = None  # None while planning
     run_dir: Path | None = None  # where the run's lift.csv goes
+    on_student: Callable[[str, dict[str, float]], None] | None = None  # called with (vertical, val_* metrics) as each student is scored
 
     def evaluate(self, module: RankingModule, rows: torch.Tensor, task: str, shift: float) -> tuple[Scores, torch.Tensor]:
         """`module`'s NE, AUC and calibration on `task` over `rows` ([n]) and its NE after the logit

@@ -4,7 +4,7 @@ VM's eval slice beside the teacher and its producer, and costed for serving."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning as L
 import torch
@@ -41,6 +41,7 @@ class VerticalOutcome:
     logits: torch.Tensor  # [n] its logits on the slice's rows
     teacher_logits: torch.Tensor  # [n] the teacher's on the same rows
     interval: LiftInterval | None = None  # a student's 95% interval of lift and transfer ratio over its baseline
+    validation: dict[str, float] = field(default_factory=dict)  # its val_* metrics on the validation slice (none without one)
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,9 @@ class _VerticalStage(Stage):
             tracker.log_metrics(T.model_metrics(scores, teacher[0], producer, baseline.scores if baseline else scores)
                                 | T.interval_metrics(interval) | gain | validation)
             status = _log_serving(tracker, module, spec, WindowBatches(data.log, eval_rows, model.history_length), self.role)
-        self.output = VerticalOutcome(module, run_id, scores, status, teacher[0], producer, logits, teacher[1], interval)
+        self.output = VerticalOutcome(module, run_id, scores, status, teacher[0], producer, logits, teacher[1], interval, validation)
+        if self.role == T.Role.STUDENT and ctx.on_student is not None:
+            ctx.on_student(spec.name, validation)
 
     def _module_and_batches(self, model: torch.nn.Module, target: ConsumerTarget) -> tuple[RankingModule, WindowBatches]:
         raise NotImplementedError
