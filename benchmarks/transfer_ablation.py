@@ -9,8 +9,8 @@ combination (aux KD + representation + sharing, no adapter), all combined (direc
 stage cache. Every run is a real recipe run tracked in MLflow (`benchmarks/.runs`).
 
 Seeds vary the models (recipe `seed`) and, on the synthetic world, the data (`data.synthetic.seed`);
-MovieLens is one fixed log: with `--movielens-users F` (< 1) each seed runs on its own seeded sample of
-a share F of its users (`data.users`), so its seeds vary the data too; by default they vary the models only. Every effect is the mean of per-seed
+MovieLens is one fixed log, so each seed runs on its own seeded sample of a share F of its users
+(`data.users`, `--movielens-users F`, default 0.8) and its seeds vary the data too (F = 1: models only). Every effect is the mean of per-seed
 paired differences with its 95% t-interval over seeds; a verdict is "better"/"worse" only when the
 interval excludes 0. For GEM's "2×" claim the interval is that of gain_combined − 2·gain_vanilla (NE
 points, gain = NE_baseline − NE). Each slice states its eval positives and the minimum detectable
@@ -287,7 +287,7 @@ def main() -> None:
     parser.add_argument("--from-csv", type=Path, default=None, help="analyse this run's CSV again instead of running")
     parser.add_argument("--synthetic-scale", choices=["bench", "recipe"], default="bench",
                         help="bench: 1.6M impressions over 40 days, eval 10 days (≥ 2,000 eval positives per slice); recipe: the recipes' 400k")
-    parser.add_argument("--movielens-users", type=float, default=1.0,
+    parser.add_argument("--movielens-users", type=float, default=0.8,
                         help="below 1: each seed runs MovieLens on its own seeded sample of this share of the users (data.users), so seeds vary the data too")
     args = parser.parse_args()
     SCALE["synthetic"], SCALE["users"] = args.synthetic_scale, args.movielens_users
