@@ -4,6 +4,8 @@ trial a real recipe run nested in the study's MLflow run, resumable, the best re
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -96,6 +98,31 @@ def test_a_trial_left_running_by_a_killed_study_is_marked_failed_and_not_counted
     assert code == 0, err
     assert "marked trial 0, left running by a killed run, as failed" in out
     assert [t.state for t in _study(other)[0].trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+
+
+def test_a_second_process_on_a_running_study_is_refused_and_leaves_its_running_trial_alone(tunable, capsys):
+    """A live process holds the study (its lock, a trial RUNNING): a second `tune` on it stops in one
+    line, exit 2, and does not mark the live trial failed."""
+    _, recipe = tunable
+    other, study = _renamed_with_study(recipe, "contended")
+    study.ask()  # the live process's trial
+    lock = _study(other)[1] / "study.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         f"h = open({str(lock)!r}, 'a+'); fcntl.flock(h, fcntl.LOCK_EX); h.write(f'process {{os.getpid()}}'); h.flush()\n"
+         "print('locked', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, out, err = run_cli(capsys, "tune", str(other), "--trials", "1")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert f"process {holder.pid} is already running the study in" in line
+    assert "trial" not in out
+    assert [t.state for t in _study(other)[0].trials] == [optuna.trial.TrialState.RUNNING]
 
 
 @pytest.mark.slow

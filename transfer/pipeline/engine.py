@@ -59,12 +59,9 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
     active MLflow run (a tuning trial); `on_student(vertical, val_metrics)` is called as each student
     is scored (a tuning study's intermediate values)."""
     ranks.start()
-    uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
-    if ranks.is_main():  # only rank 0 talks to the tracking server
-        check_reachable(uri, Path(recipe.output_dir))
+    tracker = recipe_tracker(recipe)  # fails fast, before any data work, on a store it cannot reach
     ctx, plan = planned(recipe, recipe_path)
-    experiment = recipe.tracking.experiment or recipe.name
-    ctx = replace(ctx, tracker=recipe_tracker(recipe), on_student=on_student)
+    ctx = replace(ctx, tracker=tracker, on_student=on_student)
     _clean_up_killed_attempts(recipe, ctx.tracker)
     _say_data(ctx.data)
     tags = {T.RECIPE: recipe.name, T.RECIPE_HASH: recipe.hash, T.STRATEGY: recipe.transfer.strategy, **(extra_tags or {})}
@@ -78,13 +75,16 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
                     stage.run(ctx)
     students = {s.vertical.spec.name: s.output.module for s in plan.evaluation.students}
     validation = {s.vertical.spec.name: s.output.validation for s in plan.evaluation.students}
-    return RunResult(plan.evaluation.output, parent_id, uri, experiment, ctx.run_dir, plan.teacher.output.weights, students, validation)
+    return RunResult(plan.evaluation.output, parent_id, tracker.uri, tracker.experiment, ctx.run_dir, plan.teacher.output.weights, students, validation)
 
 
 def recipe_tracker(recipe: Recipe) -> Tracker:
     """The MLflow tracker of the recipe's runs: its store (by default a sqlite file in its output
-    folder), its experiment (by default its name), artifacts beside a local store."""
+    folder), its experiment (by default its name), artifacts beside a local store. Rank 0 checks
+    first that the store answers (one clear line if not)."""
     uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
+    if ranks.is_main():  # only rank 0 talks to the tracking server
+        check_reachable(uri, Path(recipe.output_dir))
     return Tracker(uri, recipe.tracking.experiment or recipe.name, _artifact_root(recipe.tracking.uri, Path(recipe.output_dir)))
 
 

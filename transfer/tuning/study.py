@@ -6,21 +6,26 @@ its objective is the mean validation NE (`val_ne`) of the recipe's students — 
 never the eval window. After each student the running mean is reported, so the median pruner stops a
 trial whose first students are already worse than the median of earlier trials at that point. The
 study lives in `<output_dir>/<name>/tune-<recipe hash>-stage<i>/study.db`: a rerun continues it
-(trials a killed run left running are marked failed and do not count) until N trials have finished.
+(trials a killed run left running are marked failed and do not count) until N trials have finished;
+one process at a time runs a study (a second is refused while the first holds its lock).
 The best trial's recipe is written beside it as `best.yaml`, ready for `gem-transfer run`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
+import os
 import statistics
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 
 from transfer.config.recipe import Recipe, load_recipe
-from transfer.errors import RecipeError, RunStopped
+from transfer.errors import RecipeError, RunStopped, UserError
 from transfer.pipeline.engine import recipe_tracker, run_recipe
 from transfer.tracking import tags as T
 from transfer.tuning.space import Knob, stage_knobs
@@ -51,6 +56,12 @@ def tune(recipe_path: Path, overrides: list[str], trials: int, stage: int | None
     knobs = _knobs(recipe, recipe_path, index)
     folder = Path(recipe.output_dir) / recipe.name / f"tune-{recipe.hash}-stage{index}"
     folder.mkdir(parents=True, exist_ok=True)
+    with _study_lock(folder):
+        return _run_study(recipe, recipe_path, overrides, trials, index, knobs, folder)
+
+
+def _run_study(recipe: Recipe, recipe_path: Path, overrides: list[str], trials: int, index: int,
+               knobs: list[Knob], folder: Path) -> TuneResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=f"sqlite:///{folder / 'study.db'}", study_name="tune", direction="minimize",
                                 sampler=optuna.samplers.TPESampler(seed=recipe.seed),
@@ -137,7 +148,25 @@ def _finished(study: optuna.Study) -> int:
 
 
 def _fail_abandoned(study: optuna.Study) -> None:
-    """Trials still RUNNING come from a killed run (one study runs in one process): mark them failed."""
+    """Trials still RUNNING come from a killed run (the study's lock keeps out a live one): mark them failed."""
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         print(f"  marked trial {trial.number}, left running by a killed run, as failed", flush=True)
+
+
+@contextlib.contextmanager
+def _study_lock(folder: Path) -> Iterator[None]:
+    """Hold the study's lock (`<folder>/study.lock`, an flock released when the process ends) for the
+    block; a second process tuning the same study is refused in one line."""
+    with open(folder / "study.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UserError(f"tune: {holder} is already running the study in {folder}; wait for it to finish or stop it") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}")
+        handle.flush()
+        yield
