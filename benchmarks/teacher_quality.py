@@ -1,13 +1,18 @@
-"""Teacher quality (issue #4): the GEM teacher against the skeleton teacher, a DCN-v2-style and an
-MLP baseline, given the same training budget (same examples, same epochs, same batch size, same
-optimiser), on the synthetic default and on MovieLens-100K, over seeds; a scaling curve of eval NE
-against training FLOPs for gem_lite → gem_tiny → gem_base; and the speed options (torch.compile,
-bf16-mixed) measured on the GEM teacher's training steps.
+"""Teacher quality (issues #4, #14): the GEM teacher against the skeleton teacher, an order-free
+counting model (`counts_mlp`: MLP + target-match counts), a DCN-v2-style and an MLP baseline, given the
+same training budget (same examples, same epochs, same batch size, same optimiser), on the synthetic
+default and on MovieLens-100K, over seeds that vary the data as well as the models (the synthetic
+world's seed; a seeded 80 % of MovieLens's users); a scaling curve of eval NE against training FLOPs
+for gem_lite → gem_tiny → gem_base; and the speed options (torch.compile, bf16-mixed) measured on the
+GEM teacher's training steps.
 
 Every model is trained by the same Lightning path a recipe uses (`transfer.training.trainer.fit`) and
-scored on the recipe's eval window. Training FLOPs = 3 × forward FLOPs per example × examples seen.
+scored on the students' window (the rows whose knowledge it would generate, right after its own) and
+on the eval window. Each teacher is compared with `counts_mlp` by per-seed paired NE differences with
+their 95% t-interval: where a teacher beats it, reading the history (its order, high-order crosses)
+bought what target-match counts alone do not. Training FLOPs = 3 × forward FLOPs per example × examples seen.
 
-    python benchmarks/teacher_quality.py [--seeds 3] [--only quality|scaling|speed]
+    python benchmarks/teacher_quality.py [--seeds 3] [--only quality|scaling|speed] [--models NAME …] [--datasets synthetic movielens]
 """
 
 from __future__ import annotations
@@ -26,17 +31,20 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.results_file import write_csv, write_section  # noqa: E402
 from transfer.catalog import catalog  # noqa: E402
-from transfer.config.recipe import Recipe, load_recipe  # noqa: E402
+from transfer.config.recipe import Recipe, UserSampleConfig, load_recipe  # noqa: E402
 from transfer.data.batches import WindowBatches, window_loader  # noqa: E402
 from transfer.data.prepare import PreparedData, prepare_data  # noqa: E402
 from transfer.evaluation.cost import forward_flops_per_example, parameter_count  # noqa: E402
+from transfer.evaluation.intervals import SeedInterval, seed_interval  # noqa: E402
 from transfer.training.module import RankingModule  # noqa: E402
 from transfer.training.trainer import fit, make_trainer  # noqa: E402
 from transfer.util.atomic import atomic_path  # noqa: E402
 
 COMMAND = "make bench-teachers  (python benchmarks/teacher_quality.py)"
 DATASETS = {"synthetic": "recipes/quickstart.yaml", "movielens": "recipes/movielens_direct.yaml"}
-COMPARED = ("gem_tiny", "gem_lite", "skeleton_tiny", "dcn_v2", "mlp")
+COMPARED = ("gem_tiny", "gem_lite", "skeleton_tiny", "counts_mlp", "dcn_v2", "mlp")
+REFERENCE = "counts_mlp"  # the order-free counting model every teacher is paired against
+MOVIELENS_USERS = 0.8  # share of MovieLens's users each seed samples (so seeds vary its data)
 SCALING = ("gem_lite", "gem_tiny", "gem_base")
 PLOT = REPO / "benchmarks" / "teacher_scaling.png"
 CSV = REPO / "benchmarks" / "teacher_quality.csv"
@@ -53,7 +61,7 @@ class Trained:
     flops_per_example: float
     train_flops: float
     train_seconds: float
-    scores: dict[str, dict[str, float]]  # task → {"ne", "auc", "calibration"}
+    scores: dict[str, dict[str, float]]  # task → {"ne", "auc", "calibration", "knowledge_ne", "knowledge_auc"}
 
 
 def train_and_score(name: str, recipe: Recipe, data: PreparedData, seed: int, dataset: str) -> Trained:
@@ -68,9 +76,12 @@ def train_and_score(name: str, recipe: Recipe, data: PreparedData, seed: int, da
     start = time.perf_counter()
     fit(module, train, trainer_cfg, cfg.max_epochs, logger=False)
     seconds = time.perf_counter() - start
-    evaluation = window_loader(WindowBatches(data.log, data.eval_rows, model.history_length), 4096, shuffle=False)
-    (logged,) = make_trainer(trainer_cfg, 1, progress=False).test(module, dataloaders=evaluation, verbose=False)
-    scores = {task: {m: float(logged[f"eval_{task}_{m}"]) for m in ("ne", "auc", "calibration")} for task in data.log.tasks}
+    scores = {task: {} for task in data.log.tasks}
+    for prefix, rows in (("", data.eval_rows), ("knowledge_", data.student_rows)):
+        window = window_loader(WindowBatches(data.log, rows, model.history_length), 4096, shuffle=False)
+        (logged,) = make_trainer(trainer_cfg, 1, progress=False).test(module, dataloaders=window, verbose=False)
+        for task in data.log.tasks:
+            scores[task] |= {f"{prefix}{m}": float(logged[f"eval_{task}_{m}"]) for m in ("ne", "auc", "calibration")}
     flops = forward_flops_per_example(model.eval(), data.log.inputs)
     examples = len(data.train_rows) * cfg.max_epochs
     return Trained(dataset, name, seed, parameter_count(model), flops, 3 * flops * examples, seconds, scores)
@@ -88,29 +99,57 @@ def summary_table(frame: pl.DataFrame) -> str:
     """Mean ± std over seeds per (dataset, model, task), best NE per (dataset, task) in bold."""
     agg = frame.group_by("dataset", "model", "task").agg(
         pl.col("ne").mean().alias("ne"), pl.col("ne").std().alias("ne_sd"), pl.col("auc").mean().alias("auc"),
-        pl.col("auc").std().alias("auc_sd"), pl.col("flops_per_example").first(), pl.col("params").first(),
+        pl.col("auc").std().alias("auc_sd"), pl.col("knowledge_ne").mean(), pl.col("flops_per_example").first(), pl.col("params").first(),
         pl.col("train_seconds").median(), pl.len().alias("seeds") / pl.col("task").n_unique(),
     ).sort("dataset", "task", "ne")
     best = agg.group_by("dataset", "task").agg(pl.col("ne").min().alias("best"))
-    lines = ["| dataset | task | teacher | eval NE (mean ± sd) | eval AUC | params | FLOPs/example | train s | seeds |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | task | teacher | eval NE (mean ± sd) | eval AUC | students'-window NE | params | FLOPs/example | train s | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in agg.join(best, on=["dataset", "task"]).sort("dataset", "task", "ne").iter_rows(named=True):
         ne = f"{row['ne']:.4f} ± {row['ne_sd'] or 0:.4f}"
         ne = f"**{ne}**" if row["ne"] == row["best"] else ne
         lines.append(
             f"| {row['dataset']} | {row['task']} | {row['model']} | {ne} | {row['auc']:.4f} ± {row['auc_sd'] or 0:.4f} "
-            f"| {row['params'] / 1e6:.2f} M | {row['flops_per_example'] / 1e6:.2f} M | {row['train_seconds']:.0f} | {row['seeds']:.0f} |"
+            f"| {row['knowledge_ne']:.4f} | {row['params'] / 1e6:.2f} M | {row['flops_per_example'] / 1e6:.2f} M | {row['train_seconds']:.0f} | {row['seeds']:.0f} |"
         )
     return "\n".join(lines)
 
 
-def run_quality(seeds: int) -> list[Trained]:
+def paired_table(frame: pl.DataFrame) -> str:
+    """Each teacher against `counts_mlp`: the mean over seeds of the per-seed NE difference (NE points,
+    ×100; positive = the teacher is better) with its 95% t-interval, on the students' and eval windows."""
+    lines = [f"| dataset | task | teacher | NE points over {REFERENCE}, students' window [95% CI] | verdict | eval window [95% CI] | verdict | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    reference = frame.filter(pl.col("model") == REFERENCE).select("dataset", "task", "seed", pl.col("knowledge_ne").alias("ref_k"), pl.col("ne").alias("ref_e"))
+    paired = frame.filter(pl.col("model") != REFERENCE).join(reference, on=["dataset", "task", "seed"])
+    for (dataset, task, model), rows in sorted(paired.group_by("dataset", "task", "model"), key=lambda g: g[0]):
+        window = seed_interval((100 * (rows["ref_k"] - rows["knowledge_ne"])).to_list())
+        evaluation = seed_interval((100 * (rows["ref_e"] - rows["ne"])).to_list())
+        lines.append(f"| {dataset} | {task} | {model} | {_interval(window)} | {window.verdict} | {_interval(evaluation)} | {evaluation.verdict} | {window.seeds} |")
+    return "\n".join(lines)
+
+
+def _interval(interval: SeedInterval) -> str:
+    return f"{interval.mean:+.2f} [{interval.low:.2f}, {interval.high:.2f}]"
+
+
+def seeded_recipe(dataset: str, seed: int) -> Recipe:
+    """The dataset's recipe with seed `seed`'s data: another synthetic world, another sample of MovieLens's users."""
+    recipe = load_recipe(REPO / DATASETS[dataset])
+    if recipe.data.dataset == "synthetic":
+        recipe.data.synthetic.seed = seed
+    else:
+        recipe.data.users = UserSampleConfig(fraction=MOVIELENS_USERS, seed=seed)
+    return recipe
+
+
+def run_quality(seeds: int, models: list[str], datasets: list[str]) -> list[Trained]:
     results = []
-    for dataset, recipe_path in DATASETS.items():
-        recipe = load_recipe(REPO / recipe_path)
-        data = prepare_data(recipe.data)
+    for dataset in datasets:
         for seed in range(seeds):
-            for name in COMPARED:
+            recipe = seeded_recipe(dataset, seed)
+            data = prepare_data(recipe.data)
+            for name in models:
                 results.append(trained := train_and_score(name, recipe, data, seed, dataset))
                 print(f"{dataset} seed {seed} {name}: " + ", ".join(f"{t} NE {s['ne']:.4f}" for t, s in trained.scores.items())
                       + f" ({trained.train_seconds:.0f} s)", flush=True)
@@ -119,8 +158,8 @@ def run_quality(seeds: int) -> list[Trained]:
 
 def run_scaling(done: list[Trained]) -> list[Trained]:
     """Seed 0 on the synthetic default; presets the quality comparison already trained are reused."""
-    recipe = load_recipe(REPO / DATASETS["synthetic"])
-    data = prepare_data(recipe.data)
+    data = prepare_data(seeded_recipe("synthetic", 0).data)
+    recipe = seeded_recipe("synthetic", 0)
     reuse = {r.model: r for r in done if r.dataset == "synthetic" and r.seed == 0}
     results = []
     for name in SCALING:
@@ -164,13 +203,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", choices=["quality", "scaling", "speed"])
+    parser.add_argument("--models", nargs="+", choices=COMPARED, default=list(COMPARED), help=f"teachers to compare ({REFERENCE} always runs)")
+    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     args = parser.parse_args()
     results: list[Trained] = []
     if args.only in (None, "quality"):
-        results = run_quality(args.seeds)
+        models = [m for m in COMPARED if m in args.models or m == REFERENCE]
+        results = run_quality(args.seeds, models, args.datasets)
         frame = pl.DataFrame(as_rows(results))
         write_csv(frame, CSV)
-        write_section("teacher-quality", COMMAND, summary_table(frame))
+        subset = "" if (models, args.datasets) == (list(COMPARED), list(DATASETS)) else (
+            f"A subset: teachers {', '.join(models)} on {', '.join(args.datasets)}.\n\n")
+        write_section("teacher-quality", COMMAND, subset + f"Seeds vary the data and the models ({args.seeds} seeds).\n\n"
+                      + summary_table(frame) + "\n\n" + paired_table(frame))
     if args.only in (None, "scaling"):
         write_section("teacher-scaling", COMMAND, scaling_section(run_scaling(results)))
     if args.only in (None, "speed"):
