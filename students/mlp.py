@@ -1,11 +1,12 @@
-"""Small vertical models: hashed features + a short history → MLP → one serving logit."""
+"""Small vertical models: hashed features + a short history (pooled, and its classic aggregates:
+past action rates, length, recency) → MLP → one serving logit."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from teacher.layers import EventEmbedding, FeatureEmbedding, HistoryPooling, mlp
+from teacher.layers import EventEmbedding, FeatureEmbedding, HistoryAggregates, HistoryPooling, mlp
 from transfer.contract import AD_FEATURE, CATEGORY_FEATURE, InputSpec, ModelOutput, RankingModelBase
 
 
@@ -23,6 +24,7 @@ class MLPVerticalModel(RankingModelBase):
         dim: int,
         history_length: int,
         hidden: list[int],
+        aggregates: bool = True,
         feature_names: tuple[str, ...] = (),
     ):
         super().__init__(history_length=history_length, embedding_dim=hidden[-1], feature_names=feature_names,
@@ -31,14 +33,17 @@ class MLPVerticalModel(RankingModelBase):
         self.events = EventEmbedding(self.features, n_surfaces, n_actions, dim, AD_FEATURE, CATEGORY_FEATURE)
         self.pooling = HistoryPooling(dim, heads=1, recent=min(4, history_length))
         self.dense = nn.Linear(n_dense, dim)
-        self.trunk = mlp([(n_categorical + 1) * dim + 3 * dim, *hidden])
+        self.aggregates = HistoryAggregates(n_actions, history_length, dim) if aggregates else None
+        self.trunk = mlp([(n_categorical + 1) * dim + (4 if aggregates else 3) * dim, *hidden])
         self.head = nn.Linear(hidden[-1], 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         tokens = self.features(batch["categorical"])  # [B, F, d]
         target = tokens[:, AD_FEATURE] + tokens[:, CATEGORY_FEATURE]  # [B, d]
-        history = self.pooling(self.events(batch), batch["hist_mask"], target)  # [B, 3d]
-        hidden = self.trunk(torch.cat([tokens.flatten(1), self.dense(batch["dense"]), history], dim=-1))  # [B, H]
+        history = [self.pooling(self.events(batch), batch["hist_mask"], target)]  # [B, 3d]
+        if self.aggregates is not None:
+            history.append(self.aggregates(batch))  # [B, d]
+        hidden = self.trunk(torch.cat([tokens.flatten(1), self.dense(batch["dense"]), *history], dim=-1))  # [B, H]
         return ModelOutput(self.head(hidden), hidden)
 
     def output_layer(self) -> nn.Linear:
@@ -55,8 +60,9 @@ MLP_VM_SIZES = {
 }
 
 
-def mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int]) -> MLPVerticalModel:
-    """An MLP vertical model: `dim`-wide embeddings, the last `history_length` events, MLP `hidden`."""
+def mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int], aggregates: bool = True) -> MLPVerticalModel:
+    """An MLP vertical model: `dim`-wide embeddings, the last `history_length` events (pooled and, with
+    `aggregates`, summarised as past action rates, length and recency), MLP `hidden`."""
     return MLPVerticalModel(
         n_categorical=inputs.n_categorical,
         n_dense=inputs.n_dense,
@@ -66,5 +72,6 @@ def mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int
         dim=dim,
         history_length=history_length,
         hidden=list(hidden),
+        aggregates=aggregates,
         feature_names=inputs.categorical_names,
     )

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -174,6 +176,35 @@ class TargetMatchCounts(nn.Module):
             match = (hist == target.unsqueeze(1)) & mask  # [B, L]
             counts.append((match.unsqueeze(-1) & reached).sum(dim=1))  # [B, A]
         return self.project(torch.log1p(torch.cat(counts, dim=-1).float()))  # [B, d]
+
+
+class HistoryAggregates(nn.Module):
+    """The classic aggregates of a user's recent history that a standard CTR model is given: the past
+    rate of each action level (share of the events clicked, converted, …), how many events there
+    are (log-scaled against the window) and how recent the last one is (its age bucket), with a
+    flag for an empty history. Output: [B, d].
+    """
+
+    def __init__(self, n_actions: int, history_length: int, dim: int):
+        super().__init__()
+        self.n_actions, self.history_length = n_actions, history_length
+        self.project = nn.Linear(n_actions + 2, dim)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """→ [B, d] from hist_action, hist_age and hist_mask [B, L] (newest event last)."""
+        return self.project(self.features(batch))
+
+    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The raw aggregates [B, A + 2]: rates of levels 1 … A−1, log count, last event's age, empty."""
+        mask = batch["hist_mask"]  # [B, L]
+        count = mask.sum(dim=1, keepdim=True).float()  # [B, 1]
+        levels = torch.arange(1, self.n_actions, device=mask.device)  # [A − 1]
+        reached = (batch["hist_action"].unsqueeze(-1) >= levels) & mask.unsqueeze(-1)  # [B, L, A − 1]
+        rates = reached.sum(dim=1).float() / count.clamp(min=1.0)  # [B, A − 1]
+        size = torch.log1p(count) / math.log1p(self.history_length)  # [B, 1] in [0, 1]
+        last_age = torch.where(mask[:, -1], batch["hist_age"][:, -1], 0).float().unsqueeze(-1) / AGE_BUCKETS  # [B, 1]
+        empty = (count == 0).float()  # [B, 1]
+        return torch.cat([rates, size, last_age, empty], dim=-1)
 
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
