@@ -6,7 +6,7 @@ needs, its loss term and its tag.
 | `distillation.py` | knowledge distillation on the serving head (vanilla) or an auxiliary head (α, β, T) |
 | `representation.py` | a projection head aligned with the producer's embedding (cosine, MSE, InfoNCE) |
 | `sharing.py` | importing producer parts (embedding tables, named modules), frozen or fine-tuned |
-| `student_adapter.py` | the Student Adapter, fit on the freshest labels, supervising a second head |
+| `student_adapter.py` | the Student Adapter, fit on the freshest labels before the consumer trains, supervising a second head |
 
 `technique.py` says what a technique provides. Adding one: a module here with `Config`, `enabled`,
 `tag`, `check` and `build`, named in `TECHNIQUES` and as a field of the recipe's `StageConfig`.
@@ -70,11 +70,11 @@ def _built(stage) -> list[Technique]:
 
 def build_techniques(stage, producer: nn.Module, consumer: nn.Module, shape: ConsumerShape) -> list[Technique]:
     """The stage's techniques for one consumer: producer parts imported, then every technique's
-    distillation heads, heads and models built in that order (see `adapters.technique`)."""
+    distillation heads and heads built in that order (see `adapters.technique`)."""
     built = _built(stage)
     for technique in built:
         technique.prepare(producer, consumer)
-    for hook in ("distill_heads", "heads", "models"):
+    for hook in ("distill_heads", "heads"):
         for technique in built:
             getattr(technique, hook)(shape)
     return built

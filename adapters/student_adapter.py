@@ -1,22 +1,34 @@
-"""The Student Adapter (design §8): a small model `A(z_t, surface, knowledge age) → z_a`, trained with
-`BCE(z_a, y)` on the freshest labelled rows a consumer sees, corrects the producer's stale logits;
-`σ(z_a)`, gradients stopped, supervises a second distillation head `z_a'` on the consumer's trunk
-(read through the gradient scaler β). Each training step updates the adapter first, then the
-consumer: `L = BCE(z_s, y) + … + w_a·BCE(z_a', σ(z_a))`.
+"""The Student Adapter (design §8): a small model `A(z_t, inputs) → z_a` that corrects a producer's
+stale logits, fit on the freshest labels — the last `fit_days` of the consumers' window, which the
+producer never trained on — strictly before the consumer trains (not co-trained on its shuffled
+rows). Its inputs are what stale knowledge gets wrong: the ad's category, the dense features (the
+ad's age among them), the calendar (weekday, hour), the surface and the knowledge's age.
+
+The fitted adapter, frozen, corrects the logits of every consumer row whose knowledge age lies
+within the ages it was fit on (the others keep the producer's logits: it never extrapolates in
+age); `σ(z_a)` supervises a second distillation head `z_a'` on the consumer's trunk (through the
+gradient scaler β): `L = BCE(z_s, y) + … + w_a·BCE(z_a', σ(z_a))`.
+
+A *placebo* adapter (`placebo: true`) is the identity: the same second head, learning from the
+uncorrected `σ(z_t)` — the control that tells the correction from the extra head.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import lightning as L
 import torch
 from torch import nn
 
 from adapters.distillation import distillation_loss
 from adapters.technique import ConsumerShape, Technique, Trunk, check_non_negative, check_positive
+from transfer.contract import CATEGORY_FEATURE
 from transfer.training.losses import label_loss  # the BCE every model trains with
+
+CATEGORY_BUCKETS = 1024  # the adapter's own small table over the (hashed) ad category
+FIT_BATCH = 1024
 
 
 @dataclass
@@ -24,10 +36,12 @@ class AdapterConfig:
     """The Student Adapter: corrects stale producer logits from the freshest labels."""
 
     enabled: bool = False
-    fit_days: int = 3  # the adapter learns from the last `fit_days` of the consumer's window
-    weight: float = 3.0  # weight of the second distillation head, supervised by σ(z_a)
+    fit_days: int = 3  # the adapter is fit on the last `fit_days` of the consumers' window
+    weight: float = 1.0  # weight of the second distillation head, supervised by σ(z_a)
     hidden: int = 16
     lr: float = 0.03
+    epochs: int = 5  # passes over the fit rows
+    placebo: bool = False  # the identity instead of a fitted adapter (the control)
 
 
 def enabled(cfg: AdapterConfig) -> bool:
@@ -35,89 +49,143 @@ def enabled(cfg: AdapterConfig) -> bool:
 
 
 def tag(cfg: AdapterConfig) -> str:
-    return "adapter"
+    return "adapter_placebo" if cfg.placebo else "adapter"
 
 
 def check(cfg: AdapterConfig, key: str, window_days: int) -> None:
     """`window_days`: the consumers' window, which the fit window must fit in."""
     check_non_negative(f"{key}.weight", cfg.weight)
-    for name in ("lr", "hidden", "fit_days"):
+    for name in ("lr", "hidden", "fit_days", "epochs"):
         check_positive(f"{key}.{name}", getattr(cfg, name))
     if cfg.enabled and cfg.fit_days > window_days:
         raise ValueError(f"{key}.fit_days: found {cfg.fit_days}; allowed: at most the consumers' window ({window_days} days)")
 
 
-def batch_columns(ts: torch.Tensor, cutoff: datetime, window_end: datetime, fit_days: int) -> dict[str, torch.Tensor]:
-    """Each training row's knowledge age in days (`knowledge_age` [N] float) and whether it lies in
-    the last `fit_days` of the consumer's window (`fresh` [N] bool). ts: [N] int64 seconds (UTC)."""
-    age = ((ts - int(cutoff.timestamp())) / 86400.0).clamp(min=0.0).float()
-    fresh_from = window_end - timedelta(days=fit_days)
-    return {"knowledge_age": age, "fresh": ts >= int(fresh_from.timestamp())}
+@dataclass(frozen=True)
+class AdapterInputs:
+    """What the adapter reads for n rows."""
+
+    logits: torch.Tensor  # [n, T] the producer's logits z_t
+    surface: torch.Tensor  # [n] int64
+    age_days: torch.Tensor  # [n] float, the knowledge's age at the row
+    category: torch.Tensor  # [n] int64 hashed ad category
+    dense: torch.Tensor  # [n, D] float (signed log1p; the ad's age among them where the dataset has it)
+    ts: torch.Tensor  # [n] int64 seconds (UTC): the calendar
+
+    def select(self, rows: torch.Tensor) -> AdapterInputs:
+        return AdapterInputs(*(getattr(self, name)[rows] for name in ("logits", "surface", "age_days", "category", "dense", "ts")))
 
 
 class StudentAdapter(nn.Module):
-    """forward(teacher_logits [B, T], surface [B] int, age_days [B] float) → corrected logits [B, T].
-    The last layer starts at zero, so an untrained adapter passes the producer's logits through.
+    """forward(inputs: AdapterInputs) → corrected logits [n, T] = z_t · exp(log_scale) + shift. The
+    last layer starts at zero, so an unfitted adapter passes the producer's logits through.
 
-    >>> adapter = StudentAdapter(n_surfaces=5, n_tasks=1)
+    >>> adapter = StudentAdapter(n_surfaces=5, n_tasks=1, n_dense=2)
     >>> z_t = torch.randn(3, 1)
-    >>> torch.equal(adapter(z_t, torch.tensor([0, 1, 4]), torch.zeros(3)), z_t)
+    >>> inputs = AdapterInputs(z_t, torch.tensor([0, 1, 4]), torch.zeros(3), torch.tensor([7, 8, 9]), torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+    >>> torch.equal(adapter(inputs), z_t)
     True
     """
 
-    def __init__(self, n_surfaces: int, n_tasks: int, hidden: int = 16, surface_dim: int = 4):
+    def __init__(self, n_surfaces: int, n_tasks: int, n_dense: int, hidden: int = 16, embed: int = 4):
         super().__init__()
-        self.surface = nn.Embedding(n_surfaces, surface_dim)
+        self.surface = nn.Embedding(n_surfaces, embed)
+        self.category = nn.Embedding(CATEGORY_BUCKETS, embed)
+        self.weekday = nn.Embedding(7, 2)
+        self.hour = nn.Embedding(24, 2)
         self.net = nn.Sequential(
-            nn.Linear(n_tasks + surface_dim + 1, hidden),
+            nn.Linear(n_tasks + 2 * embed + 4 + n_dense + 1, hidden),
             nn.ReLU(),
             nn.Linear(hidden, 2 * n_tasks),
         )
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, teacher_logits: torch.Tensor, surface: torch.Tensor, age_days: torch.Tensor) -> torch.Tensor:
-        features = torch.cat([teacher_logits, self.surface(surface), torch.log1p(age_days.clamp(min=0)).unsqueeze(-1)], dim=-1)
-        log_scale, shift = self.net(features).chunk(2, dim=-1)  # [B, T] each
-        return teacher_logits * torch.exp(log_scale) + shift  # [B, T]
+    def forward(self, inputs: AdapterInputs) -> torch.Tensor:
+        days = inputs.ts.div(86_400, rounding_mode="floor")  # [n] days since the epoch (a Thursday)
+        hours = inputs.ts.div(3_600, rounding_mode="floor") % 24  # [n]
+        features = torch.cat([
+            inputs.logits,  # [n, T]
+            self.surface(inputs.surface), self.category(inputs.category % CATEGORY_BUCKETS),  # [n, e] each
+            self.weekday((days + 3) % 7), self.hour(hours),  # [n, 2] each (weekday 0 = Monday)
+            inputs.dense,  # [n, D]
+            torch.log1p(inputs.age_days.clamp(min=0)).unsqueeze(-1),  # [n, 1]
+        ], dim=-1)
+        log_scale, shift = self.net(features).chunk(2, dim=-1)  # [n, T] each
+        return inputs.logits * torch.exp(log_scale) + shift  # [n, T]
+
+
+def adapter_inputs(log, rows: torch.Tensor, logits: torch.Tensor, cutoff: datetime) -> AdapterInputs:
+    """The adapter's inputs for the consumer's `rows` [n] of `log` (an `EncodedLog`), whose producer
+    logits are `logits` [n, T] and whose producer trained up to `cutoff`."""
+    ts = log.ts[rows]
+    age = ((ts - int(cutoff.timestamp())) / 86400.0).clamp(min=0.0).float()
+    return AdapterInputs(logits.float(), log.surface[rows], age, log.categorical[rows, CATEGORY_FEATURE], log.dense[rows].float(), ts)
+
+
+def fit_adapter(inputs: AdapterInputs, labels: torch.Tensor, n_surfaces: int, cfg: AdapterConfig, seed: int) -> StudentAdapter:
+    """Fit an adapter with `BCE(z_a, y)` on these rows (labels [n, T], NaN = none): `cfg.epochs`
+    seeded shuffled passes of Adam; → the adapter, frozen."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # its initialisation leaves the caller's random stream alone
+        torch.manual_seed(seed)
+        adapter = StudentAdapter(n_surfaces, labels.shape[1], inputs.dense.shape[1], cfg.hidden)
+    optimizer = torch.optim.Adam(adapter.parameters(), lr=cfg.lr)
+    with torch.enable_grad():
+        for _ in range(cfg.epochs):
+            for batch in torch.randperm(len(labels), generator=generator).split(FIT_BATCH):
+                optimizer.zero_grad()
+                label_loss(adapter(inputs.select(batch)), labels[batch]).backward()
+                optimizer.step()
+    return adapter.eval().requires_grad_(False)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """What the adapter did to one consumer's knowledge (logged with its run)."""
+
+    logits: torch.Tensor  # [n, T] z_a for every row (z_t where it does not apply)
+    fit_rows: int  # labelled rows it was fit on
+    corrected_rows: int  # rows within the fit ages, whose logits it corrected
+    fit_loss_before: float  # BCE of z_t on the fit rows
+    fit_loss_after: float  # BCE of z_a on them
+
+
+def corrected_knowledge(inputs: AdapterInputs, labels: torch.Tensor, window_end: datetime, n_surfaces: int,
+                        cfg: AdapterConfig, seed: int) -> Correction:
+    """Fit the adapter on the rows of the last `cfg.fit_days` before `window_end` (labels [n, T]) and
+    correct every row whose knowledge age lies within the fit rows' ages; a placebo corrects nothing."""
+    fresh = inputs.ts >= int((window_end - timedelta(days=cfg.fit_days)).timestamp())  # [n] bool
+    fit = fresh & ~torch.isnan(labels).all(dim=1)
+    before = float(label_loss(inputs.logits[fit], labels[fit])) if fit.any() else math.nan
+    if cfg.placebo or not fit.any():
+        return Correction(inputs.logits, int(fit.sum()), 0, before, before)
+    rows = fit.nonzero().squeeze(1)
+    adapter = fit_adapter(inputs.select(rows), labels[rows], n_surfaces, cfg, seed)
+    ages = inputs.age_days[rows]
+    within = (inputs.age_days >= ages.min()) & (inputs.age_days <= ages.max())  # [n] bool
+    with torch.no_grad():
+        corrected = torch.where(within.unsqueeze(1), adapter(inputs), inputs.logits)  # [n, T]
+    after = float(label_loss(corrected[fit], labels[fit]))
+    return Correction(corrected, len(rows), int(within.sum()), before, after)
 
 
 class AdapterTechnique(Technique):
-    """The adapter (its own optimizer, kept out of DDP) and the head it supervises."""
+    """The second distillation head, supervised by the corrected logits `adapted_logits` [B, T] (the
+    adapter itself is fit before training, when the knowledge is joined: `corrected_knowledge`)."""
 
-    columns = ("soft_logits", "knowledge_age", "fresh")
-    steps_alone = "adapter"  # it steps on the fresh rows before the consumer's forward (see `step_adapter`)
+    columns = ("soft_logits", "adapted_logits")
 
-    def __init__(self, weight: float, hidden: int = 16, lr: float = 0.03):
+    def __init__(self, weight: float):
         super().__init__()
-        self.weight, self.hidden, self.lr = weight, hidden, lr
+        self.weight = weight
         self.head: nn.Linear | None = None
-        self.adapter: StudentAdapter | None = None
 
     def distill_heads(self, shape: ConsumerShape) -> None:
         self.head = nn.Linear(shape.hidden_dim, shape.n_tasks)
 
-    def models(self, shape: ConsumerShape) -> None:
-        self.adapter = StudentAdapter(shape.n_surfaces, shape.n_tasks, self.hidden)
-
     def prior_heads(self) -> list[nn.Linear]:
         return [self.head]
-
-    def trainable(self) -> list[nn.Parameter]:
-        return list(self.head.parameters())
-
-    def optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.adapter.parameters(), lr=self.lr)
-
-    @torch.no_grad()
-    def corrected_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The adapter's `z_a` for every row, gradients stopped. → [B, T]"""
-        return self.adapter(batch["soft_logits"], batch["surface"], batch["knowledge_age"])
-
-    def before_step(self, module: L.LightningModule, optimizer, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Fit the adapter on the batch's fresh rows, then → `adapted_logits` [B, T] for every row (detached)."""
-        step_adapter(self.adapter, module, optimizer, batch, labels)
-        return {"adapted_logits": self.corrected_logits(batch)}
 
     def loss(self, serving_logits: torch.Tensor, trunk: Trunk, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.weight <= 0:
@@ -125,40 +193,5 @@ class AdapterTechnique(Technique):
         return {"adapter_kd": self.weight * distillation_loss(self.head(trunk.scaled), batch["adapted_logits"])}  # σ(z_a) as is
 
 
-def step_adapter(adapter: StudentAdapter, module: L.LightningModule, optimizer, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
-    """One optimizer step of the adapter on the batch's fresh rows (`BCE(z_a, y)`; labels [B, T]).
-
-    The adapter is kept out of DDP: under several processes each rank backpropagates its own fresh
-    rows and the gradients are summed weighted by row counts, so a step is the single-process step
-    over the whole batch's fresh rows (and no rank steps alone)."""
-    fresh = batch["fresh"]  # [B] bool
-    distributed = torch.distributed.is_initialized()
-    count = (~torch.isnan(labels[fresh])).sum().float()  # [] this rank's labelled fresh entries (what the BCE averages)
-    total = count.clone() if distributed else count
-    if distributed:
-        torch.distributed.all_reduce(total)
-    if total <= 0:
-        return
-    optimizer.zero_grad()
-    if fresh.any():
-        z_a = adapter(batch["soft_logits"][fresh], batch["surface"][fresh], batch["knowledge_age"][fresh])
-        loss = label_loss(z_a, labels[fresh])
-        if distributed:  # outside DDP's reducer, through the precision plugin (loss scaling)
-            module.trainer.precision_plugin.pre_backward(loss * count / total, module).backward()
-        else:
-            module.manual_backward(loss)
-    if distributed:
-        _sum_gradients(adapter)
-    optimizer.step()
-
-
-def _sum_gradients(module: nn.Module) -> None:
-    """Sum each parameter's gradient over the ranks (a rank without fresh rows contributes zeros)."""
-    for parameter in module.parameters():
-        if parameter.grad is None:
-            parameter.grad = torch.zeros_like(parameter)
-        torch.distributed.all_reduce(parameter.grad)
-
-
 def build(cfg: AdapterConfig) -> AdapterTechnique:
-    return AdapterTechnique(cfg.weight, cfg.hidden, cfg.lr)
+    return AdapterTechnique(cfg.weight)

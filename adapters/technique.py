@@ -4,16 +4,13 @@ A technique is an `nn.Module` built from its recipe config (`build(cfg, shape)` 
 takes part in a consumer's training step through these hooks; each defaults to doing nothing:
 
 - `prepare(producer, consumer)`: change the consumer model before training (sharing imports parts);
-- `distill_heads()`, `heads()`, `models()`: create its training-only parameters. Every technique's
-  `distill_heads` (heads that read the trunk through the gradient scaler β) are built first, then every
-  `heads` (heads on the plain trunk), then every `models` (helpers such as the Student Adapter's
-  network): a fixed order, so a recipe's random initialisation never depends on which file a
-  technique lives in;
+- `distill_heads()`, `heads()`: create its training-only parameters. Every technique's
+  `distill_heads` (heads that read the trunk through the gradient scaler β) are built first, then
+  every `heads` (heads on the plain trunk): a fixed order, so a recipe's random initialisation never
+  depends on which file a technique lives in;
 - `columns`: the knowledge columns its batches need (`soft_logits`, `teacher_embedding`,
-  `knowledge_age`, `fresh`);
+  `adapted_logits`);
 - `prior_heads()`: its heads whose bias starts at the task's base rate;
-- `optimizer()` and `before_step(module, optimizer, batch, labels)`: its own optimizer, and work done
-  before the consumer's forward (the adapter steps first); it may add entries to the batch;
 - `loss(serving_logits, trunk, batch)`: its weighted loss terms, by name.
 """
 
@@ -48,7 +45,6 @@ class Technique(nn.Module):
     """A transfer technique's part in a consumer's training (see the module docstring)."""
 
     columns: tuple[str, ...] = ()
-    steps_alone: str | None = None  # the submodule its own optimizer steps, kept out of DDP's gradient sync
 
     def prepare(self, producer: nn.Module, consumer: nn.Module) -> None:
         """Change the consumer model before its heads are built."""
@@ -59,26 +55,15 @@ class Technique(nn.Module):
     def heads(self, shape: ConsumerShape) -> None:
         """Create heads that read `Trunk.hidden`."""
 
-    def models(self, shape: ConsumerShape) -> None:
-        """Create other training-only models."""
-
     def prior_heads(self) -> list[nn.Linear]:
         return []
-
-    def optimizer(self) -> torch.optim.Optimizer | None:
-        """The optimizer of its `steps_alone` submodule (stepped in `before_step`), or None."""
-        return None
-
-    def before_step(self, module, optimizer, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Before the consumer's forward (labels: [B, T], NaN = no label); → extra batch entries."""
-        return {}
 
     def loss(self, serving_logits: torch.Tensor, trunk: Trunk, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """serving_logits: [B, T] → weighted terms by name."""
         return {}
 
     def trainable(self) -> list[nn.Parameter]:
-        """Its parameters the consumer's optimizer steps (the adapter's own step itself)."""
+        """Its parameters the consumer's optimizer steps."""
         return list(self.parameters())
 
 

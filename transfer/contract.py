@@ -50,8 +50,7 @@ ENGINE_COLUMNS: Mapping[str, str] = MappingProxyType({
     "labels": "[B, T] float32: the true labels, NaN where missing",
     "soft_logits": "[B, T] float32: knowledge, the producer's logits (consumers only)",
     "teacher_embedding": "[B, E_producer] float32: knowledge, the producer's embedding (consumers only)",
-    "knowledge_age": "[B] float32: days from the producer's knowledge cutoff to the row (Student Adapter only)",
-    "fresh": "[B] bool: the row lies in the last fit_days of the consumer's window (Student Adapter only)",
+    "adapted_logits": "[B, T] float32: the producer's logits corrected by the Student Adapter (Student Adapter only)",
 })
 
 

@@ -1,5 +1,5 @@
 """The transfer techniques at work on real models, batches and a real Lightning Trainer:
-auxiliary-head gradients (β), the Student Adapter's isolation, export without training-only heads,
+auxiliary-head gradients (β), export without training-only heads,
 and parameter sharing (frozen parts stay bit-identical)."""
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from adapters import ConsumerShape, Trunk, scale_gradient
 from adapters.distillation import Distillation
 from adapters.representation import Representation
 from adapters.sharing import SharingError, part_names, share_parts
-from adapters.student_adapter import AdapterTechnique
 from students import MLP_VM_SIZES, mlp_vm
 from tests.conftest import write_dataset, write_recipe
 from transfer.catalog import catalog
@@ -33,21 +32,18 @@ def data(tmp_path_factory, small_log):
     return prepare_data(load_recipe(write_recipe(folder, write_dataset(folder, small_log))).data)
 
 
-def _batch(data, model, n=64, embedding_dim=None, adapter=False) -> dict[str, torch.Tensor]:
+def _batch(data, model, n=64, embedding_dim=None) -> dict[str, torch.Tensor]:
     rows = data.train_rows[:n]
     extras = {"soft_logits": torch.randn(len(rows), 1)}
     if embedding_dim:
         extras["teacher_embedding"] = torch.randn(len(rows), embedding_dim).half()
-    if adapter:
-        extras["knowledge_age"] = torch.rand(len(rows)) * 7
-        extras["fresh"] = torch.arange(len(rows)) % 2 == 0
     return WindowBatches(data.log, rows, model.history_length, extras)[torch.arange(len(rows))]
 
 
 def _built(techniques, model, n_surfaces: int = 5, producer_dim: int = 8):
-    """`techniques` with their parameters created (heads, then models) for `model`."""
+    """`techniques` with their parameters created (distillation heads, then heads) for `model`."""
     shape = ConsumerShape(model.embedding_dim, 1, producer_dim, n_surfaces)
-    for hook in ("distill_heads", "heads", "models"):
+    for hook in ("distill_heads", "heads"):
         for technique in techniques:
             getattr(technique, hook)(shape)
     return techniques
@@ -92,41 +88,6 @@ def test_auxiliary_head_keeps_soft_labels_off_the_serving_head(data):
     assert model.output_layer().weight.grad is None or not model.output_layer().weight.grad.any()
     assert distill.head.weight.grad.abs().sum() > 0
     assert model.trunk[0].weight.grad.abs().sum() > 0  # the trunk learns from the soft labels
-
-
-def test_the_vm_loss_never_reaches_the_adapter(data):
-    torch.manual_seed(0)
-    model = mlp_vm(data.log.inputs, **MLP_VM_SIZES["xs"])
-    techniques = _built([Distillation(1.0, auxiliary=True), AdapterTechnique(weight=2.0)], model, len(data.log.surfaces))
-    adapting = techniques[1]
-    module = RankingModule(model, ["click"], [0], 1e-3, techniques)
-    batch = _batch(data, model, adapter=True)
-    with torch.no_grad():
-        adapting.adapter.net[-1].bias.fill_(0.5)  # a trained-looking adapter: z_a differs from z_t
-    batch["adapted_logits"] = adapting.corrected_logits(batch)
-    assert not torch.equal(batch["adapted_logits"], batch["soft_logits"])
-    loss, parts = module.model_loss(batch, batch["labels"][:, [0]])
-    assert "adapter_kd" in parts
-    loss.backward()
-    assert all(p.grad is None for p in adapting.adapter.parameters())
-    assert adapting.head.weight.grad.abs().sum() > 0
-
-
-def test_training_steps_the_adapter_on_fresh_rows_then_the_vm(data):
-    torch.manual_seed(0)
-    model = mlp_vm(data.log.inputs, **MLP_VM_SIZES["xs"])
-    techniques = _built([Distillation(1.0, auxiliary=True), AdapterTechnique(weight=1.0)], model, len(data.log.surfaces))
-    adapter = techniques[1].adapter
-    before = copy.deepcopy(adapter.state_dict())
-    module = RankingModule(model, ["click"], [0], 1e-3, techniques)
-    rows = data.train_rows
-    extras = {
-        "soft_logits": torch.randn(len(rows), 1),
-        "knowledge_age": torch.zeros(len(rows)),
-        "fresh": torch.arange(len(rows)) >= len(rows) // 2,
-    }
-    fit(module, window_loader(WindowBatches(data.log, rows, model.history_length, extras), 128, True), TRAINER, 1, False)
-    assert any(not torch.equal(before[k], v) for k, v in adapter.state_dict().items())
 
 
 def test_export_drops_the_projection_head(data):

@@ -18,7 +18,7 @@ from transfer.util import ranks
 
 class WindowBatches(Dataset):
     """Rows of one window, optionally with per-row extras aligned with them (knowledge: `soft_logits`
-    [n, T], `teacher_embedding` [n, E], `knowledge_age` [n], `fresh` [n]), gathered into each batch."""
+    [n, T], `teacher_embedding` [n, E], `adapted_logits` [n, T]), gathered into each batch."""
 
     def __init__(
         self, log: EncodedLog, rows: torch.Tensor, history_length: int, extras: dict[str, torch.Tensor] | None = None

@@ -1,11 +1,9 @@
 """The LightningModule that trains, evaluates and scores every model: teacher, domain FM or VM.
 
 One training step, short on purpose:
-1. each technique's `before_step` (the Student Adapter steps on the batch's fresh rows and scores
-   every row, gradients stopped) — the adapter first, then the model;
-2. forward the model; loss = BCE on true labels + the sum of the enabled techniques' terms
-   (each technique in `adapters/`);
-3. one optimizer step for the model and its training-only heads.
+1. forward the model; loss = BCE on true labels + the sum of the enabled techniques' terms
+   (each technique in `adapters/`; the Student Adapter was fit before training began);
+2. one optimizer step for the model and its training-only heads.
 Evaluation updates NE/AUC/calibration per task; `predict_step` emits logits and embeddings.
 """
 
@@ -26,7 +24,7 @@ class RankingModule(L.LightningModule):
 
     A teacher serves every task (`task_columns = [0, 1, …]`); a VM serves one (`[k]`). With transfer
     `techniques` (built by `adapters.build_techniques`), the batches carry the knowledge columns they
-    need (`soft_logits` [B, T], `teacher_embedding` [B, E], `knowledge_age` [B], `fresh` [B] bool).
+    need (`soft_logits` [B, T], `teacher_embedding` [B, E], `adapted_logits` [B, T]).
     Techniques are training-only: `export()` returns the bare serving model. `head_grad_scale` is β,
     the scale of the distillation heads' gradient into the trunk.
     """
@@ -42,7 +40,7 @@ class RankingModule(L.LightningModule):
         base_rates: torch.Tensor | None = None,
     ):
         super().__init__()
-        self.automatic_optimization = False  # a technique (the adapter) may step before the model, in the same batch
+        self.automatic_optimization = False  # one explicit step: the loss check below stops every rank together
         self.model = model
         self.techniques = nn.ModuleList(techniques or [])
         self.tasks = tasks
@@ -72,10 +70,8 @@ class RankingModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """One step; → the model's outputs on the batch from before the step learnt from it (detached
         `logits` [B, T], `embedding` [B, E]: knowledge from training traffic, `transfer.knowledge.traffic`)."""
-        model_opt, *own = self.optimizers() if isinstance(self.optimizers(), list) else [self.optimizers()]
+        model_opt = self.optimizers()
         labels = batch["labels"][:, self.task_columns]  # [B, T]
-        for technique, optimizer in zip(self._stepping_alone(), own, strict=True):
-            batch = batch | technique.before_step(self, optimizer, batch, labels)
         out = self.model(batch)
         loss, parts = self.loss_of(out, batch, labels)
         if not _finite_on_every_rank(loss):  # every rank stops together (none left waiting in DDP's backward)
@@ -108,20 +104,6 @@ class RankingModule(L.LightningModule):
             parts |= technique.loss(out.logits, trunk, batch)
         return sum(parts.values()), parts
 
-    def _stepping_alone(self) -> list[Technique]:
-        """The techniques with an optimizer of their own, in order."""
-        return [t for t in self.techniques if t.steps_alone is not None]
-
-    def setup(self, stage: str) -> None:
-        """Before Lightning wraps the module in DDP: leave out the techniques that step on their own
-        (the adapter steps on the fresh rows before the model's forward, a second backward DDP's
-        reducer cannot take; it syncs its own gradients)."""
-        if torch.distributed.is_initialized():
-            names = [f"techniques.{i}.{t.steps_alone}.{name}" for i, t in enumerate(self.techniques) if t.steps_alone is not None
-                     for name in getattr(t, t.steps_alone).state_dict()]
-            if names:
-                torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, names)
-
     def _log_losses(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], batch_size: int) -> None:
         # Lightning writes logs every `log_every_n_steps` batches; logging only then keeps steps cheap.
         self._batches_done += 1
@@ -150,9 +132,7 @@ class RankingModule(L.LightningModule):
 
     def configure_optimizers(self):
         trainable = [p for p in [*self.model.parameters(), *(p for t in self.techniques for p in t.trainable())] if p.requires_grad]
-        model_opt = torch.optim.Adam(trainable, lr=self.lr)
-        alone = [t.optimizer() for t in self._stepping_alone()]
-        return [model_opt, *alone] if alone else model_opt
+        return torch.optim.Adam(trainable, lr=self.lr)
 
 
 def _finite_on_every_rank(loss: torch.Tensor) -> bool:

@@ -33,6 +33,7 @@ from transfer.pipeline.keys import StageKey
 from transfer.pipeline.resumable import building, fit_or_reuse
 from transfer.pipeline.stages.base import CACHED, WILL_RUN, RunContext, Stage
 from transfer.tracking import tags as T
+from transfer.tracking.runs import Tracker
 from transfer.training.consumer import ConsumerTarget, transfer_module
 from transfer.training.module import RankingModule
 from transfer.util import ranks
@@ -215,10 +216,17 @@ class Teaching:
         producer = self.producer.output.module.model
         return transfer_module(model, target, lr, self.config, producer, len(data.log.surfaces), target.base_rates(data))
 
-    def batches(self, data: PreparedData, target: ConsumerTarget, history_length: int, max_age_days: int | None) -> WindowBatches:
+    def batches(self, data: PreparedData, target: ConsumerTarget, history_length: int, max_age_days: int | None,
+                seed: int, tracker: Tracker) -> WindowBatches:
+        """The consumer's training batches with its knowledge joined (the Student Adapter fit, with
+        `seed`, and what it did logged to the consumer's run)."""
         producer = self.producer.output
-        return knowledge_batches(data, target.rows, target.tasks, history_length, self.config,
-                                 (producer.name, producer.run_id, producer.cutoff), self.knowledge.output, max_age_days)
+        batches, correction = knowledge_batches(data, target, history_length, self.config, (producer.name, producer.run_id, producer.cutoff),
+                                                self.knowledge.output, max_age_days, seed)
+        if correction is not None:
+            tracker.log_metrics({"adapter_fit_rows": correction.fit_rows, "adapter_corrected_rows": correction.corrected_rows,
+                                 "adapter_fit_bce_before": correction.fit_loss_before, "adapter_fit_bce_after": correction.fit_loss_after})
+        return batches
 
 
 @dataclass(eq=False)
@@ -289,7 +297,7 @@ class DomainFMStage(Stage):
             L.seed_everything(self.recipe.seed, verbose=False)
             model = self.entry.build(data.log.inputs, cfg.sizes)
             module = self.teaching.module(model, target, cfg.lr, data)
-            batches = self.teaching.batches(data, target, model.history_length, self.recipe.transfer.max_age_days)
+            batches = self.teaching.batches(data, target, model.history_length, self.recipe.transfer.max_age_days, self.recipe.seed, tracker)
             loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=self.recipe.seed, order=self.recipe.trainer.order)
             folder = ctx.cache.folder(self.key)
             watchers = traffic_watchers(ctx, folder, self, module, run_id, data.student.end) if self.from_traffic else None

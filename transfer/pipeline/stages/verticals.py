@@ -111,7 +111,7 @@ class _VerticalStage(Stage):
         with tracker.run(self.name, tags, nested=True) as run_id:
             L.seed_everything(vertical.seed, verbose=False)
             model = spec.build(data.log.inputs, vertical.config.sizes)
-            module, batches = self._module_and_batches(model, target)
+            module, batches = self._module_and_batches(model, target, tracker)
             loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed, order=self.recipe.trainer.order)
             fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
                          tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
@@ -128,7 +128,7 @@ class _VerticalStage(Stage):
         if self.role == T.Role.STUDENT and ctx.on_student is not None:
             ctx.on_student(spec.name, validation)
 
-    def _module_and_batches(self, model: torch.nn.Module, target: ConsumerTarget) -> tuple[RankingModule, WindowBatches]:
+    def _module_and_batches(self, model: torch.nn.Module, target: ConsumerTarget, tracker: Tracker) -> tuple[RankingModule, WindowBatches]:
         raise NotImplementedError
 
 
@@ -155,7 +155,7 @@ class BaselineStage(_VerticalStage):
             producer = vertical.evaluate(ctx, vertical.producer.output.module, validation=False)[0]
         self._train(ctx, vertical.tags(self.role), teacher, producer, None)
 
-    def _module_and_batches(self, model, target):
+    def _module_and_batches(self, model, target, tracker):
         module = RankingModule(model, target.tasks, target.task_columns, lr=self.vertical.config.lr, base_rates=target.base_rates(self.data))
         return module, WindowBatches(self.data.log, target.rows, model.history_length)
 
@@ -187,9 +187,9 @@ class StudentStage(_VerticalStage):
             tags[T.VANILLA_RUN_ID] = vanilla.run_id
         self._train(ctx, tags, (base.teacher, base.teacher_logits), base.producer, base, vanilla)
 
-    def _module_and_batches(self, model, target):
+    def _module_and_batches(self, model, target, tracker):
         module = self.teaching.module(model, target, self.vertical.config.lr, self.data)
-        batches = self.teaching.batches(self.data, target, model.history_length, self.recipe.transfer.max_age_days)
+        batches = self.teaching.batches(self.data, target, model.history_length, self.recipe.transfer.max_age_days, self.vertical.seed, tracker)
         return module, batches
 
 
