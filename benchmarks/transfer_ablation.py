@@ -161,13 +161,22 @@ def staleness(seeds: list[int], collected: Collected, sweep: tuple[int, ...]) ->
         lead = (date.fromisoformat(base.data.train.start) - date.fromisoformat(base.data.synthetic.start)).days  # the recipe's room for the stalest teacher
         days = BENCH.spec.days + lead
         scale = {"data.synthetic.days": days, "data.synthetic.rows": round(BENCH.spec.rows * days / BENCH.spec.days)}
+    stage = base.transfer.stages[0]
+    arms = {  # the adapter, its identity placebo and a run without it at the same total distillation weight
+        "without adapter": {"transfer.stages.0.adapter.enabled": False},
+        "with adapter": {"transfer.stages.0.adapter.enabled": True},
+        "placebo adapter": {"transfer.stages.0.adapter.enabled": True, "transfer.stages.0.adapter.placebo": True},
+        "weight-matched control": {"transfer.stages.0.adapter.enabled": False,
+                                   "transfer.stages.0.distillation.weight": stage.distillation.weight + stage.adapter.weight},
+    }
     for seed in seeds:
         for days in sweep:
-            for adapter in (False, True):
-                overrides = scale | {"transfer.staleness_days": days, "transfer.stages.0.adapter.enabled": adapter}
-                variant = f"d={days} {'with' if adapter else 'without'} adapter"
+            for arm, settings in arms.items():
+                if days != max(sweep) and arm not in ("without adapter", "with adapter"):
+                    continue  # the controls run at the stalest d, where the adapter's claim is decided
+                variant = f"d={days} {arm}"
                 start = time.perf_counter()
-                collected.add("staleness", variant, seed, run_quietly(base, path, seed, overrides))
+                collected.add("staleness", variant, seed, run_quietly(base, path, seed, scale | settings | {"transfer.staleness_days": days}))
                 print(f"  staleness seed {seed}: {variant} ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
@@ -263,7 +272,7 @@ def staleness_table(frame: pl.DataFrame) -> str:
         fresh = _pick(rows, "student", "d=0 without")["NE"]
         for days in sorted({int(v.split()[0][2:]) for v in rows["variant"].to_list()}):
             sel = rows.filter(pl.col("variant").str.starts_with(f"d={days} "))
-            without, with_ = _pick(sel, "student", "without"), _pick(sel, "student", " with adapter")
+            without, with_ = _pick(sel, "student", "without adapter"), _pick(sel, "student", " with adapter")
             if without.is_empty() or with_.is_empty():
                 continue
             cost = seed_interval((100 * (without["NE"] - fresh)).to_list()) if days else None
@@ -275,6 +284,32 @@ def staleness_table(frame: pl.DataFrame) -> str:
                 f"{_with_interval(seed_interval(with_['lift %'].to_list()), 2)} | {_with_interval(cost, 2) if cost else '—'} | "
                 f"{_with_interval(effect, 2)} | {effect.verdict} |"
             )
+    return "\n".join(lines)
+
+
+def adapter_controls_table(frame: pl.DataFrame) -> str:
+    """Markdown: at the stalest d, the adapter against no adapter, its identity placebo and the
+    weight-matched control (NE points, positive = the adapter better), and whether it wins back half
+    of what staleness costs: the interval of (NE without − NE with) − ½·(NE without at d − NE without at 0)."""
+    data = frame.filter((pl.col("dataset") == "staleness") & (pl.col("role") == "student"))
+    days = max(int(v.split()[0][2:]) for v in data["variant"].to_list())
+    if days == 0 or data.filter(pl.col("variant") == f"d={days} placebo adapter").is_empty():
+        return ""
+    lines = [f"| VM (slice) | d | adapter vs none [95% CI] | vs placebo | vs weight-matched control | staleness cost (d = {days} vs 0) | "
+             "won back − ½·cost [95% CI] | wins back ≥ 50 % |", "|---|---|---|---|---|---|---|---|"]
+    for slice_ in data["slice"].unique(maintain_order=True):
+        rows = data.filter(pl.col("slice") == slice_)
+        arm = {name: _pick(rows, "student", f"^d={days} {name}$")["NE"] for name in ("without adapter", "with adapter", "placebo adapter", "weight-matched control")}
+        fresh = _pick(rows, "student", "^d=0 without adapter$")["NE"]
+        adapter = arm["with adapter"]
+        versus = [seed_interval((100 * (arm[name] - adapter)).to_list()) for name in ("without adapter", "placebo adapter", "weight-matched control")]
+        cost = seed_interval((100 * (arm["without adapter"] - fresh)).to_list())
+        half = seed_interval((100 * ((arm["without adapter"] - adapter) - 0.5 * (arm["without adapter"] - fresh))).to_list())
+        cells = " | ".join(f"{_with_interval(v, 2)} {v.verdict}" for v in versus)
+        holds = "yes" if half.low > 0 else ("no" if half.high < 0 else "not distinguishable")
+        if cost.low <= 0:
+            holds = f"{holds} (no distinguishable staleness cost to win back)"
+        lines.append(f"| {slice_} | {days} | {cells} | {_with_interval(cost, 2)} | {_with_interval(half, 2)} | {holds} |")
     return "\n".join(lines)
 
 
@@ -328,7 +363,7 @@ def main() -> None:
                  if args.synthetic_scale == "bench" else "the recipe's own world")
         body = (f"`{STALENESS_RECIPE}` on {world}; {len(seeds)} seeds (models and data); {took} (torch on 2 threads). The students' and eval "
                 "windows are the same at every d: only the teacher's cutoff moves. Effects are means of per-seed paired differences "
-                "with their 95% t-interval.\n\n" + staleness_table(frame))
+                "with their 95% t-interval.\n\n" + staleness_table(frame) + "\n\n" + adapter_controls_table(frame))
         write_section("transfer-staleness", COMMAND, body)
         print(body)
 
