@@ -3,7 +3,7 @@ and a staleness sweep with and without the Student Adapter.
 
 Variants per VM, all from the shipped "all techniques" recipes (one source of truth for settings):
 baseline (no transfer), vanilla KD (soft labels on the serving head), auxiliary-head KD, aux KD +
-representation learning, aux KD + parameter sharing, aux KD + Student Adapter, GEM's claimed
+representation learning, aux KD + parameter sharing (as shipped, and with the other `freeze`), aux KD + Student Adapter, GEM's claimed
 combination (aux KD + representation + sharing, no adapter), all combined (direct), all combined
 (hierarchical). Teacher, knowledge and domain FMs are trained once per seed and reused through the
 stage cache. Every run is a real recipe run tracked in MLflow (`benchmarks/.runs`).
@@ -86,6 +86,7 @@ def ablation_variants(direct: Recipe, hierarchical: Recipe) -> dict[str, Recipe]
         "aux KD": off,
         "aux KD + representation": replace(off, representation=full.representation),
         "aux KD + sharing": replace(off, sharing=full.sharing),
+        f"aux KD + sharing ({'fine-tuned' if full.sharing.freeze else 'frozen'})": replace(off, sharing=replace(full.sharing, freeze=not full.sharing.freeze)),
         "aux KD + adapter": replace(off, adapter=full.adapter),
         CLAIMED: replace(full, adapter=AdapterConfig(enabled=False)),
         "all combined (direct)": full,
