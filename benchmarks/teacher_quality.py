@@ -70,7 +70,7 @@ def train_and_score(name: str, recipe: Recipe, data: PreparedData, seed: int, da
     L.seed_everything(seed, verbose=False)
     model = catalog("teacher")[name].build(data.log.inputs)
     tasks = list(range(len(data.log.tasks)))
-    module = RankingModule(model, data.log.tasks, tasks, lr=cfg.lr, base_rates=data.base_rates(data.train_rows, tasks))
+    module = RankingModule(model, data.log.tasks, tasks, lr=cfg.lr, base_rates=data.base_rates(data.train_rows, tasks), warmup_steps=cfg.warmup_steps)
     train = window_loader(WindowBatches(data.log, data.train_rows, model.history_length), cfg.batch_size, shuffle=True, seed=seed)
     trainer_cfg = replace(recipe.trainer, progress=False)
     start = time.perf_counter()

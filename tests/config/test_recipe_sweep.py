@@ -34,6 +34,7 @@ CASES = {
     "a list where a section goes": ("name: sweep\ntrainer: [1, 2]\nstudents: [{vertical: ig_stories_click}]\n", [], "key 'trainer': found a list; allowed: a mapping"),
     "lr nan": (_yaml(), ["students.0.lr=nan"], "students.0.lr: found nan; allowed: a finite number > 0"),
     "lr inf": (_yaml(), ["teacher.lr=inf"], "teacher.lr: found inf"),
+    "negative warm-up": (_yaml(), ["teacher.warmup_steps=-5"], "teacher.warmup_steps: found -5; allowed: a finite number >= 0"),
     "weight nan": (_yaml(), ["transfer.stages=[{distillation: {weight: .nan}}]"], "distillation.weight: found nan"),
     "negative seed": (_yaml(seed=-1), [], "seed: found -1; allowed: a whole number from 0 to 4294967295"),
     "negative data seed": (_yaml(), ["data.synthetic.seed=-3"], "data.synthetic.seed: found -3"),

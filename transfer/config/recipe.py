@@ -66,6 +66,7 @@ class TeacherConfig:
     sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the catalog entry's default sizes
     max_epochs: int = 1
     lr: float = 2e-3
+    warmup_steps: int = 0  # the learning rate rises linearly from lr/warmup_steps to lr over the first steps
     batch_size: int = 1024
     compile: bool = False  # torch.compile the teacher for training and knowledge generation
     precision: str | None = None  # Lightning precision for the teacher (e.g. bf16-mixed); default: trainer.precision

@@ -62,6 +62,7 @@ def validate(recipe: Recipe, path: Path) -> None:
         ("trainer.max_epochs", recipe.trainer.max_epochs),
     ):
         _positive(path, key, value)
+    _non_negative(path, "teacher.warmup_steps", recipe.teacher.warmup_steps)
     _check_transfer(recipe, path)
     _check_sharing(recipe, path)
 

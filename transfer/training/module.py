@@ -26,7 +26,8 @@ class RankingModule(L.LightningModule):
     `techniques` (built by `adapters.build_techniques`), the batches carry the knowledge columns they
     need (`soft_logits` [B, T], `teacher_embedding` [B, E], `adapted_logits` [B, T]).
     Techniques are training-only: `export()` returns the bare serving model. `head_grad_scale` is β,
-    the scale of the distillation heads' gradient into the trunk.
+    the scale of the distillation heads' gradient into the trunk. With `warmup_steps`, step k's
+    learning rate is lr·min(1, (k + 1)/warmup_steps).
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class RankingModule(L.LightningModule):
         techniques: list[Technique] | None = None,
         head_grad_scale: float = 1.0,
         base_rates: torch.Tensor | None = None,
+        warmup_steps: int = 0,
     ):
         super().__init__()
         self.automatic_optimization = False  # one explicit step: the loss check below stops every rank together
@@ -45,7 +47,7 @@ class RankingModule(L.LightningModule):
         self.techniques = nn.ModuleList(techniques or [])
         self.tasks = tasks
         self.task_columns = task_columns
-        self.lr, self.head_grad_scale = lr, head_grad_scale
+        self.lr, self.head_grad_scale, self.warmup_steps = lr, head_grad_scale, warmup_steps
         self.test_metrics = nn.ModuleDict({task: eval_metrics() for task in tasks})
         self._batches_done = 0
         self.label = "model"  # named in errors, e.g. "student: ig_stories_click" (set by `fit`)
@@ -79,6 +81,8 @@ class RankingModule(L.LightningModule):
         model_opt.zero_grad()
         self.manual_backward(loss)
         model_opt.step()
+        if self.warmup_steps:
+            self.lr_schedulers().step()
         self._log_losses(loss, parts, len(labels))
         return {"logits": out.logits.detach(), "embedding": out.embedding.detach()}
 
@@ -132,7 +136,11 @@ class RankingModule(L.LightningModule):
 
     def configure_optimizers(self):
         trainable = [p for p in [*self.model.parameters(), *(p for t in self.techniques for p in t.trainable())] if p.requires_grad]
-        return torch.optim.Adam(trainable, lr=self.lr)
+        optimizer = torch.optim.Adam(trainable, lr=self.lr)
+        if not self.warmup_steps:
+            return optimizer
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / self.warmup_steps))
+        return {"optimizer": optimizer, "lr_scheduler": warmup}
 
 
 def _finite_on_every_rank(loss: torch.Tensor) -> bool:

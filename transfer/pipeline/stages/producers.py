@@ -108,7 +108,7 @@ class TeacherStage(Stage):
                 model.compile()  # in place: parameter names (and so the stage cache) are unchanged
             all_tasks = list(range(len(data.log.tasks)))
             prior = None if cfg.init_from is not None else data.base_rates(data.train_rows, all_tasks)  # a continued teacher keeps its biases
-            module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=prior)
+            module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=prior, warmup_steps=cfg.warmup_steps)
             rows = self.training_rows
             loader = window_loader(WindowBatches(data.log, rows, model.history_length), cfg.batch_size, shuffle=True,
                                    seed=self.recipe.seed, order=self.recipe.trainer.order)
