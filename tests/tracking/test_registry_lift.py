@@ -68,6 +68,26 @@ def test_each_vm_run_logs_its_serving_cost_and_budget_status(tracked):
     assert any(model == "fb_feed_click" and status.startswith("OVER: parameters") for model, status in flagged)
 
 
+def test_each_vm_row_says_its_forward_flops_against_the_teachers(tracked):
+    """The lift table's "FLOPs vs teacher": forward FLOPs per example (full histories) of the VM over
+    the teacher's, the same on a VM's baseline and student rows, blank on the teacher's; from the run
+    and from the store alike."""
+    from transfer.catalog import catalog
+    from transfer.evaluation.cost import forward_flops_per_example
+
+    inputs = prepare_data(load_recipe(tracked["recipe"]).data).log.inputs
+    teacher = forward_flops_per_example(catalog("teacher")["skeleton_tiny"].build(inputs), inputs)
+    lift_csv = pl.read_csv(next(tracked["folder"].rglob("kd/*/lift.csv")))
+    for vertical, sizes in (("ig_stories_click", {}), ("fb_feed_click", OVER_BUDGET["sizes"])):
+        by_hand = forward_flops_per_example(catalog("vertical")[vertical].build(inputs, sizes), inputs) / teacher
+        rows = lift_csv.filter((pl.col("model") == vertical) & pl.col("role").is_in(["baseline", "student"]))
+        assert rows["FLOPs vs teacher"].to_list() == pytest.approx([by_hand, by_hand])
+        student = _one(tracked["runs"], role="student", vertical=vertical, recipe="kd")
+        assert student.data.metrics["flops_vs_teacher"] == pytest.approx(by_hand)
+    assert lift_csv.filter(pl.col("role") == "teacher")["FLOPs vs teacher"].is_null().all()
+    assert 0 < lift_csv.filter(pl.col("model") == "ig_stories_click")["FLOPs vs teacher"][0] < 1 / 20  # the default VM: under 1/20 of the skeleton
+
+
 def test_register_records_lineage_and_the_model_loads_back_scoring_identically(tracked, capsys, monkeypatch):
     run = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe="kd")
     code, out, err = run_cli(capsys, "register", run.info.run_id, "--alias", "candidate", "--tracking-uri", tracked["uri"])

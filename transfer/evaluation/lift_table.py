@@ -49,6 +49,7 @@ class VerticalResult:
     interval: LiftInterval | None = None  # the student's 95% interval over its baseline (and its vanilla-KD reference)
     vanilla: Scores | None = None  # the VM's vanilla-KD reference student, when the recipe trained one
     vanilla_interval: LiftInterval | None = None  # its 95% interval over the baseline
+    flops_share: float | None = None  # the VM's forward FLOPs per example over the teacher's (the same for each of its rows)
 
     def models(self) -> list[tuple[str, str, str, Scores]]:
         """(role, variant, model, scores) for each row: teacher, domain FM if any, baseline, the
@@ -77,7 +78,8 @@ VANILLA_ROLE = T.Role.VANILLA_KD  # the role of a VM's vanilla-KD reference (the
 INTERVAL_COLUMNS = ["lift % 95% CI", "TR 95% CI", "vs baseline", "eval positives"]
 GAIN_COLUMNS = ["gain ratio", "GR 95% CI", "vs vanilla KD"]  # only where a VM has a vanilla-KD reference
 RUN_COLUMNS = ["model", "role", "slice", "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS,
-               *GAIN_COLUMNS, "serving budget"]
+               *GAIN_COLUMNS, "FLOPs vs teacher", "serving budget"]
+VM_ROLES = (T.Role.BASELINE, VANILLA_ROLE, T.Role.STUDENT)  # the rows that are the VM itself
 
 
 def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
@@ -104,10 +106,12 @@ def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
                 **interval_cells(r.interval_of(role)),
                 "gain ratio": r.gain_ratio(role, s),
                 **gain_cells(r.interval if role == "student" and r.vanilla is not None else None),
+                "FLOPs vs teacher": r.flops_share if role in VM_ROLES else None,
                 "serving budget": budget_cell(r.budget) if role == "student" else "",
                 "run_id": r.run_ids.get(role, ""),
             })
-    return pl.DataFrame(rows, schema_overrides={"AUC": pl.Float64, "calibration": pl.Float64, "recal NE": pl.Float64, "gain ratio": pl.Float64})
+    return pl.DataFrame(rows, schema_overrides={"AUC": pl.Float64, "calibration": pl.Float64, "recal NE": pl.Float64, "gain ratio": pl.Float64,
+                                             "FLOPs vs teacher": pl.Float64})
 
 
 def lift_table(results: list[VerticalResult]) -> pl.DataFrame:

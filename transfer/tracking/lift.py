@@ -32,7 +32,7 @@ from transfer.tracking.runs import check_reachable
 from transfer.util.atomic import atomic_path
 
 COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", "role", "variant", "model",
-           "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS, *GAIN_COLUMNS, "serving budget", "run_id"]
+           "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS, *GAIN_COLUMNS, "FLOPs vs teacher", "serving budget", "run_id"]
 
 
 @dataclass
@@ -189,6 +189,7 @@ def _vertical_result(student: Run, baseline: Run, vanilla: Run | None, teachers:
         interval=_interval(metrics),
         vanilla=_scores(vanilla.data.metrics, T.EVAL) if vanilla is not None else None,
         vanilla_interval=_interval(vanilla.data.metrics) if vanilla is not None else None,
+        flops_share=metrics.get(T.FLOPS_VS_TEACHER),
     )
 
 

@@ -79,6 +79,7 @@ SERVING_PARAMS: Final = "serving_params"
 SERVING_P50_MS: Final = "serving_p50_ms"
 SERVING_P99_MS: Final = "serving_p99_ms"
 SERVING_FLOPS: Final = "serving_flops"
+FLOPS_VS_TEACHER: Final = "flops_vs_teacher"  # a VM's forward FLOPs per example over its teacher's (full histories)
 NE, AUC, CALIBRATION, RECAL_NE = "ne", "auc", "calibration", "recal_ne"
 VALIDATION: Final = "val_"  # + ne / auc / calibration / recal_ne: a VM on its validation slice (for choosing knobs)
 LIFT_PCT_LOW: Final = "lift_pct_ci_low"  # a student's 95% interval (paired bootstrap over eval rows)

@@ -61,4 +61,4 @@ class EvaluationStage(Stage):
                               variant=techniques_tag(student.teaching.config),
                               run_ids={T.Role.BASELINE: base.run_id, T.Role.STUDENT: out.run_id} | ({T.Role.VANILLA_KD: vanilla.run_id} if vanilla else {}),
                               interval=out.interval, vanilla=vanilla.scores if vanilla else None,
-                              vanilla_interval=vanilla.interval if vanilla else None)
+                              vanilla_interval=vanilla.interval if vanilla else None, flops_share=out.flops_share)

@@ -17,7 +17,7 @@ from transfer.config.recipe import Recipe, StageConfig, TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData
 from transfer.errors import TrainingError
-from transfer.evaluation.cost import parameter_count
+from transfer.evaluation.cost import forward_flops_per_example, parameter_count
 from transfer.knowledge.generate import (
     Producer,
     at_precision,
@@ -119,6 +119,11 @@ class TeacherStage(Stage):
             tracker.log_params({"precision": self.trainer().precision, "compile": cfg.compile})
         self.output = Producer(cfg.model, module, trained_by, self.cutoff, self.scored_rows, self.key,
                                precision=self.precision, weights=folder / "model.pt")
+
+    @functools.cached_property
+    def forward_flops(self) -> float:
+        """The trained teacher's forward FLOPs per example with a full history (what a VM's cost is set against)."""
+        return forward_flops_per_example(self.output.module.model, self.data.log.inputs)
 
     def traffic_folder(self, ctx: RunContext) -> Path | None:
         """Where its knowledge from training traffic is written (None: it makes none)."""

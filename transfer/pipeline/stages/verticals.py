@@ -13,6 +13,7 @@ from transfer.catalog import ModelEntry
 from transfer.config.recipe import Recipe, StudentConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData
+from transfer.evaluation.cost import forward_flops_per_example
 from transfer.evaluation.intervals import LiftInterval, lift_interval
 from transfer.evaluation.lift_table import Scores
 from transfer.evaluation.serving import budget_status, measure, requests
@@ -42,6 +43,7 @@ class VerticalOutcome:
     teacher_logits: torch.Tensor  # [n] the teacher's on the same rows
     interval: LiftInterval | None = None  # a student's 95% interval of lift and transfer ratio over its baseline
     validation: dict[str, float] = field(default_factory=dict)  # its val_* metrics on the validation slice (none without one)
+    flops_share: float | None = None  # its forward FLOPs per example over the teacher's
 
 
 @dataclass(frozen=True)
@@ -123,8 +125,10 @@ class _VerticalStage(Stage):
                 gain = T.gain_metrics(scores, baseline.scores, vanilla.scores if vanilla is not None else None)
             tracker.log_metrics(T.model_metrics(scores, teacher[0], producer, baseline.scores if baseline else scores)
                                 | T.interval_metrics(interval) | gain | validation)
+            flops_share = forward_flops_per_example(module.export(), data.log.inputs) / vertical.teacher.forward_flops
+            tracker.log_metrics({T.FLOPS_VS_TEACHER: flops_share})
             status = _log_serving(tracker, module, spec, WindowBatches(data.log, eval_rows, model.history_length), self.role)
-        self.output = VerticalOutcome(module, run_id, scores, status, teacher[0], producer, logits, teacher[1], interval, validation)
+        self.output = VerticalOutcome(module, run_id, scores, status, teacher[0], producer, logits, teacher[1], interval, validation, flops_share)
         if self.role == T.Role.STUDENT and ctx.on_student is not None:
             ctx.on_student(spec.name, validation)
 
