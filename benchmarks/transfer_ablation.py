@@ -16,7 +16,10 @@ interval excludes 0. For GEM's "2×" claim the interval is that of gain_combined
 points, gain = NE_baseline − NE). Each slice states its eval positives and the minimum detectable
 effect (80% power) of a comparison with vanilla KD.
 
-    python benchmarks/transfer_ablation.py [--seeds 5] [--only synthetic movielens staleness] [--variants NAME …]
+With `--tune TRIALS` every variant's technique knobs are first chosen by `gem-transfer tune` with the
+same budget (TRIALS trials on the first seed's validation window), so the comparison is of tuned variants.
+
+    python benchmarks/transfer_ablation.py [--seeds 5] [--only synthetic movielens staleness] [--variants NAME …] [--tune TRIALS]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import contextlib
 import copy
 import io
 import math
+import re
 import statistics
 import sys
 import time
@@ -51,6 +55,9 @@ from transfer.config.recipe import (  # noqa: E402
 from transfer.config.validate import validate  # noqa: E402
 from transfer.evaluation.intervals import SeedInterval, seed_interval  # noqa: E402
 from transfer.pipeline.engine import run_recipe  # noqa: E402
+from transfer.tuning.space import stage_knobs  # noqa: E402
+from transfer.tuning.study import tune  # noqa: E402
+from transfer.util.atomic import write_text_atomic  # noqa: E402
 
 OUTPUT = REPO / "benchmarks" / ".runs"
 COMMAND = "make bench-transfer  (python benchmarks/transfer_ablation.py)"
@@ -110,6 +117,13 @@ class Collected:
 
 
 def run_quietly(recipe: Recipe, path: Path, seed: int, overrides: dict) -> pl.DataFrame:
+    recipe = bench_recipe(recipe, path, seed, overrides)
+    with contextlib.redirect_stdout(io.StringIO()):
+        return run_recipe(recipe, path).table
+
+
+def bench_recipe(recipe: Recipe, path: Path, seed: int, overrides: dict) -> Recipe:
+    """`recipe` as the benchmark runs it for `seed`: its data scale, seeds, output folder and experiment, validated."""
     recipe = copy.deepcopy(recipe)
     recipe.seed = seed
     if recipe.data.dataset == "synthetic":
@@ -127,8 +141,7 @@ def run_quietly(recipe: Recipe, path: Path, seed: int, overrides: dict) -> pl.Da
     for key, value in overrides.items():
         _set(recipe, key, value)
     validate(recipe, path)
-    with contextlib.redirect_stdout(io.StringIO()):
-        return run_recipe(recipe, path).table
+    return recipe
 
 
 def _set(recipe: Recipe, dotted: str, value) -> None:
@@ -139,16 +152,64 @@ def _set(recipe: Recipe, dotted: str, value) -> None:
     setattr(node, last, value)
 
 
-def ablation(study: Study, seeds: list[int], collected: Collected, only: list[str] | None = None) -> None:
+def ablation(study: Study, seeds: list[int], collected: Collected, only: list[str] | None = None, trials: int = 0) -> list[dict]:
+    """Run every chosen variant on every seed; with `trials`, each variant first tuned (see `tuned`).
+    → the knobs tuning chose (one row per tuned variant; empty without tuning)."""
     direct, hierarchical = load_recipe(REPO / study.direct), load_recipe(REPO / study.hierarchical)
+    variants = {name: recipe for name, recipe in ablation_variants(direct, hierarchical).items()
+                if not only or name in only or name == "vanilla KD"}  # vanilla KD is every comparison's reference
+    chosen: list[dict] = []
+    if trials:
+        variants, chosen = tuned(study, variants, seeds[0], trials)
     for seed in seeds:
-        for variant, recipe in ablation_variants(direct, hierarchical).items():
-            if only and variant not in only and variant != "vanilla KD":  # vanilla KD is every comparison's reference
-                continue
-            path = REPO / (study.hierarchical if "hierarchical" in variant else study.direct)
+        for variant, recipe in variants.items():
             start = time.perf_counter()
-            collected.add(study.name, variant, seed, run_quietly(recipe, path, seed, {}))
+            collected.add(study.name, variant, seed, run_quietly(recipe, _study_path(study, variant), seed, {}))
             print(f"  {study.name} seed {seed}: {variant} ({time.perf_counter() - start:.0f} s)", flush=True)
+    return chosen
+
+
+def _study_path(study: Study, variant: str) -> Path:
+    return REPO / (study.hierarchical if "hierarchical" in variant else study.direct)
+
+
+def tuned(study: Study, variants: dict[str, Recipe], seed: int, trials: int) -> tuple[dict[str, Recipe], list[dict]]:
+    """Each variant with its last stage's technique knobs chosen by `gem-transfer tune` with the same
+    budget (`trials` trials each, on seed `seed`'s validation window: the eval window is never seen);
+    variants without knobs (sharing alone adds none) are run as they are. The study for each variant is
+    its recipe as the benchmark runs it, written as YAML under `benchmarks/.runs/tuning/` (reruns resume
+    it). → the tuned variants, and per variant the knobs chosen with their validation NE."""
+    folder = OUTPUT / "tuning" / study.name
+    folder.mkdir(parents=True, exist_ok=True)
+    result_variants, chosen = {}, []
+    for variant, recipe in variants.items():
+        index = len(recipe.transfer.stages) - 1
+        result_variants[variant] = recipe = copy.deepcopy(recipe)
+        if not stage_knobs(recipe.transfer.stages[index]):
+            continue
+        file = folder / (re.sub(r"[^a-z0-9]+", "_", variant.lower()).strip("_") + ".yaml")
+        write_text_atomic(file, bench_recipe(recipe, _study_path(study, variant), seed, {}).to_yaml())
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = tune(file, [], trials)
+        for key, value in result.best_params.items():
+            _set(recipe, f"transfer.stages.{index}.{key}", value)
+        chosen.append({"variant": variant, "best val NE": result.best_value, **result.best_params})
+        print(f"  {study.name}: tuned {variant} in {trials} trials ({time.perf_counter() - start:.0f} s): "
+              + ", ".join(f"{k}={v:.3g}" for k, v in result.best_params.items()), flush=True)
+    return result_variants, chosen
+
+
+def knobs_table(chosen: list[dict]) -> str:
+    """Markdown: per tuned variant, the knobs chosen and the mean validation NE they reached."""
+    if not chosen:
+        return ""
+    keys = sorted({key for row in chosen for key in row} - {"variant", "best val NE"})
+    lines = ["| variant | mean val NE (tuning seed) | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    for row in chosen:
+        lines.append(f"| {row['variant']} | {row['best val NE']:.4f} | "
+                     + " | ".join(f"{row[k]:.3g}" if k in row else "—" for k in keys) + " |")
+    return "\n".join(lines)
 
 
 def staleness(seeds: list[int], collected: Collected, sweep: tuple[int, ...]) -> None:
@@ -325,12 +386,16 @@ def main() -> None:
                         help="bench: 1.6M impressions over 40 days, eval 10 days (≥ 2,000 eval positives per slice); recipe: the recipes' 400k")
     parser.add_argument("--movielens-users", type=float, default=0.8,
                         help="below 1: each seed runs MovieLens on its own seeded sample of this share of the users (data.users), so seeds vary the data too")
+    parser.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                        help="tune each variant's technique knobs first (gem-transfer tune, TRIALS trials each, on the first seed's validation window)")
     args = parser.parse_args()
     SCALE["synthetic"], SCALE["users"] = args.synthetic_scale, args.movielens_users
     seeds = list(range(args.seeds))
     collected = Collected()
     start = time.perf_counter()
     chosen = args.only or [*STUDIES, "staleness"]
+    knobs: dict[str, list[dict]] = {}
+    suffix = "_tuned" if args.tune else ""
     if args.from_csv is not None:
         frame = pl.read_csv(args.from_csv, schema_overrides={"eval positives": pl.String})
         seeds = sorted(set(frame["seed"].to_list()))
@@ -338,11 +403,11 @@ def main() -> None:
     else:
         for name, study in STUDIES.items():
             if name in chosen:
-                ablation(study, seeds, collected, args.variants)
+                knobs[name] = ablation(study, seeds, collected, args.variants, args.tune)
         if "staleness" in chosen:
             staleness(seeds, collected, tuple(sorted({0, *args.staleness_days})))
         frame = pl.DataFrame(collected.rows)
-        write_csv(frame, REPO / "benchmarks" / f"transfer_ablation{'_' + '_'.join(args.only) if args.only else ''}.csv")
+        write_csv(frame, REPO / "benchmarks" / f"transfer_ablation{'_' + '_'.join(args.only) if args.only else ''}{suffix}.csv")
         took = f"{(time.perf_counter() - start) / 60:.0f} min for this run"
     for name in STUDIES:
         if name in chosen:
@@ -353,9 +418,15 @@ def main() -> None:
             if name == "synthetic":
                 scale = (f" World: {BENCH.spec.rows:,} impressions over {BENCH.spec.days} days, windows {BENCH.cutoff}/{BENCH.student}/"
                          f"{BENCH.validation}/{BENCH.eval} days." if args.synthetic_scale == "bench" else " World: the recipes' own 400k impressions, windows 21/7/1/3 days.")
-            body = (f"{len(seeds)} seeds ({varies}); {took} (torch on 2 threads).{scale}\n\n"
+            tuning = ""
+            if args.tune:
+                tuning = (f" Every variant's technique knobs tuned first with the same budget: `gem-transfer tune`, {args.tune} trials each "
+                          f"(seeded TPE, median pruner) on seed {seeds[0]}'s validation window; the knobs chosen:\n\n"
+                          + knobs_table(knobs.get(name, [])) + "\n")
+            body = (f"{len(seeds)} seeds ({varies}); {took} (torch on 2 threads).{scale}{tuning}\n\n"
                     + ablation_table(frame, name) + "\n\n" + claims_table(frame, name))
-            section = f"transfer-ablation-{name}" + ("-400k" if name == "synthetic" and args.synthetic_scale == "recipe" else "")
+            section = (f"transfer-ablation-{name}" + ("-400k" if name == "synthetic" and args.synthetic_scale == "recipe" else "")
+                       + ("-tuned" if args.tune else ""))
             write_section(section, COMMAND, body)
             print(body)
     if "staleness" in chosen:
