@@ -5,7 +5,7 @@ Variants per VM, all from the shipped "all techniques" recipes (one source of tr
 baseline (no transfer), vanilla KD (soft labels on the serving head), auxiliary-head KD, aux KD +
 representation learning, aux KD + parameter sharing (as shipped, and with the other `freeze`), aux KD + Student Adapter, GEM's claimed
 combination (aux KD + representation + sharing, no adapter), all combined (direct), all combined
-(hierarchical). Teacher, knowledge and domain FMs are trained once per seed and reused through the
+(hierarchical), and hierarchical with each domain FM warm-started on its domain of the teacher's window. Teacher, knowledge and domain FMs are trained once per seed and reused through the
 stage cache. Every run is a real recipe run tracked in MLflow (`benchmarks/.runs`).
 
 Seeds vary the models (recipe `seed`) and, on the synthetic world, the data (`data.synthetic.seed`);
@@ -78,7 +78,8 @@ STALENESS_RECIPE = "recipes/staleness_study.yaml"
 SCALE = {"synthetic": "bench",  # bench: the synthetic_world BENCH layout; recipe: the recipes' own (400k rows)
          "users": 1.0}  # a fixed log's share of users per seed (`data.users`); 1.0: seeds vary the models only
 CLAIMED = "aux KD + representation + sharing"  # GEM's combined techniques (2× vanilla KD), without the adapter
-COMBINED = (CLAIMED, "all combined (direct)", "all combined (hierarchical)")
+WARM = "all combined (hierarchical, warm-started domain FM)"
+COMBINED = (CLAIMED, "all combined (direct)", "all combined (hierarchical)", WARM)
 STALENESS_DAYS = (0, 1, 3, 7)
 
 
@@ -104,6 +105,9 @@ def ablation_variants(direct: Recipe, hierarchical: Recipe) -> dict[str, Recipe]
         recipe.transfer.stages = [stage]
         variants[name] = recipe
     variants["all combined (hierarchical)"] = hierarchical
+    warm = copy.deepcopy(hierarchical)
+    warm.domain_fms.warm_start = True  # the domain FM first learns its domain of the teacher's window from labels
+    variants[WARM] = warm
     return variants
 
 
@@ -204,7 +208,7 @@ def knobs_table(chosen: list[dict]) -> str:
     """Markdown: per tuned variant, the knobs chosen and the mean validation NE they reached."""
     if not chosen:
         return ""
-    keys = sorted({key for row in chosen for key in row} - {"variant", "best val NE"})
+    keys = sorted({key for row in chosen for key in row} - {"variant", "best val NE", "trials"})
     lines = ["| variant | mean val NE (tuning seed) | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     for row in chosen:
         lines.append(f"| {row['variant']} | {row['best val NE']:.4f} | "
@@ -260,8 +264,10 @@ def ablation_table(frame: pl.DataFrame, dataset: str) -> str:
         rows = data.filter(pl.col("slice") == slice_)
         baseline = _baseline(rows)
         entries = [("teacher", rows.filter((pl.col("role") == "teacher") & (pl.col("variant") == "vanilla KD")).sort("seed"))]
-        entries += [(f"domain FM {m}", rows.filter((pl.col("role") == "domain_fm") & (pl.col("model") == m)).sort("seed"))
-                    for m in rows.filter(pl.col("role") == "domain_fm")["model"].unique(maintain_order=True)]
+        fms = rows.filter(pl.col("role") == "domain_fm")
+        entries += [(f"domain FM {m}" + (" (warm-started)" if v == WARM else ""),
+                     fms.filter((pl.col("model") == m) & (pl.col("variant") == v)).sort("seed"))
+                    for m, v in fms.select("model", "variant").unique(maintain_order=True).iter_rows()]
         entries.append(("baseline", baseline))
         entries += [(v, _student(rows, v)) for v in rows["variant"].unique(maintain_order=True)]
         vanilla_gain = statistics.mean((baseline["NE"] - _student(rows, "vanilla KD")["NE"]).to_list())
@@ -400,6 +406,13 @@ def main() -> None:
         frame = pl.read_csv(args.from_csv, schema_overrides={"eval positives": pl.String})
         seeds = sorted(set(frame["seed"].to_list()))
         took = f"analysed again from `{args.from_csv.name}`"
+        knobs_file = args.from_csv.with_name(args.from_csv.stem + "_knobs.csv")
+        if knobs_file.is_file():  # the knobs a tuned run chose, per dataset
+            chosen_knobs = pl.read_csv(knobs_file)
+            for name in chosen_knobs["dataset"].unique(maintain_order=True).to_list():
+                knobs[name] = [{k: v for k, v in row.items() if k not in ("dataset", "commit", "dirty") and v is not None}
+                               for row in chosen_knobs.filter(pl.col("dataset") == name).iter_rows(named=True)]
+            args.tune = args.tune or int(chosen_knobs["trials"][0])
     else:
         for name, study in STUDIES.items():
             if name in chosen:
@@ -407,7 +420,11 @@ def main() -> None:
         if "staleness" in chosen:
             staleness(seeds, collected, tuple(sorted({0, *args.staleness_days})))
         frame = pl.DataFrame(collected.rows)
-        write_csv(frame, REPO / "benchmarks" / f"transfer_ablation{'_' + '_'.join(args.only) if args.only else ''}{suffix}.csv")
+        stem = f"transfer_ablation{'_' + '_'.join(args.only) if args.only else ''}{suffix}"
+        write_csv(frame, REPO / "benchmarks" / f"{stem}.csv")
+        if any(knobs.values()):
+            write_csv(pl.DataFrame([{"dataset": name, "trials": args.tune, **row} for name, rows in knobs.items() for row in rows],
+                                   infer_schema_length=None), REPO / "benchmarks" / f"{stem}_knobs.csv")
         took = f"{(time.perf_counter() - start) / 60:.0f} min for this run"
     for name in STUDIES:
         if name in chosen:

@@ -144,3 +144,39 @@ def test_a_domain_fm_keeps_its_vms_knowledge_from_its_training_traffic_by_defaul
     (table,) = folder.rglob("knowledge/dfm_tiny-instagram.parquet")
     kept = pl.read_parquet(table)
     assert len(kept) == len(instagram) and kept["example_id"].n_unique() == len(instagram)
+
+
+def test_a_warm_started_domain_fm_learns_its_domain_of_the_teachers_window_first_and_keeps_that_models_knowledge(tiny, capsys):
+    """`domain_fms.warm_start`: the FM first trains on its domain's rows of the teacher's window (labels
+    only), so the knowledge it keeps for its VMs' first batch is the warm-started model's score, not a
+    cold start's."""
+    folder, dataset = tiny
+    recipe = write_recipe(
+        folder, dataset, name="hier_warm", teacher={"model": "skeleton_tiny", "batch_size": 256},
+        domain_fms={"model": "dfm_tiny", "batch_size": 256, "max_epochs": 1, "warm_start": True}, transfer={"strategy": "hierarchical"},
+        students=[{"vertical": "ig_stories_click", "batch_size": 64}],
+    )
+    code, out, err = run_cli(capsys, "run", str(recipe))
+    assert code == 0, err
+    loaded = load_recipe(recipe)
+    data = prepare_data(loaded.data)
+    warm_rows = data.domain_rows(data.train_rows, "instagram")
+    assert f"domain FM warm start: dfm_tiny:instagram on {len(warm_rows):,} impressions of the teacher's window" in out
+    (weights,) = folder.rglob("warm_start/model.pt")
+    fm_folder = weights.parent.parent
+    table = fm_folder / "knowledge" / "dfm_tiny-instagram.parquet"
+
+    L.seed_everything(loaded.seed, verbose=False)  # the FM's initial weights, as its stage builds them
+    cold = catalog("domain_fm")["dfm_tiny"].build(data.log.inputs, {})
+    warm = copy.deepcopy(cold)
+    warm.load_state_dict(torch.load(weights))
+    rows = data.domain_rows(data.student_rows, "instagram")
+    first = next(iter(window_loader(WindowBatches(data.log, rows, warm.history_length), 256, shuffle=True, seed=loaded.seed, order="time")))
+    with torch.no_grad():
+        warm_scores, cold_scores = warm.eval()(first).logits.float(), cold.eval()(first).logits.float()
+    kept = _kept_logits(table, data, first["row"])
+    assert torch.allclose(kept, warm_scores, atol=1e-4)
+    assert not torch.allclose(kept, cold_scores, atol=1e-2)
+
+    code, out, _ = run_cli(capsys, "run", str(recipe))  # a rerun reuses the warm start with the rest
+    assert code == 0 and "warm start: dfm_tiny:instagram" in out and out.count("already trained") >= 3

@@ -82,6 +82,10 @@ class DomainFMConfig:
     max_epochs: int = 1
     lr: float = 2e-3
     batch_size: int = 1024
+    # true: each FM first trains on its domain's rows of the teacher's window (labels only, in time order),
+    # then as before on the consumers' window: it sees more of its domain, and its VMs' knowledge (its
+    # traffic there) comes from a model that already knows the domain
+    warm_start: bool = False
 
 
 @dataclass

@@ -236,8 +236,9 @@ class Teaching:
 
 @dataclass(eq=False)
 class DomainFMStage(Stage):
-    """One domain's FM, trained on its surfaces of the consumers' window, taught by the stage's producer;
-    its VMs' knowledge is kept from its first epoch's training traffic (out-of-sample)."""
+    """One domain's FM, trained on its surfaces of the consumers' window, taught by the stage's producer
+    (with `domain_fms.warm_start`, first on its surfaces of the teacher's window from labels); its VMs'
+    knowledge is kept from its first epoch's training traffic over the consumers' window (out-of-sample)."""
 
     domain: str
     entry: ModelEntry
@@ -301,15 +302,32 @@ class DomainFMStage(Stage):
         with tracker.run(self.name, tags, nested=True) as run_id:
             L.seed_everything(self.recipe.seed, verbose=False)
             model = self.entry.build(data.log.inputs, cfg.sizes)
-            module = self.teaching.module(model, target, cfg.lr, data)
+            module = self.teaching.module(model, target, cfg.lr, data)  # imports the shared producer modules into `model`
+            folder = ctx.cache.folder(self.key)
+            if cfg.warm_start:
+                self._warm_start(ctx, model, folder / "warm_start", run_id)
             batches = self.teaching.batches(data, target, model.history_length, self.recipe.transfer.max_age_days, self.recipe.seed, tracker)
             loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=self.recipe.seed, order=self.recipe.trainer.order)
-            folder = ctx.cache.folder(self.key)
             watchers = traffic_watchers(ctx, folder, self, module, run_id, data.student.end) if self.from_traffic else None
             trained_by = fit_or_reuse(ctx.cache, folder, module, loader, self.recipe.trainer, cfg.max_epochs,
                                       tracker, run_id, f"domain FM: {model_name}", f"on {len(target.rows):,} impressions", watchers=watchers)
             tracker.log_metrics({T.PARAMETERS: parameter_count(module.export())})
         self.output = Producer(model_name, module, trained_by, data.student.end, target.rows, self.key)
+
+    def _warm_start(self, ctx: RunContext, model: torch.nn.Module, folder: Path, run_id: str) -> None:
+        """Train `model` first on its domain's rows of the teacher's window, from labels only (the teacher
+        has no out-of-sample knowledge of the rows it trained on) and in time order, so that it has seen
+        more of its domain than any VM and the knowledge it keeps from its traffic over the consumers'
+        window comes from a model that knows its domain, not from a cold start. Cached in `folder`."""
+        data, cfg = self.data, self.recipe.domain_fms
+        rows = data.domain_rows(data.train_rows, self.domain)  # [n]
+        tasks = list(range(len(data.log.tasks)))
+        module = RankingModule(model, data.log.tasks, tasks, lr=cfg.lr, base_rates=data.base_rates(rows, tasks))
+        loader = window_loader(WindowBatches(data.log, rows, model.history_length), cfg.batch_size, shuffle=True,
+                               seed=self.recipe.seed, order="time")
+        fit_or_reuse(ctx.cache, folder, module, loader, self.recipe.trainer, cfg.max_epochs, ctx.tracker, run_id,
+                     f"domain FM warm start: {self.producer_name}", f"on {len(rows):,} impressions of the teacher's window (labels only)")
+        ctx.tracker.log_metrics({"warm_start_rows": len(rows)})
 
 
 TRAFFIC = "training_traffic"
