@@ -49,6 +49,7 @@ from transfer.config.recipe import (  # noqa: E402
     Recipe,
     RepresentationConfig,
     SharingConfig,
+    StudentConfig,
     UserSampleConfig,
     load_recipe,
 )
@@ -68,11 +69,16 @@ class Study:
     name: str
     direct: str  # the all-techniques direct recipe
     hierarchical: str
+    students: tuple[str, ...] = ()  # the VMs to run, in place of the recipes' own (empty: theirs)
 
 
 STUDIES = {
     "synthetic": Study("synthetic", "recipes/direct_all_techniques.yaml", "recipes/hierarchical_all_techniques.yaml"),
     "movielens": Study("movielens", "recipes/movielens_all_techniques.yaml", "recipes/movielens_hierarchical.yaml"),
+    # near and far domains (#15): the recipes' VMs (instagram, facebook: most of the teacher's traffic) beside
+    # messenger's, the far domain (it launches during the log, with its own mechanics)
+    "domains": Study("domains", "recipes/direct_all_techniques.yaml", "recipes/hierarchical_all_techniques.yaml",
+                     ("ig_stories_click", "fb_feed_conversion", "msg_inbox_click", "msg_inbox_conversion")),
 }
 STALENESS_RECIPE = "recipes/staleness_study.yaml"
 SCALE = {"synthetic": "bench",  # bench: the synthetic_world BENCH layout; recipe: the recipes' own (400k rows)
@@ -160,6 +166,8 @@ def ablation(study: Study, seeds: list[int], collected: Collected, only: list[st
     """Run every chosen variant on every seed; with `trials`, each variant first tuned (see `tuned`).
     → the knobs tuning chose (one row per tuned variant; empty without tuning)."""
     direct, hierarchical = load_recipe(REPO / study.direct), load_recipe(REPO / study.hierarchical)
+    if study.students:
+        direct.students = hierarchical.students = [StudentConfig(vertical=name) for name in study.students]
     variants = {name: recipe for name, recipe in ablation_variants(direct, hierarchical).items()
                 if not only or name in only or name == "vanilla KD"}  # vanilla KD is every comparison's reference
     chosen: list[dict] = []
@@ -384,7 +392,7 @@ def adapter_controls_table(frame: pl.DataFrame) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--only", choices=["synthetic", "movielens", "staleness"], nargs="+", default=None)
+    parser.add_argument("--only", choices=[*STUDIES, "staleness"], nargs="+", default=None)
     parser.add_argument("--variants", nargs="+", default=None, help="only these variants (vanilla KD always runs)")
     parser.add_argument("--staleness-days", type=int, nargs="+", default=list(STALENESS_DAYS), help="the staleness sweep's d values (0 always runs)")
     parser.add_argument("--from-csv", type=Path, default=None, help="analyse this run's CSV again instead of running")
@@ -428,11 +436,12 @@ def main() -> None:
         took = f"{(time.perf_counter() - start) / 60:.0f} min for this run"
     for name in STUDIES:
         if name in chosen:
-            varies = "recipe `seed` and `data.synthetic.seed`: models and data" if name == "synthetic" else (
+            synthetic = name != "movielens"
+            varies = "recipe `seed` and `data.synthetic.seed`: models and data" if synthetic else (
                 f"recipe `seed` and `data.users` (a seeded {args.movielens_users:.0%} of the users): models and data" if args.movielens_users < 1
                 else "recipe `seed`: models only (one fixed log)")
             scale = ""
-            if name == "synthetic":
+            if synthetic:
                 scale = (f" World: {BENCH.spec.rows:,} impressions over {BENCH.spec.days} days, windows {BENCH.cutoff}/{BENCH.student}/"
                          f"{BENCH.validation}/{BENCH.eval} days." if args.synthetic_scale == "bench" else " World: the recipes' own 400k impressions, windows 21/7/1/3 days.")
             tuning = ""
@@ -442,7 +451,7 @@ def main() -> None:
                           + knobs_table(knobs.get(name, [])) + "\n")
             body = (f"{len(seeds)} seeds ({varies}); {took} (torch on 2 threads).{scale}{tuning}\n\n"
                     + ablation_table(frame, name) + "\n\n" + claims_table(frame, name))
-            section = (f"transfer-ablation-{name}" + ("-400k" if name == "synthetic" and args.synthetic_scale == "recipe" else "")
+            section = (f"transfer-ablation-{name}" + ("-400k" if synthetic and args.synthetic_scale == "recipe" else "")
                        + ("-tuned" if args.tune else ""))
             write_section(section, COMMAND, body)
             print(body)
