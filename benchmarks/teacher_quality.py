@@ -12,7 +12,12 @@ on the eval window. Each teacher is compared with `counts_mlp` by per-seed paire
 their 95% t-interval: where a teacher beats it, reading the history (its order, high-order crosses)
 bought what target-match counts alone do not. Training FLOPs = 3 × forward FLOPs per example × examples seen.
 
+With `--tune TRIALS` each teacher's learning rate and warm-up are first chosen on seed 0's validation
+window; with `--matched-compute` cheaper teachers train more epochs, so every teacher spends about the
+training FLOPs of the costliest (the comparison the GEM claim is about).
+
     python benchmarks/teacher_quality.py [--seeds 3] [--only quality|scaling|speed] [--models NAME …] [--datasets synthetic movielens]
+                                         [--tune TRIALS] [--matched-compute]
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ MOVIELENS_USERS = 0.8  # share of MovieLens's users each seed samples (so seeds 
 SCALING = ("gem_lite", "gem_tiny", "gem_base")
 PLOT = REPO / "benchmarks" / "teacher_scaling.png"
 CSV = REPO / "benchmarks" / "teacher_quality.csv"
+TUNING = REPO / "benchmarks" / ".runs" / "teacher_tuning"
+LR_RANGE = (3e-4, 2e-2)
+WARMUP_STEPS = (0, 100, 300, 1000)
+MAX_EPOCHS = 8
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,9 @@ def train_and_score(name: str, recipe: Recipe, data: PreparedData, seed: int, da
     fit(module, train, trainer_cfg, cfg.max_epochs, logger=False)
     seconds = time.perf_counter() - start
     scores = {task: {} for task in data.log.tasks}
-    for prefix, rows in (("", data.eval_rows), ("knowledge_", data.student_rows)):
+    for prefix, rows in (("", data.eval_rows), ("knowledge_", data.student_rows), ("val_", data.validation_rows)):
+        if not len(rows):
+            continue
         window = window_loader(WindowBatches(data.log, rows, model.history_length), 4096, shuffle=False)
         (logged,) = make_trainer(trainer_cfg, 1, progress=False).test(module, dataloaders=window, verbose=False)
         for task in data.log.tasks:
@@ -143,14 +154,82 @@ def seeded_recipe(dataset: str, seed: int) -> Recipe:
     return recipe
 
 
-def run_quality(seeds: int, models: list[str], datasets: list[str]) -> list[Trained]:
+@dataclass(frozen=True)
+class Setting:
+    """How one teacher trains on one dataset: its learning rate, warm-up and epochs."""
+
+    lr: float
+    warmup_steps: int
+    epochs: int
+    val_ne: float | None = None  # the tuning study's best mean validation NE (None: not tuned)
+
+    def applied(self, recipe: Recipe) -> Recipe:
+        teacher = replace(recipe.teacher, lr=self.lr, warmup_steps=self.warmup_steps, max_epochs=self.epochs)
+        return replace(recipe, teacher=teacher)
+
+
+def matched_epochs(models: list[str], recipe: Recipe, data: PreparedData) -> dict[str, int]:
+    """Epochs per teacher so each spends about the training FLOPs of the costliest one's epochs
+    (examples × forward FLOPs; cheaper models see the window more often), at most `MAX_EPOCHS`."""
+    flops = {name: forward_flops_per_example(catalog("teacher")[name].build(data.log.inputs).eval(), data.log.inputs) for name in models}
+    budget = max(flops.values()) * recipe.teacher.max_epochs
+    return {name: max(1, min(MAX_EPOCHS, round(budget / f))) for name, f in flops.items()}
+
+
+def tuned_setting(name: str, dataset: str, trials: int, epochs: int) -> Setting:
+    """The learning rate and warm-up of `name` on `dataset` chosen by an Optuna study (seeded TPE,
+    `trials` trials) on seed 0's validation window (never the eval window); resumable from
+    `benchmarks/.runs/teacher_tuning/<dataset>-<name>-<epochs>ep.db`."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    TUNING.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(storage=f"sqlite:///{TUNING / f'{dataset}-{name}-{epochs}ep.db'}", study_name="teacher",
+                                direction="minimize", sampler=optuna.samplers.TPESampler(seed=0), load_if_exists=True)
+    recipe = seeded_recipe(dataset, 0)
+    data = prepare_data(recipe.data)
+
+    def objective(trial) -> float:
+        setting = Setting(trial.suggest_float("lr", *LR_RANGE, log=True), trial.suggest_categorical("warmup_steps", WARMUP_STEPS), epochs)
+        trained = train_and_score(name, setting.applied(recipe), data, 0, dataset)
+        value = sum(s["val_ne"] for s in trained.scores.values()) / len(trained.scores)
+        print(f"  tune {dataset} {name}: lr {setting.lr:.2g}, warm-up {setting.warmup_steps} → mean val NE {value:.4f}", flush=True)
+        return value
+
+    remaining = trials - sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining)
+    return Setting(study.best_params["lr"], study.best_params["warmup_steps"], epochs, study.best_value)
+
+
+def settings_for(models: list[str], datasets: list[str], trials: int, matched: bool) -> dict[tuple[str, str], Setting]:
+    """Per (dataset, teacher): the recipe's lr and warm-up, or tuned ones (`trials` > 0); the recipe's
+    epochs, or epochs matched on training FLOPs (`matched`)."""
+    settings = {}
+    for dataset in datasets:
+        recipe = seeded_recipe(dataset, 0)
+        epochs = matched_epochs(models, recipe, prepare_data(recipe.data)) if matched else dict.fromkeys(models, recipe.teacher.max_epochs)
+        for name in models:
+            settings[dataset, name] = (tuned_setting(name, dataset, trials, epochs[name]) if trials
+                                       else Setting(recipe.teacher.lr, recipe.teacher.warmup_steps, epochs[name]))
+    return settings
+
+
+def settings_table(settings: dict[tuple[str, str], Setting]) -> str:
+    lines = ["| dataset | teacher | lr | warm-up steps | epochs | best mean val NE (tuning, seed 0) |", "|---|---|---|---|---|---|"]
+    for (dataset, name), s in settings.items():
+        lines.append(f"| {dataset} | {name} | {s.lr:.3g} | {s.warmup_steps} | {s.epochs} | {'—' if s.val_ne is None else f'{s.val_ne:.4f}'} |")
+    return "\n".join(lines)
+
+
+def run_quality(seeds: int, models: list[str], datasets: list[str], settings: dict[tuple[str, str], Setting]) -> list[Trained]:
     results = []
     for dataset in datasets:
         for seed in range(seeds):
             recipe = seeded_recipe(dataset, seed)
             data = prepare_data(recipe.data)
             for name in models:
-                results.append(trained := train_and_score(name, recipe, data, seed, dataset))
+                results.append(trained := train_and_score(name, settings[dataset, name].applied(recipe), data, seed, dataset))
                 print(f"{dataset} seed {seed} {name}: " + ", ".join(f"{t} NE {s['ne']:.4f}" for t, s in trained.scores.items())
                       + f" ({trained.train_seconds:.0f} s)", flush=True)
     return results
@@ -205,17 +284,24 @@ def main() -> None:
     parser.add_argument("--only", choices=["quality", "scaling", "speed"])
     parser.add_argument("--models", nargs="+", choices=COMPARED, default=list(COMPARED), help=f"teachers to compare ({REFERENCE} always runs)")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
+    parser.add_argument("--tune", type=int, default=0, metavar="TRIALS",
+                        help="choose each teacher's lr and warm-up first: an Optuna study of TRIALS trials on seed 0's validation window")
+    parser.add_argument("--matched-compute", action="store_true",
+                        help=f"epochs per teacher so each spends about the costliest teacher's training FLOPs (at most {MAX_EPOCHS})")
     args = parser.parse_args()
     results: list[Trained] = []
     if args.only in (None, "quality"):
         models = [m for m in COMPARED if m in args.models or m == REFERENCE]
-        results = run_quality(args.seeds, models, args.datasets)
+        settings = settings_for(models, args.datasets, args.tune, args.matched_compute)
+        results = run_quality(args.seeds, models, args.datasets, settings)
         frame = pl.DataFrame(as_rows(results))
-        write_csv(frame, CSV)
+        write_csv(frame, CSV.with_stem(CSV.stem + "_tuned") if args.tune else CSV)
         subset = "" if (models, args.datasets) == (list(COMPARED), list(DATASETS)) else (
             f"A subset: teachers {', '.join(models)} on {', '.join(args.datasets)}.\n\n")
-        write_section("teacher-quality", COMMAND, subset + f"Seeds vary the data and the models ({args.seeds} seeds).\n\n"
-                      + summary_table(frame) + "\n\n" + paired_table(frame))
+        how = ((f"Each teacher's lr and warm-up tuned first ({args.tune} trials each, seeded TPE, on seed 0's validation window). " if args.tune else "")
+               + ("Epochs matched on training FLOPs. " if args.matched_compute else "")) + "Settings:\n\n" + settings_table(settings) + "\n\n"
+        write_section("teacher-quality" + ("-tuned" if args.tune else ""), COMMAND, subset + how
+                      + f"Seeds vary the data and the models ({args.seeds} seeds).\n\n" + summary_table(frame) + "\n\n" + paired_table(frame))
     if args.only in (None, "scaling"):
         write_section("teacher-scaling", COMMAND, scaling_section(run_scaling(results)))
     if args.only in (None, "speed"):
