@@ -38,6 +38,7 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -449,7 +450,7 @@ def main() -> None:
                 tuning = (f" Every variant's technique knobs tuned first with the same budget: `gem-transfer tune`, {args.tune} trials each "
                           f"(seeded TPE, median pruner) on seed {seeds[0]}'s validation window; the knobs chosen:\n\n"
                           + knobs_table(knobs.get(name, [])) + "\n")
-            body = (f"{len(seeds)} seeds ({varies}); {took} (torch on 2 threads).{scale}{tuning}\n\n"
+            body = (f"{len(seeds)} seeds ({varies}); {took} (torch on {torch.get_num_threads()} threads).{scale}{tuning}\n\n"
                     + ablation_table(frame, name) + "\n\n" + claims_table(frame, name))
             section = (f"transfer-ablation-{name}" + ("-400k" if synthetic and args.synthetic_scale == "recipe" else "")
                        + ("-tuned" if args.tune else ""))
@@ -459,7 +460,7 @@ def main() -> None:
         world = (f"the benchmark world ({BENCH.spec.rows:,} impressions per {BENCH.spec.days} days, the log starting a week earlier for the stalest teacher; "
                  f"windows teacher 21 / students {BENCH.student} / validation {BENCH.validation} / eval {BENCH.eval} days)"
                  if args.synthetic_scale == "bench" else "the recipe's own world")
-        body = (f"`{STALENESS_RECIPE}` on {world}; {len(seeds)} seeds (models and data); {took} (torch on 2 threads). The students' and eval "
+        body = (f"`{STALENESS_RECIPE}` on {world}; {len(seeds)} seeds (models and data); {took} (torch on {torch.get_num_threads()} threads). The students' and eval "
                 "windows are the same at every d: only the teacher's cutoff moves. Effects are means of per-seed paired differences "
                 "with their 95% t-interval.\n\n" + staleness_table(frame) + "\n\n" + adapter_controls_table(frame))
         write_section("transfer-staleness", COMMAND, body)
