@@ -5,6 +5,10 @@ MLflow API from its pickle-free torch.export graph, scoring the eval window as t
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import mlflow.models
 import mlflow.pytorch
@@ -13,7 +17,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli, write_dataset, write_recipe
+from tests.conftest import REPO, run_cli, write_dataset, write_recipe
 from transfer.config.recipe import load_recipe
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import prepare_data
@@ -229,3 +233,37 @@ def test_a_vanilla_reference_gives_the_student_a_gain_ratio_with_its_interval_in
     stored = from_store.filter(pl.col("role") == "student").row(0, named=True)
     for column in ("gain ratio", "GR 95% CI", "vs vanilla KD", "lift % 95% CI"):
         assert str(stored[column]) == str(student[column])
+
+
+def _as_a_user(*argv: str, cwd, env_uri: str | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process from `cwd`, as a user's shell runs it (MLflow's URI variables unset unless given)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")} | {"PYTHONPATH": str(REPO)}
+    if env_uri:
+        env["MLFLOW_TRACKING_URI"] = env_uri
+    return subprocess.run([sys.executable, "-m", "transfer.cli", *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_register_and_lift_work_as_a_user_runs_them_from_another_folder(tracked, tmp_path):
+    """In a fresh process whose MLflow globals are unset: `--tracking-uri` is the store every call
+    uses (none falls back to a ./mlflow.db), and the README's bare command reads ./gem_runs/mlflow.db."""
+    run = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe="aux")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = _as_a_user("register", run.info.run_id, "--alias", "user_check", "--tracking-uri", tracked["uri"], cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert "registered 'ig_stories_click' version" in done.stdout
+    assert tracked["client"].get_model_version_by_alias("ig_stories_click", "user_check").run_id == run.info.run_id
+    done = _as_a_user("lift", "--experiment", "lift", "--tracking-uri", tracked["uri"], cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert "ig_stories_click" in done.stdout
+    assert not (elsewhere / "mlflow.db").exists()  # no stray store in the working folder
+
+    quickstart_folder = tmp_path / "project"  # where `make quickstart` ran: its store is ./gem_runs/mlflow.db
+    (quickstart_folder / "gem_runs").mkdir(parents=True)
+    shutil.copy(tracked["folder"] / "mlflow.db", quickstart_folder / "gem_runs" / "mlflow.db")
+    done = _as_a_user("register", run.info.run_id, "--alias", "bare", cwd=quickstart_folder)
+    assert done.returncode == 0, done.stderr
+    assert not (quickstart_folder / "mlflow.db").exists()
+    copied = MlflowClient(f"sqlite:///{quickstart_folder / 'gem_runs' / 'mlflow.db'}")
+    assert copied.get_model_version_by_alias("ig_stories_click", "bare").run_id == run.info.run_id

@@ -8,7 +8,10 @@ lineage: producer, recipe, knowledge cutoff and staleness, techniques, lift and 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import mlflow
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
@@ -33,7 +36,28 @@ def register_vertical(uri: str, run_id: str, alias: str | None = None) -> ModelV
     if alias is not None:
         _check_alias(alias)
     check_reachable(uri)
-    client = MlflowClient(uri)
+    with _global_store(uri):
+        return _register(MlflowClient(uri), uri, run_id, alias)
+
+
+@contextmanager
+def _global_store(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to `uri` for the block, then restored (or unset again).
+
+    The registry's SQL store resolves a version's `models:/<model id>` through a default
+    `MlflowClient()`, i.e. the global store, not the client's: without this a CLI process would look
+    for the logged model in (and create) ./mlflow.db.
+    """
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _register(client: MlflowClient, uri: str, run_id: str, alias: str | None) -> ModelVersion:
+    """A new version of the run's vertical with its lineage tags (the registered model created if new)."""
     run = _student_run(client, uri, run_id)
     name = run.data.tags[T.VERTICAL]
     _check_budget(run, name)
