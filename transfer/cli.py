@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a recipe end to end and print the lift table")
     run.add_argument("recipe", type=Path)
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_epochs=2 students.0.lr=3e-3")
+    _format_option(run)
     run.set_defaults(handler=_cmd_run)
 
     plan = sub.add_parser("plan", help="print a recipe's stages, their keys and whether each is cached or will run, without running anything")
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     lift.add_argument("--vertical", default=None, help="only this vertical model")
     lift.add_argument("--since", default=None, help="only recipe runs started on or after this date, YYYY-MM-DD")
     lift.add_argument("--out", type=Path, default=Path("gem_runs/lift"), help="folder for lift.csv and lift.png")
+    _format_option(lift)
     _tracking_option(lift)
     lift.set_defaults(handler=_cmd_lift)
 
@@ -106,6 +108,18 @@ def _tracking_option(parser: argparse.ArgumentParser) -> None:
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///gem_runs/mlflow.db)")
 
 
+def _format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=["markdown", "csv"], default="markdown",
+                        help="how to print the lift table: a markdown table (no wrapping or cut cells) or CSV")
+
+
+def _print_table(table, fmt: str) -> None:
+    """The table on stdout: markdown (numbers rounded for reading) or CSV (every digit)."""
+    from transfer.evaluation.lift_table import format_table
+
+    print(format_table(table) if fmt == "markdown" else table.write_csv(), end="\n" if fmt == "markdown" else "")
+
+
 def _tracking_uri(args: argparse.Namespace) -> str:
     from transfer.tracking.runs import default_tracking_uri
 
@@ -124,15 +138,14 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 
 def _cmd_lift(args: argparse.Namespace) -> int:
-    from transfer.evaluation.lift_table import format_table
     from transfer.tracking.lift import lift_from_tracking
 
     report = lift_from_tracking(_tracking_uri(args), args.experiment, args.vertical, args.since, args.out)
-    print(format_table(report.table))
+    _print_table(report.table, args.format)
     print()
     if report.over_seeds is not None:
         print("Over seeds (a recipe run with several seeds; each effect's mean and 95% t-interval over them):")
-        print(format_table(report.over_seeds))
+        _print_table(report.over_seeds, args.format)
         print()
     written = [report.csv, report.chart, *([report.over_seeds_csv] if report.over_seeds_csv else [])]
     print(f"wrote {', '.join(map(str, written))}; logged on recipe run(s) {', '.join(report.recipe_runs)}")
@@ -152,7 +165,6 @@ def _positive_int(text: str) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from transfer.config.recipe import load_recipe
     from transfer.config.validate import check_machine
-    from transfer.evaluation.lift_table import format_table
     from transfer.pipeline.engine import run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -161,12 +173,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return code
     result = run_recipe(recipe, args.recipe)
     print()
-    print(format_table(result.table))
+    _print_table(result.table, args.format)
     print()
+    _print_run_ids(result.table)
     print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id} in {result.tracking_uri}")
     print(f"        browse with: mlflow ui --backend-store-uri {result.tracking_uri}")
     print(f"Outputs (knowledge, lift.csv, recipe): {result.run_dir}")
     return 0
+
+
+def _print_run_ids(table) -> None:
+    """Each VM's runs (what `gem-transfer register RUN_ID` takes is the student's)."""
+    import polars as pl
+
+    print("VM runs (register a student with: gem-transfer register RUN_ID):")
+    for row in table.filter(pl.col("role").is_in(["student", "vanilla_kd", "baseline"])).iter_rows(named=True):
+        print(f"  {row['model']:<24} {row['role']:<10} {row['run_id']}")
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:

@@ -55,6 +55,7 @@ def test_lift_and_transfer_ratio():
     assert lift_percent(0.80, 0.76) == pytest.approx(5.0)
     assert transfer_ratio(0.80, 0.76, 0.72) == pytest.approx(0.5)
     assert math.isnan(transfer_ratio(0.8, 0.7, 0.8))
+    assert math.isnan(transfer_ratio(0.90, 0.96, 0.95))  # a teacher worse than the baseline: undefined, not +1.2
 
 
 def test_recalibration_shift_of_constant_logits_is_the_base_rate_logit():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,13 @@ class LiftInterval:
     def verdict(self) -> str:
         """"better" / "worse" when the lift's interval excludes 0, else "not distinguishable"."""
         return _verdict(self.lift_low, self.lift_high)
+
+    def minimum_detectable_lift(self, power: float = 0.8) -> float:
+        """The smallest true lift % this eval slice detects with `power` at the 95% level (two-sided):
+        (z_0.975 + z_power) × the lift's standard error, read from the interval's width (2 × 1.96 SE)."""
+        z = NormalDist().inv_cdf
+        level = z(1 - (1 - LEVEL) / 2)
+        return (level + z(power)) * (self.lift_high - self.lift_low) / (2 * level)
 
     @property
     def vanilla_verdict(self) -> str:

@@ -50,6 +50,8 @@ class VerticalResult:
     vanilla: Scores | None = None  # the VM's vanilla-KD reference student, when the recipe trained one
     vanilla_interval: LiftInterval | None = None  # its 95% interval over the baseline
     flops_share: float | None = None  # the VM's forward FLOPs per example over the teacher's (the same for each of its rows)
+    eval_rows: int | None = None  # the VM's eval slice: impressions with a label for its task
+    eval_positives: int | None = None  # … and its labelled positives (the power behind every row)
 
     def models(self) -> list[tuple[str, str, str, Scores]]:
         """(role, variant, model, scores) for each row: teacher, domain FM if any, baseline, the
@@ -66,19 +68,54 @@ class VerticalResult:
         return {"student": self.interval, VANILLA_ROLE: self.vanilla_interval}.get(role)
 
     def gain_ratio(self, role: str, scores: Scores) -> float | None:
-        """The student's gain ratio over the vanilla-KD reference (None for other rows or without one)."""
+        """The student's gain ratio over the vanilla-KD reference (None for other rows or without one;
+        NaN, i.e. undefined, when vanilla KD gains nothing over the baseline)."""
         if role != "student" or self.vanilla is None:
             return None
         return transfer_ratio(self.baseline.ne, scores.ne, self.vanilla.ne)  # the same ratio, vanilla KD in the teacher's place
 
+    def positives(self) -> int | None:
+        """The eval slice's positives (from the student's interval for runs logged before slices were)."""
+        if self.eval_positives is not None:
+            return self.eval_positives
+        return self.interval.positives if self.interval is not None else None
+
+    def flags(self, role: str, scores: Scores) -> list[str]:
+        """What makes a row's numbers unreliable, in words (empty when nothing does): a model worse
+        than predicting the eval base rate (NE > 1); a lift or transfer ratio against such a
+        baseline or teacher; a transfer or gain ratio whose reference gains nothing (undefined); an
+        eval slice with fewer than FEW_EVAL_POSITIVES positives."""
+        flags = []
+        if not math.isfinite(scores.ne):
+            flags.append("NE undefined (the slice lacks positives or negatives)")
+        elif scores.ne > 1:
+            flags.append("NE > 1: worse than predicting the base rate")
+        if role == "baseline":
+            return flags
+        if role != "teacher" and self.baseline.ne > 1:
+            flags.append("lift not meaningful: baseline NE > 1")
+        if role in RATIO_ROLES:
+            if self.teacher.ne > 1:
+                flags.append("transfer ratio not meaningful: teacher NE > 1")
+            elif not self.teacher.ne < self.baseline.ne:
+                flags.append("transfer ratio undefined: the teacher is no better than the baseline")
+        if role == "student" and self.vanilla is not None and not self.vanilla.ne < self.baseline.ne:
+            flags.append("gain ratio undefined: vanilla KD is no better than the baseline")
+        positives = self.positives()
+        if role == "student" and positives is not None and positives < FEW_EVAL_POSITIVES:
+            flags.append(f"few eval positives ({positives} < {FEW_EVAL_POSITIVES})")
+        return flags
+
 
 VANILLA_ROLE = T.Role.VANILLA_KD  # the role of a VM's vanilla-KD reference (the gain ratio's denominator)
+RATIO_ROLES = (T.Role.DOMAIN_FM, VANILLA_ROLE, T.Role.STUDENT)  # rows whose transfer ratio says something
+FEW_EVAL_POSITIVES = 100  # below this many eval positives a student's row is flagged (its lift is noise-dominated)
 
-
-INTERVAL_COLUMNS = ["lift % 95% CI", "TR 95% CI", "vs baseline", "eval positives"]
+SLICE_COLUMNS = ["eval rows", "eval positives"]  # the VM's eval slice, on each of its rows
+INTERVAL_COLUMNS = ["lift % 95% CI", "MDE lift %", "TR 95% CI", "vs baseline"]
 GAIN_COLUMNS = ["gain ratio", "GR 95% CI", "vs vanilla KD"]  # only where a VM has a vanilla-KD reference
-RUN_COLUMNS = ["model", "role", "slice", "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS,
-               *GAIN_COLUMNS, "FLOPs vs teacher", "serving budget"]
+RUN_COLUMNS = ["model", "role", "slice", *SLICE_COLUMNS, "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS,
+               *GAIN_COLUMNS, "FLOPs vs teacher", "serving budget", "flags", "run_id"]
 VM_ROLES = (T.Role.BASELINE, VANILLA_ROLE, T.Role.STUDENT)  # the rows that are the VM itself
 
 
@@ -97,21 +134,25 @@ def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
                 "variant": variant,
                 "model": model,
                 "slice": f"{r.surface}/{r.task}",
+                "eval rows": r.eval_rows,
+                "eval positives": r.positives(),
                 "NE": s.ne,
                 "AUC": s.auc,
                 "calibration": s.calibration,
                 "recal NE": s.recal_ne,
                 "lift %": lift_percent(r.baseline.ne, s.ne),
                 "transfer ratio": transfer_ratio(r.baseline.ne, s.ne, r.teacher.ne),
-                **interval_cells(r.interval_of(role)),
+                **interval_cells(r.interval_of(role), ratio_defined=r.teacher.ne < r.baseline.ne),
                 "gain ratio": r.gain_ratio(role, s),
-                **gain_cells(r.interval if role == "student" and r.vanilla is not None else None),
+                **gain_cells(r.interval if role == "student" and r.vanilla is not None else None,
+                             defined=r.vanilla is not None and r.vanilla.ne < r.baseline.ne),
                 "FLOPs vs teacher": r.flops_share if role in VM_ROLES else None,
                 "serving budget": budget_cell(r.budget) if role == "student" else "",
+                "flags": "; ".join(r.flags(role, s)),
                 "run_id": r.run_ids.get(role, ""),
             })
     return pl.DataFrame(rows, schema_overrides={"AUC": pl.Float64, "calibration": pl.Float64, "recal NE": pl.Float64, "gain ratio": pl.Float64,
-                                             "FLOPs vs teacher": pl.Float64})
+                                             "FLOPs vs teacher": pl.Float64, "eval rows": pl.Int64, "eval positives": pl.Int64})
 
 
 def lift_table(results: list[VerticalResult]) -> pl.DataFrame:
@@ -125,23 +166,27 @@ def without_unused_gain_columns(table: pl.DataFrame) -> pl.DataFrame:
     return table if (table["role"] == VANILLA_ROLE).any() else table.drop(GAIN_COLUMNS)
 
 
-def interval_cells(interval: LiftInterval | None) -> dict[str, str]:
-    """A student's interval as the table shows it; empty cells for other rows (or no interval)."""
+def interval_cells(interval: LiftInterval | None, ratio_defined: bool = True) -> dict[str, str]:
+    """A student's interval as the table shows it, with the smallest lift its slice detects (95%
+    level, 80% power); empty cells for other rows (or no interval), and for the transfer ratio's
+    interval when the ratio is undefined (the teacher no better than the baseline)."""
     if interval is None:
         return dict.fromkeys(INTERVAL_COLUMNS, "")
     return {
         "lift % 95% CI": f"[{interval.lift_low:.2f}, {interval.lift_high:.2f}]",
-        "TR 95% CI": f"[{interval.ratio_low:.3f}, {interval.ratio_high:.3f}]",
+        "MDE lift %": f"{interval.minimum_detectable_lift():.2f}",
+        "TR 95% CI": f"[{interval.ratio_low:.3f}, {interval.ratio_high:.3f}]" if ratio_defined else "",
         "vs baseline": interval.verdict,
-        "eval positives": str(interval.positives),
     }
 
 
-def gain_cells(interval: LiftInterval | None) -> dict[str, str]:
-    """A student's gain-ratio interval and its verdict against vanilla KD; empty cells otherwise."""
+def gain_cells(interval: LiftInterval | None, defined: bool = True) -> dict[str, str]:
+    """A student's gain-ratio interval and its verdict against vanilla KD; empty cells otherwise (and
+    for the ratio's interval when vanilla KD gains nothing, which leaves the ratio undefined)."""
     if interval is None:
         return {"GR 95% CI": "", "vs vanilla KD": ""}
-    return {"GR 95% CI": f"[{interval.gain_low:.2f}, {interval.gain_high:.2f}]", "vs vanilla KD": interval.vanilla_verdict}
+    return {"GR 95% CI": f"[{interval.gain_low:.2f}, {interval.gain_high:.2f}]" if defined else "",
+            "vs vanilla KD": interval.vanilla_verdict}
 
 
 def budget_cell(status: str) -> str:
@@ -162,7 +207,8 @@ def format_table(table: pl.DataFrame) -> str:
         tbl_hide_column_data_types=True,
         tbl_rows=-1,
         tbl_cols=-1,
-        tbl_width_chars=1000,  # a markdown table must not wrap its cells
+        tbl_width_chars=65_535,  # a markdown table must not wrap its cells…
+        fmt_str_lengths=1000,  # …nor cut them (run ids, recipe names, flags)
         tbl_formatting="ASCII_MARKDOWN",
     ):
         return str(shown)

@@ -110,6 +110,7 @@ def lift_percent(ne_baseline: float, ne_student: float) -> float:
 
 
 def transfer_ratio(ne_baseline: float, ne_student: float, ne_teacher: float) -> float:
-    """Share of the teacher's NE gain over the baseline that the student captured (NaN if none)."""
+    """Share of the teacher's NE gain over the baseline that the student captured; NaN (undefined)
+    when the teacher gains nothing, since a ratio over a loss flips its sign."""
     gap = ne_baseline - ne_teacher
-    return (ne_baseline - ne_student) / gap if gap != 0 else math.nan
+    return (ne_baseline - ne_student) / gap if gap > 0 else math.nan

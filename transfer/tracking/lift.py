@@ -22,6 +22,7 @@ from transfer.evaluation.intervals import RESAMPLES, LiftInterval, seed_interval
 from transfer.evaluation.lift_table import (
     GAIN_COLUMNS,
     INTERVAL_COLUMNS,
+    SLICE_COLUMNS,
     Scores,
     VerticalResult,
     without_unused_gain_columns,
@@ -31,8 +32,9 @@ from transfer.tracking import tags as T
 from transfer.tracking.runs import check_reachable
 from transfer.util.atomic import atomic_path
 
-COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", "role", "variant", "model",
-           "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS, *GAIN_COLUMNS, "FLOPs vs teacher", "serving budget", "run_id"]
+COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", *SLICE_COLUMNS, "role", "variant", "model",
+           "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS, *GAIN_COLUMNS, "FLOPs vs teacher", "serving budget",
+           "flags", "run_id"]
 
 
 @dataclass
@@ -57,7 +59,7 @@ def lift_from_tracking(uri: str, experiments: list[str] | None, vertical: str | 
     table = lift_rows(runs)
     csv, chart = out / "lift.csv", out / "lift.png"
     with atomic_path(csv) as tmp:
-        table.drop("run_id").write_csv(tmp)
+        table.write_csv(tmp)
     draw_lift_chart(table, chart)
     recipe_runs = sorted(set(table[T.RECIPE_RUN_ID].to_list()) - {""})
     summary = over_seeds(table, {run_id: _seeds(client, run_id) for run_id in recipe_runs})
@@ -157,7 +159,7 @@ def lift_rows(runs: list[Run]) -> pl.DataFrame:
     """One row per model per (recipe run, vertical): teacher, producer (if a domain FM), baseline,
     vanilla-KD reference (if one ran), student."""
     by_id = {r.info.run_id: r for r in runs}
-    teachers = {r.data.tags.get(T.RECIPE_RUN_ID, ""): r.data.tags.get(T.MODEL, "teacher") for r in runs if r.data.tags[T.ROLE] == T.Role.TEACHER}
+    teachers = {r.data.tags.get(T.RECIPE_RUN_ID, ""): r for r in runs if r.data.tags[T.ROLE] == T.Role.TEACHER}
     starts: dict[str, str] = {}  # recipe run → when its first model run started (labels one recipe run as one)
     for r in runs:
         starts.setdefault(r.data.tags.get(T.RECIPE_RUN_ID, ""), _started(r))
@@ -171,18 +173,21 @@ def lift_rows(runs: list[Run]) -> pl.DataFrame:
     return without_unused_gain_columns(lift_table_rows(results).select(COLUMNS))
 
 
-def _vertical_result(student: Run, baseline: Run, vanilla: Run | None, teachers: dict[str, str], starts: dict[str, str]) -> VerticalResult:
+def _vertical_result(student: Run, baseline: Run, vanilla: Run | None, teachers: dict[str, Run], starts: dict[str, str]) -> VerticalResult:
     """A student run, its baseline's and its vanilla-KD reference's (if any) as one VM's comparison
-    (the teacher's and producer's scores are logged on the student run)."""
+    (the teacher's and producer's scores are logged on the student run; each row keeps the run that
+    trained its model: the recipe run's teacher run, the student's producer run)."""
     tags, metrics = student.data.tags, student.data.metrics
     recipe_run = tags.get(T.RECIPE_RUN_ID, "")
     producer = tags.get(T.PRODUCER, "") if f"{T.PRODUCER_EVAL}{T.NE}" in metrics else None
+    teacher = teachers.get(recipe_run)
+    on_baseline = baseline.data.metrics
     return VerticalResult(
-        tags[T.VERTICAL], tags.get(T.SURFACE, ""), tags.get(T.TASK, ""), teachers.get(recipe_run, "teacher"),
+        tags[T.VERTICAL], tags.get(T.SURFACE, ""), tags.get(T.TASK, ""), teacher.data.tags.get(T.MODEL, "teacher") if teacher else "teacher",
         teacher=_scores(metrics, T.TEACHER_EVAL), baseline=_scores(baseline.data.metrics, T.EVAL), student=_scores(metrics, T.EVAL),
         producer=producer, producer_scores=_scores(metrics, T.PRODUCER_EVAL) if producer is not None else None,
         budget=tags.get(T.BUDGET_STATUS, "no budget"), variant=variant_of(tags),
-        run_ids={T.Role.TEACHER: student.info.run_id, "domain_fm": student.info.run_id,
+        run_ids={T.Role.TEACHER: teacher.info.run_id if teacher else "", T.Role.DOMAIN_FM: tags.get(T.PRODUCER_RUN_ID, "") if producer else "",
                  T.Role.BASELINE: baseline.info.run_id, T.Role.STUDENT: student.info.run_id}
                 | ({T.Role.VANILLA_KD: vanilla.info.run_id} if vanilla is not None else {}),
         context={T.RECIPE: tags.get(T.RECIPE, ""), T.RECIPE_RUN_ID: recipe_run, "started": starts.get(recipe_run, _started(student))},
@@ -190,6 +195,8 @@ def _vertical_result(student: Run, baseline: Run, vanilla: Run | None, teachers:
         vanilla=_scores(vanilla.data.metrics, T.EVAL) if vanilla is not None else None,
         vanilla_interval=_interval(vanilla.data.metrics) if vanilla is not None else None,
         flops_share=metrics.get(T.FLOPS_VS_TEACHER),
+        eval_rows=int(on_baseline[T.EVAL_ROWS]) if T.EVAL_ROWS in on_baseline else None,
+        eval_positives=int(on_baseline[T.EVAL_POSITIVES]) if T.EVAL_POSITIVES in on_baseline else None,
     )
 
 

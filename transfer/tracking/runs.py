@@ -238,6 +238,12 @@ class Tracker:
         if self.main:
             mlflow.set_tags(tags)
 
+    def tag_run(self, run_id: str, tags: dict[str, str]) -> None:
+        """Tags on a given run (finished or not), e.g. a VM run's lift-table flags."""
+        if self.main and run_id:
+            for key, value in tags.items():
+                self.client.set_tag(run_id, key, value)
+
     def log_artifact(self, path: Path) -> None:
         if self.main:
             mlflow.log_artifact(str(path))

@@ -64,6 +64,7 @@ LINEAGE: Final = (PRODUCER, PRODUCER_RUN_ID, RECIPE, RECIPE_HASH, RECIPE_RUN_ID,
 
 # outcomes
 BUDGET_STATUS: Final = "budget_status"
+LIFT_FLAGS: Final = "lift_flags"  # what makes a model row's numbers unreliable (the lift table's flags), "; "-joined
 MODEL_URI: Final = "model_uri"  # the logged serving model (models:/<id>)
 REUSED_FROM_RUN_ID: Final = "reused_from_run_id"
 STAGE_CACHE: Final = "stage_cache"
@@ -86,7 +87,8 @@ LIFT_PCT_LOW: Final = "lift_pct_ci_low"  # a student's 95% interval (paired boot
 LIFT_PCT_HIGH: Final = "lift_pct_ci_high"
 TRANSFER_RATIO_LOW: Final = "transfer_ratio_ci_low"
 TRANSFER_RATIO_HIGH: Final = "transfer_ratio_ci_high"
-EVAL_POSITIVES: Final = "eval_positives"
+EVAL_POSITIVES: Final = "eval_positives"  # a VM's eval slice: its labelled positives…
+EVAL_ROWS: Final = "eval_rows"  # …and its labelled impressions
 GAIN_RATIO: Final = "gain_ratio"  # a student's gain ratio over its vanilla-KD reference, with its interval
 GAIN_RATIO_LOW: Final = "gain_ratio_ci_low"
 GAIN_RATIO_HIGH: Final = "gain_ratio_ci_high"
@@ -111,7 +113,7 @@ def interval_metrics(interval: LiftInterval | None) -> dict[str, float]:
     if interval is None:
         return {}
     metrics = {LIFT_PCT_LOW: interval.lift_low, LIFT_PCT_HIGH: interval.lift_high, TRANSFER_RATIO_LOW: interval.ratio_low,
-               TRANSFER_RATIO_HIGH: interval.ratio_high, EVAL_POSITIVES: interval.positives}
+               TRANSFER_RATIO_HIGH: interval.ratio_high}
     if interval.vanilla_verdict:
         metrics |= {GAIN_RATIO_LOW: interval.gain_low, GAIN_RATIO_HIGH: interval.gain_high,
                     OVER_VANILLA_LOW: interval.over_vanilla_low, OVER_VANILLA_HIGH: interval.over_vanilla_high}

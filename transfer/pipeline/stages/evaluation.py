@@ -9,7 +9,7 @@ import polars as pl
 
 from adapters import techniques_tag
 from transfer.data.prepare import PreparedData
-from transfer.evaluation.lift_table import VerticalResult, lift_table
+from transfer.evaluation.lift_table import VM_ROLES, VerticalResult, lift_table
 from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
 from transfer.pipeline.stages.base import ALWAYS, RunContext, Stage
@@ -45,20 +45,30 @@ class EvaluationStage(Stage):
         return ALWAYS
 
     def run(self, ctx: RunContext) -> None:
-        results = [self._result(student) for student in self.students]
+        results = [self._result(ctx, student) for student in self.students]
         self.output = lift_table(results)
         if ranks.is_main():
             with atomic_path(ctx.run_dir / "lift.csv") as tmp:
                 self.output.write_csv(tmp)
             ctx.tracker.log_artifact(ctx.run_dir / "lift.csv")
+            self._tag_flags(ctx)
 
-    def _result(self, student: StudentStage) -> VerticalResult:
+    def _tag_flags(self, ctx: RunContext) -> None:
+        """Each VM run's flags (its own, as its lift table row shows them) as a tag on that run."""
+        for row in self.output.filter(pl.col("role").is_in(list(VM_ROLES)) & (pl.col("flags") != "")).iter_rows(named=True):
+            ctx.tracker.tag_run(row["run_id"], {T.LIFT_FLAGS: row["flags"]})
+
+    def _result(self, ctx: RunContext, student: StudentStage) -> VerticalResult:
         spec, base, out = student.vertical.spec, student.baseline.output, student.output
         vanilla = student.vanilla.output if student.vanilla is not None else None
-        producer = student.teaching.producer.output.name if out.producer is not None else None
+        producer = student.teaching.producer.output if out.producer is not None else None
+        labels = ctx.labels(student.vertical.eval_rows(self.data), spec.task)
+        known = labels[~labels.isnan()]
+        run_ids = {T.Role.TEACHER: self.teacher.output.run_id, T.Role.BASELINE: base.run_id, T.Role.STUDENT: out.run_id}
+        run_ids |= ({T.Role.VANILLA_KD: vanilla.run_id} if vanilla else {}) | ({T.Role.DOMAIN_FM: producer.run_id} if producer else {})
         return VerticalResult(spec.name, "/".join(spec.surfaces), spec.task, self.teacher.producer_name, out.teacher, base.scores,
-                              out.scores, producer=producer, producer_scores=out.producer, budget=out.budget,
-                              variant=techniques_tag(student.teaching.config),
-                              run_ids={T.Role.BASELINE: base.run_id, T.Role.STUDENT: out.run_id} | ({T.Role.VANILLA_KD: vanilla.run_id} if vanilla else {}),
+                              out.scores, producer=producer.name if producer else None, producer_scores=out.producer, budget=out.budget,
+                              variant=techniques_tag(student.teaching.config), run_ids=run_ids,
                               interval=out.interval, vanilla=vanilla.scores if vanilla else None,
-                              vanilla_interval=vanilla.interval if vanilla else None, flops_share=out.flops_share)
+                              vanilla_interval=vanilla.interval if vanilla else None, flops_share=out.flops_share,
+                              eval_rows=len(known), eval_positives=int(known.sum().item()))

@@ -124,7 +124,7 @@ class _VerticalStage(Stage):
                                          vanilla=vanilla.logits if vanilla is not None else None)
                 gain = T.gain_metrics(scores, baseline.scores, vanilla.scores if vanilla is not None else None)
             tracker.log_metrics(T.model_metrics(scores, teacher[0], producer, baseline.scores if baseline else scores)
-                                | T.interval_metrics(interval) | gain | validation)
+                                | T.interval_metrics(interval) | gain | validation | slice_metrics(ctx.labels(eval_rows, spec.task)))
             flops_share = forward_flops_per_example(module.export(), data.log.inputs) / vertical.teacher.forward_flops
             tracker.log_metrics({T.FLOPS_VS_TEACHER: flops_share})
             status = _log_serving(tracker, module, spec, WindowBatches(data.log, eval_rows, model.history_length), self.role)
@@ -204,6 +204,12 @@ class VanillaReferenceStage(StudentStage):
 
     kind: str = T.Role.VANILLA_KD
     role = T.Role.VANILLA_KD
+
+
+def slice_metrics(labels: torch.Tensor) -> dict[str, float]:
+    """A VM's eval slice: labelled rows and positives. labels: [n] (NaN where unlabelled)."""
+    known = labels[~torch.isnan(labels)]
+    return {T.EVAL_ROWS: float(len(known)), T.EVAL_POSITIVES: float(known.sum().item())}
 
 
 def _vm_key(recipe: Recipe, data: PreparedData, role: str, vertical: Vertical, teaching: Teaching | None = None) -> StageKey:
