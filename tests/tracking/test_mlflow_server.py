@@ -95,7 +95,7 @@ def test_recipe_register_and_lift_through_a_real_tracking_server(server, tmp_pat
 
 def _check_in_browser(server: str, experiment_id: str, students, tmp_path: Path) -> None:
     """The UI's compare view of the student runs, rendered by headless Chromium: run names and lift on the page."""
-    assert CHROMIUM, "chromium is not installed (make setup installs Debian's chromium package)"
+    assert CHROMIUM, "chromium is not installed: make browser installs Debian's package as root (sudo apt-get install chromium otherwise)"
     ids = ",".join(f'"{r.info.run_id}"' for r in students)
     url = f'{server}/#/compare-runs?runs=[{ids}]&experiments=["{experiment_id}"]'
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
