@@ -300,7 +300,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     data = prepare_data(recipe.data, recipe.transfer.staleness_days)
-    check_slices(data, resolve_verticals(args.recipe, recipe.students, data))
+    check_slices(data, resolve_verticals(args.recipe, recipe.students, data), recipe.data.min_train_positives)
     print(f"ok: {data.summary()}")
     return 0
 

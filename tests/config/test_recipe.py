@@ -88,6 +88,8 @@ STAGE = "transfer: {{stages: [{{producer: teacher, consumers: students, {}}}]}}\
          ["transfer.stages", "teacher → students", "teacher → domain_fms, domain_fms → students"]),
         (BASE + "transfer: {staleness_days: 7, max_age_days: 3}\n", [], ["transfer.max_age_days", "staleness_days (7) + data.student.days (7)", "max_age_days >= 14"]),
         (BASE + "domain_fms: {model: dfm_huge}\n", [], ["domain_fms.model", "dfm_huge", "dfm_small"]),
+        (BASE + "data: {dataset: movielens100k}\n", [], ["students.0.vertical", "'ig_stories_click' serves surface(s) 'ig_stories'",
+                                                         "dataset 'movielens100k' does not have", "its surfaces: weekday_day"]),
     ],
 )
 def test_bad_recipe_is_one_line_exit_2(tmp_path, capsys, text, overrides, expected):
@@ -99,6 +101,13 @@ def test_bad_recipe_is_one_line_exit_2(tmp_path, capsys, text, overrides, expect
     assert str(path) in err
     for fragment in expected:
         assert fragment in err
+
+
+def test_validate_catches_a_vm_whose_surface_the_dataset_lacks_before_any_data_is_read(tmp_path, capsys):
+    path = _write(tmp_path, BASE + "data: {dataset: movielens100k}\n")
+    code, _, err = run_cli(capsys, "validate", str(path))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "students.0.vertical" in err and "does not have" in err
 
 
 def test_missing_recipe_file(tmp_path, capsys):

@@ -34,6 +34,13 @@ def test_label_not_binary(tmp_path, capsys, small_log):
     assert "'click'" in err and "0/1" in err and "2" in err
 
 
+@pytest.mark.parametrize("value", [1, 0])
+def test_a_constant_label_is_refused_before_training(tmp_path, capsys, small_log, value):
+    """Every row a click (or none): NE would be NaN; the data check says so instead."""
+    err = _run(tmp_path, capsys, small_log.with_columns(pl.lit(value).alias("click")))
+    assert "label column 'click' (click)" in err and f"has {value} on every one of its {small_log.height:,} labelled impressions" in err
+
+
 def test_unparsable_timestamp(tmp_path, capsys, small_log):
     frame = small_log.with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S").alias("ts"))
     frame = frame.with_columns(pl.when(pl.col("example_id") == 3).then(pl.lit("yesterday")).otherwise(pl.col("ts")).alias("ts"))
@@ -77,3 +84,14 @@ def test_explicit_nan_fill_is_applied(tmp_path, small_log, fill):
     loaded = load_impressions(load_dataset_config(path), path, tmp_path / "c", SyntheticSpec())
     assert loaded.filter(pl.col("example_id") == 4)["bid"].item() == fill
     assert loaded["bid"].null_count() == 0
+
+
+def test_a_vm_with_few_training_positives_is_warned_about_before_anything_trains(tmp_path, capsys, small_log):
+    dataset = write_dataset(tmp_path, small_log)
+    recipe = write_recipe(tmp_path, dataset)
+    code, out, _ = run_cli(capsys, "data", "check", str(recipe), "data.min_train_positives=1000000")
+    assert code == 0
+    (line,) = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert "students.0.vertical: 'ig_stories_click' has" in line and "fewer than data.min_train_positives (1000000)" in line
+    code, out, _ = run_cli(capsys, "data", "check", str(recipe), "data.min_train_positives=0")
+    assert code == 0 and "warning:" not in out

@@ -58,6 +58,9 @@ class DataConfig:
     eval: WindowConfig = field(default_factory=lambda: WindowConfig(days=3))  # what the lift table reports
     users: UserSampleConfig = field(default_factory=UserSampleConfig)
     cache_dir: str = ".cache/gem-transfer"
+    # a VM whose training slice (its surfaces × task in the students' window) has fewer positive
+    # labels is warned about before anything trains: its lift would be mostly noise; 0: never warn
+    min_train_positives: int = 100
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 from adapters import TECHNIQUES
 from adapters.sharing import SharingError, share_parts
 from transfer.catalog import CatalogError, ModelEntry, catalog
-from transfer.config.dataset import builtin_datasets, dataset_config_path, load_dataset_config
+from transfer.config.dataset import DatasetConfig, builtin_datasets, dataset_config_path, load_dataset_config
 from transfer.config.recipe import STRATEGY_STAGES, Recipe, StageConfig
 from transfer.contract import BuilderError
 from transfer.data.batches import ORDERS
@@ -63,6 +63,7 @@ def validate(recipe: Recipe, path: Path) -> None:
     ):
         _positive(path, key, value)
     _non_negative(path, "teacher.warmup_steps", recipe.teacher.warmup_steps)
+    _non_negative(path, "data.min_train_positives", recipe.data.min_train_positives)
     _check_transfer(recipe, path)
     _check_sharing(recipe, path)
 
@@ -78,13 +79,27 @@ def _check_dataset(recipe: Recipe, path: Path) -> None:
 def _check_students(recipe: Recipe, path: Path) -> None:
     if not recipe.students:
         raise RecipeError(f"{path}: students: at least one student is needed, e.g. [{{vertical: ig_stories_click}}]")
+    dataset = load_dataset_config(dataset_config_path(recipe.data.dataset))
     for i, student in enumerate(recipe.students):
-        _check_model(path, "vertical", f"students.{i}.vertical", student.vertical, student.sizes)
+        entry = _check_model(path, "vertical", f"students.{i}.vertical", student.vertical, student.sizes)
+        _check_serves(path, f"students.{i}.vertical", entry, dataset)
         _positive(path, f"students.{i}.lr", student.lr)
         _positive(path, f"students.{i}.batch_size", student.batch_size)
     verticals = [s.vertical for s in recipe.students]
     if len(set(verticals)) != len(verticals):
         raise RecipeError(f"{path}: students: a vertical is listed twice ({verticals})")
+
+
+def _check_serves(path: Path, key: str, entry: ModelEntry, dataset: DatasetConfig) -> None:
+    """The VM's surfaces and task are ones the dataset YAML declares (so `validate` catches what
+    `run` would only find after loading the data)."""
+    missing = [s for s in entry.surfaces if s not in dataset.surfaces]
+    if missing or not entry.surfaces:
+        raise RecipeError(f"{path}: {key}: '{entry.name}' serves surface(s) '{', '.join(entry.surfaces)}', which dataset "
+                          f"'{dataset.name}' does not have; its surfaces: {', '.join(dataset.surfaces)}")
+    if entry.task not in dataset.labels:
+        raise RecipeError(f"{path}: {key}: '{entry.name}' serves task '{entry.task}'; dataset '{dataset.name}' has tasks: "
+                          f"{', '.join(dataset.labels)}")
 
 
 def _check_windows(recipe: Recipe, path: Path) -> None:

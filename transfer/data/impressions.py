@@ -229,6 +229,10 @@ def _check_labels(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl
             raise DataError(
                 f"{cfg_path}: label column '{col}' ({task}) has values other than 0/1, e.g. {bad[0]}; allowed: 0, 1, null"
             )
+        if known.n_unique() < 2:
+            found = f"{known[0]} on every one of its {len(known):,} labelled impressions" if len(known) else "no labelled impression"
+            raise DataError(f"{cfg_path}: label column '{col}' ({task}) has {found}; NE and AUC are undefined without both "
+                            "classes; allowed: a 0/1 column with both values (drop the task from labels if it has none)")
         frame = frame.with_columns(values.cast(pl.Float32).alias(task))
     return frame
 

@@ -229,12 +229,14 @@ def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedD
     return spec
 
 
-def check_slices(data: PreparedData, verticals: list[ModelEntry]) -> None:
+def check_slices(data: PreparedData, verticals: list[ModelEntry], min_train_positives: int = 0) -> None:
     """Before any training: every VM's slice (its surface(s) × task) of the students' window has
     impressions and a positive, and its eval slice has a 0/1 label on every impression and both
     classes (NE and AUC are undefined otherwise: the teacher and producers are scored there too).
-    A `DataError` naming the slice otherwise."""
+    A `DataError` naming the slice otherwise; a warning line for a training slice with fewer than
+    `min_train_positives` positives (`data.min_train_positives`)."""
     for i, spec in enumerate(verticals):
+        _warn_few_positives(data, i, spec, min_train_positives)
         column = data.log.tasks.index(spec.task)
         for window, rows in ((data.student, data.student_rows), (data.eval, data.eval_rows)):
             labels = data.log.labels[data.log.surface_rows(rows, spec.surfaces), column]  # [m]
@@ -247,6 +249,15 @@ def check_slices(data: PreparedData, verticals: list[ModelEntry]) -> None:
                     f"students.{i}.vertical: '{spec.name}' {kind} slice (surface(s) {'/'.join(spec.surfaces)}, task {spec.task}, "
                     f"window {window}) of dataset '{data.dataset}' {problem}"
                 )
+
+
+def _warn_few_positives(data: PreparedData, i: int, spec: ModelEntry, threshold: int) -> None:
+    labels = data.log.labels[data.log.surface_rows(data.student_rows, spec.surfaces), data.log.tasks.index(spec.task)]
+    positives = int((labels == 1).sum())
+    if 0 < positives < threshold:
+        print(f"warning: students.{i}.vertical: '{spec.name}' has {positives} positive labels in its training slice (surface(s) "
+              f"{'/'.join(spec.surfaces)}, task {spec.task}, window {data.student}), fewer than data.min_train_positives ({threshold}): "
+              "expect a noisy model and a lift its interval cannot resolve", flush=True)
 
 
 def _slice_problem(labels: torch.Tensor, evaluated: bool) -> str | None:

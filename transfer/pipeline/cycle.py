@@ -87,7 +87,7 @@ def _check_data_reaches_last_window(recipe: Recipe, recipe_path: Path, windows: 
         for cycle in range(windows):
             current = cycle_recipe(recipe, cycle, Path("unused"))
             data = prepare_data(current.data, current.transfer.staleness_days)  # a clear DataError names an empty window
-            check_slices(data, resolve_verticals(recipe_path, current.students, data))
+            check_slices(data, resolve_verticals(recipe_path, current.students, data), current.data.min_train_positives)
 
 
 def _cycle_rows(cycle: int, recipe: Recipe, result: RunResult, first: RunResult) -> list[dict]:

@@ -46,7 +46,7 @@ def planned(recipe: Recipe, recipe_path: Path) -> tuple[RunContext, Plan]:
     """The recipe's data (checked against its VMs) and its plan; runs nothing."""
     data = _prepared_data(recipe)
     verticals = resolve_verticals(recipe_path, recipe.students, data)
-    check_slices(data, verticals)
+    check_slices(data, verticals, recipe.data.min_train_positives)
     ctx = RunContext(recipe, data, StageCache(Path(recipe.output_dir) / "stages"),
                      run_dir=Path(recipe.output_dir) / recipe.name / recipe.hash)
     return ctx, plan_recipe(recipe, data, verticals)
