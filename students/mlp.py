@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from teacher.layers import EventEmbedding, FeatureEmbedding, HistoryAggregates, HistoryPooling, mlp
+from teacher.layers import EventEmbedding, FeatureEmbedding, HistoryAggregates, HistoryPooling, dense_projection, mlp
 from transfer.contract import AD_FEATURE, CATEGORY_FEATURE, InputSpec, ModelOutput, RankingModelBase
 
 
@@ -32,7 +32,7 @@ class MLPVerticalModel(RankingModelBase):
         self.features = FeatureEmbedding(n_categorical, hash_buckets, dim)
         self.events = EventEmbedding(self.features, n_surfaces, n_actions, dim, AD_FEATURE, CATEGORY_FEATURE)
         self.pooling = HistoryPooling(dim, heads=1, recent=min(4, history_length))
-        self.dense = nn.Linear(n_dense, dim)
+        self.dense = dense_projection(n_dense, dim)
         self.aggregates = HistoryAggregates(n_actions, history_length, dim) if aggregates else None
         self.trunk = mlp([(n_categorical + 1) * dim + (4 if aggregates else 3) * dim, *hidden])
         self.head = nn.Linear(hidden[-1], 1)

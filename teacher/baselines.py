@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from teacher.layers import EventEmbedding, FeatureEmbedding, TargetMatchCounts, mlp
+from teacher.layers import EventEmbedding, FeatureEmbedding, TargetMatchCounts, dense_projection, mlp
 from transfer.contract import AD_FEATURE, CATEGORY_FEATURE, InputSpec, ModelOutput, RankingModelBase
 
 
@@ -25,7 +25,7 @@ class FlatInputs(nn.Module):
         super().__init__()
         self.features = FeatureEmbedding(inputs.n_categorical, inputs.hash_buckets, dim)
         self.events = EventEmbedding(self.features, inputs.n_surfaces, inputs.n_tasks + 1, dim, AD_FEATURE, CATEGORY_FEATURE)
-        self.dense = nn.Linear(inputs.n_dense, dim)
+        self.dense = dense_projection(inputs.n_dense, dim)
         self.surface = nn.Embedding(inputs.n_surfaces, dim)
         self.width = (inputs.n_categorical + 3) * dim
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from teacher.attention import QueryPooling
-from teacher.layers import EventEmbedding, FeatureEmbedding, TargetMatchCounts, mlp
+from teacher.layers import EventEmbedding, FeatureEmbedding, TargetMatchCounts, dense_projection, mlp
 from teacher.pyramid import PyramidEncoder
 from teacher.wukong import WukongLayer
 from transfer.contract import AD_FEATURE, CATEGORY_FEATURE, InputSpec, ModelOutput, RankingModelBase
@@ -92,7 +92,7 @@ class GEMTeacher(RankingModelBase):
         d = size.dim
         self.features = FeatureEmbedding(inputs.n_categorical, inputs.hash_buckets, d)
         self.events = EventEmbedding(self.features, inputs.n_surfaces, inputs.n_tasks + 1, d, AD_FEATURE, CATEGORY_FEATURE)
-        self.dense = nn.Linear(inputs.n_dense, d)
+        self.dense = dense_projection(inputs.n_dense, d)
         self.surface = nn.Embedding(inputs.n_surfaces, d)
         self.match_counts = TargetMatchCounts(inputs.n_tasks + 1, d)
         self.class_token = nn.Parameter(torch.randn(d) * 0.05)

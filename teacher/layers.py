@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -205,6 +206,14 @@ class HistoryAggregates(nn.Module):
         last_age = torch.where(mask[:, -1], batch["hist_age"][:, -1], 0).float().unsqueeze(-1) / AGE_BUCKETS  # [B, 1]
         empty = (count == 0).float()  # [B, 1]
         return torch.cat([rates, size, last_age, empty], dim=-1)
+
+
+def dense_projection(n_dense: int, dim: int) -> nn.Linear:
+    """nn.Linear(n_dense, dim) for the dense features: [B, n_dense] → [B, dim]. With none (n_dense
+    = 0) its output is its bias alone; built without torch's zero-element initialisation warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op")
+        return nn.Linear(n_dense, dim)
 
 
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:

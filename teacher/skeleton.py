@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from teacher.layers import EventEmbedding, FeatureEmbedding, HistoryPooling, TargetMatchCounts, mlp
+from teacher.layers import EventEmbedding, FeatureEmbedding, HistoryPooling, TargetMatchCounts, dense_projection, mlp
 from transfer.contract import AD_FEATURE, CATEGORY_FEATURE, InputSpec, ModelOutput, RankingModelBase
 
 
@@ -40,7 +40,7 @@ class SkeletonTeacher(RankingModelBase):
         self.event_mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
         self.pooling = HistoryPooling(dim, heads, recent)
         self.match_counts = TargetMatchCounts(n_tasks + 1, dim)
-        self.dense = nn.Linear(n_dense, dim)
+        self.dense = dense_projection(n_dense, dim)
         self.surface = nn.Embedding(n_surfaces, dim)
         trunk_in = (n_categorical + 2) * dim + 4 * dim  # features, dense, surface, history, match counts
         self.trunk = mlp([trunk_in, *hidden])

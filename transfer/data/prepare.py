@@ -17,6 +17,7 @@ from transfer.data.encoding import EncodedLog, encode, load_encoded, save_encode
 from transfer.data.hashing import stable_hash
 from transfer.data.impressions import load_impressions
 from transfer.data.synthetic import GENERATOR_VERSION, SyntheticSpec
+from transfer.data.tables import expand_files
 from transfer.errors import DataError, RecipeError
 from transfer.util.fingerprint import fingerprint
 from transfer.util.progress import step
@@ -180,11 +181,15 @@ def _local_file_stats(dataset: DatasetConfig, cfg_path: Path) -> list[tuple[str,
     if dataset.source.synthetic or dataset.source.wheel:
         return []
     stats = []
-    for rel in dataset.source.files.values():
-        path = cfg_path.parent / rel
-        if path.is_file():
-            st = path.stat()
-            stats.append((str(path.resolve()), st.st_size, st.st_mtime_ns))
+    for name, spec in dataset.source.files.items():
+        try:
+            paths = expand_files(spec, cfg_path.parent, f"{cfg_path}: source.files.{name}")
+        except DataError:
+            continue  # reading the data names the problem
+        for path in paths:
+            if path.is_file():
+                st = path.stat()
+                stats.append((str(path.resolve()), st.st_size, st.st_mtime_ns))
     return stats
 
 

@@ -1,0 +1,150 @@
+"""Reading a dataset's tables: each from one file, a glob, a list or a (hive-partitioned) directory,
+scanned lazily with polars and concatenated, then the later tables left-joined onto the first.
+
+Every problem is a `DataError` naming the file, the table or the column, what was found and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import polars as pl
+
+from transfer.config.dataset import TableConfig
+from transfer.errors import DataError
+
+FORMATS = {"parquet": "parquet", "csv": "csv", "tsv": "csv", "txt": "csv"}  # file suffix → reader
+GLOB_CHARS = set("*?[")
+
+
+def expand_files(spec: str | list[str], base: Path, key: str) -> list[Path]:
+    """The files `spec` names, relative to `base`: a file, a glob, a directory (every parquet/CSV
+    file under it) or a list of those; sorted, each once. A `DataError` naming `key` when nothing matches."""
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    if not specs or not all(isinstance(s, str) and s for s in specs):
+        raise DataError(f"{key}: found {spec!r}; allowed: a path, a glob, a directory or a list of those")
+    found: dict[Path, None] = {}
+    for item in specs:
+        path = base / item
+        if GLOB_CHARS & set(item):
+            matches = [Path(m) for m in sorted(glob.glob(str(path), recursive=True)) if Path(m).is_file()]
+        elif path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lstrip(".").lower() in FORMATS)
+        else:
+            matches = [path]
+        if not matches:
+            raise DataError(f"{key}: '{item}' matches no file under {base}")
+        found.update(dict.fromkeys(matches))
+    return list(found)
+
+
+def read_tables(tables: list[TableConfig], files: dict[str, list[Path]], cfg_path: Path) -> pl.DataFrame:
+    """The impression table (the first) with every later table left-joined onto it on its `join_on`."""
+    if not tables:
+        raise DataError(f"{cfg_path}: tables: at least one table is needed")
+    frame = read_table(tables[0], files, cfg_path)
+    for i, table in enumerate(tables[1:], start=1):
+        keys = _join_keys(table, i, cfg_path)
+        other = read_table(table, files, cfg_path)
+        for side, data in (("the impression table", frame), (f"table '{table.file}'", other)):
+            missing = [k for k in keys if k not in data.columns]
+            if missing:
+                raise DataError(f"{cfg_path}: tables.{i}.join_on: column '{missing[0]}' missing from {side} (joins run before the "
+                                f"dataset's derive: derive a join key in that table's own derive); its columns: {', '.join(data.columns)}")
+        frame = frame.join(other, on=keys, how="left")
+    return frame
+
+
+def _join_keys(table: TableConfig, i: int, cfg_path: Path) -> list[str]:
+    keys = [table.join_on] if isinstance(table.join_on, str) else table.join_on
+    if not keys or not all(isinstance(k, str) and k for k in keys):
+        raise DataError(f"{cfg_path}: tables.{i}.join_on: found {table.join_on!r}; allowed: a column or a list of columns "
+                        f"to left-join '{table.file}' onto the impression table")
+    return list(keys)
+
+
+def read_table(table: TableConfig, files: dict[str, list[Path]], cfg_path: Path) -> pl.DataFrame:
+    """One table: its files scanned (with their partition values, constants, file and row columns),
+    concatenated by column name, then its own `derive` columns."""
+    if table.file not in files:
+        raise DataError(f"{cfg_path}: tables: file '{table.file}' is not in source.files ({', '.join(files)})")
+    scans = [_scan(table, path, cfg_path) for path in files[table.file]]
+    try:
+        frame = pl.concat(scans, how="diagonal_relaxed").collect() if len(scans) > 1 else scans[0].collect()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"{cfg_path}: table '{table.file}': cannot read its files: {str(exc).splitlines()[0]}") from exc
+    return _derive_own(frame, table, cfg_path)
+
+
+def _scan(table: TableConfig, path: Path, cfg_path: Path) -> pl.LazyFrame:
+    """One file as a lazy frame with the table's extra columns."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (source.files.{table.file} in {cfg_path})")
+    fmt = table.format if table.format != "auto" else FORMATS.get(path.suffix.lstrip(".").lower(), path.suffix.lstrip("."))
+    dtypes = _dtypes(table, cfg_path)
+    try:
+        if fmt == "parquet":
+            scan = pl.scan_parquet(path)
+        elif fmt == "csv":
+            scan = pl.scan_csv(path, separator=table.separator, infer_schema_length=10_000, schema_overrides=dtypes or None)
+        else:
+            raise DataError(f"{cfg_path}: tables: format '{fmt}' of {path.name} is not one of parquet, csv")
+        names = scan.collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"{path}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from exc
+    if table.column_names is not None:
+        if len(table.column_names) != len(names):
+            raise DataError(f"{cfg_path}: column_names for '{table.file}' lists {len(table.column_names)} names, "
+                            f"{path.name} has {len(names)} columns")
+        scan = scan.rename(dict(zip(names, table.column_names, strict=True)))
+    if table.row_index:
+        scan = scan.with_row_index(table.row_index)
+    extra = {**_partitions(path, cfg_path.parent), **table.constants}
+    if table.file_column:
+        extra[table.file_column] = _relative(path, cfg_path.parent)
+    scan = scan.with_columns(pl.lit(value).alias(name) for name, value in extra.items())
+    if fmt == "parquet" and dtypes:
+        scan = scan.with_columns(pl.col(name).cast(dtype) for name, dtype in dtypes.items() if name in scan.collect_schema().names())
+    return scan
+
+
+def _dtypes(table: TableConfig, cfg_path: Path) -> dict[str, pl.DataType]:
+    """The table's `dtypes` as polars types; a `DataError` naming an unknown one."""
+    types = {}
+    for column, name in table.dtypes.items():
+        dtype = getattr(pl, str(name), None)
+        if not (isinstance(dtype, type) and issubclass(dtype, pl.DataType)) and not isinstance(dtype, pl.DataType):
+            raise DataError(f"{cfg_path}: tables: dtypes.{column}: found '{name}'; allowed: a polars type name such as "
+                            "Int64, Float64, String, Boolean, Date, Datetime")
+        types[column] = dtype
+    return types
+
+
+def _partitions(path: Path, base: Path) -> dict[str, str]:
+    """The `key=value` directory names on the way from `base` to the file (hive partitioning)."""
+    parts = Path(_relative(path, base)).parts[:-1]
+    return dict(part.split("=", 1) for part in parts if "=" in part and not part.startswith("="))
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _derive_own(frame: pl.DataFrame, table: TableConfig, cfg_path: Path) -> pl.DataFrame:
+    """The table's own derived columns, in order (the text was screened when the config was loaded)."""
+    for name, text in table.derive.items():
+        try:
+            expr = pl.sql_expr(text)
+            unknown = sorted(set(expr.meta.root_names()) - set(frame.columns))
+            if unknown:
+                raise DataError(f"{cfg_path}: table '{table.file}': derive.{name}: '{text}' uses column {unknown[0]!r}; "
+                                f"allowed: an expression over the table's columns {', '.join(frame.columns)}")
+            frame = frame.with_columns(expr.alias(name))
+        except (pl.exceptions.PolarsError, ValueError) as exc:
+            raise DataError(f"{cfg_path}: table '{table.file}': derive.{name}: cannot evaluate '{text}': {str(exc).splitlines()[0]}") from exc
+    return frame
