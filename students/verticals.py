@@ -26,4 +26,8 @@ def _grid(surfaces: tuple[str, ...], prefix: str = "") -> list[ModelEntry]:
     ]
 
 
+# What a recipe's inline VM (`verticals:`) may be built as: name → (builder, default sizes).
+ARCHITECTURES: dict[str, tuple[str, dict]] = {f"mlp_{size}": ("students.mlp:mlp_vm", sizes) for size, sizes in MLP_VM_SIZES.items()}
+ARCHITECTURES["mlp"] = ARCHITECTURES["mlp_s"]  # the default VM
+
 CATALOG: list[ModelEntry] = [*_grid(_SYNTHETIC_SURFACES), *_grid(_MOVIELENS_SURFACES, prefix="ml_")]

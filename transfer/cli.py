@@ -68,8 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=_cmd_validate)
 
     ls = sub.add_parser("ls", help="list recipes, the catalog (verticals, teachers, domain FMs) and datasets")
-    ls.add_argument("what", nargs="?", choices=["recipes", "verticals", "students", "teachers", "domain_fms", "datasets"], default=None)
+    ls.add_argument("what", nargs="?", choices=["recipes", "verticals", "students", "architectures", "teachers", "domain_fms", "datasets"],
+                    default=None)
     ls.add_argument("--recipes-dir", type=Path, default=Path("recipes"))
+    ls.add_argument("--dataset", default=None, help="with verticals: only what this dataset (a name or a YAML) can train, "
+                                                    "and its trainable surface × task pairs no catalog VM serves")
     ls.set_defaults(handler=_cmd_ls)
 
     register = sub.add_parser("register", help="register a trained vertical model (a student run) in the MLflow Model Registry")
@@ -263,10 +266,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_ls(args: argparse.Namespace) -> int:
     from transfer.catalog import catalog
     from transfer.config.dataset import builtin_datasets
+    from transfer.config.verticals import architectures
 
     sections = {
         "recipes": lambda: [f"{p}" for p in sorted(args.recipes_dir.glob("*.yaml"))],
-        "verticals": lambda: [entry.summary() for entry in catalog("vertical").values()],
+        "verticals": lambda: _verticals_for(args.dataset),
+        "architectures": lambda: [f"{name}: {builder}({', '.join(f'{k}={v}' for k, v in sizes.items())})"
+                                  for name, (builder, sizes) in architectures().items() if name not in catalog("vertical")],
         "teachers": lambda: [_costed(entry) for entry in catalog("teacher").values()],
         "domain_fms": lambda: [_costed(entry) for entry in catalog("domain_fm").values()],
         "datasets": lambda: [*builtin_datasets(), "(or a path to a dataset YAML)"],
@@ -277,6 +283,24 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         for line in sections[name]():
             print(f"  {line}")
     return 0
+
+
+def _verticals_for(dataset: str | None) -> list[str]:
+    """The catalog's verticals; with a dataset, those it can train (surfaces and task it has, in its
+    `trainable` pairs) and the pairs left for an inline VM (`verticals:` in a recipe)."""
+    from transfer.catalog import catalog
+    from transfer.config.dataset import dataset_config_path, load_dataset_config, trainable_pairs
+
+    entries = list(catalog("vertical").values())
+    if dataset is None:
+        return [entry.summary() for entry in entries]
+    cfg = load_dataset_config(dataset_config_path(dataset))
+    pairs = trainable_pairs(cfg)
+    fits = [e for e in entries if e.surfaces and e.task in cfg.labels and all((s, e.task) in pairs for s in e.surfaces)]
+    served = {(s, e.task) for e in fits for s in e.surfaces}
+    left = [f"{surface} × {task}: no catalog VM; declare one inline (verticals: [{{name: …, surfaces: [{surface}], task: {task}}}])"
+            for surface, task in pairs if (surface, task) not in served]
+    return [entry.summary() for entry in fits] + left
 
 
 def _costed(entry) -> str:
@@ -300,7 +324,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     data = prepare_data(recipe.data, recipe.transfer.staleness_days)
-    check_slices(data, resolve_verticals(args.recipe, recipe.students, data), recipe.data.min_train_positives)
+    check_slices(data, resolve_verticals(args.recipe, recipe, data), recipe.data.min_train_positives)
     print(f"ok: {data.summary()}")
     return 0
 

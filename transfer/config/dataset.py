@@ -85,7 +85,18 @@ class DatasetConfig:
     dense_nan_fill: float | None = None  # None: a NaN or null dense value is an error
     labels: dict[str, str] = field(default_factory=dict)  # task -> 0/1 column
     surfaces: dict[str, str] = field(default_factory=dict)  # surface -> domain
+    # surface -> the tasks with enough labels there for a VM (`gem-transfer ls verticals --dataset`);
+    # empty: every surface × task
+    trainable: dict[str, list[str]] = field(default_factory=dict)
     hash_buckets: int = 8192  # rows per categorical vocabulary (stable hashing, unseen values allowed)
+
+
+def trainable_pairs(cfg: DatasetConfig) -> list[tuple[str, str]]:
+    """The (surface, task) pairs a VM can be trained for: those the YAML's `trainable` states, else
+    every surface × task."""
+    if cfg.trainable:
+        return [(surface, task) for surface, tasks in cfg.trainable.items() for task in tasks]
+    return [(surface, task) for surface in cfg.surfaces for task in cfg.labels]
 
 
 def builtin_datasets() -> list[str]:
@@ -135,6 +146,12 @@ def check_dataset_config(cfg: DatasetConfig, path: Path) -> None:
         for column, value in table.constants.items():
             if not isinstance(value, str | int | float | bool):
                 raise DataError(f"{path}: tables.{i}.constants.{column}: found {value!r}; allowed: one string, number or boolean")
+    for surface, tasks in cfg.trainable.items():
+        if surface not in cfg.surfaces:
+            raise DataError(f"{path}: trainable.{surface}: not a surface of this dataset; allowed: {', '.join(cfg.surfaces)}")
+        unknown = [t for t in tasks if t not in cfg.labels]
+        if unknown:
+            raise DataError(f"{path}: trainable.{surface}: task '{unknown[0]}' is not in labels; allowed: {', '.join(cfg.labels)}")
     if cfg.hash_buckets < 1:
         raise DataError(f"{path}: hash_buckets: found {cfg.hash_buckets}; allowed: a whole number >= 1")
 

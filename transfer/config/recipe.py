@@ -127,6 +127,29 @@ class StudentConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """A VM's serving budget: at most this many parameters and this p99 latency (1,000 candidates, one core)."""
+
+    max_params: int = MISSING
+    max_p99_ms: float = MISSING
+
+
+@dataclass
+class InlineVerticalConfig:
+    """A vertical model declared in the recipe itself (no package needed), validated like a catalog
+    VM; students target it by `name`. Platform teams that share VMs keep the catalog."""
+
+    name: str = MISSING
+    surfaces: list[str] = MISSING  # the dataset's surfaces it serves
+    task: str = MISSING  # one of the dataset's tasks
+    architecture: str = "mlp"  # a catalog architecture (see `gem-transfer ls architectures`) or a catalog vertical to copy
+    sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the architecture's default sizes
+    owner: str = "recipe"
+    budget: BudgetConfig | None = None  # none: no serving budget
+    description: str = ""
+
+
+@dataclass
 class TrainerConfig:
     """Passed to Lightning's Trainer (students use max_epochs; the teacher has its own)."""
 
@@ -157,6 +180,7 @@ class Recipe:
     domain_fms: DomainFMConfig = field(default_factory=DomainFMConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     students: list[StudentConfig] = field(default_factory=list)
+    verticals: list[InlineVerticalConfig] = field(default_factory=list)  # VMs declared here, beside the catalog's
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from adapters import TECHNIQUES
 from adapters.sharing import SharingError, share_parts
-from transfer.catalog import CatalogError, ModelEntry, catalog
+from transfer.catalog import CatalogError, ModelEntry, catalog, sources
 from transfer.config.dataset import DatasetConfig, builtin_datasets, dataset_config_path, load_dataset_config
 from transfer.config.recipe import STRATEGY_STAGES, Recipe, StageConfig
+from transfer.config.verticals import architectures, inline_entry, recipe_verticals
 from transfer.contract import BuilderError
 from transfer.data.batches import ORDERS
 from transfer.data.encoding import inputs_of
@@ -80,14 +81,36 @@ def _check_students(recipe: Recipe, path: Path) -> None:
     if not recipe.students:
         raise RecipeError(f"{path}: students: at least one student is needed, e.g. [{{vertical: ig_stories_click}}]")
     dataset = load_dataset_config(dataset_config_path(recipe.data.dataset))
+    _check_inline_verticals(recipe, path, dataset)
+    entries = recipe_verticals(recipe)
     for i, student in enumerate(recipe.students):
-        entry = _check_model(path, "vertical", f"students.{i}.vertical", student.vertical, student.sizes)
+        entry = _check_model(path, "vertical", f"students.{i}.vertical", student.vertical, student.sizes, entries)
         _check_serves(path, f"students.{i}.vertical", entry, dataset)
         _positive(path, f"students.{i}.lr", student.lr)
         _positive(path, f"students.{i}.batch_size", student.batch_size)
     verticals = [s.vertical for s in recipe.students]
     if len(set(verticals)) != len(verticals):
         raise RecipeError(f"{path}: students: a vertical is listed twice ({verticals})")
+
+
+def _check_inline_verticals(recipe: Recipe, path: Path, dataset: DatasetConfig) -> None:
+    """Each inline VM: a new name, a known architecture with sizes it takes (and builds), surfaces
+    and a task the dataset has, a positive budget."""
+    shared, known, seen = catalog("vertical"), architectures(), set()
+    for i, cfg in enumerate(recipe.verticals):
+        key = f"verticals.{i}"
+        check_name(path, f"{key}.name", cfg.name)
+        if cfg.name in shared or cfg.name in seen:
+            where = f"a catalog vertical ({sources('vertical')[cfg.name]})" if cfg.name in shared else "declared twice in verticals"
+            raise RecipeError(f"{path}: {key}.name: '{cfg.name}' is already {where}; allowed: a new name")
+        seen.add(cfg.name)
+        _one_of(path, f"{key}.architecture", cfg.architecture, known)
+        if cfg.budget is not None:
+            _positive(path, f"{key}.budget.max_params", cfg.budget.max_params)
+            _positive(path, f"{key}.budget.max_p99_ms", cfg.budget.max_p99_ms)
+        entry = inline_entry(cfg)
+        _check_sizes(path, f"{key}.sizes", entry, dict(cfg.sizes))
+        _check_serves(path, key, entry, dataset)
 
 
 def _check_serves(path: Path, key: str, entry: ModelEntry, dataset: DatasetConfig) -> None:
@@ -180,7 +203,7 @@ def _check_sharing(recipe: Recipe, path: Path) -> None:
         raise RecipeError(f"{path}: data.dataset: {exc}") from None
     producers = {"teacher": (catalog("teacher")[recipe.teacher.model], recipe.teacher.sizes),
                  "domain_fms": (catalog("domain_fm")[recipe.domain_fms.model], recipe.domain_fms.sizes)}
-    verticals = catalog("vertical")
+    verticals = recipe_verticals(recipe)
     for i, stage in enumerate(recipe.transfer.stages):
         if not stage.sharing.modules:
             continue
@@ -226,25 +249,30 @@ def _check_processes(recipe: Recipe, path: Path) -> None:
         )
 
 
-def _check_model(path: Path, kind: str, key: str, name: str, sizes: dict) -> ModelEntry:
-    """`name` is in the catalog of `kind`, and `sizes` only names sizes its builder takes."""
+def _check_model(path: Path, kind: str, key: str, name: str, sizes: dict, entries: dict[str, ModelEntry] | None = None) -> ModelEntry:
+    """`name` is in the catalog of `kind` (or in `entries`, when given), and `sizes` only names sizes
+    its builder takes."""
     try:
-        entries = catalog(kind)
+        entries = catalog(kind) if entries is None else entries
     except CatalogError as exc:
         raise RecipeError(f"{path}: {key}: {exc}") from None
     _one_of(path, key, name, entries)
     entry = entries[name]
+    _check_sizes(path, key.rsplit(".", 1)[0] + ".sizes", entry, sizes)
+    return entry
+
+
+def _check_sizes(path: Path, sizes_key: str, entry: ModelEntry, sizes: dict) -> None:
+    """`sizes` only names sizes the entry's builder takes, and the model builds with them."""
     try:
         allowed = entry.size_names()
     except BuilderError as exc:
-        raise RecipeError(f"{path}: {key}: {exc}") from None
+        raise RecipeError(f"{path}: {sizes_key.rsplit('.', 1)[0]}: {exc}") from None
     unknown = [k for k in sizes if k not in allowed]
-    sizes_key = key.rsplit(".", 1)[0] + ".sizes"
     if unknown:
         raise RecipeError(f"{path}: {sizes_key}: unknown size '{unknown[0]}' for {entry.builder}; allowed: {', '.join(allowed)}")
     if sizes:
         _check_builds(path, sizes_key, entry, sizes)
-    return entry
 
 
 def _check_builds(path: Path, sizes_key: str, entry: ModelEntry, sizes: dict) -> None:

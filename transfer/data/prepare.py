@@ -9,9 +9,10 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from transfer.catalog import ModelEntry, catalog
+from transfer.catalog import ModelEntry
 from transfer.config.dataset import DatasetConfig, dataset_config_path, load_dataset_config
-from transfer.config.recipe import DataConfig, StudentConfig, UserSampleConfig, WindowConfig
+from transfer.config.recipe import DataConfig, Recipe, UserSampleConfig, WindowConfig
+from transfer.config.verticals import recipe_verticals
 from transfer.data.cache import cache_path, cached, prepare_cache_dir
 from transfer.data.encoding import EncodedLog, encode, load_encoded, save_encoded
 from transfer.data.hashing import stable_hash
@@ -213,13 +214,13 @@ def _rows(log: EncodedLog, window: Window, dataset: str) -> torch.Tensor:
     return rows
 
 
-def resolve_verticals(recipe_path: Path, students: list[StudentConfig], data: PreparedData) -> list[ModelEntry]:
-    """The catalog entries of the recipe's students, each serving surfaces and a task the dataset has."""
-    return [_vertical(recipe_path, i, student, data) for i, student in enumerate(students)]
+def resolve_verticals(recipe_path: Path, recipe: Recipe, data: PreparedData) -> list[ModelEntry]:
+    """The entries (catalog or inline) of the recipe's students, each serving surfaces and a task the dataset has."""
+    entries = recipe_verticals(recipe)
+    return [_vertical(recipe_path, i, entries[student.vertical], data) for i, student in enumerate(recipe.students)]
 
 
-def _vertical(recipe_path: Path, i: int, student: StudentConfig, data: PreparedData) -> ModelEntry:
-    spec = catalog("vertical")[student.vertical]
+def _vertical(recipe_path: Path, i: int, spec: ModelEntry, data: PreparedData) -> ModelEntry:
     missing = [s for s in spec.surfaces if s not in data.log.surfaces]
     if missing or not spec.surfaces:
         raise RecipeError(

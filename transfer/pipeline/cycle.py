@@ -18,8 +18,8 @@ from pathlib import Path
 
 import polars as pl
 
-from transfer.catalog import catalog
 from transfer.config.recipe import Recipe, WindowConfig
+from transfer.config.verticals import recipe_verticals
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData, check_slices, prepare_data, resolve_verticals
 from transfer.errors import RecipeError
@@ -87,7 +87,7 @@ def _check_data_reaches_last_window(recipe: Recipe, recipe_path: Path, windows: 
         for cycle in range(windows):
             current = cycle_recipe(recipe, cycle, Path("unused"))
             data = prepare_data(current.data, current.transfer.staleness_days)  # a clear DataError names an empty window
-            check_slices(data, resolve_verticals(recipe_path, current.students, data), current.data.min_train_positives)
+            check_slices(data, resolve_verticals(recipe_path, current, data), current.data.min_train_positives)
 
 
 def _cycle_rows(cycle: int, recipe: Recipe, result: RunResult, first: RunResult) -> list[dict]:
@@ -95,7 +95,7 @@ def _cycle_rows(cycle: int, recipe: Recipe, result: RunResult, first: RunResult)
     students = result.table.filter(pl.col("role") == "student")
     rows = []
     for student in recipe.students:
-        entry = catalog("vertical")[student.vertical]
+        entry = recipe_verticals(recipe)[student.vertical]
         row = students.filter(pl.col("model") == entry.name).row(0, named=True)
         table = result.table.filter(pl.col("slice") == row["slice"])
         baseline = table.filter((pl.col("role") == "baseline") & (pl.col("model") == entry.name))

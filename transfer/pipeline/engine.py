@@ -45,7 +45,7 @@ class RunResult:
 def planned(recipe: Recipe, recipe_path: Path) -> tuple[RunContext, Plan]:
     """The recipe's data (checked against its VMs) and its plan; runs nothing."""
     data = _prepared_data(recipe)
-    verticals = resolve_verticals(recipe_path, recipe.students, data)
+    verticals = resolve_verticals(recipe_path, recipe, data)
     check_slices(data, verticals, recipe.data.min_train_positives)
     ctx = RunContext(recipe, data, StageCache(Path(recipe.output_dir) / "stages"),
                      run_dir=Path(recipe.output_dir) / recipe.name / recipe.hash)

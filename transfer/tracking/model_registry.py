@@ -67,7 +67,9 @@ def _register(client: MlflowClient, uri: str, run_id: str, alias: str | None) ->
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description=catalog("vertical")[name].description)
+        shared = catalog("vertical").get(name)
+        description = shared.description if shared else f"{name}: declared inline in recipe '{run.data.tags.get(T.RECIPE, '?')}'"
+        client.create_registered_model(name, description=description)
     source = run.data.tags[T.MODEL_URI]  # models:/<model id>
     version = client.create_model_version(name, source, run_id=run_id, tags=tags, model_id=source.removeprefix("models:/"))
     if alias:
@@ -104,9 +106,14 @@ def _student_run(client: MlflowClient, uri: str, run_id: str) -> Run:
 
 
 def _check_budget(run: Run, name: str) -> None:
+    """Within its serving budget: the catalog's, checked again on the run's measured cost; for a VM
+    declared inline in its recipe, the status its run logged against the recipe's budget."""
     entries = catalog("vertical")
     if name not in entries:
-        raise RegistrationError(f"vertical '{name}' of run '{run.info.run_id}' is not in the catalog (see gem-transfer ls verticals)")
+        status = run.data.tags.get(T.BUDGET_STATUS, "no budget")
+        if status.startswith("over budget"):
+            raise RegistrationError(f"'{name}' (run {run.info.run_id}, declared inline in its recipe) is {status}")
+        return
     budget = entries[name].budget
     metrics = run.data.metrics
     if budget is None:
