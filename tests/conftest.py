@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
@@ -12,6 +13,16 @@ from transfer.cli import main
 from transfer.data.synthetic import SURFACES, SyntheticSpec, generate
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def time_limit(seconds: float) -> float:
+    """A subprocess's time limit scaled to this machine: × $GEM_TEST_TIME_SCALE when set, else × the
+    1-minute load average per core when that exceeds 1 (a shared, loaded host runs everything slower;
+    a limit is there to catch a hang, not to time the code)."""
+    if os.environ.get("GEM_TEST_TIME_SCALE"):
+        return seconds * float(os.environ["GEM_TEST_TIME_SCALE"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return seconds * max(1.0, os.getloadavg()[0] / cores)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from students import DEFAULT_BUDGET
-from tests.conftest import REPO, run_cli, write_dataset, write_recipe
+from tests.conftest import REPO, run_cli, time_limit, write_dataset, write_recipe
 from transfer.catalog import ModelEntry, ServingBudget, catalog
 
 GEM_TRANSFER = [sys.executable, "-m", "transfer.cli"]
@@ -29,7 +29,7 @@ def _install(package: str, target: Path) -> None:
 
 def _cli(*argv: str, site: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
-    return subprocess.run([*GEM_TRANSFER, *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run([*GEM_TRANSFER, *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=time_limit(600))
 
 
 def test_built_in_verticals_say_what_they_serve_and_their_budget():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, time_limit
 from transfer.catalog import catalog
 from transfer.contract import (
     ENGINE_COLUMNS,
@@ -125,7 +125,7 @@ def test_importing_the_contract_loads_nothing_else_of_the_repository():
     script = ("import sys, transfer.contract; "
               f"print(sorted(m for m in sys.modules if m.split('.')[0] in {GRAPH_PACKAGES!r}))")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=time_limit(120), cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "['transfer', 'transfer.contract']"
 

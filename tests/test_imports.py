@@ -4,7 +4,7 @@ import importlib
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, time_limit
 
 
 @pytest.mark.parametrize("name", ["transfer", "teacher", "students", "domain_fms", "adapters"])
@@ -39,10 +39,36 @@ def test_importing_any_module_changes_no_global_setting():
     import sys
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": ""}
-    done = subprocess.run([sys.executable, "-c", SIDE_EFFECTS_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run([sys.executable, "-c", SIDE_EFFECTS_SCRIPT], capture_output=True, text=True, env=env, timeout=time_limit(300))
     assert done.returncode == 0, done.stderr[-2000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     # third-party libraries change some settings of their own at import (mlflow.pytorch sets the root
     # logger's level); ours set no logger level and no umask
     assert found["after"]["loggers"] == found["before"]["loggers"]
     assert found["after"]["umask"] == found["before"]["umask"]
+
+
+EARLY_ERROR_SCRIPT = """
+import json, sys
+from transfer.cli import main
+codes = [main(argv) for argv in (["run", sys.argv[1]], ["validate", sys.argv[1]], ["plan", sys.argv[2], "trainer.max_epochs"])]
+print(json.dumps({"codes": codes, "heavy": sorted(m for m in ("torch", "lightning", "mlflow", "polars") if m in sys.modules)}))
+"""
+
+
+def test_a_bad_recipe_file_or_override_is_answered_before_the_heavy_imports(tmp_path):
+    """A missing recipe or a malformed override costs no torch, Lightning or MLflow import (it cost 11 s)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", EARLY_ERROR_SCRIPT, str(tmp_path / "missing.yaml"), str(recipe)],
+                          capture_output=True, text=True, env=env, timeout=time_limit(300))
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found == {"codes": [2, 2, 2], "heavy": []}
+    assert "recipe file not found" in done.stderr and "is not of the form key=value" in done.stderr

@@ -166,6 +166,7 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    _precheck(args)
     from transfer.config.recipe import load_recipe
     from transfer.config.validate import check_machine
     from transfer.pipeline.engine import run_recipe
@@ -194,7 +195,15 @@ def _print_run_ids(table) -> None:
         print(f"  {row['model']:<24} {row['role']:<10} {row['run_id']}")
 
 
+def _precheck(args: argparse.Namespace) -> None:
+    """The recipe file and overrides, checked before the heavy imports (see `precheck`)."""
+    from transfer.config.structured import precheck
+
+    precheck(args.recipe, getattr(args, "overrides", []))
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
+    _precheck(args)
     from transfer.tuning.study import tune
 
     result = tune(args.recipe, args.overrides, args.trials, args.stage)
@@ -208,6 +217,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
+    _precheck(args)
     from transfer.config.recipe import load_recipe
     from transfer.pipeline.engine import planned
     from transfer.pipeline.plan import format_plan
@@ -223,6 +233,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_cycle(args: argparse.Namespace) -> int:
+    _precheck(args)
     from transfer.config.recipe import load_recipe
     from transfer.config.validate import check_machine
     from transfer.evaluation.lift_table import format_table
@@ -255,6 +266,10 @@ def _in_processes(recipe, args: argparse.Namespace) -> int | None:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from transfer.config.structured import precheck
+
+    for path in args.recipes:
+        precheck(path, [])
     from transfer.config.recipe import load_recipe
 
     for path in args.recipes:
@@ -319,6 +334,7 @@ def _costed(entry) -> str:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
+    _precheck(args)
     from transfer.config.recipe import load_recipe
     from transfer.data.prepare import check_slices, prepare_data, resolve_verticals
 
@@ -377,9 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug or not _is_user_error(exc):
             raise
-        from transfer.util import ranks
-
-        rank = ranks.rank()
+        ranks = sys.modules.get("transfer.util.ranks")  # not imported yet (an early error): no process group either
+        rank = ranks.rank() if ranks is not None else int(os.environ.get("RANK", "0"))
         if rank == 0:  # every rank meets the same bad input; one says so
             print(f"gem-transfer: error: {_one_line(str(exc))}", file=sys.stderr)
         elif isinstance(exc, TrainingError):  # a loss gone bad on this rank's share of a batch only

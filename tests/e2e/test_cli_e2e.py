@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO
+from tests.conftest import REPO, time_limit
 
 
 def _bounds(cell: str) -> tuple[float, float]:
@@ -26,7 +26,7 @@ def test_quickstart_reports_each_lift_with_an_interval_and_its_verdict(tmp_path)
         f"output_dir={tmp_path / 'runs'}", f"tracking.uri=sqlite:///{db}", "trainer.progress=false",
         f"data.cache_dir={REPO / '.cache' / 'gem-transfer'}",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=time_limit(900))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| teacher " in done.stdout and "transfer ratio" in done.stdout and "recal NE" in done.stdout
     assert f"sqlite:///{db}" in done.stdout  # says where the MLflow runs are

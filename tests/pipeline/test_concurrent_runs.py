@@ -11,7 +11,7 @@ import sys
 import polars as pl
 import pytest
 
-from tests.conftest import REPO, write_dataset, write_recipe
+from tests.conftest import REPO, time_limit, write_dataset, write_recipe
 from transfer.data.synthetic import SyntheticSpec, generate
 
 
@@ -23,7 +23,7 @@ def test_two_runs_of_one_recipe_at_once_build_each_stage_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "transfer.cli", "run", str(recipe)]
     runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path) for _ in range(2)]
-    outputs = [run.communicate(timeout=900) for run in runs]
+    outputs = [run.communicate(timeout=time_limit(900)) for run in runs]
     for run, (out, err) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, out[-2000:] + err[-2000:]
     printed = "".join(out for out, _ in outputs)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, time_limit
 from transfer.catalog import catalog
 from transfer.config.recipe import Recipe, StageConfig, StudentConfig, TeacherConfig, TrainerConfig
 from transfer.pipeline.keys import knowledge_key, stage_key, teacher_key, vm_key
@@ -52,7 +52,7 @@ def _source_copy(root: Path) -> Path:
 
 def _keys(source: Path) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(source)}
-    done = subprocess.run([sys.executable, "-c", KEYS_SCRIPT], capture_output=True, text=True, env=env, cwd=source, timeout=300)
+    done = subprocess.run([sys.executable, "-c", KEYS_SCRIPT], capture_output=True, text=True, env=env, cwd=source, timeout=time_limit(300))
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.conftest import REPO, run_cli, write_dataset, write_recipe
+from tests.conftest import REPO, run_cli, time_limit, write_dataset, write_recipe
 from transfer.data.synthetic import SyntheticSpec, generate
 
 PACKAGES = ("transfer", "teacher", "students", "domain_fms", "adapters")
@@ -64,7 +64,7 @@ def test_an_unchanged_rerun_trains_nothing_and_a_students_setting_reuses_the_tea
 def _run_from(source: Path, recipe: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(source)}
     done = subprocess.run([sys.executable, "-m", "transfer.cli", "run", str(recipe)], capture_output=True, text=True,
-                          env=env, cwd=source, timeout=900)
+                          env=env, cwd=source, timeout=time_limit(900))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 

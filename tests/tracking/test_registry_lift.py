@@ -17,7 +17,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, run_cli, write_dataset, write_recipe
+from tests.conftest import REPO, run_cli, time_limit, write_dataset, write_recipe
 from transfer.config.recipe import load_recipe
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import prepare_data
@@ -244,7 +244,7 @@ def _as_a_user(*argv: str, cwd, env_uri: str | None = None) -> subprocess.Comple
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")} | {"PYTHONPATH": str(REPO)}
     if env_uri:
         env["MLFLOW_TRACKING_URI"] = env_uri
-    return subprocess.run([sys.executable, "-m", "transfer.cli", *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "transfer.cli", *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=time_limit(600))
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli, write_dataset, write_recipe
+from tests.conftest import run_cli, time_limit, write_dataset, write_recipe
 from transfer.tracking.runs import Tracker, check_reachable
 
 TRIES = 3
@@ -41,7 +41,7 @@ def test_runs_started_together_on_a_fresh_store_all_find_it_ready(tmp_path, atte
     processes = [context.Process(target=_start_tracking, args=(uri, output_dir, ready, results)) for _ in range(2)]
     for process in processes:
         process.start()
-    outcomes = [results.get(timeout=300) for _ in processes]
+    outcomes = [results.get(timeout=time_limit(300)) for _ in processes]
     for process in processes:
         process.join(timeout=60)
     assert outcomes == ["ok", "ok"]

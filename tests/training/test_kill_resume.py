@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, write_dataset, write_recipe
+from tests.conftest import REPO, time_limit, write_dataset, write_recipe
 from transfer.data.synthetic import SyntheticSpec, generate
 
 PROCESSES = {"one process": [], "two processes": ["trainer.strategy=ddp", "trainer.devices=2"]}
@@ -67,7 +67,7 @@ def _command_line(process: Path) -> str:
 
 
 def _run(recipe: Path, processes: list[str], cwd: Path) -> str:
-    done = subprocess.run(_command(recipe, processes), capture_output=True, text=True, cwd=cwd, env=_env(), timeout=600)
+    done = subprocess.run(_command(recipe, processes), capture_output=True, text=True, cwd=cwd, env=_env(), timeout=time_limit(600))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 

@@ -25,7 +25,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from students import MLP_VM_SIZES, mlp_vm
-from tests.conftest import REPO, run_cli, write_dataset, write_recipe
+from tests.conftest import REPO, run_cli, time_limit, write_dataset, write_recipe
 from transfer.config.recipe import TrainerConfig, load_recipe
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import prepare_data
@@ -98,7 +98,7 @@ def test_a_recipe_on_two_processes_gives_the_single_process_results(recipe, tmp_
     assert code == 0
     done = subprocess.run(
         [sys.executable, "-m", "transfer.cli", "run", str(recipe), f"output_dir={two}", "trainer.strategy=ddp", "trainer.devices=2"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=time_limit(600),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("| model ") == 1  # rank 0 prints the table; the other rank's output is dropped
@@ -143,7 +143,7 @@ def test_a_recipe_on_two_processes_gives_the_single_process_results(recipe, tmp_
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "transfer.cli", "run", str(recipe),
          f"output_dir={three}", "trainer.strategy=ddp", "trainer.devices=2"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=REPO, capture_output=True, text=True, timeout=time_limit(600), env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert _lift(three).equals(double)
@@ -249,7 +249,7 @@ def test_a_two_process_run_listens_on_loopback_only(tmp_path, small_log):
         if "▸ baseline: ig_stories_click" in line:  # the teacher trained: every rank's process group is up
             sockets = {pid: _listening(pid) for pid in _process_tree(process.pid)}
             break
-    out = "".join(seen) + process.communicate(timeout=600)[0]
+    out = "".join(seen) + process.communicate(timeout=time_limit(600))[0]
     assert process.returncode == 0, out[-3000:]
     assert len(sockets) == 3 and all(sockets.values()), sockets  # the launcher's store, each rank's gloo
     assert all(address.startswith("127.0.0.1:") for found in sockets.values() for address in found), sockets

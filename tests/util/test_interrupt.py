@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, write_dataset, write_recipe
+from tests.conftest import REPO, time_limit, write_dataset, write_recipe
 from transfer.data.synthetic import SyntheticSpec, generate
 from transfer.util.interrupt import EXIT_INTERRUPTED, MESSAGE
 
@@ -40,7 +40,7 @@ def _interrupt_when(recipe: Path, cwd: Path, marker: str, then) -> tuple[int, st
                 time.sleep(0.005)
             process.send_signal(signal.SIGINT)
             break
-    out, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=time_limit(120))
     return process.returncode, "".join(seen) + out, err
 
 
@@ -66,7 +66,7 @@ def test_ctrl_c_during_training_stops_with_one_line_and_a_rerun_resumes(tmp_path
     statuses = {r.data.tags.get("role", "recipe"): r.info.status for r in client.search_runs([experiment])}
     assert statuses["baseline"] == "KILLED" and statuses["recipe"] == "KILLED" and statuses["teacher"] == "FINISHED"
 
-    done = subprocess.run(_command(recipe), capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=600)
+    done = subprocess.run(_command(recipe), capture_output=True, text=True, cwd=tmp_path, env=_env(), timeout=time_limit(600))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "already trained" in done.stdout and "resuming from" in done.stdout  # the teacher reused, the baseline resumed
     assert "| model " in done.stdout

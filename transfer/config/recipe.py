@@ -154,6 +154,9 @@ class TrainerConfig:
     """Passed to Lightning's Trainer (students use max_epochs; the teacher has its own)."""
 
     max_epochs: int = 2
+    # torch's intra-op threads per process; 0: $OMP_NUM_THREADS when set, else the cores this process
+    # may use shared among the run's processes on this host (a loaded, shared host runs faster on fewer)
+    threads: int = 0
     order: str = "time"  # every model's training: time (days in order, shuffled within a day) or shuffled
     accelerator: str = "cpu"
     devices: int | str = 1

@@ -34,6 +34,20 @@ def load_structured(schema: type[T], path: Path, overrides: list[str], what: str
         raise RecipeError(f"{path}: key '{exc.full_key or '?'}': {_first_line(exc)}") from exc
 
 
+def precheck(path: Path, overrides: list[str], what: str = "recipe") -> None:
+    """What can be said about a config file without the schema's heavy imports (torch, for the
+    model catalogs): it exists, is UTF-8 YAML holding a mapping, and each override is key=value.
+    The CLI runs this first, so a typo costs no import time."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{what} file not found: {path}")
+    _read_yaml(path, what)
+    for item in overrides:
+        key, sep, _ = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"{path}: override '{item}' is not of the form key=value (e.g. trainer.max_epochs=2)")
+
+
 def _read_yaml(path: Path, what: str) -> DictConfig:
     try:
         text = path.read_bytes().decode("utf-8")

@@ -65,6 +65,7 @@ def validate(recipe: Recipe, path: Path) -> None:
         _positive(path, key, value)
     _non_negative(path, "teacher.warmup_steps", recipe.teacher.warmup_steps)
     _non_negative(path, "data.min_train_positives", recipe.data.min_train_positives)
+    _non_negative(path, "trainer.threads", recipe.trainer.threads)
     _check_transfer(recipe, path)
     _check_sharing(recipe, path)
 

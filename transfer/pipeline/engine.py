@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
+import torch
 
 from adapters import techniques_tag
 from transfer.config.recipe import Recipe, StageConfig
@@ -28,6 +29,7 @@ from transfer.tracking.runs import Tracker, check_reachable, default_tracking_ur
 from transfer.training.module import RankingModule
 from transfer.util import ranks
 from transfer.util.atomic import remove_stale_temps, write_text_atomic
+from transfer.util.launch import torch_threads
 
 
 @dataclass
@@ -59,6 +61,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
     active MLflow run (a tuning trial); `on_student(vertical, val_metrics)` is called as each student
     is scored (a tuning study's intermediate values)."""
     ranks.start()
+    torch.set_num_threads(torch_threads(recipe.trainer.threads, ranks.launched_world_size()))
     tracker = recipe_tracker(recipe)  # fails fast, before any data work, on a store it cannot reach
     ctx, plan = planned(recipe, recipe_path)
     ctx = replace(ctx, tracker=tracker, on_student=on_student)
@@ -130,7 +133,7 @@ def _artifact_root(uri: str | None, output_dir: Path) -> Path | None:
 def _log_recipe(ctx: RunContext) -> None:
     if not ranks.is_main():
         return
-    ctx.tracker.log_params(ctx.recipe.flat())
+    ctx.tracker.log_params(ctx.recipe.flat() | {"torch_threads": torch.get_num_threads()})
     write_text_atomic(ctx.run_dir / "recipe.yaml", ctx.recipe.to_yaml())
     ctx.tracker.log_artifact(ctx.run_dir / "recipe.yaml")
 

@@ -25,6 +25,17 @@ from transfer.util.interrupt import Interrupted
 LAUNCHER_PID = "GEM_TRANSFER_LAUNCHER_PID"  # set for the processes `run_on_this_host` starts
 
 
+def torch_threads(requested: int, processes: int = 1) -> int:
+    """The intra-op threads a recipe process uses: `requested` (trainer.threads) when > 0, else
+    $OMP_NUM_THREADS when set, else the cores this process may use divided among `processes`."""
+    if requested > 0:
+        return requested
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, processes))
+
+
 def processes_wanted(cfg: TrainerConfig) -> int:
     """How many processes the recipe's trainer settings ask for."""
     return int(cfg.devices) * cfg.num_nodes
