@@ -71,7 +71,8 @@ class RankingModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """One step; → the model's outputs on the batch from before the step learnt from it (detached
-        `logits` [B, T], `embedding` [B, E]: knowledge from training traffic, `transfer.knowledge.traffic`)."""
+        `logits` [B, T], `embedding` [B, E]: knowledge from training traffic, `transfer.knowledge.traffic`)
+        and the step's detached `loss` (for progress lines)."""
         model_opt = self.optimizers()
         labels = batch["labels"][:, self.task_columns]  # [B, T]
         out = self.model(batch)
@@ -84,7 +85,7 @@ class RankingModule(L.LightningModule):
         if self.warmup_steps:
             self.lr_schedulers().step()
         self._log_losses(loss, parts, len(labels))
-        return {"logits": out.logits.detach(), "embedding": out.embedding.detach()}
+        return {"logits": out.logits.detach(), "embedding": out.embedding.detach(), "loss": loss.detach()}
 
     def _stop_on_bad_loss(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         where = f"step {self.global_step + 1} (epoch {self.current_epoch + 1})"

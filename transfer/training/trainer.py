@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from transfer.config.recipe import TrainerConfig
 from transfer.evaluation.lift_table import Scores
 from transfer.training.module import RankingModule
+from transfer.training.progress import progress_callbacks
 from transfer.util import ranks
 
 LAST_CHECKPOINT = "last"
@@ -68,6 +69,7 @@ def make_trainer(
     cfg: TrainerConfig, max_epochs: int, logger: Logger | bool = False, progress: bool | None = None, log_every: int = 50,
     callbacks: list[Callback] | None = None, shard: bool = False,
 ) -> L.Trainer:
+    shown, bar = progress_callbacks(cfg.progress if progress is None else progress)
     return L.Trainer(
         max_epochs=max_epochs,
         accelerator=cfg.accelerator,
@@ -77,10 +79,10 @@ def make_trainer(
         use_distributed_sampler=False,  # IndexBatchSampler shards by rank itself, without padding evaluation
         precision=cfg.precision,
         logger=logger,
-        callbacks=callbacks,
+        callbacks=[*(callbacks or []), *shown],
         enable_checkpointing=bool(callbacks and any(isinstance(c, ModelCheckpoint) for c in callbacks)),
         enable_model_summary=False,
-        enable_progress_bar=cfg.progress if progress is None else progress,
+        enable_progress_bar=bar,
         log_every_n_steps=log_every,
         num_sanity_val_steps=0,
     )
