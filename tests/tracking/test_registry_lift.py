@@ -4,6 +4,7 @@ MLflow API from its pickle-free torch.export graph, scoring the eval window as t
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -296,3 +297,18 @@ def test_every_row_names_its_run_and_slice_and_its_flags_are_the_same_in_the_run
     assert printed.filter(pl.col("recipe") == "kd").equals(from_store)
     for column in ("run_id", "eval rows", "eval positives", "flags", "MDE lift %"):
         assert from_store[column].to_list() == run_table[column].to_list(), column
+
+
+def test_the_recipe_run_carries_its_lift_table_and_chart_for_one_click_in_the_ui(tracked):
+    client = tracked["client"]
+    student = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe="kd")
+    parent = student.data.tags["recipe_run_id"]
+    artifacts = {a.path for a in client.list_artifacts(parent)}
+    assert {"lift.csv", "lift_table.json", "lift.png"} <= artifacts
+    logged = json.loads(open(client.download_artifacts(parent, "lift_table.json", str(tracked["folder"]))).read())  # MLflow's split layout
+    shown = pl.DataFrame(logged["data"], schema=logged["columns"], orient="row")
+    run_table = pl.read_csv(next((tracked["folder"] / "runs" / "kd").rglob("lift.csv")))
+    assert shown["run_id"].to_list() == run_table["run_id"].to_list()
+    assert shown["flags"].fill_null("").to_list() == run_table["flags"].fill_null("").to_list()
+    local = client.download_artifacts(parent, "lift.png", str(tracked["folder"]))
+    assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

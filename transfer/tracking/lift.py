@@ -246,7 +246,8 @@ def draw_lift_chart(table: pl.DataFrame, path: Path) -> None:
         for row in rows.iter_rows(named=True):
             x = verticals.index(row["vertical"]) - 0.4 + width * (j + 0.5)
             ax.bar(x, row["lift %"], width, color=colours(j % 10), label=label)
-            ax.annotate(f"TR {row['transfer ratio']:.2f}", (x, row["lift %"]), ha="center",
+            ratio = row["transfer ratio"]
+            ax.annotate(f"TR {ratio:.2f}" if ratio is not None and math.isfinite(ratio) else "TR undefined", (x, row["lift %"]), ha="center",
                         va="bottom" if row["lift %"] >= 0 else "top", fontsize=8)
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles, strict=False))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mlflow
 import mlflow.pytorch
+import polars as pl
 import torch
 from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.entities import RunStatus
@@ -247,6 +248,12 @@ class Tracker:
     def log_artifact(self, path: Path) -> None:
         if self.main:
             mlflow.log_artifact(str(path))
+
+    def log_table(self, table: pl.DataFrame, artifact_file: str) -> None:
+        """`table` as an MLflow table artifact of the active run (the UI shows it under Artifacts,
+        and the evaluation view can compare runs by it)."""
+        if self.main:
+            mlflow.log_table(data=table.to_pandas(), artifact_file=artifact_file)
 
     def log_serving_model(self, model: nn.Module, request: dict[str, torch.Tensor]) -> str:
         """Log a trained serving model in the active run as an MLflow PyTorch model in the "pt2" format

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import polars as pl
 
 from adapters import techniques_tag
 from transfer.data.prepare import PreparedData
-from transfer.evaluation.lift_table import VM_ROLES, VerticalResult, lift_table
+from transfer.evaluation.lift_table import VM_ROLES, VerticalResult, lift_rows, lift_table
 from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
 from transfer.pipeline.stages.base import ALWAYS, RunContext, Stage
@@ -51,7 +52,19 @@ class EvaluationStage(Stage):
             with atomic_path(ctx.run_dir / "lift.csv") as tmp:
                 self.output.write_csv(tmp)
             ctx.tracker.log_artifact(ctx.run_dir / "lift.csv")
+            self._log_for_analysts(ctx, results)
             self._tag_flags(ctx)
+
+    def _log_for_analysts(self, ctx: RunContext, results: list[VerticalResult]) -> None:
+        """The lift table as an MLflow table and the lift chart, on the recipe's parent run: one
+        click from the experiment's runs list shows an analyst every VM's result."""
+        from transfer.tracking.lift import draw_lift_chart
+
+        ctx.tracker.log_table(self.output, "lift_table.json")
+        started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+        chart = ctx.run_dir / "lift.png"
+        draw_lift_chart(lift_rows(results).with_columns(pl.lit(ctx.recipe.name).alias(T.RECIPE), pl.lit(started).alias("started")), chart)
+        ctx.tracker.log_artifact(chart)
 
     def _tag_flags(self, ctx: RunContext) -> None:
         """Each VM run's flags (its own, as its lift table row shows them) as a tag on that run."""
