@@ -181,7 +181,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print()
     _print_run_ids(result.table)
     print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id} in {result.tracking_uri}")
-    print(f"        browse with: mlflow ui --backend-store-uri {result.tracking_uri}")
+    server = result.tracking_uri if result.tracking_uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    if server == "http://127.0.0.1:5000":
+        print(f"        browse with: mlflow ui --backend-store-uri {result.tracking_uri}   (serves {server})")
+    print(f"        this run's lift table and chart: {server}/#/experiments/{result.experiment_id}/runs/{result.parent_run_id}/artifactPath/lift_table.json")
     print(f"Outputs (knowledge, lift.csv, recipe): {result.run_dir}")
     return 0
 

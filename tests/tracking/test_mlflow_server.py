@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import html
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, run_cli, write_dataset, write_recipe
+from tests.conftest import REPO, run_cli, time_limit, write_dataset, write_recipe
 
 SCREENSHOT_DIR = os.environ.get("GEM_SCREENSHOT_DIR")  # `make screenshot` refreshes the README's picture
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -91,6 +92,7 @@ def test_recipe_register_and_lift_through_a_real_tracking_server(server, tmp_pat
         assert row["lift %"] == pytest.approx(run.data.metrics["lift_pct"], rel=1e-6)
 
     _check_in_browser(server, experiment.experiment_id, students, tmp_path)
+    _check_recipe_run_in_browser(server, experiment.experiment_id, students, out, tmp_path)
 
 
 def _check_in_browser(server: str, experiment_id: str, students, tmp_path: Path) -> None:
@@ -114,6 +116,24 @@ def _check_in_browser(server: str, experiment_id: str, students, tmp_path: Path)
     shot = folder / "mlflow_compare_students.png"
     tall = [f for f in flags if not f.startswith("--window-size")] + ["--window-size=1600,2400"]  # the metrics table too
     subprocess.run([CHROMIUM, *tall, f"--screenshot={shot}", url], capture_output=True, timeout=180, check=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+def _check_recipe_run_in_browser(server: str, experiment_id: str, students, printed: str, tmp_path: Path) -> None:
+    """The link `run` prints opens the recipe run's lift table in the UI: every student's run id and
+    flags on the page; and its lift chart beside it (the README's screenshot)."""
+    parent = students[0].data.tags["recipe_run_id"]
+    url = f"{server}/#/experiments/{experiment_id}/runs/{parent}/artifactPath/lift_table.json"
+    assert f"this run's lift table and chart: {url}" in printed
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+             "--window-size=1600,1000", "--virtual-time-budget=20000"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=time_limit(180)).stdout
+    for run in students:
+        assert run.info.run_id in dom and html.escape(run.data.tags.get("lift_flags", "").split(";")[0], quote=False) in dom
+    folder = Path(SCREENSHOT_DIR) if SCREENSHOT_DIR else tmp_path
+    shot = folder / "mlflow_recipe_run_lift.png"
+    chart = url.replace("lift_table.json", "lift.png")
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", chart], capture_output=True, timeout=time_limit(180), check=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
 
 

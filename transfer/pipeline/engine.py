@@ -39,6 +39,7 @@ class RunResult:
     tracking_uri: str
     experiment: str
     run_dir: Path
+    experiment_id: str = ""
     teacher_weights: Path | None = None
     students: dict[str, RankingModule] = field(default_factory=dict)  # vertical → its trained student
     validation: dict[str, dict[str, float]] = field(default_factory=dict)  # vertical → its student's val_* metrics
@@ -78,7 +79,8 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
                     stage.run(ctx)
     students = {s.vertical.spec.name: s.output.module for s in plan.evaluation.students}
     validation = {s.vertical.spec.name: s.output.validation for s in plan.evaluation.students}
-    return RunResult(plan.evaluation.output, parent_id, tracker.uri, tracker.experiment, ctx.run_dir, plan.teacher.output.weights, students, validation)
+    return RunResult(plan.evaluation.output, parent_id, tracker.uri, tracker.experiment, ctx.run_dir, tracker.experiment_id,
+                     plan.teacher.output.weights, students, validation)
 
 
 def recipe_tracker(recipe: Recipe) -> Tracker:
