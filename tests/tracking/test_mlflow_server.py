@@ -5,10 +5,10 @@ before any work, naming the URI."""
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import socket
-import html
 import subprocess
 import sys
 import time
