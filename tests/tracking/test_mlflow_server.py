@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, run_cli, time_limit, write_dataset, write_recipe
 
-SCREENSHOT_DIR = os.environ.get("GEM_SCREENSHOT_DIR")  # `make screenshot` refreshes the README's picture
+SCREENSHOT_DIR = os.environ.get("GEM_SCREENSHOT_DIR")  # keep the screenshots there (default: the test's tmp folder)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -150,4 +150,4 @@ def test_an_unreachable_tracking_server_fails_before_any_work_naming_the_uri(tmp
 
 def test_repo_root_is_where_screenshots_are_linked_from():
     readme = (REPO / "README.md").read_text()
-    assert "docs/mlflow_compare_students.png" in readme and (REPO / "docs" / "mlflow_compare_students.png").is_file()
+    assert "docs/mlflow_recipe_run_lift.png" in readme and (REPO / "docs" / "mlflow_recipe_run_lift.png").is_file()
