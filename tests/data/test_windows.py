@@ -31,6 +31,33 @@ def test_windows_follow_each_other_and_split_by_time(tmp_path, small_log):
     assert len(data.train_rows) == expected_train
 
 
+def test_a_log_starting_within_a_day_splits_by_hours(tmp_path, small_log):
+    """A 3-day log from 16:00: teacher 30 hours, students 18, eval the last 24 (windows in days only could not)."""
+    start = datetime(2026, 1, 1, 16, tzinfo=timezone.utc)
+    log = small_log.filter((small_log["ts"] >= start) & (small_log["ts"] < datetime(2026, 1, 4, 16, tzinfo=timezone.utc)))
+    data_cfg = {"train": {"start": "2026-01-01T16:00", "days": 1, "hours": 6}, "student": {"days": 0, "hours": 18},
+                "validation": {"days": 0}, "eval": {"days": 1}}
+    recipe = load_recipe(write_recipe(tmp_path, write_dataset(tmp_path, log), data=_data(tmp_path, **data_cfg)))
+    data = prepare_data(recipe.data)
+    hours = [(w.start - start).total_seconds() / 3600 for w in (data.train, data.student, data.eval)] + [(data.eval.end - start).total_seconds() / 3600]
+    assert hours == [0, 30, 48, 72]
+    assert len(data.train_rows) + len(data.student_rows) + len(data.eval_rows) == log.height
+
+
+@pytest.mark.parametrize(("window", "expected"), [
+    ({"days": 0}, ["data.student", "days + hours > 0"]),
+    ({"days": 1, "start": "2026-01-03 at noon"}, ["data.student.start", "YYYY-MM-DDTHH:MM"]),
+    ({"days": 1, "hours": -2}, ["data.student.hours", ">= 0"]),
+])
+def test_a_bad_window_is_one_line(tmp_path, small_log, capsys, window, expected):
+    recipe = write_recipe(tmp_path, write_dataset(tmp_path, small_log), data=_data(tmp_path, train={"days": 2}, student=window,
+                                                                                  validation={"days": 0}, eval={"days": 2}))
+    code, _, err = run_cli(capsys, "validate", str(recipe))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    for fragment in expected:
+        assert fragment in err
+
+
 def test_the_students_knowledge_is_out_of_sample_by_default(tmp_path, small_log):
     recipe = load_recipe(write_recipe(tmp_path, write_dataset(tmp_path, small_log)))
     data = prepare_data(recipe.data)

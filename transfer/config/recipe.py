@@ -21,11 +21,17 @@ from transfer.util.fingerprint import fingerprint
 
 @dataclass
 class WindowConfig:
-    """A time range of the log, in whole UTC days. `start` defaults to the end of the window before it:
-    train (the data's first day) → student → validation → eval (design §8, staleness protocol)."""
+    """A time range of the log: `days` plus `hours`, from `start` (UTC). `start` defaults to the end
+    of the window before it: train (the data's first day) → student → validation → eval (design §8,
+    staleness protocol)."""
 
-    start: str | None = None  # YYYY-MM-DD, UTC
+    start: str | None = None  # YYYY-MM-DD, or YYYY-MM-DDTHH:MM for a window that starts within a day (UTC)
     days: int = MISSING
+    hours: int = 0  # added to days: a 3-day log starting at 16:00 splits by hours
+
+    @property
+    def length_days(self) -> float:
+        return self.days + self.hours / 24
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 from adapters import TECHNIQUES
@@ -129,12 +129,12 @@ def _check_serves(path: Path, key: str, entry: ModelEntry, dataset: DatasetConfi
 def _check_windows(recipe: Recipe, path: Path) -> None:
     data = recipe.data
     for key, window in (("data.train", data.train), ("data.student", data.student), ("data.validation", data.validation), ("data.eval", data.eval)):
-        if key == "data.validation":
-            _non_negative(path, f"{key}.days", window.days)
-        else:
-            _positive(path, f"{key}.days", window.days)
+        _non_negative(path, f"{key}.days", window.days)
+        _non_negative(path, f"{key}.hours", window.hours)
+        if key != "data.validation" and window.length_days <= 0:
+            raise RecipeError(f"{path}: {key}: found days {window.days}, hours {window.hours}; allowed: a window longer than 0 (days + hours > 0)")
         if window.start is not None:
-            _date(path, f"{key}.start", window.start)
+            _moment(path, f"{key}.start", window.start)
     _date(path, "data.synthetic.start", recipe.data.synthetic.start)
     _check_synthetic_rows(path, recipe.data.synthetic.rows)
     fraction = data.users.fraction
@@ -156,7 +156,7 @@ def _check_transfer(recipe: Recipe, path: Path) -> None:
     if transfer.staleness_days < 0:
         raise RecipeError(f"{path}: transfer.staleness_days: found {transfer.staleness_days}; allowed: >= 0")
     _check_knowledge_source(recipe, path)
-    oldest = transfer.staleness_days + recipe.data.student.days  # the knowledge's age at the consumers' window end
+    oldest = math.ceil(transfer.staleness_days + recipe.data.student.length_days)  # the knowledge's age at the consumers' window end
     if transfer.knowledge == "training_traffic":
         oldest = 0  # every row scored just before the teacher trained on it
     if transfer.max_age_days is not None and recipe.data.student.start is None and oldest > transfer.max_age_days:
@@ -335,6 +335,14 @@ def check_machine(recipe: Recipe, path: Path) -> None:
         raise RecipeError(f"{path}: trainer.accelerator: found '{accelerator}', but this machine has no CUDA GPU; allowed here: cpu, auto")
     if accelerator == "mps" and not torch.backends.mps.is_available():
         raise RecipeError(f"{path}: trainer.accelerator: found 'mps', but this machine has no Apple GPU; allowed here: cpu, auto")
+
+
+def _moment(path: Path, key: str, value: str) -> None:
+    """A window's start: a date, or a date and time within it."""
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise RecipeError(f"{path}: {key}: found '{value}'; allowed: a date YYYY-MM-DD or a time YYYY-MM-DDTHH:MM (UTC)") from None
 
 
 def _date(path: Path, key: str, value: str) -> None:

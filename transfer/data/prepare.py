@@ -198,7 +198,7 @@ def _window(name: str, cfg: WindowConfig, default_start: datetime) -> Window:
     start = default_start
     if cfg.start is not None:
         start = datetime.fromisoformat(cfg.start).replace(tzinfo=timezone.utc)
-    return Window(name, start, start + timedelta(days=cfg.days))
+    return Window(name, start, start + timedelta(days=cfg.days, hours=cfg.hours))
 
 
 def _rows(log: EncodedLog, window: Window, dataset: str) -> torch.Tensor:

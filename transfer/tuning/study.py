@@ -133,7 +133,7 @@ def _stage_index(recipe: Recipe, recipe_path: Path, stage: int | None) -> int:
 
 
 def _knobs(recipe: Recipe, recipe_path: Path, index: int) -> list[Knob]:
-    if recipe.data.validation.days == 0:
+    if recipe.data.validation.length_days == 0:
         raise RecipeError(f"{recipe_path}: data.validation.days: found 0; gem-transfer tune chooses knobs on the validation window; "
                           "allowed: at least 1")
     knobs = stage_knobs(recipe.transfer.stages[index])
