@@ -32,8 +32,8 @@ def main() -> int:
     uri = f"sqlite:///{STORE}"
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("quickstart")
-    (parent,) = client.search_runs([experiment.experiment_id], "tags.recipe_hash != '' and attributes.status = 'FINISHED'",
-                                   order_by=["attributes.start_time DESC"], max_results=1)
+    finished = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"])
+    parent = next(r for r in finished if "mlflow.parentRunId" not in r.data.tags)  # the newest recipe run
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
