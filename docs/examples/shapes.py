@@ -2,7 +2,7 @@
 (made from the synthetic world, so they need no download):
 
 - data/bandit/campaign_<k>.csv — one CSV per campaign, no campaign column, row ids restarting at 0 in
-  each file, ad positions as surfaces, clicks only;
+  each file, ad positions as surfaces, clicks only and rare (~0.5 %);
 - data/partitioned/surface=<s>/day=<d>/part-0.parquet — a hive-partitioned directory whose surface
   and day live only in the path;
 - data/conversions.parquet — a conversion-only log (one task).
@@ -32,7 +32,8 @@ def main() -> None:
     bandit.mkdir(parents=True, exist_ok=True)
     shown = log.filter(pl.col("surface").is_in(list(POSITIONS))).with_columns(
         pl.col("surface").replace_strict(POSITIONS).alias("position"), pl.col("ts").dt.strftime("%Y-%m-%d %H:%M:%S"))
-    campaigns = shown.with_columns((pl.col("advertiser").hash(seed=1) % 4).alias("campaign"))
+    rare = shown.filter((pl.col("click") == 0) | (pl.col("user_id").hash(seed=2) % 12 == 0))  # ~0.5 % clicks, as bandit logs have
+    campaigns = rare.with_columns((pl.col("advertiser").hash(seed=1) % 4).alias("campaign"))
     for (k,), part in campaigns.group_by("campaign"):
         part.drop("example_id", "surface", "conversion", "campaign").write_csv(bandit / f"campaign_{k}.csv")
     for (surface, day), part in log.with_columns(pl.col("ts").dt.strftime("%Y-%m-%d").alias("day")).group_by("surface", "day"):
