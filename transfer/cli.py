@@ -271,11 +271,10 @@ def _in_processes(recipe, args: argparse.Namespace) -> int | None:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from transfer.config.structured import precheck
 
-    for path in args.recipes:
+    for path in args.recipes:  # in order: each file's own verdict, the heavy imports only once one passes the precheck
         precheck(path, [])
-    from transfer.config.recipe import load_recipe
+        from transfer.config.recipe import load_recipe
 
-    for path in args.recipes:
         recipe = load_recipe(path)
         print(f"ok: {path} (recipe '{recipe.name}', {len(recipe.students)} students)")
     return 0
