@@ -80,3 +80,10 @@ def test_a_later_cycle_without_positives_fails_before_any_training(tmp_path, cap
     (line,) = err.strip().splitlines()
     assert "'ig_stories_click' eval slice" in line and "task click" in line
     assert "▸ teacher" not in out and not list((tmp_path / "runs").rglob("stages/*/model.pt"))
+
+
+def test_a_cycle_refuses_windows_by_the_hour_in_one_line(tmp_path, log, capsys):
+    code, _, err = run_cli(capsys, "cycle", str(_recipe(tmp_path, log)), "--windows", "2", "data.eval.hours=6")
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "the continuous cycle moves its windows by whole days" in line
