@@ -37,7 +37,7 @@ def _recipe(folder: Path, log: pl.DataFrame, **sections) -> Path:
 
 
 def _lift(folder: Path) -> pl.DataFrame:
-    return pl.read_csv(next((folder / "runs").rglob("lift.csv")))
+    return pl.read_csv(next((folder / "runs").rglob("lift.csv"))).drop("run_id")  # the results (run ids are new each run)
 
 
 def _trained(out: str) -> list[str]:
