@@ -141,17 +141,17 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 
 def _cmd_lift(args: argparse.Namespace) -> int:
+    from transfer.evaluation.lift_table import format_table
     from transfer.tracking.lift import lift_from_tracking
 
     report = lift_from_tracking(_tracking_uri(args), args.experiment, args.vertical, args.since, args.out)
     _print_table(report.table, args.format)
-    print()
+    aside = sys.stdout if args.format == "markdown" else sys.stderr  # with csv, stdout holds the table alone
     if report.over_seeds is not None:
-        print("Over seeds (a recipe run with several seeds; each effect's mean and 95% t-interval over them):")
-        _print_table(report.over_seeds, args.format)
-        print()
+        print("\nOver seeds (a recipe run with several seeds; each effect's mean and 95% t-interval over them):", file=aside)
+        print(format_table(report.over_seeds), file=aside)
     written = [report.csv, report.chart, *([report.over_seeds_csv] if report.over_seeds_csv else [])]
-    print(f"wrote {', '.join(map(str, written))}; logged on recipe run(s) {', '.join(report.recipe_runs)}")
+    print(f"\nwrote {', '.join(map(str, written))}; logged on recipe run(s) {', '.join(report.recipe_runs)}", file=aside)
     return 0
 
 

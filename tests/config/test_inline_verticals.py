@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli, write_dataset, write_recipe
@@ -76,5 +75,4 @@ def test_a_dataset_of_new_surfaces_lists_its_pairs_for_inline_vms(tmp_path, caps
     assert "declare one inline" in out
     recipe = write_recipe(tmp_path, dataset, verticals=[{**POSITION_VM, "surfaces": ["position_1"]}], students=[{"vertical": "position_1_click"}])
     code, out, err = run_cli(capsys, "data", "check", str(recipe))
-    assert code == 0, err
-    assert yaml.safe_load(recipe.read_text())["verticals"][0]["surfaces"] == ["position_1"]
+    assert code == 0 and out.strip().splitlines()[-1].startswith("ok:"), err

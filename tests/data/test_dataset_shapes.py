@@ -165,3 +165,16 @@ def test_every_catalog_model_builds_quietly_on_a_dataset_without_dense_features(
         for entry in catalog(kind).values():
             model = entry.build(inputs)
             assert all(torch.isfinite(p).all() for p in model.parameters()), entry.name
+
+
+def test_dtypes_name_columns_as_column_names_renames_them_and_tsv_reads(tmp_path, small_log):
+    """A headered TSV renamed by column_names: `dtypes` uses the new names (a typo is refused), and format: tsv reads."""
+    log = small_log.with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S"))
+    log.rename({c: f"col{i}" for i, c in enumerate(log.columns)}).write_csv(tmp_path / "log.tsv", separator="\t")
+    table = {"file": "impressions", "format": "tsv", "separator": "\t", "column_names": log.columns, "dtypes": {"hour": "String"}}
+    config = {"source": {"files": {"impressions": "log.tsv"}}, "timestamp": {"column": "ts", "unit": "iso"},
+              "categorical": ["advertiser", "country", "hour"]}
+    frame = _load(_dataset(tmp_path, tables=[table], **config))
+    assert small_log.schema["hour"] != pl.String and frame.schema["hour"] == pl.String and frame.height == small_log.height
+    with pytest.raises(Exception, match="dtypes.contry: not one of column_names"):
+        _load(_dataset(tmp_path, tables=[{**table, "dtypes": {"contry": "String"}}], **config))

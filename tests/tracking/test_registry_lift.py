@@ -292,7 +292,7 @@ def test_every_row_names_its_run_and_slice_and_its_flags_are_the_same_in_the_run
 
     code, out, err = run_cli(capsys, "lift", "--experiment", "lift", "--tracking-uri", tracked["uri"], "--out", str(tmp_path), "--format", "csv")
     assert code == 0, err
-    printed = pl.read_csv(out.split("\n\n")[0].encode())  # --format csv prints the table as CSV
+    printed = pl.read_csv(out.encode())  # --format csv: stdout is the table as CSV, nothing else
     from_store = pl.read_csv(tmp_path / "lift.csv").filter(pl.col("recipe") == "kd")
     assert printed.filter(pl.col("recipe") == "kd").equals(from_store)
     for column in ("run_id", "eval rows", "eval positives", "flags", "MDE lift %"):
@@ -312,3 +312,25 @@ def test_the_recipe_run_carries_its_lift_table_and_chart_for_one_click_in_the_ui
     assert shown["flags"].fill_null("").to_list() == run_table["flags"].fill_null("").to_list()
     local = client.download_artifacts(parent, "lift.png", str(tracked["folder"]))
     assert open(local, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_registering_leaves_mlflows_global_store_as_it_found_it(tmp_path, monkeypatch):
+    """A URI that came from $MLFLOW_TRACKING_URI stays the environment's (a later change to it counts);
+    one set by code is restored; none set stays unset."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    from transfer.tracking.model_registry import _global_store
+
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setattr(tracking, "_tracking_uri", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'env.db'}")
+    with _global_store(store):
+        assert mlflow.get_tracking_uri() == store
+    assert tracking._tracking_uri is None and os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'later.db'}")
+    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path / 'later.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with _global_store(store):
+        pass
+    assert tracking._tracking_uri is None and "MLFLOW_TRACKING_URI" not in os.environ

@@ -339,6 +339,8 @@ def check_machine(recipe: Recipe, path: Path) -> None:
 
 def _moment(path: Path, key: str, value: str) -> None:
     """A window's start: a date, or a date and time within it."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2})?", value):
+        raise RecipeError(f"{path}: {key}: found '{value}'; allowed: a date YYYY-MM-DD or a time YYYY-MM-DDTHH:MM (UTC)")
     try:
         datetime.fromisoformat(value)
     except ValueError:

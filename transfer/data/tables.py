@@ -82,13 +82,16 @@ def _scan(table: TableConfig, path: Path, cfg_path: Path) -> pl.LazyFrame:
     """One file as a lazy frame with the table's extra columns."""
     if not path.is_file():
         raise DataError(f"{path}: file not found (source.files.{table.file} in {cfg_path})")
-    fmt = table.format if table.format != "auto" else FORMATS.get(path.suffix.lstrip(".").lower(), path.suffix.lstrip("."))
+    declared = table.format if table.format != "auto" else path.suffix.lstrip(".").lower()
+    fmt = FORMATS.get(declared, declared)  # tsv and txt read as CSV (with the table's separator)
     dtypes = _dtypes(table, cfg_path)
     try:
         if fmt == "parquet":
             scan = pl.scan_parquet(path)
         elif fmt == "csv":
-            scan = pl.scan_csv(path, separator=table.separator, infer_schema_length=10_000, schema_overrides=dtypes or None)
+            header = pl.scan_csv(path, separator=table.separator, infer_schema_length=0).collect_schema().names()
+            scan = pl.scan_csv(path, separator=table.separator, infer_schema_length=10_000,
+                               schema_overrides=_by_file_names(dtypes, table, header) or None)
         else:
             raise DataError(f"{cfg_path}: tables: format '{fmt}' of {path.name} is not one of parquet, csv")
         names = scan.collect_schema().names()
@@ -111,15 +114,27 @@ def _scan(table: TableConfig, path: Path, cfg_path: Path) -> pl.LazyFrame:
 
 
 def _dtypes(table: TableConfig, cfg_path: Path) -> dict[str, pl.DataType]:
-    """The table's `dtypes` as polars types; a `DataError` naming an unknown one."""
+    """The table's `dtypes` as polars types, keyed by the file's own column names (`dtypes` names the
+    columns as `column_names` renames them); a `DataError` naming an unknown type or column."""
+    renamed = {new: i for i, new in enumerate(table.column_names or [])}
     types = {}
     for column, name in table.dtypes.items():
+        if table.column_names is not None and column not in renamed:
+            raise DataError(f"{cfg_path}: tables: dtypes.{column}: not one of column_names ({', '.join(table.column_names)})")
         dtype = getattr(pl, str(name), None)
         if not (isinstance(dtype, type) and issubclass(dtype, pl.DataType)) and not isinstance(dtype, pl.DataType):
             raise DataError(f"{cfg_path}: tables: dtypes.{column}: found '{name}'; allowed: a polars type name such as "
                             "Int64, Float64, String, Boolean, Date, Datetime")
         types[column] = dtype
     return types
+
+
+def _by_file_names(dtypes: dict[str, pl.DataType], table: TableConfig, names: list[str]) -> dict[str, pl.DataType]:
+    """`dtypes` keyed by the file's header names (the position `column_names` gives each renamed column)."""
+    if table.column_names is None:
+        return dtypes
+    position = {new: i for i, new in enumerate(table.column_names)}
+    return {names[position[column]]: dtype for column, dtype in dtypes.items() if position[column] < len(names)}
 
 
 def _partitions(path: Path, base: Path) -> dict[str, str]:

@@ -58,7 +58,7 @@ def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
     if recipe.data.train.start is None:
         raise RecipeError(f"{recipe_path}: data.train.start: the continuous cycle needs an explicit start date (YYYY-MM-DD)")
     spans = (recipe.data.train, recipe.data.student, recipe.data.validation, recipe.data.eval)
-    if "T" in str(recipe.data.train.start) or any(w.hours for w in spans):
+    if len(str(recipe.data.train.start)) != len("YYYY-MM-DD") or any(w.hours for w in spans):
         raise RecipeError(f"{recipe_path}: data: the continuous cycle moves its windows by whole days; found a start time or "
                           "hours; allowed: data.train.start YYYY-MM-DD and windows in days")
     ranks.start()

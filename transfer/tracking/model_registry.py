@@ -7,6 +7,7 @@ lineage: producer, recipe, knowledge cutoff and staleness, techniques, lift and 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +38,7 @@ def register_vertical(uri: str, run_id: str, alias: str | None = None) -> ModelV
         _check_alias(alias)
     check_reachable(uri)
     with _global_store(uri):
-        return _register(MlflowClient(uri), uri, run_id, alias)
+        return _register(MlflowClient(uri, registry_uri=uri), uri, run_id, alias)
 
 
 @contextmanager
@@ -48,12 +49,18 @@ def _global_store(uri: str) -> Iterator[None]:
     `MlflowClient()`, i.e. the global store, not the client's: without this a CLI process would look
     for the logged model in (and create) ./mlflow.db.
     """
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    from mlflow.tracking._tracking_service import (
+        utils as tracking,  # the raw setting: set by code, or only by the environment
+    )
+
+    set_by_code, from_environment = tracking._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(set_by_code)  # None unsets it (and the variable), as it was
+        if from_environment is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = from_environment
 
 
 def _register(client: MlflowClient, uri: str, run_id: str, alias: str | None) -> ModelVersion:

@@ -33,7 +33,8 @@ def torch_threads(requested: int, processes: int = 1) -> int:
     if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
         return int(os.environ["OMP_NUM_THREADS"])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, processes))
+    on_this_host = int(os.environ.get("LOCAL_WORLD_SIZE", processes))  # a launcher's processes on this host, not all nodes'
+    return max(1, cores // max(1, on_this_host))
 
 
 def processes_wanted(cfg: TrainerConfig) -> int:
@@ -83,7 +84,7 @@ def run_on_this_host(cfg: TrainerConfig, argv: list[str]) -> int:
     from transfer.util import loopback
 
     nprocs = int(cfg.devices)
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nprocs)))  # no oversubscribed cores
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch_threads(0, nprocs)))  # no oversubscribed cores
     if sys.platform.startswith("linux"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the ranks' gloo connections listen on loopback too
     os.environ[LAUNCHER_PID] = str(os.getpid())

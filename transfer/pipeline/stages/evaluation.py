@@ -15,7 +15,7 @@ from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
 from transfer.pipeline.stages.base import ALWAYS, RunContext, Stage
 from transfer.pipeline.stages.producers import TeacherStage
-from transfer.pipeline.stages.verticals import StudentStage
+from transfer.pipeline.stages.verticals import StudentStage, slice_metrics
 from transfer.tracking import tags as T
 from transfer.util import ranks
 from transfer.util.atomic import atomic_path
@@ -75,8 +75,7 @@ class EvaluationStage(Stage):
         spec, base, out = student.vertical.spec, student.baseline.output, student.output
         vanilla = student.vanilla.output if student.vanilla is not None else None
         producer = student.teaching.producer.output if out.producer is not None else None
-        labels = ctx.labels(student.vertical.eval_rows(self.data), spec.task)
-        known = labels[~labels.isnan()]
+        counts = slice_metrics(ctx.labels(student.vertical.eval_rows(self.data), spec.task))
         run_ids = {T.Role.TEACHER: self.teacher.output.run_id, T.Role.BASELINE: base.run_id, T.Role.STUDENT: out.run_id}
         run_ids |= ({T.Role.VANILLA_KD: vanilla.run_id} if vanilla else {}) | ({T.Role.DOMAIN_FM: producer.run_id} if producer else {})
         return VerticalResult(spec.name, "/".join(spec.surfaces), spec.task, self.teacher.producer_name, out.teacher, base.scores,
@@ -84,4 +83,4 @@ class EvaluationStage(Stage):
                               variant=techniques_tag(student.teaching.config), run_ids=run_ids,
                               interval=out.interval, vanilla=vanilla.scores if vanilla else None,
                               vanilla_interval=vanilla.interval if vanilla else None, flops_share=out.flops_share,
-                              eval_rows=len(known), eval_positives=int(known.sum().item()))
+                              eval_rows=int(counts[T.EVAL_ROWS]), eval_positives=int(counts[T.EVAL_POSITIVES]))
