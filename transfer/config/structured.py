@@ -43,9 +43,15 @@ def precheck(path: Path, overrides: list[str], what: str = "recipe") -> None:
         raise RecipeError(f"{what} file not found: {path}")
     _read_yaml(path, what)
     for item in overrides:
-        key, sep, _ = item.partition("=")
-        if not sep or not key.strip():
-            raise RecipeError(f"{path}: override '{item}' is not of the form key=value (e.g. trainer.max_epochs=2)")
+        _split_override(item, path)
+
+
+def _split_override(item: str, path: Path) -> tuple[str, str]:
+    """`dotted.key=value` → (key, value text); a `RecipeError` for anything else."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise RecipeError(f"{path}: override '{item}' is not of the form key=value (e.g. trainer.max_epochs=2)")
+    return key.strip(), text
 
 
 def _read_yaml(path: Path, what: str) -> DictConfig:
@@ -76,10 +82,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def _apply_override(cfg: DictConfig, item: str, path: Path, schema: type) -> DictConfig:
     """Apply one `dotted.key=value` (list items by index: `students.0.lr=3e-3`)."""
-    key, sep, text = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise RecipeError(f"{path}: override '{item}' is not of the form key=value (e.g. trainer.max_epochs=2)")
+    key, text = _split_override(item, path)
     source = f"{path} (override '{item}')"
     try:
         value = OmegaConf.from_dotlist([f"value={text}"])["value"]
