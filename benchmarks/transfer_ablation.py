@@ -283,8 +283,8 @@ def ablation_table(frame: pl.DataFrame, dataset: str) -> str:
         for name, sel in entries:
             gain = "—"
             if name not in ("teacher", "baseline") and not name.startswith("domain FM"):
-                ratio = statistics.mean((baseline["NE"] - sel["NE"]).to_list()) / vanilla_gain if vanilla_gain else float("nan")
-                gain = f"{ratio:.2f}×"
+                # undefined (as in the lift table) when vanilla KD gains nothing: a ratio over a loss flips its sign
+                gain = f"{statistics.mean((baseline['NE'] - sel['NE']).to_list()) / vanilla_gain:.2f}×" if vanilla_gain > 0 else "undefined"
             lift = seed_interval(sel["lift %"].to_list())
             lines.append(
                 f"| {slice_} | {name} | {_mean_std(sel['NE'].to_list(), 4)} | {_mean_std(sel['AUC'].to_list(), 4)} | "
