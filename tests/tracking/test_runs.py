@@ -140,3 +140,30 @@ def test_a_rerun_with_the_store_fixed_completes(recipe_with, tmp_path, capsys):
     code, out, err = run_cli(capsys, "run", str(recipe))
     assert code == 0, err
     assert "| model " in out and db.is_file()
+
+
+def test_a_store_left_with_a_hot_journal_by_a_killed_run_is_healthy(tmp_path):
+    """A process killed mid-write leaves `<db>-journal`; the next run's check must roll it back, not
+    call the store damaged (a read-only check did, racing a resumed multi-process run's ranks)."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from transfer.tracking.runs import _sqlite_problem
+
+    db = tmp_path / "mlflow.db"
+    script = f"""
+import os, sqlite3
+con = sqlite3.connect({str(db)!r})
+con.execute("CREATE TABLE t (x BLOB)"); con.commit()
+con.execute("PRAGMA cache_size=1")
+con.execute("BEGIN")
+for _ in range(2000):
+    con.execute("INSERT INTO t VALUES (randomblob(1000))")
+os._exit(1)  # killed mid-transaction: the journal stays
+"""
+    subprocess.run([sys.executable, "-c", script], check=False, timeout=120)
+    assert (tmp_path / "mlflow.db-journal").is_file()
+    assert _sqlite_problem(db) is None
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0  # rolled back

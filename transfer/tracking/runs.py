@@ -114,8 +114,11 @@ def _sqlite_problem(db: Path) -> str | None:
         return None
     if head != SQLITE_HEADER:
         return "is not a SQLite database (it does not start with the SQLite header)"
+    # read-write (never creating): a run killed mid-write leaves a hot journal, which SQLite rolls back
+    # on the next write-capable open; read-only, that open fails ("attempt to write a readonly database")
+    mode = "rw" if os.access(db, os.W_OK) else "ro"
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(str(db.absolute()))}?mode=ro", uri=True)) as con:
+        with contextlib.closing(sqlite3.connect(f"file:{urllib.parse.quote(str(db.absolute()))}?mode={mode}", uri=True)) as con:
             verdict = con.execute("PRAGMA quick_check(1)").fetchone()[0]
     except sqlite3.Error as exc:
         verdict = str(exc)
