@@ -34,6 +34,11 @@ def test_an_inline_vm_trains_is_tracked_and_registers_like_a_catalog_one(tmp_pat
     version = client.get_model_version_by_alias("position_1_click", "candidate")
     assert version.run_id == student["run_id"]
     assert "declared inline in recipe 'tiny'" in client.get_registered_model("position_1_click").description
+    assert run.data.tags["declared_in"] == "recipe"
+
+    client.delete_tag(student["run_id"], "declared_in")  # as if its name came from a package no longer installed
+    code, _, err = run_cli(capsys, "register", student["run_id"], "--tracking-uri", uri)
+    assert code == 2 and "'position_1_click'" in err and "is not in the catalog" in err
 
 
 @pytest.mark.parametrize(("vm", "expected"), [

@@ -116,6 +116,9 @@ def _check_budget(run: Run, name: str) -> None:
     """Within its serving budget: the catalog's, checked again on the run's measured cost; for a VM
     declared inline in its recipe, the status its run logged against the recipe's budget."""
     entries = catalog("vertical")
+    if name not in entries and run.data.tags.get(T.DECLARED_IN) != "recipe":
+        raise RegistrationError(f"vertical '{name}' of run '{run.info.run_id}' is not in the catalog (is the package that declares it "
+                                "installed? see gem-transfer ls verticals)")
     if name not in entries:
         status = run.data.tags.get(T.BUDGET_STATUS, "no budget")
         if status.startswith("over budget"):

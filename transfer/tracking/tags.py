@@ -64,6 +64,7 @@ LINEAGE: Final = (PRODUCER, PRODUCER_RUN_ID, RECIPE, RECIPE_HASH, RECIPE_RUN_ID,
 
 # outcomes
 BUDGET_STATUS: Final = "budget_status"
+DECLARED_IN: Final = "declared_in"  # "recipe" on the runs of a VM the recipe declares inline (not a catalog entry)
 LIFT_FLAGS: Final = "lift_flags"  # what makes a model row's numbers unreliable (the lift table's flags), "; "-joined
 MODEL_URI: Final = "model_uri"  # the logged serving model (models:/<id>)
 REUSED_FROM_RUN_ID: Final = "reused_from_run_id"

@@ -110,6 +110,8 @@ class _VerticalStage(Stage):
         over its `vanilla`-KD reference, when there is one); log it all."""
         vertical, data, tracker = self.vertical, self.data, ctx.tracker
         spec, target, eval_rows = vertical.spec, vertical.target(data), vertical.eval_rows(data)
+        if spec.name in {inline.name for inline in self.recipe.verticals}:
+            tags = {**tags, T.DECLARED_IN: "recipe"}
         with tracker.run(self.name, tags, nested=True) as run_id:
             L.seed_everything(vertical.seed, verbose=False)
             model = spec.build(data.log.inputs, vertical.config.sizes)
