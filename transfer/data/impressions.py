@@ -18,7 +18,7 @@ import polars as pl
 from transfer.config.dataset import DatasetConfig
 from transfer.data.cache import cache_path, cached
 from transfer.data.synthetic import GENERATOR_VERSION, SyntheticSpec, generate
-from transfer.data.tables import expand_files, read_tables
+from transfer.data.tables import derive_columns, expand_files, read_tables
 from transfer.errors import DataError
 from transfer.util.fingerprint import fingerprint
 
@@ -30,7 +30,7 @@ def load_impressions(cfg: DatasetConfig, cfg_path: Path, cache_dir: Path, synthe
     files = resolve_files(cfg, cfg_path, cache_dir, synthetic)
     frame = read_tables(cfg.tables, files, cfg_path)
     frame = _parse_timestamp(frame, cfg, cfg_path)
-    frame = _derive(frame, cfg, cfg_path)
+    frame = derive_columns(frame, cfg.derive, str(cfg_path))
     return _canonical(frame, cfg, cfg_path)
 
 
@@ -106,24 +106,6 @@ def _parse_timestamp(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) ->
         raise DataError(f"{cfg_path}: column '{col}': expected a timestamp, found {dtype}")
     ts = pl.col(col).dt.convert_time_zone("UTC") if dtype.time_zone else pl.col(col).dt.replace_time_zone("UTC")
     return frame.with_columns(ts.dt.cast_time_unit("us").alias(col))
-
-
-def _derive(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl.DataFrame:
-    """Add the `derive` columns in order; each is a scalar expression over the columns so far
-    (the text was screened for subqueries and table functions when the config was loaded)."""
-    for name, text in cfg.derive.items():
-        try:
-            expr = pl.sql_expr(text)
-            unknown = sorted(set(expr.meta.root_names()) - set(frame.columns))
-            if unknown or "subplan" in str(expr):
-                raise DataError(
-                    f"{cfg_path}: derive.{name}: '{text}' uses {f'column {unknown[0]!r}' if unknown else 'a subquery'}; "
-                    f"allowed: an expression over the columns {', '.join(frame.columns)}"
-                )
-            frame = frame.with_columns(expr.alias(name))
-        except (pl.exceptions.PolarsError, ValueError) as exc:
-            raise DataError(f"{cfg_path}: derive.{name}: cannot evaluate '{text}': {str(exc).splitlines()[0]}") from exc
-    return frame
 
 
 def _canonical(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl.DataFrame:

@@ -75,7 +75,7 @@ def read_table(table: TableConfig, files: dict[str, list[Path]], cfg_path: Path)
         frame = pl.concat(scans, how="diagonal_relaxed").collect() if len(scans) > 1 else scans[0].collect()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataError(f"{cfg_path}: table '{table.file}': cannot read its files: {str(exc).splitlines()[0]}") from exc
-    return _derive_own(frame, table, cfg_path)
+    return derive_columns(frame, table.derive, f"{cfg_path}: table '{table.file}'")
 
 
 def _scan(table: TableConfig, path: Path, cfg_path: Path) -> pl.LazyFrame:
@@ -150,16 +150,20 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _derive_own(frame: pl.DataFrame, table: TableConfig, cfg_path: Path) -> pl.DataFrame:
-    """The table's own derived columns, in order (the text was screened when the config was loaded)."""
-    for name, text in table.derive.items():
+def derive_columns(frame: pl.DataFrame, derive: dict[str, str], where: str) -> pl.DataFrame:
+    """Add `derive`'s columns in order, each a scalar polars SQL expression over the columns so far (the
+    text was screened for subqueries and table functions when the config was loaded); `where` starts
+    each error line (the dataset YAML, and the table when it is a table's own derive)."""
+    for name, text in derive.items():
         try:
             expr = pl.sql_expr(text)
             unknown = sorted(set(expr.meta.root_names()) - set(frame.columns))
-            if unknown:
-                raise DataError(f"{cfg_path}: table '{table.file}': derive.{name}: '{text}' uses column {unknown[0]!r}; "
-                                f"allowed: an expression over the table's columns {', '.join(frame.columns)}")
+            if unknown or "subplan" in str(expr):
+                raise DataError(
+                    f"{where}: derive.{name}: '{text}' uses {f'column {unknown[0]!r}' if unknown else 'a subquery'}; "
+                    f"allowed: an expression over the columns {', '.join(frame.columns)}"
+                )
             frame = frame.with_columns(expr.alias(name))
         except (pl.exceptions.PolarsError, ValueError) as exc:
-            raise DataError(f"{cfg_path}: table '{table.file}': derive.{name}: cannot evaluate '{text}': {str(exc).splitlines()[0]}") from exc
+            raise DataError(f"{where}: derive.{name}: cannot evaluate '{text}': {str(exc).splitlines()[0]}") from exc
     return frame
