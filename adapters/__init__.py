@@ -8,8 +8,10 @@ needs, its loss term and its tag.
 | `sharing.py` | importing producer parts (embedding tables, named modules), frozen or fine-tuned |
 | `student_adapter.py` | the Student Adapter, fit on the freshest labels before the consumer trains, supervising a second head |
 
-`technique.py` says what a technique provides. Adding one: a module here with `Config`, `enabled`,
-`tag`, `check` and `build`, named in `TECHNIQUES` and as a field of the recipe's `StageConfig`.
+`technique.py` says what a technique provides. Adding one: its config dataclass (knobs and their
+`check`) in `transfer/config/techniques.py`, free of torch so a bad knob is answered before the heavy
+imports, and a field of that type in the recipe's `StageConfig`; then a module here with `enabled`,
+`tag` and `build`, named in `TECHNIQUES`.
 """
 
 from __future__ import annotations

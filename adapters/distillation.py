@@ -8,26 +8,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.technique import ConsumerShape, Technique, Trunk, check_non_negative, check_one_of, check_positive
-
-HEADS = ("serving", "auxiliary")
-
-
-@dataclass
-class DistillationConfig:
-    """Knowledge distillation from the producer's logits."""
-
-    weight: float = 1.0  # w; 0 turns distillation off
-    head: str = "serving"  # serving: vanilla KD on the serving logit; auxiliary: a separate head
-    label_scale: float = 1.0  # α in min(α·σ(z_t / T), 1)
-    grad_scale: float = 1.0  # β: the distillation heads' gradient into the trunk is scaled by β
-    temperature: float = 1.0  # T
+from adapters.technique import ConsumerShape, Technique, Trunk
+from transfer.config.techniques import DistillationConfig  # its recipe knobs and their checks
 
 
 def enabled(cfg: DistillationConfig) -> bool:
@@ -36,15 +22,6 @@ def enabled(cfg: DistillationConfig) -> bool:
 
 def tag(cfg: DistillationConfig) -> str:
     return "vanilla_kd" if cfg.head == "serving" else "aux_kd"
-
-
-def check(cfg: DistillationConfig, key: str) -> None:
-    """Raise `ValueError` naming `key.<field>` for a value out of range."""
-    check_one_of(f"{key}.head", cfg.head, HEADS)
-    check_non_negative(f"{key}.weight", cfg.weight)
-    check_non_negative(f"{key}.grad_scale", cfg.grad_scale)
-    check_positive(f"{key}.label_scale", cfg.label_scale)
-    check_positive(f"{key}.temperature", cfg.temperature)
 
 
 def soft_targets(teacher_logits: torch.Tensor, label_scale: float = 1.0, temperature: float = 1.0) -> torch.Tensor:

@@ -4,24 +4,12 @@ the stored embedding. The head is dropped at export, so serving cost is unchange
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adapters.technique import ConsumerShape, Technique, Trunk, check_non_negative, check_one_of, check_positive
-
-LOSSES = ("cosine", "mse", "infonce")
-
-
-@dataclass
-class RepresentationConfig:
-    """Align the consumer's hidden state with the producer's embedding through a projection head."""
-
-    weight: float = 0.0  # 0 turns it off
-    loss: str = "cosine"  # cosine, mse or infonce (in-batch negatives)
-    temperature: float = 0.1  # InfoNCE only
+from adapters.technique import ConsumerShape, Technique, Trunk
+from transfer.config.techniques import LOSSES, RepresentationConfig  # its recipe knobs and their checks
 
 
 def enabled(cfg: RepresentationConfig) -> bool:
@@ -30,12 +18,6 @@ def enabled(cfg: RepresentationConfig) -> bool:
 
 def tag(cfg: RepresentationConfig) -> str:
     return f"representation_{cfg.loss}"
-
-
-def check(cfg: RepresentationConfig, key: str) -> None:
-    check_one_of(f"{key}.loss", cfg.loss, LOSSES)
-    check_non_negative(f"{key}.weight", cfg.weight)
-    check_positive(f"{key}.temperature", cfg.temperature)
 
 
 def representation_loss(predicted: torch.Tensor, target: torch.Tensor, kind: str, temperature: float = 0.1) -> torch.Tensor:

@@ -12,21 +12,12 @@ the model contract, `transfer.contract.RankingModel`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import nn
 
 from adapters.technique import Technique
+from transfer.config.techniques import SharingConfig  # its recipe knobs
 from transfer.contract import RankingModel
-
-
-@dataclass
-class SharingConfig:
-    """Producer modules the consumer imports (see `gem-transfer ls sharing`)."""
-
-    modules: list[str] = field(default_factory=list)  # e.g. [embeddings.ad_id, history.pooling]
-    freeze: bool = True
 
 
 def enabled(cfg: SharingConfig) -> bool:
@@ -35,10 +26,6 @@ def enabled(cfg: SharingConfig) -> bool:
 
 def tag(cfg: SharingConfig) -> str:
     return "sharing" + ("_frozen" if cfg.freeze else "")
-
-
-def check(cfg: SharingConfig, key: str) -> None:
-    """Names are checked against real models by `check_fits` (it needs the catalog and the data)."""
 
 
 class Sharing(Technique):

@@ -23,25 +23,13 @@ import torch
 from torch import nn
 
 from adapters.distillation import distillation_loss
-from adapters.technique import ConsumerShape, Technique, Trunk, check_non_negative, check_positive
+from adapters.technique import ConsumerShape, Technique, Trunk
+from transfer.config.techniques import AdapterConfig  # its recipe knobs and their checks
 from transfer.contract import CATEGORY_FEATURE
 from transfer.training.losses import label_loss  # the BCE every model trains with
 
 CATEGORY_BUCKETS = 1024  # the adapter's own small table over the (hashed) ad category
 FIT_BATCH = 1024
-
-
-@dataclass
-class AdapterConfig:
-    """The Student Adapter: corrects stale producer logits from the freshest labels."""
-
-    enabled: bool = False
-    fit_days: int = 3  # the adapter is fit on the last `fit_days` of the consumers' window
-    weight: float = 1.0  # weight of the second distillation head, supervised by σ(z_a)
-    hidden: int = 16
-    lr: float = 0.03
-    epochs: int = 5  # passes over the fit rows
-    placebo: bool = False  # the identity instead of a fitted adapter (the control)
 
 
 def enabled(cfg: AdapterConfig) -> bool:
@@ -50,15 +38,6 @@ def enabled(cfg: AdapterConfig) -> bool:
 
 def tag(cfg: AdapterConfig) -> str:
     return "adapter_placebo" if cfg.placebo else "adapter"
-
-
-def check(cfg: AdapterConfig, key: str, window_days: int) -> None:
-    """`window_days`: the consumers' window, which the fit window must fit in."""
-    check_non_negative(f"{key}.weight", cfg.weight)
-    for name in ("lr", "hidden", "fit_days", "epochs"):
-        check_positive(f"{key}.{name}", getattr(cfg, name))
-    if cfg.enabled and cfg.fit_days > window_days:
-        raise ValueError(f"{key}.fit_days: found {cfg.fit_days}; allowed: at most the consumers' window ({window_days} days)")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ takes part in a consumer's training step through these hooks; each defaults to d
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -85,16 +84,3 @@ def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
     return _ScaleGradient.apply(x, scale)
 
 
-def check_positive(key: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{key}: found {value}; allowed: a finite number > 0")
-
-
-def check_non_negative(key: str, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{key}: found {value}; allowed: a finite number >= 0")
-
-
-def check_one_of(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{key}: unknown name '{value}'; allowed: {', '.join(sorted(allowed))}")

@@ -166,15 +166,11 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    _precheck(args)
-    from transfer.config.recipe import load_recipe
-    from transfer.config.validate import check_machine
-    from transfer.pipeline.engine import run_recipe
-
-    recipe = load_recipe(args.recipe, args.overrides)
-    check_machine(recipe, args.recipe)
+    recipe = _checked_recipe(args)
     if (code := _in_processes(recipe, args)) is not None:
         return code
+    from transfer.pipeline.engine import run_recipe
+
     result = run_recipe(recipe, args.recipe)
     print()
     _print_table(result.table, args.format)
@@ -205,8 +201,26 @@ def _precheck(args: argparse.Namespace) -> None:
     precheck(args.recipe, getattr(args, "overrides", []))
 
 
-def _cmd_tune(args: argparse.Namespace) -> int:
+def _loaded_recipe(args: argparse.Namespace):
+    """The recipe, loaded and validated before the engine is imported: a bad key or value is answered
+    without torch, a bad model name without Lightning or MLflow (`transfer.config.validate`)."""
     _precheck(args)
+    from transfer.config.recipe import load_recipe
+
+    return load_recipe(args.recipe, args.overrides)
+
+
+def _checked_recipe(args: argparse.Namespace):
+    """`_loaded_recipe`, and its accelerator exists on this machine (before any data is read)."""
+    recipe = _loaded_recipe(args)
+    from transfer.config.validate_models import check_machine
+
+    check_machine(recipe, args.recipe)
+    return recipe
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    _loaded_recipe(args)  # a bad recipe answered before the study's imports (it loads the recipe again: 0.2 s)
     from transfer.tuning.study import tune
 
     result = tune(args.recipe, args.overrides, args.trials, args.stage)
@@ -220,12 +234,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    _precheck(args)
-    from transfer.config.recipe import load_recipe
+    recipe = _loaded_recipe(args)
     from transfer.pipeline.engine import planned
     from transfer.pipeline.plan import format_plan
 
-    recipe = load_recipe(args.recipe, args.overrides)
     ctx, plan = planned(recipe, args.recipe)
     rows = plan.describe(ctx)
     print(f"plan of recipe '{recipe.name}' ({recipe.hash}) on {ctx.data.dataset}; stage cache {ctx.cache.root}")
@@ -236,16 +248,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_cycle(args: argparse.Namespace) -> int:
-    _precheck(args)
-    from transfer.config.recipe import load_recipe
-    from transfer.config.validate import check_machine
+    recipe = _checked_recipe(args)
+    if (code := _in_processes(recipe, args)) is not None:
+        return code
     from transfer.evaluation.lift_table import format_table
     from transfer.pipeline.cycle import run_cycle
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    check_machine(recipe, args.recipe)
-    if (code := _in_processes(recipe, args)) is not None:
-        return code
     result = run_cycle(recipe, args.recipe, args.windows)
     print()
     print(format_table(result.table))
@@ -336,11 +344,9 @@ def _costed(entry) -> str:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    _precheck(args)
-    from transfer.config.recipe import load_recipe
+    recipe = _loaded_recipe(args)
     from transfer.data.prepare import check_slices, prepare_data, resolve_verticals
 
-    recipe = load_recipe(args.recipe, args.overrides)
     data = prepare_data(recipe.data, recipe.transfer.staleness_days)
     check_slices(data, resolve_verticals(args.recipe, recipe, data), recipe.data.min_train_positives)
     print(f"ok: {data.summary()}")

@@ -11,11 +11,8 @@ from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
-from adapters.distillation import DistillationConfig
-from adapters.representation import RepresentationConfig
-from adapters.sharing import SharingConfig
-from adapters.student_adapter import AdapterConfig
 from transfer.config.structured import load_structured
+from transfer.config.techniques import AdapterConfig, DistillationConfig, RepresentationConfig, SharingConfig
 from transfer.util.fingerprint import fingerprint
 
 
@@ -99,8 +96,8 @@ class DomainFMConfig:
 
 @dataclass
 class StageConfig:
-    """One transfer stage: a producer's knowledge into its consumers, with these techniques (each
-    technique's config is defined with it in `adapters/`)."""
+    """One transfer stage: a producer's knowledge into its consumers, with these techniques (their
+    knobs in `transfer.config.techniques`, the techniques themselves in `adapters/`)."""
 
     producer: str = "teacher"  # teacher or domain_fms
     consumers: str = "students"  # domain_fms or students
@@ -155,6 +152,9 @@ class InlineVerticalConfig:
     description: str = ""
 
 
+ORDERS = ("time", "shuffled")  # how training visits its rows: days in order (shuffled within a day), or all shuffled
+
+
 @dataclass
 class TrainerConfig:
     """Passed to Lightning's Trainer (students use max_epochs; the teacher has its own)."""
@@ -163,7 +163,7 @@ class TrainerConfig:
     # torch's intra-op threads per process; 0: $OMP_NUM_THREADS when set, else the cores this process
     # may use shared among the run's processes on this host (a loaded, shared host runs faster on fewer)
     threads: int = 0
-    order: str = "time"  # every model's training: time (days in order, shuffled within a day) or shuffled
+    order: str = "time"  # every model's training: one of ORDERS
     accelerator: str = "cpu"
     devices: int | str = 1
     strategy: str = "auto"  # auto (one process), ddp, or fsdp (the teacher sharded, every other model under ddp; GPUs only)
@@ -210,12 +210,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
     An empty `transfer.stages` becomes the strategy's stages with default techniques.
     """
-    from transfer.config.validate import default_stages, validate  # validation needs the model catalogs
+    from transfer.config.validate import default_stages, validate
 
     recipe = load_structured(Recipe, Path(path), overrides or [])
     if not recipe.transfer.stages and recipe.transfer.strategy in STRATEGY_STAGES:
         recipe.transfer.stages = default_stages(recipe.transfer.strategy)
-    validate(recipe, Path(path))
+    validate(recipe, Path(path))  # the values first, free of torch; then the models the recipe names
     return recipe
 
 

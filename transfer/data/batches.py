@@ -65,7 +65,6 @@ class WindowBatches(Dataset):
         }
 
 
-ORDERS = ("time", "shuffled")  # how training visits its rows (`trainer.order`)
 
 
 class IndexBatchSampler(Sampler[torch.Tensor]):
@@ -122,7 +121,7 @@ def _as_is(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def window_loader(data: WindowBatches, batch_size: int, shuffle: bool, seed: int = 0, order: str = "shuffled") -> DataLoader:
-    """A DataLoader of whole batches over `data`; a shuffled one in `order` (one of `ORDERS`)."""
+    """A DataLoader of whole batches over `data`; a shuffled one in `order` (one of `transfer.config.recipe.ORDERS`)."""
     days = data.log.ts[data.rows] // 86_400 if shuffle and order == "time" else None  # [n] UTC day of each row
     sampler = IndexBatchSampler(len(data), batch_size, shuffle, seed, days)
     return DataLoader(data, sampler=sampler, batch_size=None, collate_fn=_as_is)
