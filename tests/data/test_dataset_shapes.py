@@ -178,3 +178,65 @@ def test_dtypes_name_columns_as_column_names_renames_them_and_tsv_reads(tmp_path
     assert small_log.schema["hour"] != pl.String and frame.schema["hour"] == pl.String and frame.height == small_log.height
     with pytest.raises(Exception, match="dtypes.contry: not one of column_names"):
         _load(_dataset(tmp_path, tables=[{**table, "dtypes": {"contry": "String"}}], **config))
+
+
+def _platform_log(small_log: pl.DataFrame) -> pl.DataFrame:
+    """The log as a two-column surface: a platform and a placement whose names repeat across platforms
+    (`feed` and `stories` on facebook and on instagram), with no column naming the pair."""
+    platform = pl.col("surface").str.split("_").list.first().replace({"fb": "facebook", "ig": "instagram", "msg": "messenger"})
+    return small_log.with_columns(platform.alias("platform"), pl.col("surface").str.split("_").list.last().alias("placement")).drop("surface")
+
+
+PLATFORMS = {"facebook": ["feed", "marketplace"], "instagram": ["feed", "stories", "reels"], "messenger": ["inbox", "stories"]}
+
+
+def test_the_same_surface_name_in_two_domains_is_two_surfaces(tmp_path, capsys, small_log):
+    """`domain` + `domains`: a placement named `feed` on two platforms becomes facebook_feed and
+    instagram_feed, each in its own domain; an inline VM serves one of them."""
+    _platform_log(small_log).write_parquet(tmp_path / "log.parquet")
+    dataset = _dataset(tmp_path, source={"files": {"impressions": "log.parquet"}}, tables=[{"file": "impressions"}], surfaces={}, surface="placement",
+                       domain="platform", domains=PLATFORMS, trainable={"instagram_feed": ["click"]})
+    cfg = load_dataset_config(dataset)
+    assert cfg.surfaces == {"facebook_feed": "facebook", "facebook_marketplace": "facebook", "instagram_feed": "instagram",
+                            "instagram_stories": "instagram", "instagram_reels": "instagram", "messenger_inbox": "messenger",
+                            "messenger_stories": "messenger"}
+    frame = _load(dataset)
+    original = {f"{SURFACES[s]}_{s.split('_')[1]}": n for s, n in small_log["surface"].value_counts().iter_rows()}
+    assert dict(frame["surface"].value_counts().iter_rows()) == original
+    vm = {"name": "ig_feed_click_inline", "surfaces": ["instagram_feed"], "task": "click"}
+    recipe = write_recipe(tmp_path, dataset, verticals=[vm], students=[{"vertical": vm["name"]}])
+    code, out, err = run_cli(capsys, "data", "check", str(recipe))
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "validate", str(write_recipe(tmp_path, dataset, name="feed", verticals=[{**vm, "surfaces": ["feed"]}],
+                                                                 students=[{"vertical": vm["name"]}])))
+    assert code == 2 and "serves surface(s) 'feed'" in err and "instagram_feed" in err
+
+
+@pytest.mark.parametrize(("config", "named"), [
+    ({"domain": "platform"}, "domains empty"),                                      # a domain column but no domains
+    ({"domain": "platform", "domains": PLATFORMS, "surfaces": {"feed": "facebook"}}, "surfaces set"),  # both forms at once
+    ({"domain": "platform", "domains": {"a_b": ["c"], "a": ["b_c"]}}, "'a_b_c'"),   # two pairs make one name
+])
+def test_a_domain_mapping_that_cannot_tell_surfaces_apart_is_one_line(tmp_path, capsys, small_log, config, named):
+    _platform_log(small_log).write_parquet(tmp_path / "log.parquet")
+    dataset = _dataset(tmp_path, source={"files": {"impressions": "log.parquet"}}, tables=[{"file": "impressions"}], surface="placement", **{"surfaces": {}, **config})
+    code, _, err = run_cli(capsys, "data", "check", str(write_recipe(tmp_path, dataset)))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{dataset}: domain" in err and named in err
+
+
+def test_a_row_whose_domain_and_surface_are_not_listed_is_named_by_both_columns(tmp_path, small_log):
+    _platform_log(small_log).write_parquet(tmp_path / "log.parquet")
+    dataset = _dataset(tmp_path, source={"files": {"impressions": "log.parquet"}}, tables=[{"file": "impressions"}], surfaces={}, surface="placement",
+                       domain="platform", domains={**PLATFORMS, "messenger": ["inbox"]})
+    with pytest.raises(Exception, match=r"column 'platform' \+ 'placement' \(surface\) has values \['messenger_stories'\]"):
+        _load(dataset)
+
+
+def test_a_surface_listed_twice_in_surfaces_says_how_to_map_it_to_two_domains(tmp_path, capsys, small_log):
+    small_log.write_parquet(tmp_path / "log.parquet")
+    dataset = _dataset(tmp_path, source={"files": {"impressions": "log.parquet"}}, tables=[{"file": "impressions"}])
+    dataset.write_text(dataset.read_text().replace("surfaces:\n", "surfaces:\n  fb_feed: instagram\n"))
+    code, _, err = run_cli(capsys, "data", "check", str(write_recipe(tmp_path, dataset)))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "duplicate key fb_feed" in err and "`domain:`" in err and "`domains:`" in err

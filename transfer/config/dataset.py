@@ -85,6 +85,11 @@ class DatasetConfig:
     dense_nan_fill: float | None = None  # None: a NaN or null dense value is an error
     labels: dict[str, str] = field(default_factory=dict)  # task -> 0/1 column
     surfaces: dict[str, str] = field(default_factory=dict)  # surface -> domain
+    # a log whose surface names repeat across domains (`feed` on facebook and on instagram): `domain`
+    # names the column holding each row's domain and `domains` lists each domain's surfaces, instead
+    # of `surfaces`; each row's surface is then `<domain>_<surface>` (`instagram_feed`)
+    domain: str | None = None
+    domains: dict[str, list[str]] = field(default_factory=dict)
     # surface -> the tasks with enough labels there for a VM (`gem-transfer ls verticals --dataset`);
     # empty: every surface × task
     trainable: dict[str, list[str]] = field(default_factory=dict)
@@ -114,8 +119,29 @@ def dataset_config_path(name_or_path: str) -> Path:
 def load_dataset_config(path: Path) -> DatasetConfig:
     """Read and type-check a dataset YAML; errors name the file and the key."""
     cfg = load_structured(DatasetConfig, path, overrides=[], what="dataset config")
+    if cfg.domain is not None or cfg.domains:
+        cfg.surfaces = qualified_surfaces(cfg, path)
     check_dataset_config(cfg, path)
     return cfg
+
+
+def qualified_surfaces(cfg: DatasetConfig, path: Path) -> dict[str, str]:
+    """`domains` (domain → its surfaces, names that may repeat across domains) as `surfaces`:
+    `<domain>_<surface>` → domain, the names rows get when the loader joins `domain` and `surface`."""
+    if cfg.domain is None or not cfg.domains or cfg.surfaces:
+        found = ", ".join(f"{key} {'set' if value else 'empty'}" for key, value in
+                          (("domain", cfg.domain), ("domains", cfg.domains), ("surfaces", cfg.surfaces)))
+        raise DataError(f"{path}: domain, domains: found {found}; allowed: either surfaces (surface → domain), or domain "
+                        "(the column naming each row's domain) with domains (domain → its surfaces) and no surfaces")
+    qualified: dict[str, str] = {}
+    for domain, surfaces in cfg.domains.items():
+        for surface in surfaces:
+            name = f"{domain}_{surface}"
+            if name in qualified:
+                raise DataError(f"{path}: domains.{domain}: surface '{surface}' makes '{name}', which another domain's surface "
+                                "makes too (or it is listed twice); allowed: domain and surface names that tell them apart")
+            qualified[name] = domain
+    return qualified
 
 
 def check_dataset_config(cfg: DatasetConfig, path: Path) -> None:

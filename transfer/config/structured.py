@@ -65,12 +65,17 @@ def _read_yaml(path: Path, what: str) -> DictConfig:
     try:
         raw = OmegaConf.create(text)  # OmegaConf's YAML loader: dates stay text, a key given twice is refused
     except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+        hint = DUPLICATE_SURFACE_HINT if what == "dataset config" and "duplicate key" in str(exc) else ""
+        raise RecipeError(f"{path}: not valid YAML ({_yaml_problem(exc)}){hint}") from None
     except OmegaConfBaseException as exc:
         raise RecipeError(f"{path}: not a valid {what} ({_first_line(exc)})") from None
     if not isinstance(raw, DictConfig):
         raise RecipeError(f"{path}: a {what} must be a YAML mapping, found {type(raw).__name__}")
     return raw
+
+
+DUPLICATE_SURFACE_HINT = ("; a surface name used by two domains: name the domain column with `domain:` and list "
+                          "each domain's surfaces under `domains:` (surfaces become <domain>_<surface>)")
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -120,6 +120,11 @@ def _canonical(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl.Da
     if not cfg.user_id:  # no users: each impression is its own (histories stay empty)
         frame = frame.with_columns(pl.col(cfg.example_id).cast(pl.String).alias("__user"))
         roles["user_id"] = "__user"
+    if cfg.domain is not None:  # surface names repeat across domains: each row's is <domain>_<surface>
+        _require(frame, [cfg.domain, cfg.surface], cfg_path, "domain and surface")
+        joined = pl.concat_str([pl.col(cfg.domain).cast(pl.String), pl.col(cfg.surface).cast(pl.String)], separator="_")
+        frame = frame.with_columns(joined.alias("__surface"))
+        roles["surface"] = "__surface"
     for role, col in roles.items():
         _require(frame, [col], cfg_path, role)
     _require(frame, cfg.categorical, cfg_path, "categorical")
@@ -158,7 +163,7 @@ def _check_keys(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> None
     unknown = sorted(set(frame["surface"].cast(pl.String).unique().to_list()) - set(cfg.surfaces))
     if unknown:
         raise DataError(
-            f"{cfg_path}: column '{cfg.surface}' (surface) has values {unknown[:5]} not in surfaces "
+            f"{cfg_path}: column '{_source(cfg, 'surface')}' (surface) has values {unknown[:5]} not in surfaces "
             f"({', '.join(cfg.surfaces) or 'none declared'})"
         )
 
@@ -202,4 +207,7 @@ def _check_dense(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl.
 
 
 def _source(cfg: DatasetConfig, role: str) -> str:
+    """The column(s) a canonical column comes from, as error lines name them."""
+    if role == "surface" and cfg.domain is not None:
+        return f"{cfg.domain}' + '{cfg.surface}"
     return {"ts": cfg.timestamp.column}.get(role) or getattr(cfg, role)
