@@ -182,3 +182,18 @@ def test_the_vanilla_kd_reference_keeps_only_serving_head_distillation_at_the_st
     assert not is_vanilla_kd(replace(StageConfig(), representation=RepresentationConfig(weight=0.1)))
     assert vanilla_kd(replace(full, distillation=DistillationConfig(weight=0.0))).distillation.weight == 1.0  # no KD: the standard weight
     assert not is_vanilla_kd(replace(StageConfig(), distillation=DistillationConfig(weight=0.0)))  # no transfer is not vanilla KD
+
+
+def test_every_technique_field_of_the_recipe_has_its_module_and_every_module_its_field():
+    """The recipe's `StageConfig` (torch-free) and `adapters.TECHNIQUES` name the same techniques, in the
+    same order, each module re-exporting the config type the field holds."""
+    from dataclasses import fields
+
+    from adapters import TECHNIQUES
+    from transfer.config.recipe import StageConfig
+    from transfer.config.validate import TECHNIQUE_FIELDS
+
+    assert list(TECHNIQUES) == TECHNIQUE_FIELDS
+    config_types = {f.name: f.default_factory for f in fields(StageConfig) if f.name in TECHNIQUE_FIELDS}  # each field's class
+    for name, module in TECHNIQUES.items():
+        assert getattr(module, config_types[name].__name__) is config_types[name]
