@@ -24,6 +24,7 @@ from pathlib import Path
 from transfer.errors import TrainingError, UserError
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a tool killed by a closed pipe exits with
 
 
 class _Parser(argparse.ArgumentParser):
@@ -398,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted:
         _say_interrupted()
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`gem-transfer ls | head`): stop quietly, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush of stdout cannot fail again
+        return EXIT_BROKEN_PIPE
     except Exception as exc:
         if args.debug or not _is_user_error(exc):
             raise

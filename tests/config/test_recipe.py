@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, time_limit
 from transfer.config.recipe import load_recipe
 from transfer.errors import RecipeError
 
@@ -135,3 +135,19 @@ def test_ls_lists_recipes_teachers_and_students(capsys, monkeypatch):
     assert code == 0
     for fragment in ("recipes/quickstart.yaml", "skeleton_tiny", "dfm_small", "ig_stories_click", "movielens100k"):
         assert fragment in out
+
+
+def test_a_listing_whose_reader_has_gone_ends_quietly(tmp_path):
+    """`gem-transfer ls verticals | head -1`, the reader gone before the listing is written: no
+    traceback, the exit code of a tool stopped by a closed pipe."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first write fails with EPIPE
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "transfer.cli", "ls", "verticals"], stdout=write_end, stderr=subprocess.PIPE,
+                          text=True, env=env, cwd=tmp_path, timeout=time_limit(120))
+    os.close(write_end)
+    assert done.returncode == 141 and done.stderr == ""
