@@ -9,11 +9,13 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 # torch first, exactly this version (a local CPU wheel on our machines), then the project.
+# (setuptools' 'Editable installation' warning, that top-level folders named as packages may shadow
+# imports, is our layout by design — tests/test_imports.py checks the imports — so it is not shown.)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 # Headless Chromium for the MLflow UI test only (nothing else needs it): Debian's package, installed
