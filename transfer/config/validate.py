@@ -86,8 +86,20 @@ def _check_dataset(recipe: Recipe, path: Path) -> None:
 def _check_students(recipe: Recipe, path: Path) -> None:
     if not recipe.students:
         raise RecipeError(f"{path}: students: at least one student is needed, e.g. [{{vertical: ig_stories_click}}]")
+    _check_inline_vertical_names(recipe, path)
+    for i, student in enumerate(recipe.students):
+        positive(path, f"students.{i}.lr", student.lr)
+        positive(path, f"students.{i}.batch_size", student.batch_size)
+    verticals = [s.vertical for s in recipe.students]
+    if len(set(verticals)) != len(verticals):
+        raise RecipeError(f"{path}: students: a vertical is listed twice ({verticals})")
+
+
+def _check_inline_vertical_names(recipe: Recipe, path: Path) -> None:
+    """Each inline VM's name (a folder name, declared once) and budget; its architecture, sizes, surfaces
+    and task need the catalog and the dataset (`validate_models`)."""
     seen: set[str] = set()
-    for i, cfg in enumerate(recipe.verticals):  # inline VMs; what needs the catalog is `validate_models`'
+    for i, cfg in enumerate(recipe.verticals):
         check_name(path, f"verticals.{i}.name", cfg.name)
         if cfg.name in seen:
             raise RecipeError(f"{path}: verticals.{i}.name: '{cfg.name}' is declared twice in verticals; allowed: a new name")
@@ -95,12 +107,6 @@ def _check_students(recipe: Recipe, path: Path) -> None:
         if cfg.budget is not None:
             positive(path, f"verticals.{i}.budget.max_params", cfg.budget.max_params)
             positive(path, f"verticals.{i}.budget.max_p99_ms", cfg.budget.max_p99_ms)
-    for i, student in enumerate(recipe.students):
-        positive(path, f"students.{i}.lr", student.lr)
-        positive(path, f"students.{i}.batch_size", student.batch_size)
-    verticals = [s.vertical for s in recipe.students]
-    if len(set(verticals)) != len(verticals):
-        raise RecipeError(f"{path}: students: a vertical is listed twice ({verticals})")
 
 
 def _check_windows(recipe: Recipe, path: Path) -> None:
