@@ -133,3 +133,17 @@ def test_knowledge_and_students_follow_their_inputs_keys():
     assert student_key(StageConfig()) != student_key(StageConfig(), table=knowledge_key(other_teacher, "s", rows, "32-true"))
     assert student_key(StageConfig()) != student_key(replace(StageConfig(), producer="domain_fms"))
     assert stage_key("vm", {"a": 1}, {}, []) == stage_key("vm", {"a": 1}, {}, [])
+
+
+def test_the_thread_count_a_run_resolves_is_in_its_keys_and_how_it_was_asked_for_is_not(monkeypatch):
+    """Floats depend on how sums split among threads, so a stage trained on 1 thread is not reused on 2;
+    the same count asked for as trainer.threads or as $OMP_NUM_THREADS is the same key."""
+    teacher_builder, _ = _builders()
+    recipe = Recipe(name="r")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    one = teacher_key(recipe, "d", "w", teacher_builder)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    two = teacher_key(recipe, "d", "w", teacher_builder)
+    assert one != two
+    assert teacher_key(replace(recipe, trainer=TrainerConfig(threads=1)), "d", "w", teacher_builder) == one
