@@ -126,13 +126,15 @@ def summary_table(frame: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def paired_table(frame: pl.DataFrame) -> str:
-    """Each teacher against `counts_mlp`: the mean over seeds of the per-seed NE difference (NE points,
-    ×100; positive = the teacher is better) with its 95% t-interval, on the students' and eval windows."""
-    lines = [f"| dataset | task | teacher | NE points over {REFERENCE}, students' window [95% CI] | verdict | eval window [95% CI] | verdict | seeds |",
+def paired_table(frame: pl.DataFrame, reference_model: str = REFERENCE) -> str:
+    """Each other teacher against `reference_model`: the mean over seeds of the per-seed NE difference
+    (NE points, ×100; positive = the teacher is better) with its 95% t-interval, on the students' and
+    eval windows."""
+    lines = [f"| dataset | task | teacher | NE points over {reference_model}, students' window [95% CI] | verdict | eval window [95% CI] | verdict | seeds |",
              "|---|---|---|---|---|---|---|---|"]
-    reference = frame.filter(pl.col("model") == REFERENCE).select("dataset", "task", "seed", pl.col("knowledge_ne").alias("ref_k"), pl.col("ne").alias("ref_e"))
-    paired = frame.filter(pl.col("model") != REFERENCE).join(reference, on=["dataset", "task", "seed"])
+    reference = frame.filter(pl.col("model") == reference_model).select(
+        "dataset", "task", "seed", pl.col("knowledge_ne").alias("ref_k"), pl.col("ne").alias("ref_e"))
+    paired = frame.filter(pl.col("model") != reference_model).join(reference, on=["dataset", "task", "seed"])
     for (dataset, task, model), rows in sorted(paired.group_by("dataset", "task", "model"), key=lambda g: g[0]):
         window = seed_interval((100 * (rows["ref_k"] - rows["knowledge_ne"])).to_list())
         evaluation = seed_interval((100 * (rows["ref_e"] - rows["ne"])).to_list())
@@ -295,13 +297,17 @@ def main() -> None:
         settings = settings_for(models, args.datasets, args.tune, args.matched_compute)
         results = run_quality(args.seeds, models, args.datasets, settings)
         frame = pl.DataFrame(as_rows(results))
-        write_csv(frame, CSV.with_stem(CSV.stem + "_tuned") if args.tune else CSV)
+        part = ("_tuned" if args.tune else "") + ("" if args.datasets == list(DATASETS) else "_" + "_".join(args.datasets))
+        write_csv(frame, CSV.with_stem(CSV.stem + part))  # a subset of datasets gets its own file and section: runs per dataset do not overwrite each other
         subset = "" if (models, args.datasets) == (list(COMPARED), list(DATASETS)) else (
             f"A subset: teachers {', '.join(models)} on {', '.join(args.datasets)}.\n\n")
         how = ((f"Each teacher's lr and warm-up tuned first ({args.tune} trials each, seeded TPE, on seed 0's validation window). " if args.tune else "")
                + ("Epochs matched on training FLOPs. " if args.matched_compute else "")) + "Settings:\n\n" + settings_table(settings) + "\n\n"
-        write_section("teacher-quality" + ("-tuned" if args.tune else ""), COMMAND, subset + how
-                      + f"Seeds vary the data and the models ({args.seeds} seeds).\n\n" + summary_table(frame) + "\n\n" + paired_table(frame))
+        gem = [m for m in models if m.startswith("gem_")]  # the GEM claim: its preset against every other teacher
+        versus_gem = "".join(f"\n\n{paired_table(frame, name)}" for name in gem[:1])
+        write_section("teacher-quality" + part.replace("_", "-"), COMMAND, subset + how
+                      + f"Seeds vary the data and the models ({args.seeds} seeds).\n\n" + summary_table(frame) + "\n\n" + paired_table(frame)
+                      + versus_gem)
     if args.only in (None, "scaling"):
         write_section("teacher-scaling", COMMAND, scaling_section(run_scaling(results)))
     if args.only in (None, "speed"):
