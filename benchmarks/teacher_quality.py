@@ -297,7 +297,7 @@ def main() -> None:
         settings = settings_for(models, args.datasets, args.tune, args.matched_compute)
         results = run_quality(args.seeds, models, args.datasets, settings)
         frame = pl.DataFrame(as_rows(results))
-        part = ("_tuned" if args.tune else "") + ("" if args.datasets == list(DATASETS) else "_" + "_".join(args.datasets))
+        part = ("_tuned" if args.tune else "") + ("" if set(args.datasets) == set(DATASETS) else "_" + "_".join(args.datasets))
         write_csv(frame, CSV.with_stem(CSV.stem + part))  # a subset of datasets gets its own file and section: runs per dataset do not overwrite each other
         subset = "" if (models, args.datasets) == (list(COMPARED), list(DATASETS)) else (
             f"A subset: teachers {', '.join(models)} on {', '.join(args.datasets)}.\n\n")

@@ -221,8 +221,11 @@ def _checked_recipe(args: argparse.Namespace):
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    _loaded_recipe(args)  # a bad recipe answered before the study's imports (it loads the recipe again: 0.2 s)
-    from transfer.tuning.study import tune
+    _precheck(args)
+    from transfer.config.recipe import load_recipe
+
+    load_recipe(args.recipe, args.overrides, models=False)  # a bad key or value answered before the study's imports
+    from transfer.tuning.study import tune  # the study loads and fully validates the recipe itself
 
     result = tune(args.recipe, args.overrides, args.trials, args.stage)
     finished = [t for t in result.trials if t.value is not None]
@@ -395,13 +398,17 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         with sigint_raises_interrupted():
-            return args.handler(args)
+            code = args.handler(args)
+            sys.stdout.flush()  # a pipe's buffered output is written here, where a closed reader is caught below
+            return code
     except Interrupted:
         _say_interrupted()
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # the reader went away (`gem-transfer ls | head`): stop quietly, as a Unix tool does
+    except BrokenPipeError:
+        if not _stdout_reader_gone():  # another pipe (a worker's, a socket): a real failure
+            raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush of stdout cannot fail again
-        return EXIT_BROKEN_PIPE
+        return EXIT_BROKEN_PIPE  # the reader went away (`gem-transfer ls | head`): stop quietly, as a Unix tool does
     except Exception as exc:
         if args.debug or not _is_user_error(exc):
             raise
@@ -412,6 +419,18 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(exc, TrainingError):  # a loss gone bad on this rank's share of a batch only
             print(f"gem-transfer: error: rank {rank}: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (polling its write end reports an error)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll on this platform, or stdout is no file
+        return False
 
 
 def _is_user_error(exc: Exception) -> bool:

@@ -146,8 +146,28 @@ def test_a_listing_whose_reader_has_gone_ends_quietly(tmp_path):
 
     read_end, write_end = os.pipe()
     os.close(read_end)  # nobody reads: the first write fails with EPIPE
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # the listing buffered, as for a user
+    env["PYTHONPATH"] = str(REPO)
     done = subprocess.run([sys.executable, "-m", "transfer.cli", "ls", "verticals"], stdout=write_end, stderr=subprocess.PIPE,
                           text=True, env=env, cwd=tmp_path, timeout=time_limit(120))
     os.close(write_end)
     assert done.returncode == 141 and done.stderr == ""
+
+
+def test_only_a_stdout_whose_reader_has_gone_counts_as_a_closed_listing(monkeypatch):
+    """Any other broken pipe (a worker's, a socket) is a real failure: it must not end quietly."""
+    import os
+    import sys
+
+    from transfer.cli import _stdout_reader_gone
+
+    for reader_closed in (False, True):
+        read_end, write_end = os.pipe()
+        if reader_closed:
+            os.close(read_end)
+        with os.fdopen(write_end, "w") as stdout:
+            monkeypatch.setattr(sys, "stdout", stdout)
+            assert _stdout_reader_gone() is reader_closed
+            monkeypatch.undo()
+        if not reader_closed:
+            os.close(read_end)

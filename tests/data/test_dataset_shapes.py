@@ -240,3 +240,6 @@ def test_a_surface_listed_twice_in_surfaces_says_how_to_map_it_to_two_domains(tm
     code, _, err = run_cli(capsys, "data", "check", str(write_recipe(tmp_path, dataset)))
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "duplicate key fb_feed" in err and "`domain:`" in err and "`domains:`" in err
+    dataset.write_text(dataset.read_text().replace("  fb_feed: instagram\n", "").replace("labels:\n", "labels:\n  click: click\n"))
+    code, _, err = run_cli(capsys, "data", "check", str(write_recipe(tmp_path, dataset)))
+    assert code == 2 and "duplicate key click" in err and "domains" not in err  # a key twice elsewhere: no surface advice

@@ -147,3 +147,24 @@ def test_the_thread_count_a_run_resolves_is_in_its_keys_and_how_it_was_asked_for
     two = teacher_key(recipe, "d", "w", teacher_builder)
     assert one != two
     assert teacher_key(replace(recipe, trainer=TrainerConfig(threads=1)), "d", "w", teacher_builder) == one
+
+
+def test_plan_resolves_the_threads_the_processes_a_run_starts_will_use_and_an_accelerator_ignores_them(monkeypatch):
+    """`plan` (no process started) keys a 2-process recipe on what `run` gives each of its processes,
+    so it reports the stages `run` reuses; on an accelerator the CPU thread count is not in the key."""
+    from transfer.util.launch import recipe_threads, torch_threads
+
+    teacher_builder, _ = _builders()
+    two = Recipe(name="r", trainer=TrainerConfig(strategy="ddp", devices=2))
+    for name in ("WORLD_SIZE", "LOCAL_WORLD_SIZE", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    planned = teacher_key(two, "d", "w", teacher_builder)
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch_threads(0, 2)))  # what run_on_this_host gives its processes
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert recipe_threads(two.trainer) == torch_threads(0, 2)
+    assert teacher_key(two, "d", "w", teacher_builder) == planned
+    gpu = replace(two, trainer=replace(two.trainer, accelerator="gpu"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    seven = teacher_key(gpu, "d", "w", teacher_builder)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert teacher_key(gpu, "d", "w", teacher_builder) == seven

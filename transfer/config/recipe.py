@@ -205,17 +205,18 @@ class Recipe:
         return fingerprint(OmegaConf.to_container(OmegaConf.structured(self)))
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+def load_recipe(path: str | Path, overrides: list[str] | None = None, models: bool = True) -> Recipe:
     """Load, override and validate a recipe; raises `RecipeError` with one line on any problem.
 
-    An empty `transfer.stages` becomes the strategy's stages with default techniques.
+    An empty `transfer.stages` becomes the strategy's stages with default techniques. `models=False`
+    checks the values only (no torch; `transfer.config.validate`), not the models the recipe names.
     """
-    from transfer.config.validate import default_stages, validate
+    from transfer.config.validate import default_stages, validate, validate_values
 
     recipe = load_structured(Recipe, Path(path), overrides or [])
     if not recipe.transfer.stages and recipe.transfer.strategy in STRATEGY_STAGES:
         recipe.transfer.stages = default_stages(recipe.transfer.strategy)
-    validate(recipe, Path(path))  # the values first, free of torch; then the models the recipe names
+    (validate if models else validate_values)(recipe, Path(path))  # validate: the values first, free of torch; then the models
     return recipe
 
 

@@ -65,13 +65,23 @@ def _read_yaml(path: Path, what: str) -> DictConfig:
     try:
         raw = OmegaConf.create(text)  # OmegaConf's YAML loader: dates stay text, a key given twice is refused
     except yaml.YAMLError as exc:
-        hint = DUPLICATE_SURFACE_HINT if what == "dataset config" and "duplicate key" in str(exc) else ""
+        hint = DUPLICATE_SURFACE_HINT if what == "dataset config" and _duplicate_under(exc, text, "surfaces") else ""
         raise RecipeError(f"{path}: not valid YAML ({_yaml_problem(exc)}){hint}") from None
     except OmegaConfBaseException as exc:
         raise RecipeError(f"{path}: not a valid {what} ({_first_line(exc)})") from None
     if not isinstance(raw, DictConfig):
         raise RecipeError(f"{path}: a {what} must be a YAML mapping, found {type(raw).__name__}")
     return raw
+
+
+def _duplicate_under(exc: yaml.YAMLError, text: str, parent: str) -> bool:
+    """Whether `exc` is a key given twice inside the top-level mapping `parent` (block or flow style)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None or "duplicate key" not in str(exc):
+        return False
+    lines = text.splitlines()[: mark.line + 1]
+    owner = next((line for line in reversed(lines) if line.strip() and not line[0].isspace() and not line.startswith("#")), "")
+    return owner.startswith(f"{parent}:")
 
 
 DUPLICATE_SURFACE_HINT = ("; a surface name used by two domains: name the domain column with `domain:` and list "

@@ -16,8 +16,9 @@ from dataclasses import fields
 from datetime import date, datetime
 from pathlib import Path
 
-from transfer.config.dataset import builtin_datasets
+from transfer.config.dataset import builtin_datasets, dataset_config_path, load_dataset_config
 from transfer.config.recipe import ORDERS, STRATEGY_STAGES, Recipe, StageConfig
+from transfer.config.techniques import check_non_negative, check_one_of, check_positive
 from transfer.errors import RecipeError
 
 PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "64-true")  # what Lightning runs on a CPU
@@ -81,6 +82,7 @@ def _check_dataset(recipe: Recipe, path: Path) -> None:
             f"{path}: data.dataset: '{recipe.data.dataset}' is neither a built-in dataset "
             f"({', '.join(builtin_datasets())}) nor an existing dataset YAML file"
         )
+    load_dataset_config(dataset_config_path(recipe.data.dataset))  # its own checks: one line naming the dataset YAML's key
 
 
 def _check_students(recipe: Recipe, path: Path) -> None:
@@ -169,11 +171,8 @@ def _check_knowledge_source(recipe: Recipe, path: Path) -> None:
 
 def _check_stage(path: Path, key: str, stage: StageConfig, student_days: int) -> None:
     """Each technique's config checks its own knobs (a `ValueError` naming the key)."""
-    try:
-        for name in TECHNIQUE_FIELDS:
-            getattr(stage, name).check(f"{key}.{name}", student_days)
-    except ValueError as exc:
-        raise RecipeError(f"{path}: {exc}") from None
+    for name in TECHNIQUE_FIELDS:
+        _in_file(path, getattr(stage, name).check, f"{key}.{name}", student_days)
 
 
 def _arrows(shape: list[tuple[str, str]]) -> str:
@@ -211,18 +210,23 @@ def _check_processes(recipe: Recipe, path: Path) -> None:
 
 
 def one_of(path: Path, key: str, value: str, allowed) -> None:
-    if value not in allowed:
-        raise RecipeError(f"{path}: {key}: unknown name '{value}'; allowed: {', '.join(sorted(allowed))}")
+    _in_file(path, check_one_of, key, value, tuple(allowed))
 
 
 def positive(path: Path, key: str, value: float) -> None:
-    if not (math.isfinite(value) and value > 0):
-        raise RecipeError(f"{path}: {key}: found {value}; allowed: a finite number > 0")
+    _in_file(path, check_positive, key, value)
 
 
 def non_negative(path: Path, key: str, value: float) -> None:
-    if not (math.isfinite(value) and value >= 0):
-        raise RecipeError(f"{path}: {key}: found {value}; allowed: a finite number >= 0")
+    _in_file(path, check_non_negative, key, value)
+
+
+def _in_file(path: Path, check, *args) -> None:
+    """A `transfer.config.techniques` check, its `ValueError` as the recipe file's one-line error."""
+    try:
+        check(*args)
+    except ValueError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
 
 
 def check_name(path: Path, key: str, name: str) -> None:

@@ -29,7 +29,7 @@ from transfer.tracking.runs import Tracker, check_reachable, default_tracking_ur
 from transfer.training.module import RankingModule
 from transfer.util import ranks
 from transfer.util.atomic import remove_stale_temps, write_text_atomic
-from transfer.util.launch import torch_threads
+from transfer.util.launch import recipe_threads
 
 
 @dataclass
@@ -62,7 +62,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
     active MLflow run (a tuning trial); `on_student(vertical, val_metrics)` is called as each student
     is scored (a tuning study's intermediate values)."""
     ranks.start()
-    torch.set_num_threads(torch_threads(recipe.trainer.threads, ranks.launched_world_size()))
+    torch.set_num_threads(recipe_threads(recipe.trainer))
     tracker = recipe_tracker(recipe)  # fails fast, before any data work, on a store it cannot reach
     ctx, plan = planned(recipe, recipe_path)
     ctx = replace(ctx, tracker=tracker, on_student=on_student)

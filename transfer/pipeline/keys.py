@@ -27,9 +27,8 @@ import torch
 
 from transfer.config.recipe import Recipe, StageConfig, StudentConfig, TeacherConfig, TrainerConfig
 from transfer.data.cache import sha256 as file_digest
-from transfer.util import ranks
 from transfer.util.fingerprint import fingerprint
-from transfer.util.launch import torch_threads
+from transfer.util.launch import recipe_threads
 
 KEY_VERSION = 3  # bump when what a stage produces changes meaning without any code change
 ENGINE = "transfer"
@@ -157,15 +156,16 @@ def trainer_settings(cfg: TrainerConfig, own_epochs: bool) -> dict[str, str]:
     """The trainer settings that change what a training produces. `own_epochs`: the stage trains for
     `trainer.max_epochs` (the VMs); the teacher and domain FMs have their own epoch counts.
 
-    `threads` counts as the intra-op threads this process resolves it to ($OMP_NUM_THREADS, the
-    cores): on a CPU a training's floats depend on how its sums are split among threads (the
+    On a CPU, `threads` counts as the intra-op threads each of the run's processes resolves it to
+    (`launch.recipe_threads`): a training's floats depend on how its sums are split among threads (the
     quickstart's teacher: eval NE 0.9427 on 1 thread, 0.9475 on 2), so a stage trained on one count
-    is not reused by a run on another."""
+    is not reused by a run on another. Every process of a run computes the keys, so a multi-node CPU
+    run needs nodes that resolve the same count (`trainer.threads` pins it)."""
     ignored = {"progress"} | (set() if cfg.strategy == "fsdp" else {"sharding"})  # sharding only means something under fsdp
     if not own_epochs:
         ignored.add("max_epochs")
     settings = {k: str(v) for k, v in asdict(cfg).items() if k not in ignored}
-    settings["threads"] = str(torch_threads(cfg.threads, ranks.launched_world_size()))
+    settings["threads"] = str(recipe_threads(cfg)) if cfg.accelerator == "cpu" else "accelerator"
     return settings
 
 

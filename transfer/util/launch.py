@@ -37,6 +37,14 @@ def torch_threads(requested: int, processes: int = 1) -> int:
     return max(1, cores // max(1, on_this_host))
 
 
+def recipe_threads(cfg: TrainerConfig) -> int:
+    """The intra-op threads each process of a run of `cfg` uses: in one a launcher started, as
+    `torch_threads` resolves them; before any is started (`plan`, or the command that will start
+    them), what `run_on_this_host` will give each of the `devices` processes it starts."""
+    processes = ranks.launched_world_size() if "WORLD_SIZE" in os.environ else int(cfg.devices)
+    return torch_threads(cfg.threads, processes)
+
+
 def processes_wanted(cfg: TrainerConfig) -> int:
     """How many processes the recipe's trainer settings ask for."""
     return int(cfg.devices) * cfg.num_nodes
