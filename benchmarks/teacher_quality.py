@@ -17,7 +17,7 @@ window; with `--matched-compute` cheaper teachers train more epochs, so every te
 training FLOPs of the costliest (the comparison the GEM claim is about).
 
     python benchmarks/teacher_quality.py [--seeds 3] [--only quality|scaling|speed] [--models NAME …] [--datasets synthetic movielens]
-                                         [--tune TRIALS] [--matched-compute]
+                                         [--tune TRIALS] [--matched-compute] [--reference NAME]
 """
 
 from __future__ import annotations
