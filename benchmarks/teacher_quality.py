@@ -305,7 +305,8 @@ def main() -> None:
         how = ((f"Each teacher's lr and warm-up tuned first ({args.tune} trials each, seeded TPE, on seed 0's validation window). " if args.tune else "")
                + ("Epochs matched on training FLOPs. " if args.matched_compute else "")) + "Settings:\n\n" + settings_table(settings) + "\n\n"
         gem = [m for m in models if m.startswith("gem_")]  # the GEM claim: its preset against every other teacher
-        versus_gem = "".join(f"\n\n{paired_table(frame, name)}" for name in gem[:1] if name != args.reference)
+        versus_gem = "".join(f"\n\n{paired_table(frame, name)}" for name in gem[:1]
+                             if name != args.reference and len(models) > 2)  # with two teachers it would mirror the table above
         write_section("teacher-quality" + part.replace("_", "-"), COMMAND, subset + how
                       + f"Seeds vary the data and the models ({args.seeds} seeds).\n\n" + summary_table(frame) + "\n\n" + paired_table(frame, args.reference)
                       + versus_gem)
