@@ -32,11 +32,14 @@ screenshot: quickstart browser
 quickstart: setup
 	$(BIN)/gem-transfer run recipes/quickstart.yaml
 
+# One pytest worker per core (pytest-xdist); a worker takes the next test as it finishes one, so the
+# few long end-to-end tests do not leave a core idle. `PYTEST_WORKERS=0 make test` runs them in turn, in one process.
+PYTEST_WORKERS ?= auto
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal -m "not slow"
 
 bench: setup
 	$(BIN)/python benchmarks/framework_overhead.py
