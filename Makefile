@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-teachers bench-knowledge bench-cycle bench-world bench-traffic lint clean
+.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-baseline bench-teachers bench-knowledge bench-cycle bench-world bench-traffic lint clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ bench: setup
 # sweep: hours here; `--only` and `--variants` run parts (see README).
 bench-transfer: setup
 	$(BIN)/python benchmarks/transfer_ablation.py
+
+# How strong the no-transfer baseline is: a logistic regression on classic aggregates against the tuned
+# ablations' VMs and teacher, seed by seed (reads their committed CSVs; half a minute).
+bench-baseline: setup
+	$(BIN)/python benchmarks/strong_baseline.py
 
 # Knowledge generation at 1M and 4M impressions: bounded memory, throughput vs a bare forward (~10 min).
 bench-knowledge: setup

@@ -1,0 +1,193 @@
+"""How strong is the no-transfer baseline? A logistic regression on the classic CTR aggregates against
+the VMs (#15's "lift against a strong baseline").
+
+On each seed of the tuned ablations (MovieLens: the same seeded 80 % of the users as `make
+bench-transfer`, `data.users`; synthetic: the same benchmark world per seed), for each VM's slice: a
+logistic regression trained on the VM's own rows (its slice of the students' window) from five
+standard features —
+- the user's past click and conversion rates over the last 16 events before the row (the VMs' history
+  length), and how many events that is (log-scaled; 0 = none): the aggregates the VMs read;
+- the item's click and conversion rates over every rating before the row (any user, any surface),
+  smoothed towards the slice's base rate with 5 pseudo-counts; for eval rows frozen at the end of the
+  students' window, as a VM's knowledge of the item is (nothing after its window is used).
+Scored on the eval window with the lift table's NE, and paired per seed with the baseline VM, the
+tuned vanilla-KD and combination VMs and the teacher of the tuned ablation's CSV
+(`transfer_ablation_{movielens,synthetic}_tuned.csv`; the eval rows must match, seed by seed): NE
+points (×100), positive = the regression is better, 95 % t-interval over seeds.
+
+    python benchmarks/strong_baseline.py        # a few minutes; writes the section strong-baseline
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.results_file import write_csv, write_section  # noqa: E402
+from transfer.config.dataset import dataset_config_path, load_dataset_config  # noqa: E402
+from transfer.config.recipe import UserSampleConfig, load_recipe  # noqa: E402
+from transfer.data.impressions import load_impressions  # noqa: E402
+from transfer.data.prepare import sample_users  # noqa: E402
+from transfer.data.synthetic import SyntheticSpec, generate  # noqa: E402
+from transfer.evaluation.intervals import seed_interval  # noqa: E402
+from transfer.evaluation.metrics import normalized_entropy  # noqa: E402
+
+TASKS, HISTORY, PRIOR, SEEDS = ("click", "conversion"), 16, 5.0, range(5)
+COMMAND = "python benchmarks/strong_baseline.py"
+Windows = tuple[datetime, datetime, datetime, datetime]  # the students' window [start, end), the eval window [start, end)
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    ablation_csv: str
+    slices: tuple[tuple[str, str], ...]  # (surface, task) per VM
+    windows: Callable[[], Windows]
+    log: Callable[[int], pl.DataFrame]  # seed → the canonical log that seed's ablation runs ran on
+
+
+def movielens_windows() -> Windows:
+    data = load_recipe(REPO / "recipes" / "movielens_all_techniques.yaml").data
+    return _windows(datetime.fromisoformat(str(data.train.start)), data.train.days, data.student.days, data.validation.days, data.eval.days)
+
+
+def _windows(start: datetime, train: int, student: int, validation: int, evaluation: int) -> Windows:
+    start = start.replace(tzinfo=timezone.utc)  # the logs' timestamps are UTC
+    day = lambda n: start + timedelta(days=n)  # noqa: E731
+    return day(train), day(train + student), day(train + student + validation), day(train + student + validation + evaluation)
+
+
+def movielens_log(seed: int) -> pl.DataFrame:
+    path = dataset_config_path("movielens100k")
+    log = load_impressions(load_dataset_config(path), path, REPO / ".cache" / "gem-transfer", SyntheticSpec())
+    return sample_users(log, UserSampleConfig(fraction=0.8, seed=seed))
+
+
+def synthetic_log(seed: int) -> pl.DataFrame:
+    """The benchmark world of seed `seed` (`make bench-world`'s BENCH layout)."""
+    return generate(SyntheticSpec(rows=1_600_000, days=40, seed=seed)).with_columns(pl.col(t).cast(pl.Float32) for t in TASKS)
+
+
+STUDIES = (
+    Study("movielens", "transfer_ablation_movielens_tuned.csv", (("weekday_night", "click"), ("weekday_night", "conversion")),
+          movielens_windows, movielens_log),
+    Study("synthetic", "transfer_ablation_synthetic_tuned.csv", (("ig_stories", "click"), ("fb_feed", "conversion")),
+          lambda: _windows(datetime(2026, 1, 1), 21, 7, 2, 10), synthetic_log),
+)
+
+
+def features(log: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
+    """Per impression: the user's last-16 rates and count (`u_*`, `u_count`), the item's rates before
+    the row (`i_*`) and as frozen at `cutoff` (`i_*_frozen`), all from earlier rows only."""
+    log = log.sort("ts", "example_id")
+    for task in TASKS:
+        log = log.with_columns(pl.col(task).shift(1).over("user_id").alias(f"_u_{task}"),
+                               pl.col(task).shift(1).over("ad_id").alias(f"_i_{task}"))
+    seen = pl.col(f"_u_{TASKS[0]}").is_not_null().cast(pl.Int32).cum_sum().over("user_id")
+    log = log.with_columns(u_count=seen.clip(upper_bound=HISTORY).cast(pl.Float64))
+    prior = {task: log.filter(pl.col("ts") < cutoff)[task].mean() for task in TASKS}
+    frozen = log.filter(pl.col("ts") < cutoff).group_by("ad_id").agg(
+        *[((pl.col(task).sum() + PRIOR * prior[task]) / (pl.len() + PRIOR)).alias(f"i_{task}_frozen") for task in TASKS])
+    item_seen = pl.col(f"_i_{TASKS[0]}").is_not_null().cast(pl.Int32).cum_sum().over("ad_id")
+    log = log.with_columns(
+        *[pl.col(f"_u_{task}").rolling_mean(HISTORY, min_samples=1).over("user_id").fill_null(0.0).alias(f"u_{task}") for task in TASKS],
+        *[((pl.col(f"_i_{task}").fill_null(0).cum_sum().over("ad_id") + PRIOR * prior[task]) / (item_seen + PRIOR)).alias(f"i_{task}")
+          for task in TASKS],
+    )
+    log = log.join(frozen, on="ad_id", how="left")
+    return log.with_columns(*[pl.col(f"i_{task}_frozen").fill_null(prior[task]) for task in TASKS])
+
+
+def matrix(rows: pl.DataFrame, frozen: bool) -> torch.Tensor:
+    """[N, 5] features: user click/conversion rates, log count, item click/conversion rates."""
+    suffix = "_frozen" if frozen else ""
+    columns = [rows["u_click"], rows["u_conversion"], (rows["u_count"] + 1).log() / math.log(HISTORY + 1),
+               rows[f"i_click{suffix}"], rows[f"i_conversion{suffix}"]]
+    return torch.tensor(np.stack([c.to_numpy() for c in columns], axis=1), dtype=torch.float64)
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor) -> torch.nn.Linear:
+    """Maximum-likelihood logistic regression (L-BFGS to convergence): x [N, F], y [N] 0/1."""
+    model = torch.nn.Linear(x.shape[1], 1, dtype=torch.float64)
+    optimiser = torch.optim.LBFGS(model.parameters(), max_iter=500, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y)
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return model
+
+
+def seed_rows(study: Study, seed: int) -> list[dict]:
+    """The regression's eval NE per VM slice on seed `seed`'s log."""
+    student, student_end, evaluation, evaluation_end = study.windows()
+    table = features(study.log(seed), student_end)
+    rows = []
+    for surface, task in study.slices:
+        in_slice = pl.col("surface") == surface
+        train = table.filter(in_slice & (pl.col("ts") >= student) & (pl.col("ts") < student_end))
+        test = table.filter(in_slice & (pl.col("ts") >= evaluation) & (pl.col("ts") < evaluation_end))
+        model = fit_logistic(matrix(train, frozen=False), torch.tensor(train[task].to_numpy(), dtype=torch.float64))
+        with torch.no_grad():
+            logits = model(matrix(test, frozen=True)).squeeze(1).float()
+        labels = torch.tensor(test[task].to_numpy(), dtype=torch.float32)
+        rows.append({"dataset": study.name, "seed": seed, "slice": f"{surface}/{task}", "train rows": train.height,
+                     "eval rows": test.height, "eval positives": int(labels.sum()), "NE": normalized_entropy(logits, labels)})
+    return rows
+
+
+def paired(regression: pl.DataFrame, ablation: pl.DataFrame) -> str:
+    """Markdown: per slice, the regression's NE against each VM role of the ablation, paired per seed."""
+    lines = ["| slice | eval positives per seed | regression NE (mean ± sd) | against | its NE | regression better by, NE points [95% CI] | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    references = {"baseline VM (no transfer)": ("baseline", "vanilla KD"), "vanilla-KD VM (tuned)": ("student", "vanilla KD"),
+                  "GEM's combination VM (tuned)": ("student", "aux KD + representation + sharing"), "teacher": ("teacher", "vanilla KD")}
+    for slice_name, rows in regression.group_by("slice", maintain_order=True):
+        positives = f"{rows['eval positives'].min():,}–{rows['eval positives'].max():,}"
+        own = f"{rows['NE'].mean():.4f} ± {rows['NE'].std():.4f}"
+        for label, (role, variant) in references.items():
+            other = ablation.filter((pl.col("slice") == slice_name[0]) & (pl.col("role") == role) & (pl.col("variant") == variant))
+            joined = rows.join(other.select("seed", pl.col("NE").alias("other")), on="seed")
+            interval = seed_interval((100 * (joined["other"] - joined["NE"])).to_list())
+            lines.append(f"| {slice_name[0]} | {positives} | {own} | {label} | {joined['other'].mean():.4f} | "
+                         f"{interval.mean:+.2f} [{interval.low:.2f}, {interval.high:.2f}] | {interval.verdict} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    sections = []
+    for study in STUDIES:
+        regression = pl.DataFrame([row for seed in SEEDS for row in seed_rows(study, seed)])
+        ablation = pl.read_csv(REPO / "benchmarks" / study.ablation_csv, infer_schema_length=0).with_columns(
+            pl.col("seed").cast(pl.Int64), pl.col("NE").cast(pl.Float64))
+        check = regression.join(ablation.filter(pl.col("role") == "baseline", pl.col("variant") == "vanilla KD")
+                                .select("seed", "slice", pl.col("eval rows").cast(pl.Int64).alias("vm eval rows")), on=["seed", "slice"])
+        if check.height != regression.height or not (check["eval rows"] == check["vm eval rows"]).all():
+            raise SystemExit(f"strong_baseline: {study.name}: the eval rows differ from {study.ablation_csv}'s: "
+                             f"{check.select('seed', 'slice', 'eval rows', 'vm eval rows')}")  # not the same data: no comparison
+        write_csv(regression, REPO / "benchmarks" / f"strong_baseline_{study.name}.csv")
+        table = paired(regression, ablation)
+        print(f"{study.name}\n{table}", flush=True)
+        sections.append(f"**{study.name}** (VMs' NE per seed from `{study.ablation_csv}`; CSV `strong_baseline_{study.name}.csv`)\n\n{table}")
+    write_section("strong-baseline", COMMAND, f"{len(SEEDS)} seeds; logistic regression on 5 classic aggregates (the script's "
+                  "docstring), trained on each VM's own rows, against the tuned ablations' VMs and teacher on the same eval "
+                  "rows.\n\n" + "\n\n".join(sections))
+
+
+if __name__ == "__main__":
+    main()
