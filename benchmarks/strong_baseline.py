@@ -88,25 +88,45 @@ STUDIES = (
 
 
 def features(log: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
-    """Per impression: the user's last-16 rates and count (`u_*`, `u_count`), the item's rates before
-    the row (`i_*`) and as frozen at `cutoff` (`i_*_frozen`), all from earlier rows only."""
-    log = log.sort("ts", "example_id")
-    for task in TASKS:
-        log = log.with_columns(pl.col(task).shift(1).over("user_id").alias(f"_u_{task}"),
-                               pl.col(task).shift(1).over("ad_id").alias(f"_i_{task}"))
-    seen = pl.col(f"_u_{TASKS[0]}").is_not_null().cast(pl.Int32).cum_sum().over("user_id")
-    log = log.with_columns(u_count=seen.clip(upper_bound=HISTORY).cast(pl.Float64))
+    """Per impression: the user's rates over their last 16 events and that count (`u_*`, `u_count`), the
+    item's rates over all its earlier impressions (`i_*`) and as frozen at `cutoff` (`i_*_frozen`).
+    "Earlier" is strictly before the row's timestamp, as the VMs' histories are (events at the same
+    instant, e.g. a burst of ratings in one second, never inform each other)."""
     prior = {task: log.filter(pl.col("ts") < cutoff)[task].mean() for task in TASKS}
+    log = log.sort("user_id", "ts", "example_id")
+    before, start = _strictly_earlier(log, "user_id")  # [N] events before each row, [N] its user's first row
+    recent = np.minimum(before, HISTORY)
+    log = log.with_columns(u_count=pl.Series(recent.astype(np.float64)),
+                           **{f"u_{task}": _window_mean(log[task], start + before - recent, start + before) for task in TASKS})
+    log = log.sort("ad_id", "ts", "example_id")
+    before, start = _strictly_earlier(log, "ad_id")
+    log = log.with_columns(**{f"i_{task}": _window_mean(log[task], start, start + before, PRIOR, prior[task]) for task in TASKS})
     frozen = log.filter(pl.col("ts") < cutoff).group_by("ad_id").agg(
         *[((pl.col(task).sum() + PRIOR * prior[task]) / (pl.len() + PRIOR)).alias(f"i_{task}_frozen") for task in TASKS])
-    item_seen = pl.col(f"_i_{TASKS[0]}").is_not_null().cast(pl.Int32).cum_sum().over("ad_id")
-    log = log.with_columns(
-        *[pl.col(f"_u_{task}").rolling_mean(HISTORY, min_samples=1).over("user_id").fill_null(0.0).alias(f"u_{task}") for task in TASKS],
-        *[((pl.col(f"_i_{task}").fill_null(0).cum_sum().over("ad_id") + PRIOR * prior[task]) / (item_seen + PRIOR)).alias(f"i_{task}")
-          for task in TASKS],
-    )
     log = log.join(frozen, on="ad_id", how="left")
     return log.with_columns(*[pl.col(f"i_{task}_frozen").fill_null(prior[task]) for task in TASKS])
+
+
+def _strictly_earlier(log: pl.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """For `log` sorted by (key, ts): per row, how many rows of its key have an earlier timestamp, and
+    the index of its key's first row. → ([N], [N]) int64."""
+    n = log.height
+    keys, times = log[key].to_numpy(), log["ts"].to_physical().to_numpy()
+    new_key = np.r_[True, keys[1:] != keys[:-1]]  # [N]
+    new_instant = new_key | np.r_[True, times[1:] != times[:-1]]  # [N]
+    index = np.arange(n)
+    key_start = np.maximum.accumulate(np.where(new_key, index, 0))
+    instant_start = np.maximum.accumulate(np.where(new_instant, index, 0))
+    return instant_start - key_start, key_start
+
+
+def _window_mean(labels: pl.Series, first: np.ndarray, last: np.ndarray, pseudo: float = 0.0, prior: float = 0.0) -> pl.Series:
+    """Per row: the mean of `labels` over rows [first, last) (of the same sorted frame), smoothed by
+    `pseudo` counts of `prior`; 0 where that is empty and there are no pseudo-counts."""
+    total = np.r_[0.0, np.cumsum(labels.cast(pl.Float64).to_numpy())]  # [N + 1]
+    count = last - first
+    mean = (total[last] - total[first] + pseudo * prior) / np.maximum(count + pseudo, 1e-12)
+    return pl.Series(np.where(count + pseudo > 0, mean, 0.0))
 
 
 def matrix(rows: pl.DataFrame, frozen: bool) -> torch.Tensor:
