@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -23,6 +27,17 @@ def time_limit(seconds: float) -> float:
         return seconds * float(os.environ["GEM_TEST_TIME_SCALE"])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return seconds * max(1.0, os.getloadavg()[0] / cores)
+
+
+def install_example_package(package: str, target: Path) -> None:
+    """pip-install the example package `tests/<package>` into `target` (not into this environment),
+    building it from a private copy: pip writes build/ and *.egg-info beside the sources, and two test
+    processes building the same folder at once collide."""
+    with tempfile.TemporaryDirectory(prefix=f"{package}-") as scratch:
+        source = shutil.copytree(REPO / "tests" / package, Path(scratch) / package,
+                                 ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--target", str(target), str(source)], check=True, capture_output=True)
 
 
 @pytest.fixture(scope="session")

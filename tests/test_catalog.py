@@ -12,19 +12,10 @@ from pathlib import Path
 import pytest
 
 from students import DEFAULT_BUDGET
-from tests.conftest import REPO, run_cli, time_limit, write_dataset, write_recipe
+from tests.conftest import REPO, install_example_package, run_cli, time_limit, write_dataset, write_recipe
 from transfer.catalog import ModelEntry, ServingBudget, catalog
 
 GEM_TRANSFER = [sys.executable, "-m", "transfer.cli"]
-
-
-def _install(package: str, target: Path) -> None:
-    """pip-install one of the example packages in tests/ into `target` (not into this environment)."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(REPO / "tests" / package)],
-        check=True, capture_output=True,
-    )
 
 
 def _cli(*argv: str, site: Path, cwd: Path) -> subprocess.CompletedProcess:
@@ -77,7 +68,7 @@ def test_unknown_size_is_refused_naming_the_key_and_the_allowed_sizes(tmp_path, 
 @pytest.mark.slow
 def test_a_teams_package_adds_a_vertical_usable_by_name_in_a_recipe(tmp_path, small_log):
     site = tmp_path / "site"
-    _install("example_verticals", site)
+    install_example_package("example_verticals", site)
     listed = _cli("ls", "verticals", site=site, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     assert "acme_stories_click: ig_stories × click, acme_verticals.models:acme_vm(dim=4, hidden=[16]), owner acme-ads" in listed.stdout
@@ -89,7 +80,7 @@ def test_a_teams_package_adds_a_vertical_usable_by_name_in_a_recipe(tmp_path, sm
     assert ran.returncode == 0, ran.stderr
     assert "| acme_stories_click" in ran.stdout and "ig_stories/click" in ran.stdout
 
-    _install("example_duplicate", site)
+    install_example_package("example_duplicate", site)
     clash = _cli("validate", str(recipe), site=site, cwd=tmp_path)
     assert clash.returncode == 2
     (line,) = clash.stderr.strip().splitlines()

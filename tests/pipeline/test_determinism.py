@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from benchmarks.results_file import code_version
-from tests.conftest import REPO
+from tests.conftest import REPO, install_example_package
 from transfer import catalog
 from transfer.cli import main
 
@@ -27,8 +27,7 @@ STRICT = "acme_strict_click"  # tests/example_verticals: a latency budget of 1e-
 def strict_vertical(tmp_path_factory):
     """The example team package installed in a folder of its own, on sys.path for this module's tests."""
     site = tmp_path_factory.mktemp("site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(site),
-                    str(REPO / "tests" / "example_verticals")], check=True, capture_output=True)
+    install_example_package("example_verticals", site)
     sys.path.insert(0, str(site))
     catalog.clear_cache()
     yield STRICT
