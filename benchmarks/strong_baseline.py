@@ -8,7 +8,7 @@ standard features —
 - the user's past click and conversion rates over the last 16 events before the row (the VMs' history
   length), and how many events that is (log-scaled; 0 = none): the aggregates the VMs read;
 - the item's click and conversion rates over every rating before the row (any user, any surface),
-  smoothed towards the slice's base rate with 5 pseudo-counts; for eval rows frozen at the end of the
+  smoothed with 5 pseudo-counts of the log's rate before that cutoff; for eval rows frozen at the end of the
   students' window, as a VM's knowledge of the item is (nothing after its window is used).
 Scored on the eval window with the lift table's NE, and paired per seed with the baseline VM, the
 tuned vanilla-KD and combination VMs and the teacher of the tuned ablation's CSV
@@ -35,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_file import write_csv, write_section  # noqa: E402
+from benchmarks.synthetic_world import BENCH  # noqa: E402
 from transfer.config.dataset import dataset_config_path, load_dataset_config  # noqa: E402
 from transfer.config.recipe import UserSampleConfig, load_recipe  # noqa: E402
 from transfer.data.impressions import load_impressions  # noqa: E402
@@ -76,14 +77,16 @@ def movielens_log(seed: int) -> pl.DataFrame:
 
 def synthetic_log(seed: int) -> pl.DataFrame:
     """The benchmark world of seed `seed` (`make bench-world`'s BENCH layout)."""
-    return generate(SyntheticSpec(rows=1_600_000, days=40, seed=seed)).with_columns(pl.col(t).cast(pl.Float32) for t in TASKS)
+    spec = SyntheticSpec(rows=BENCH.spec.rows, days=BENCH.spec.days, start=BENCH.spec.start, seed=seed)
+    return generate(spec).with_columns(pl.col(t).cast(pl.Float32) for t in TASKS)
 
 
 STUDIES = (
     Study("movielens", "transfer_ablation_movielens_tuned.csv", (("weekday_night", "click"), ("weekday_night", "conversion")),
           movielens_windows, movielens_log),
     Study("synthetic", "transfer_ablation_synthetic_tuned.csv", (("ig_stories", "click"), ("fb_feed", "conversion")),
-          lambda: _windows(datetime(2026, 1, 1), 21, 7, 2, 10), synthetic_log),
+          lambda: _windows(datetime.fromisoformat(BENCH.spec.start), BENCH.cutoff, BENCH.student, BENCH.validation, BENCH.eval),
+          synthetic_log),
 )
 
 
