@@ -367,26 +367,32 @@ def staleness_table(frame: pl.DataFrame) -> str:
 def adapter_controls_table(frame: pl.DataFrame) -> str:
     """Markdown: at the stalest d, the adapter against no adapter, its identity placebo and the
     weight-matched control (NE points, positive = the adapter better), and whether it wins back half
-    of what staleness costs: the interval of (NE without − NE with) − ½·(NE without at d − NE without at 0)."""
+    of what staleness costs. What it wins back is the part of the staleness cost it removes — its gain
+    at d net of its gain with a fresh teacher (d = 0), which its extra head gives at any staleness:
+    the interval of [(NE without − NE with) at d − (NE without − NE with) at 0] − ½·(NE without at d − NE without at 0)."""
     data = frame.filter((pl.col("dataset") == "staleness") & (pl.col("role") == "student"))
     days = max(int(v.split()[0][2:]) for v in data["variant"].to_list())
     if days == 0 or data.filter(pl.col("variant") == f"d={days} placebo adapter").is_empty():
         return ""
     lines = [f"| VM (slice) | d | adapter vs none [95% CI] | vs placebo | vs weight-matched control | staleness cost (d = {days} vs 0) | "
-             "won back − ½·cost [95% CI] | wins back ≥ 50 % |", "|---|---|---|---|---|---|---|---|"]
+             "won back (its gain at d − its gain at 0) [95% CI] | won back − ½·cost [95% CI] | wins back ≥ 50 % |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for slice_ in data["slice"].unique(maintain_order=True):
         rows = data.filter(pl.col("slice") == slice_)
         arm = {name: _pick(rows, "student", f"^d={days} {name}$")["NE"] for name in ("without adapter", "with adapter", "placebo adapter", "weight-matched control")}
         fresh = _pick(rows, "student", "^d=0 without adapter$")["NE"]
+        fresh_adapter = _pick(rows, "student", "^d=0 with adapter$")["NE"]
         adapter = arm["with adapter"]
         versus = [seed_interval((100 * (arm[name] - adapter)).to_list()) for name in ("without adapter", "placebo adapter", "weight-matched control")]
-        cost = seed_interval((100 * (arm["without adapter"] - fresh)).to_list())
-        half = seed_interval((100 * ((arm["without adapter"] - adapter) - 0.5 * (arm["without adapter"] - fresh))).to_list())
+        cost_points = 100 * (arm["without adapter"] - fresh)  # [seeds]
+        won_points = 100 * ((arm["without adapter"] - adapter) - (fresh - fresh_adapter))  # [seeds]
+        cost, won = seed_interval(cost_points.to_list()), seed_interval(won_points.to_list())
+        half = seed_interval((won_points - 0.5 * cost_points).to_list())
         cells = " | ".join(f"{_with_interval(v, 2)} {v.verdict}" for v in versus)
         holds = "yes" if half.low > 0 else ("no" if half.high < 0 else "not distinguishable")
         if cost.low <= 0:
             holds = f"{holds} (no distinguishable staleness cost to win back)"
-        lines.append(f"| {slice_} | {days} | {cells} | {_with_interval(cost, 2)} | {_with_interval(half, 2)} | {holds} |")
+        lines.append(f"| {slice_} | {days} | {cells} | {_with_interval(cost, 2)} | {_with_interval(won, 2)} | {_with_interval(half, 2)} | {holds} |")
     return "\n".join(lines)
 
 
