@@ -7,7 +7,7 @@ logistic regression trained on the VM's own rows (its slice of the students' win
 standard features —
 - the user's past click and conversion rates over the last 16 events before the row (the VMs' history
   length), and how many events that is (log-scaled; 0 = none): the aggregates the VMs read;
-- the item's click and conversion rates over every rating before the row (any user, any surface),
+- the item's click and conversion rates over every impression before the row (any user, any surface),
   smoothed with 5 pseudo-counts of the log's rate before that cutoff; for eval rows frozen at the end of the
   students' window, as a VM's knowledge of the item is (nothing after its window is used).
 Scored on the eval window with the lift table's NE, and paired per seed with the baseline VM, the
@@ -15,11 +15,12 @@ tuned vanilla-KD and combination VMs and the teacher of the tuned ablation's CSV
 (`transfer_ablation_{movielens,synthetic}_tuned.csv`; the eval rows must match, seed by seed): NE
 points (×100), positive = the regression is better, 95 % t-interval over seeds.
 
-    python benchmarks/strong_baseline.py        # a few minutes; writes the section strong-baseline
+    python benchmarks/strong_baseline.py        # about half a minute; writes the section strong-baseline (`make bench-baseline`)
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from collections.abc import Callable
@@ -70,9 +71,14 @@ def _windows(start: datetime, train: int, student: int, validation: int, evaluat
 
 
 def movielens_log(seed: int) -> pl.DataFrame:
+    """Seed `seed`'s sample of MovieLens's users, as `make bench-transfer` draws it (`data.users`)."""
+    return sample_users(_movielens(), UserSampleConfig(fraction=0.8, seed=seed))
+
+
+@functools.cache
+def _movielens() -> pl.DataFrame:
     path = dataset_config_path("movielens100k")
-    log = load_impressions(load_dataset_config(path), path, REPO / ".cache" / "gem-transfer", SyntheticSpec())
-    return sample_users(log, UserSampleConfig(fraction=0.8, seed=seed))
+    return load_impressions(load_dataset_config(path), path, REPO / ".cache" / "gem-transfer", SyntheticSpec())
 
 
 def synthetic_log(seed: int) -> pl.DataFrame:
