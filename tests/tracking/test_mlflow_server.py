@@ -34,20 +34,37 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    process = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--default-artifact-root",
-         str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    process, uri = _start_server(folder)
     try:
-        _wait_healthy(uri, process, folder / "server.log")
         yield uri
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _start_server(folder: Path, attempts: int = 3) -> tuple[subprocess.Popen, str]:
+    """A healthy `mlflow server` on a free loopback port. The port is free when chosen, but another
+    process (a parallel test worker) may take it before the server binds it: then the server exits at
+    once, and it is started again on another port."""
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    for attempt in range(attempts):
+        port = _free_port()
+        process = subprocess.Popen(
+            [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--default-artifact-root",
+             str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT,
+        )
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(uri, process, folder / "server.log")
+            return process, uri
+        except RuntimeError:
+            exited_by_itself = process.poll() is not None  # e.g. the port was taken meanwhile; not a hang
+            process.terminate()
+            process.wait(timeout=30)
+            if not exited_by_itself or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout_s: float = 120.0) -> None:
