@@ -49,11 +49,12 @@ def _start_server(folder: Path, attempts: int = 3) -> tuple[subprocess.Popen, st
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     for attempt in range(attempts):
         port = _free_port()
-        process = subprocess.Popen(
-            [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--default-artifact-root",
-             str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=open(folder / "server.log", "w"), stderr=subprocess.STDOUT,
-        )
+        with open(folder / "server.log", "w") as log:  # the server keeps its own copy of the handle
+            process = subprocess.Popen(
+                [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}", "--default-artifact-root",
+                 str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         uri = f"http://127.0.0.1:{port}"
         try:
             _wait_healthy(uri, process, folder / "server.log")
