@@ -83,6 +83,10 @@ class DatasetConfig:
     categorical: list[str] = field(default_factory=list)
     dense: list[str] = field(default_factory=list)
     dense_nan_fill: float | None = None  # None: a NaN or null dense value is an error
+    # key columns (user_id, ad_id, ad_category or a categorical column) whose running counters become
+    # dense features: each impression's count of earlier impressions of its key value and their label
+    # rate per task, strictly before its timestamp (transfer.data.counters)
+    counters: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)  # task -> 0/1 column
     surfaces: dict[str, str] = field(default_factory=dict)  # surface -> domain
     # a log whose surface names repeat across domains (`feed` on facebook and on instagram): `domain`
@@ -178,8 +182,18 @@ def check_dataset_config(cfg: DatasetConfig, path: Path) -> None:
         unknown = [t for t in tasks if t not in cfg.labels]
         if unknown:
             raise DataError(f"{path}: trainable.{surface}: task '{unknown[0]}' is not in labels; allowed: {', '.join(cfg.labels)}")
+    _check_counters(cfg, path)
     if cfg.hash_buckets < 1:
         raise DataError(f"{path}: hash_buckets: found {cfg.hash_buckets}; allowed: a whole number >= 1")
+
+
+def _check_counters(cfg: DatasetConfig, path: Path) -> None:
+    keys = ["user_id", "ad_id", "ad_category", *cfg.categorical]
+    for i, key in enumerate(cfg.counters):
+        if key not in keys:
+            raise DataError(f"{path}: counters.{i}: '{key}' is not a key of this dataset; allowed: {', '.join(keys)}")
+        if key in cfg.counters[:i]:
+            raise DataError(f"{path}: counters.{i}: '{key}' is listed twice; allowed: each key once")
 
 
 def refused_sql(expr: str) -> str | None:

@@ -19,6 +19,7 @@ import polars as pl
 import torch
 
 from transfer.contract import ID_FEATURES, InputSpec
+from transfer.data.counters import counter_features, counter_names
 from transfer.data.hashing import stable_hash
 from transfer.util.atomic import atomic_path
 
@@ -30,7 +31,7 @@ class EncodedLog:
     example_id: pl.Series  # [N] original keys
     ts: torch.Tensor  # [N] int64 seconds since epoch
     categorical: torch.Tensor  # [N, F] int64 hashed ids (user_id, ad_id, ad_category, then the rest)
-    dense: torch.Tensor  # [N, D] float32, signed log1p
+    dense: torch.Tensor  # [N, D] float32: the dataset's own (signed log1p), then its counters
     surface: torch.Tensor  # [N] int64 index into `surfaces`
     labels: torch.Tensor  # [N, T] float32, NaN where a task's label is missing
     action: torch.Tensor  # [N] int64: 0 seen, k = 1 + the last positive task's index
@@ -64,9 +65,13 @@ class EncodedLog:
         return rows[torch.isin(self.surface[rows], wanted)]
 
 
-def encode(frame: pl.DataFrame, surfaces: list[str], tasks: list[str], categorical: list[str], dense: list[str], hash_buckets: int) -> pl.DataFrame:
-    """Canonical log → encoded table (one row per impression, sorted by user and time)."""
+def encode(frame: pl.DataFrame, surfaces: list[str], tasks: list[str], categorical: list[str], dense: list[str], hash_buckets: int,
+           counters: list[str] = ()) -> pl.DataFrame:
+    """Canonical log → encoded table (one row per impression, sorted by user and time). The dense
+    columns are the dataset's own (signed log1p), then the running counters of `counters`' keys
+    (`transfer.data.counters`)."""
     frame = frame.sort("user_id", "ts", "example_id").with_row_index("row")
+    counted = counter_features(frame, list(counters), tasks)  # [N, C] in the sorted order
     names = [*ID_FEATURES, *categorical]
     hashed = {f"cat_{i}": stable_hash(frame[name], name, hash_buckets) for i, name in enumerate(names)}
     positive_task = pl.max_horizontal(
@@ -83,7 +88,8 @@ def encode(frame: pl.DataFrame, surfaces: list[str], tasks: list[str], categoric
         positive_task.cast(pl.Int64).alias("action"),
         user_start.alias("hist_start"),
         (user_start + pl.col("ts").rank("min").over("user_id").cast(pl.Int64) - 1).alias("hist_end"),
-    ).with_columns(**{k: pl.Series(v) for k, v in hashed.items()})
+    ).with_columns(**{k: pl.Series(v) for k, v in hashed.items()},
+                   **{f"dense_{len(dense) + i}": counted[name] for i, name in enumerate(counted.columns)})
 
 
 def _signed_log1p(x: pl.Expr) -> pl.Expr:
@@ -132,9 +138,15 @@ def inputs_of(dataset) -> InputSpec:
     names = (*ID_FEATURES, *dataset.categorical)
     return InputSpec(
         n_categorical=len(names),
-        n_dense=len(dataset.dense),
+        n_dense=len(dense_feature_names(dataset)),
         n_surfaces=len(dataset.surfaces),
         n_tasks=len(dataset.labels),
         hash_buckets=dataset.hash_buckets,
         categorical_names=names,
     )
+
+
+def dense_feature_names(dataset) -> list[str]:
+    """The dense features a dataset config gives models, in column order: its own `dense` columns, then
+    its `counters` (`dataset`: a DatasetConfig)."""
+    return [*dataset.dense, *counter_names(dataset.counters, list(dataset.labels))]

@@ -14,7 +14,7 @@ from transfer.config.dataset import DatasetConfig, dataset_config_path, load_dat
 from transfer.config.recipe import DataConfig, Recipe, UserSampleConfig, WindowConfig
 from transfer.config.verticals import recipe_verticals
 from transfer.data.cache import cache_path, cached, prepare_cache_dir
-from transfer.data.encoding import EncodedLog, encode, load_encoded, save_encoded
+from transfer.data.encoding import EncodedLog, dense_feature_names, encode, load_encoded, save_encoded
 from transfer.data.hashing import stable_hash
 from transfer.data.impressions import load_impressions
 from transfer.data.synthetic import GENERATOR_VERSION, SyntheticSpec
@@ -23,7 +23,7 @@ from transfer.errors import DataError, RecipeError
 from transfer.util.fingerprint import fingerprint
 from transfer.util.progress import step
 
-ENCODING_VERSION = 2  # bump when the encoded layout changes, to invalidate caches
+ENCODING_VERSION = 3  # bump when the encoded layout changes, to invalidate caches
 
 
 @dataclass(frozen=True)
@@ -156,12 +156,12 @@ def _encode_dataset(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, syn
         raise DataError(f"{cfg_path}: dataset '{dataset.name}' has no impressions (0 rows after validation); allowed: at least one")
     tasks, surfaces = list(dataset.labels), list(dataset.surfaces)
     with step(f"data: encoding {frame.height:,} impressions and their histories"):
-        table = encode(frame, surfaces, tasks, dataset.categorical, dataset.dense, dataset.hash_buckets)
+        table = encode(frame, surfaces, tasks, dataset.categorical, dataset.dense, dataset.hash_buckets, dataset.counters)
     meta = {
         "tasks": tasks,
         "surfaces": surfaces,
         "categorical": dataset.categorical,
-        "dense": dataset.dense,
+        "dense": dense_feature_names(dataset),
         "hash_buckets": dataset.hash_buckets,
     }
     save_encoded(table, meta, target)
