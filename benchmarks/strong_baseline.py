@@ -3,17 +3,17 @@ the VMs (#15's "lift against a strong baseline").
 
 On each seed of the tuned ablations (MovieLens: the same seeded 80 % of the users as `make
 bench-transfer`, `data.users`; synthetic: the same benchmark world per seed), for each VM's slice: a
-logistic regression trained on the VM's own rows (its slice of the students' window) from five
+logistic regression trained on the VM's own rows (its slice of the students' window) from six
 standard features —
 - the user's past click and conversion rates over the last 16 events before the row (the VMs' history
   length), and how many events that is (log-scaled; 0 = none): the aggregates the VMs read;
-- the item's click and conversion rates over every impression before the row (any user, any surface),
-  smoothed with 5 pseudo-counts of the log's rate before that cutoff; for eval rows frozen at the end of the
-  students' window, as a VM's knowledge of the item is (nothing after its window is used).
-Scored on the eval window with the lift table's NE, and paired per seed with the baseline VM, the
-tuned vanilla-KD and combination VMs and the teacher of the tuned ablation's CSV
-(`transfer_ablation_{movielens,synthetic}_tuned.csv`; the eval rows must match, seed by seed): NE
-points (×100), positive = the regression is better, 95 % t-interval over seeds.
+- the item's running counters as the VMs get them (`counters: [ad_id]` in the dataset YAMLs,
+  `transfer.data.counters`): its count of earlier impressions (any user, any surface) and its click and
+  conversion rates over them, smoothed, as log-odds.
+Every feature comes from strictly earlier timestamps. Scored on the eval window with the lift table's NE,
+and paired per seed with the baseline VM, the tuned vanilla-KD and combination VMs and the teacher of
+the tuned ablation's CSV (`transfer_ablation_{movielens,synthetic}_tuned.csv`; the eval rows must match,
+seed by seed): NE points (×100), positive = the regression is better, 95 % t-interval over seeds.
 
     python benchmarks/strong_baseline.py        # about half a minute; writes the section strong-baseline (`make bench-baseline`)
 """
@@ -39,13 +39,15 @@ from benchmarks.results_file import write_csv, write_section  # noqa: E402
 from benchmarks.synthetic_world import BENCH  # noqa: E402
 from transfer.config.dataset import dataset_config_path, load_dataset_config  # noqa: E402
 from transfer.config.recipe import UserSampleConfig, load_recipe  # noqa: E402
+from transfer.data.counters import counter_features  # noqa: E402
 from transfer.data.impressions import load_impressions  # noqa: E402
 from transfer.data.prepare import sample_users  # noqa: E402
 from transfer.data.synthetic import SyntheticSpec, generate  # noqa: E402
 from transfer.evaluation.intervals import seed_interval  # noqa: E402
 from transfer.evaluation.metrics import normalized_entropy  # noqa: E402
+from transfer.training.wide_start import fit_logistic  # noqa: E402
 
-TASKS, HISTORY, PRIOR, SEEDS = ("click", "conversion"), 16, 5.0, range(5)
+TASKS, HISTORY, SEEDS = ("click", "conversion"), 16, range(5)
 COMMAND = "python benchmarks/strong_baseline.py"
 Windows = tuple[datetime, datetime, datetime, datetime]  # the students' window [start, end), the eval window [start, end)
 
@@ -96,24 +98,17 @@ STUDIES = (
 )
 
 
-def features(log: pl.DataFrame, cutoff: datetime) -> pl.DataFrame:
-    """Per impression: the user's rates over their last 16 events and that count (`u_*`, `u_count`), the
-    item's rates over all its earlier impressions (`i_*`) and as frozen at `cutoff` (`i_*_frozen`).
-    "Earlier" is strictly before the row's timestamp, as the VMs' histories are (events at the same
-    instant, e.g. a burst of ratings in one second, never inform each other)."""
-    prior = {task: log.filter(pl.col("ts") < cutoff)[task].mean() for task in TASKS}
+def features(log: pl.DataFrame) -> pl.DataFrame:
+    """Per impression: the user's rates over their last 16 events and that count (`u_*`, `u_count`), and
+    the item's running counters (`ad_id.*`, `transfer.data.counters`). "Earlier" is strictly before
+    the row's timestamp, as the VMs' histories are (events at the same instant, e.g. a burst of ratings
+    in one second, never inform each other)."""
     log = log.sort("user_id", "ts", "example_id")
+    log = log.with_columns(counter_features(log, ["ad_id"], list(TASKS)))
     before, start = _strictly_earlier(log, "user_id")  # [N] events before each row, [N] its user's first row
     recent = np.minimum(before, HISTORY)
-    log = log.with_columns(u_count=pl.Series(recent.astype(np.float64)),
-                           **{f"u_{task}": _window_mean(log[task], start + before - recent, start + before) for task in TASKS})
-    log = log.sort("ad_id", "ts", "example_id")
-    before, start = _strictly_earlier(log, "ad_id")
-    log = log.with_columns(**{f"i_{task}": _window_mean(log[task], start, start + before, PRIOR, prior[task]) for task in TASKS})
-    frozen = log.filter(pl.col("ts") < cutoff).group_by("ad_id").agg(
-        *[((pl.col(task).sum() + PRIOR * prior[task]) / (pl.len() + PRIOR)).alias(f"i_{task}_frozen") for task in TASKS])
-    log = log.join(frozen, on="ad_id", how="left")
-    return log.with_columns(*[pl.col(f"i_{task}_frozen").fill_null(prior[task]) for task in TASKS])
+    return log.with_columns(u_count=pl.Series(recent.astype(np.float64)),
+                            **{f"u_{task}": _window_mean(log[task], start + before - recent, start + before) for task in TASKS})
 
 
 def _strictly_earlier(log: pl.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -129,50 +124,31 @@ def _strictly_earlier(log: pl.DataFrame, key: str) -> tuple[np.ndarray, np.ndarr
     return instant_start - key_start, key_start
 
 
-def _window_mean(labels: pl.Series, first: np.ndarray, last: np.ndarray, pseudo: float = 0.0, prior: float = 0.0) -> pl.Series:
-    """Per row: the mean of `labels` over rows [first, last) (of the same sorted frame), smoothed by
-    `pseudo` counts of `prior`; 0 where that is empty and there are no pseudo-counts."""
+def _window_mean(labels: pl.Series, first: np.ndarray, last: np.ndarray) -> pl.Series:
+    """Per row: the mean of `labels` over rows [first, last) (of the same sorted frame); 0 where that is empty."""
     total = np.r_[0.0, np.cumsum(labels.cast(pl.Float64).to_numpy())]  # [N + 1]
     count = last - first
-    mean = (total[last] - total[first] + pseudo * prior) / np.maximum(count + pseudo, 1e-12)
-    return pl.Series(np.where(count + pseudo > 0, mean, 0.0))
+    return pl.Series(np.where(count > 0, (total[last] - total[first]) / np.maximum(count, 1), 0.0))
 
 
-def matrix(rows: pl.DataFrame, frozen: bool) -> torch.Tensor:
-    """[N, 5] features: user click/conversion rates, log count, item click/conversion rates."""
-    suffix = "_frozen" if frozen else ""
+def matrix(rows: pl.DataFrame) -> torch.Tensor:
+    """[N, 6] features: user click/conversion rates, log count; the item's log count and click/conversion log-odds."""
     columns = [rows["u_click"], rows["u_conversion"], (rows["u_count"] + 1).log() / math.log(HISTORY + 1),
-               rows[f"i_click{suffix}"], rows[f"i_conversion{suffix}"]]
+               rows["ad_id.impressions"], rows["ad_id.click_rate"], rows["ad_id.conversion_rate"]]
     return torch.tensor(np.stack([c.to_numpy() for c in columns], axis=1), dtype=torch.float64)
-
-
-def fit_logistic(x: torch.Tensor, y: torch.Tensor) -> torch.nn.Linear:
-    """Maximum-likelihood logistic regression (L-BFGS to convergence): x [N, F], y [N] 0/1."""
-    model = torch.nn.Linear(x.shape[1], 1, dtype=torch.float64)
-    optimiser = torch.optim.LBFGS(model.parameters(), max_iter=500, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(1), y)
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    return model
 
 
 def seed_rows(study: Study, seed: int) -> list[dict]:
     """The regression's eval NE per VM slice on seed `seed`'s log."""
     student, student_end, evaluation, evaluation_end = study.windows()
-    table = features(study.log(seed), student_end)
+    table = features(study.log(seed))
     rows = []
     for surface, task in study.slices:
         in_slice = pl.col("surface") == surface
         train = table.filter(in_slice & (pl.col("ts") >= student) & (pl.col("ts") < student_end))
         test = table.filter(in_slice & (pl.col("ts") >= evaluation) & (pl.col("ts") < evaluation_end))
-        model = fit_logistic(matrix(train, frozen=False), torch.tensor(train[task].to_numpy(), dtype=torch.float64))
-        with torch.no_grad():
-            logits = model(matrix(test, frozen=True)).squeeze(1).float()
+        weights, bias = fit_logistic(matrix(train), torch.tensor(train[task].to_numpy(), dtype=torch.float64), l2=0.0)
+        logits = (matrix(test) @ weights + bias).float()
         labels = torch.tensor(test[task].to_numpy(), dtype=torch.float32)
         rows.append({"dataset": study.name, "seed": seed, "slice": f"{surface}/{task}", "train rows": train.height,
                      "eval rows": test.height, "eval positives": int(labels.sum()), "NE": normalized_entropy(logits, labels)})
@@ -213,7 +189,7 @@ def main() -> None:
         table = paired(regression, ablation)
         print(f"{study.name}\n{table}", flush=True)
         sections.append(f"**{study.name}** (VMs' NE per seed from `{study.ablation_csv}`; CSV `strong_baseline_{study.name}.csv`)\n\n{table}")
-    write_section("strong-baseline", COMMAND, f"{len(SEEDS)} seeds; logistic regression on 5 classic aggregates (the script's "
+    write_section("strong-baseline", COMMAND, f"{len(SEEDS)} seeds; logistic regression on 6 classic features (the script's "
                   "docstring), trained on each VM's own rows, against the tuned ablations' VMs and teacher on the same eval "
                   "rows.\n\n" + "\n\n".join(sections))
 

@@ -25,6 +25,7 @@ class MLPVerticalModel(RankingModelBase):
         history_length: int,
         hidden: list[int],
         aggregates: bool = True,
+        wide: bool = True,
         feature_names: tuple[str, ...] = (),
     ):
         super().__init__(history_length=history_length, embedding_dim=hidden[-1], feature_names=feature_names,
@@ -36,6 +37,14 @@ class MLPVerticalModel(RankingModelBase):
         self.aggregates = HistoryAggregates(n_actions, history_length, dim) if aggregates else None
         self.trunk = mlp([(n_categorical + 1) * dim + (4 if aggregates else 3) * dim, *hidden])
         self.head = nn.Linear(hidden[-1], 1)
+        # wide & deep: a linear term on the dense features and the history's raw aggregates straight into the
+        # logit, so the VM holds the logistic regression on them that a small slice can fit without overfitting
+        self.wide = nn.Linear(n_dense + (n_actions + 2 if aggregates else 0), 1, bias=False) if wide else None
+
+    def wide_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the wide term reads: the dense features and the raw history aggregates. → [B, D (+ A + 2)]"""
+        raw = [batch["dense"], *([self.aggregates.features(batch)] if self.aggregates is not None else [])]
+        return torch.cat(raw, dim=-1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         tokens = self.features(batch["categorical"])  # [B, F, d]
@@ -44,7 +53,10 @@ class MLPVerticalModel(RankingModelBase):
         if self.aggregates is not None:
             history.append(self.aggregates(batch))  # [B, d]
         hidden = self.trunk(torch.cat([tokens.flatten(1), self.dense(batch["dense"]), *history], dim=-1))  # [B, H]
-        return ModelOutput(self.head(hidden), hidden)
+        logits = self.head(hidden)  # [B, 1]
+        if self.wide is not None:
+            logits = logits + self.wide(self.wide_features(batch))
+        return ModelOutput(logits, hidden)
 
     def output_layer(self) -> nn.Linear:
         return self.head
@@ -60,7 +72,8 @@ MLP_VM_SIZES = {
 }
 
 
-def mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int], aggregates: bool = True) -> MLPVerticalModel:
+def mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int], aggregates: bool = True,
+           wide: bool = True) -> MLPVerticalModel:
     """An MLP vertical model: `dim`-wide embeddings, the last `history_length` events (pooled and, with
     `aggregates`, summarised as past action rates, length and recency), MLP `hidden`."""
     return MLPVerticalModel(
@@ -73,5 +86,6 @@ def mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int
         history_length=history_length,
         hidden=list(hidden),
         aggregates=aggregates,
+        wide=wide,
         feature_names=inputs.categorical_names,
     )

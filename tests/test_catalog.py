@@ -27,7 +27,7 @@ def test_built_in_verticals_say_what_they_serve_and_their_budget():
     verticals = catalog("vertical")
     entry = verticals["ig_stories_click"]
     assert entry.surfaces == ("ig_stories",) and entry.task == "click" and entry.budget == DEFAULT_BUDGET
-    assert entry.builder == "students.mlp:mlp_vm" and entry.size_names() == ["dim", "history_length", "hidden", "aggregates"]
+    assert entry.builder == "students.mlp:mlp_vm" and entry.size_names() == ["dim", "history_length", "hidden", "aggregates", "wide"]
     assert {"gem_tiny", "skeleton_tiny", "dcn_v2"} <= set(catalog("teacher")) and "dfm_small" in catalog("domain_fm")
 
 

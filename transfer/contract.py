@@ -34,7 +34,7 @@ AGE_BUCKETS = 16  # history event age, log2(1 + hours) buckets: `hist_age` is in
 # newest last, left-padded). Every batch the engine gives a model holds them; a served VM gets only these.
 MODEL_INPUTS: Mapping[str, str] = MappingProxyType({
     "categorical": "[B, F] int64: hashed ids in [0, hash_buckets), the ID_FEATURES first, then the dataset's own",
-    "dense": "[B, D] float32: dense features, signed log1p",
+    "dense": "[B, D] float32: the dataset's dense features (signed log1p), then its running counters (transfer.data.counters)",
     "surface": "[B] int64: the surface the impression was shown on, in [0, n_surfaces)",
     "hist_ad": "[B, L] int64: each history event's ad id (the vocabulary of categorical[:, AD_FEATURE]); 0 where padded",
     "hist_category": "[B, L] int64: each event's ad category (the vocabulary of categorical[:, CATEGORY_FEATURE]); 0 where padded",
@@ -112,6 +112,11 @@ class RankingModel(Protocol):
     - `features`, `events`: the feature and event-context tables (`SharedFeatures`, `SharedEvents`);
     - `output_layer()`: the `nn.Linear` producing the logits (its bias starts at the base rates' logits);
     - `module_parts()`: named modules a consumer may import by name (parameter sharing); may be empty.
+
+    Optionally, a one-logit model (a VM) with a linear term on raw features beside its deep part
+    (wide & deep) has `wide` (that `nn.Linear`, no bias, into the logit) and `wide_features(batch)`
+    ([B, W], what it reads): training then starts it at the logistic regression on those features
+    (`transfer.training.wide_start`).
     """
 
     embedding_dim: int

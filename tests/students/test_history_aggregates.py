@@ -41,10 +41,26 @@ def test_the_vm_reads_the_aggregates_and_can_go_without_them():
     with_aggregates = mlp_vm(INPUTS, dim=8, history_length=16, hidden=[64, 32])
     without = mlp_vm(INPUTS, dim=8, history_length=16, hidden=[64, 32], aggregates=False)
     extra = sum(p.numel() for p in with_aggregates.parameters()) - sum(p.numel() for p in without.parameters())
-    assert extra == (3 + 2) * 8 + 8 + 8 * 64  # the projection, and the trunk's first layer reading 8 more inputs
+    # the projection, the trunk's first layer reading 8 more inputs, and the wide term reading the 5 raw aggregates
+    assert extra == (3 + 2) * 8 + 8 + 8 * 64 + (3 + 2)
     assert without.aggregates is None
     # the aggregates path alone moves the logit: shift its projection and the output follows
     before = with_aggregates(batch).logits
     with torch.no_grad():
         with_aggregates.aggregates.project.bias.add_(1.0)
     assert not torch.allclose(before, with_aggregates(batch).logits)
+
+
+def test_the_wide_term_is_a_linear_model_of_the_dense_features_and_raw_aggregates():
+    batch = random_batch(6, 3, 4, 3, 1000, batch_size=32, history_length=16, seed=1)
+    vm = mlp_vm(INPUTS, dim=8, history_length=16, hidden=[64, 32])
+    weights = torch.arange(1.0, 9.0) / 10  # [3 dense + 5 aggregates]
+    with torch.no_grad():
+        vm.head.weight.zero_()  # the deep part off: only its bias is left
+        vm.wide.weight.copy_(weights[None])
+    raw = torch.cat([batch["dense"], vm.aggregates.features(batch)], dim=-1)  # [B, 8]
+    torch.testing.assert_close(vm.wide_features(batch), raw)
+    torch.testing.assert_close(vm(batch).logits, raw @ weights[:, None] + vm.head.bias)
+    narrow = mlp_vm(INPUTS, dim=8, history_length=16, hidden=[64, 32], wide=False)
+    assert narrow.wide is None
+    assert sum(p.numel() for p in vm.parameters()) - sum(p.numel() for p in narrow.parameters()) == 3 + 5

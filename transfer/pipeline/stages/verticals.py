@@ -26,6 +26,7 @@ from transfer.tracking import tags as T
 from transfer.tracking.runs import Tracker
 from transfer.training.consumer import ConsumerTarget
 from transfer.training.module import RankingModule
+from transfer.training.wide_start import start_at_regression
 from transfer.util import ranks
 
 
@@ -116,6 +117,7 @@ class _VerticalStage(Stage):
             L.seed_everything(vertical.seed, verbose=False)
             model = spec.build(data.log.inputs, vertical.config.sizes)
             module, batches = self._module_and_batches(model, target, tracker)
+            start_at_regression(model, batches, target.task_columns[0])  # a wide & deep VM starts at its regression
             loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed, order=self.recipe.trainer.order)
             fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
                          tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
