@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-baseline bench-teachers bench-knowledge bench-cycle bench-world bench-traffic lint clean
+.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-baseline bench-vm-start bench-teachers bench-knowledge bench-cycle bench-world bench-traffic lint clean
 
 setup: $(STAMP)
 
@@ -50,10 +50,14 @@ bench: setup
 bench-transfer: setup
 	$(BIN)/python benchmarks/transfer_ablation.py
 
-# How strong the no-transfer baseline is: a logistic regression on classic aggregates against the tuned
+# How strong the no-transfer baseline is: a logistic regression on classic features against the wide & deep
 # ablations' VMs and teacher, seed by seed (reads their committed CSVs; half a minute).
 bench-baseline: setup
 	$(BIN)/python benchmarks/strong_baseline.py
+
+# A VM started at the logistic regression on its raw features against a random start (MovieLens, 5 seeds, ~10 min).
+bench-vm-start: setup
+	$(BIN)/python benchmarks/vm_wide_start.py
 
 # Knowledge generation at 1M and 4M impressions: bounded memory, throughput vs a bare forward (~10 min).
 bench-knowledge: setup

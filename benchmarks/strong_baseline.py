@@ -1,7 +1,7 @@
 """How strong is the no-transfer baseline? A logistic regression on the classic CTR aggregates against
 the VMs (#15's "lift against a strong baseline").
 
-On each seed of the tuned ablations (MovieLens: the same seeded 80 % of the users as `make
+On each seed of the wide & deep VMs' ablations (MovieLens: the same seeded 80 % of the users as `make
 bench-transfer`, `data.users`; synthetic: the same benchmark world per seed), for each VM's slice: a
 logistic regression trained on the VM's own rows (its slice of the students' window) from six
 standard features —
@@ -11,8 +11,9 @@ standard features —
   `transfer.data.counters`): its count of earlier impressions (any user, any surface) and its click and
   conversion rates over them, smoothed, as log-odds.
 Every feature comes from strictly earlier timestamps. Scored on the eval window with the lift table's NE,
-and paired per seed with the baseline VM, the tuned vanilla-KD and combination VMs and the teacher of
-the tuned ablation's CSV (`transfer_ablation_{movielens,synthetic}_tuned.csv`; the eval rows must match,
+and paired per seed with the baseline VM, the vanilla-KD and combination VMs and the teacher of the
+ablation's CSV (`transfer_ablation_{movielens,synthetic}_wide.csv`: VMs started at their regression,
+`transfer.training.wide_start`; the eval rows must match,
 seed by seed): NE points (×100), positive = the regression is better, 95 % t-interval over seeds.
 
     python benchmarks/strong_baseline.py        # about half a minute; writes the section strong-baseline (`make bench-baseline`)
@@ -90,9 +91,9 @@ def synthetic_log(seed: int) -> pl.DataFrame:
 
 
 STUDIES = (
-    Study("movielens", "transfer_ablation_movielens_tuned.csv", (("weekday_night", "click"), ("weekday_night", "conversion")),
+    Study("movielens", "transfer_ablation_movielens_wide.csv", (("weekday_night", "click"), ("weekday_night", "conversion")),
           movielens_windows, movielens_log),
-    Study("synthetic", "transfer_ablation_synthetic_tuned.csv", (("ig_stories", "click"), ("fb_feed", "conversion")),
+    Study("synthetic", "transfer_ablation_synthetic_wide.csv", (("ig_stories", "click"), ("fb_feed", "conversion")),
           lambda: _windows(datetime.fromisoformat(BENCH.spec.start), BENCH.cutoff, BENCH.student, BENCH.validation, BENCH.eval),
           synthetic_log),
 )
@@ -159,8 +160,8 @@ def paired(regression: pl.DataFrame, ablation: pl.DataFrame) -> str:
     """Markdown: per slice, the regression's NE against each VM role of the ablation, paired per seed."""
     lines = ["| slice | eval positives per seed | regression NE (mean ± sd) | against | its NE | regression better by, NE points [95% CI] | verdict |",
              "|---|---|---|---|---|---|---|"]
-    references = {"baseline VM (no transfer)": ("baseline", "vanilla KD"), "vanilla-KD VM (tuned)": ("student", "vanilla KD"),
-                  "GEM's combination VM (tuned)": ("student", "aux KD + representation + sharing"), "teacher": ("teacher", "vanilla KD")}
+    references = {"baseline VM (no transfer)": ("baseline", "vanilla KD"), "vanilla-KD VM": ("student", "vanilla KD"),
+                  "GEM's combination VM": ("student", "aux KD + representation + sharing"), "teacher": ("teacher", "vanilla KD")}
     for slice_name, rows in regression.group_by("slice", maintain_order=True):
         positives = f"{rows['eval positives'].min():,}–{rows['eval positives'].max():,}"
         own = f"{rows['NE'].mean():.4f} ± {rows['NE'].std():.4f}"
@@ -190,7 +191,7 @@ def main() -> None:
         print(f"{study.name}\n{table}", flush=True)
         sections.append(f"**{study.name}** (VMs' NE per seed from `{study.ablation_csv}`; CSV `strong_baseline_{study.name}.csv`)\n\n{table}")
     write_section("strong-baseline", COMMAND, f"{len(SEEDS)} seeds; logistic regression on 6 classic features (the script's "
-                  "docstring), trained on each VM's own rows, against the tuned ablations' VMs and teacher on the same eval "
+                  "docstring), trained on each VM's own rows, against the ablations' VMs and teacher on the same eval "
                   "rows.\n\n" + "\n\n".join(sections))
 
 
