@@ -75,7 +75,9 @@ MLP_VM_SIZES = {
 def mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int], aggregates: bool = True,
            wide: bool = True) -> MLPVerticalModel:
     """An MLP vertical model: `dim`-wide embeddings, the last `history_length` events (pooled and, with
-    `aggregates`, summarised as past action rates, length and recency), MLP `hidden`."""
+    `aggregates`, summarised as past action rates, length and recency), MLP `hidden`; with `wide`, a
+    linear term on the dense features and raw aggregates into its logit (wide & deep), which training
+    starts at their logistic regression (`transfer.training.wide_start`)."""
     return MLPVerticalModel(
         n_categorical=inputs.n_categorical,
         n_dense=inputs.n_dense,
