@@ -40,6 +40,8 @@ class MLPVerticalModel(RankingModelBase):
         # wide & deep: a linear term on the dense features and the history's raw aggregates straight into the
         # logit, so the VM holds the logistic regression on them that a small slice can fit without overfitting
         self.wide = nn.Linear(n_dense + (n_actions + 2 if aggregates else 0), 1, bias=False) if wide else None
+        if self.wide is not None:
+            nn.init.zeros_(self.wide.weight)  # neutral until started: an unstarted VM still predicts its base rate
 
     def wide_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """What the wide term reads: the dense features and the raw history aggregates. → [B, D (+ A + 2)]"""

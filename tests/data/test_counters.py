@@ -103,6 +103,18 @@ def test_the_encoded_log_carries_the_counters_after_the_dense_columns(tmp_path, 
     np.testing.assert_allclose(data.log.dense[:, 1:].numpy(), direct.to_numpy(), rtol=1e-6)
 
 
+def test_a_null_key_is_one_key_value_and_internal_names_never_clash():
+    frame = pl.DataFrame({
+        "ts": [T0 + timedelta(seconds=s) for s in (0, 1, 2)],
+        "impressions": [None, "x", None],  # a key that shares a name the counters use inside
+        "click": [1.0, 0.0, 0.0],
+    })
+    got = counter_features(frame, ["impressions"], ["click"])
+    np.testing.assert_allclose(got["impressions.impressions"].to_numpy(), [0.0, 0.0, math.log(2)], rtol=1e-6)
+    prior = (1 + 1) / (2 + 2)  # before ts 2: 2 labelled, 1 positive, Laplace-smoothed
+    assert got["impressions.click_rate"][2] == pytest.approx(_logit((1 + PSEUDO_COUNTS * prior) / (1 + PSEUDO_COUNTS)), rel=1e-6)
+
+
 @pytest.mark.parametrize(("counters", "expected"), [
     (["price"], "counters.0: 'price' is not a key of this dataset; allowed: user_id, ad_id, ad_category, advertiser, country"),
     (["ad_id", "ad_id"], "counters.1: 'ad_id' is listed twice"),

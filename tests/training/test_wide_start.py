@@ -53,3 +53,15 @@ def test_a_model_without_a_wide_term_or_a_slice_with_one_class_is_left_as_it_was
     negatives = data.student_rows[data.log.labels[data.student_rows, 0] == 0]
     assert not start_at_regression(vm, WindowBatches(data.log, negatives, vm.history_length), 0)
     assert all(torch.equal(before[k], v) for k, v in vm.state_dict().items())
+
+
+def test_an_unstarted_wide_term_is_neutral(data):
+    vm = _vm(data)
+    batch = WindowBatches(data.log, data.student_rows, vm.history_length)[torch.arange(64)]
+    with torch.no_grad():
+        before = vm(batch).logits
+        vm.wide.weight.normal_()  # had it started random, the counters would move every logit
+        assert not torch.allclose(before, vm(batch).logits)
+        vm.wide.weight.zero_()
+        torch.testing.assert_close(before, vm(batch).logits)
+    assert torch.count_nonzero(_vm(data).wide.weight) == 0

@@ -8,7 +8,9 @@ instant never inform each other, as histories do not):
   rate strictly before the impression with `PSEUDO_COUNTS` pseudo-impressions (so a new key starts at
   the log's rate, and no rate is 0 or 1).
 Nothing after an impression's timestamp is used: a served model reads the same counters from a
-feature store at request time.
+feature store at request time. Like the histories, the counters take every label as known at its
+impression's timestamp (no label delay): on a log whose conversions arrive days later, they (and the
+eval NE of a model reading them) are as optimistic as that delay.
 """
 
 from __future__ import annotations
@@ -28,14 +30,15 @@ def counter_features(frame: pl.DataFrame, keys: list[str], tasks: list[str]) -> 
     labels), in `frame`'s row order and named by `counter_names`. → [N, len(keys) · (1 + T)] float32"""
     rows = frame.select("ts", *keys, *tasks).with_row_index("__row")
     prior = _earlier_sums(rows, [], tasks).select(
-        "ts", *[((pl.col(f"{t}.positives") + 1) / (pl.col(f"{t}.labelled") + 2)).alias(f"{t}.prior") for t in tasks])
+        "ts", *[((pl.col(f"__{t}.positives") + 1) / (pl.col(f"__{t}.labelled") + 2)).alias(f"__{t}.prior") for t in tasks])
     rows = rows.join(prior, on="ts", how="left")
     columns = []
     for key in keys:
         joined = rows.join(_earlier_sums(rows, [key], tasks), on=[key, "ts"], how="left", nulls_equal=True).sort("__row")
-        columns.append(joined["impressions"].cast(pl.Float64).log1p().alias(f"{key}.impressions"))
+        columns.append(joined["__impressions"].cast(pl.Float64).log1p().alias(f"{key}.impressions"))
         for task in tasks:
-            rate = (joined[f"{task}.positives"] + PSEUDO_COUNTS * joined[f"{task}.prior"]) / (joined[f"{task}.labelled"] + PSEUDO_COUNTS)
+            rate = ((joined[f"__{task}.positives"] + PSEUDO_COUNTS * joined[f"__{task}.prior"])
+                    / (joined[f"__{task}.labelled"] + PSEUDO_COUNTS))
             columns.append((rate / (1 - rate)).log().alias(f"{key}.{task}_rate"))
     return pl.DataFrame(columns).cast(pl.Float32)
 
@@ -44,12 +47,12 @@ def _earlier_sums(rows: pl.DataFrame, keys: list[str], tasks: list[str]) -> pl.D
     """Per (keys…, ts) instant: how many impressions of the same key value came strictly before it,
     and per task how many of those were labelled and positive."""
     group = [*keys, "ts"]
-    per_instant = rows.group_by(group).agg(
-        pl.len().alias("impressions"),
-        *[pl.col(t).is_not_null().sum().alias(f"{t}.labelled") for t in tasks],
-        *[pl.col(t).fill_null(0).sum().alias(f"{t}.positives") for t in tasks],
+    per_instant = rows.group_by(group).agg(  # "__" names: never a dataset's column
+        pl.len().alias("__impressions"),
+        *[pl.col(t).is_not_null().sum().alias(f"__{t}.labelled") for t in tasks],
+        *[pl.col(t).fill_null(0).sum().alias(f"__{t}.positives") for t in tasks],
     ).sort(group)
-    counts = ["impressions", *[f"{t}.{kind}" for t in tasks for kind in ("labelled", "positives")]]
+    counts = ["__impressions", *[f"__{t}.{kind}" for t in tasks for kind in ("labelled", "positives")]]
     earlier = [(pl.col(c).cum_sum() - pl.col(c)) for c in counts]
     if keys:
         earlier = [e.over(keys) for e in earlier]

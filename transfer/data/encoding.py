@@ -66,12 +66,12 @@ class EncodedLog:
 
 
 def encode(frame: pl.DataFrame, surfaces: list[str], tasks: list[str], categorical: list[str], dense: list[str], hash_buckets: int,
-           counters: list[str] = ()) -> pl.DataFrame:
+           counters: list[str] | None = None) -> pl.DataFrame:
     """Canonical log → encoded table (one row per impression, sorted by user and time). The dense
     columns are the dataset's own (signed log1p), then the running counters of `counters`' keys
     (`transfer.data.counters`)."""
     frame = frame.sort("user_id", "ts", "example_id").with_row_index("row")
-    counted = counter_features(frame, list(counters), tasks)  # [N, C] in the sorted order
+    counted = counter_features(frame, list(counters or []), tasks)  # [N, C] in the sorted order
     names = [*ID_FEATURES, *categorical]
     hashed = {f"cat_{i}": stable_hash(frame[name], name, hash_buckets) for i, name in enumerate(names)}
     positive_task = pl.max_horizontal(

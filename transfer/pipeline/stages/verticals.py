@@ -117,7 +117,8 @@ class _VerticalStage(Stage):
             L.seed_everything(vertical.seed, verbose=False)
             model = spec.build(data.log.inputs, vertical.config.sizes)
             module, batches = self._module_and_batches(model, target, tracker)
-            start_at_regression(model, batches, target.task_columns[0])  # a wide & deep VM starts at its regression
+            started = start_at_regression(model, batches, target.task_columns[0])  # a wide & deep VM starts at its regression
+            tracker.log_metrics({"wide_start": float(started)})
             loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed, order=self.recipe.trainer.order)
             fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
                          tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
