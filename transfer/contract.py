@@ -116,7 +116,8 @@ class RankingModel(Protocol):
     Optionally, a one-logit model (a VM) with a linear term on raw features beside its deep part
     (wide & deep) has `wide` (that `nn.Linear`, no bias, into the logit) and `wide_features(batch)`
     ([B, W], what it reads): training then starts it at the logistic regression on those features
-    (`transfer.training.wide_start`).
+    (`transfer.training.wide_start`). Every VM keeps its best epoch on the validation window, its
+    start counted as epoch 0 (`transfer.training.best_epoch`).
     """
 
     embedding_dim: int

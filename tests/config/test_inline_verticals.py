@@ -29,6 +29,7 @@ def test_an_inline_vm_trains_is_tracked_and_registers_like_a_catalog_one(tmp_pat
     assert client.get_run(run.data.tags["recipe_run_id"]).data.params["verticals.0.architecture"] == "mlp_xs"  # the recipe's declaration
     assert run.data.metrics["serving_params"] < 200_000
     assert run.data.metrics["wide_start"] == 1.0  # the wide & deep VM started at its regression before training
+    assert "best_epoch" not in run.data.metrics  # no validation window: it keeps its last epoch
 
     code, out, err = run_cli(capsys, "register", student["run_id"], "--alias", "candidate", "--tracking-uri", uri)
     assert code == 0, err

@@ -71,6 +71,9 @@ def test_quickstart_reports_each_lift_with_an_interval_and_its_verdict(tmp_path)
             # scored on the validation day too (for choosing knobs), a different slice from eval
             assert {"val_ne", "val_auc", "val_calibration", "val_recal_ne"} <= set(run.data.metrics)
             assert run.data.metrics["val_ne"] != run.data.metrics["eval_ne"]
+            # it kept its best epoch there, its start (the regression) counted as epoch 0: never worse than the start
+            assert run.data.metrics["best_epoch"] in range(0, 3)  # of the recipe's 2 epochs
+            assert run.data.metrics["val_ne"] <= run.data.metrics["val_ne_at_start"] + 1e-9
             assert run.data.tags["surface"] in ("ig_stories", "fb_feed")
         if run.data.tags["role"] == "student":
             assert run.data.tags["producer"] == "skeleton_tiny"

@@ -16,6 +16,7 @@ from transfer.data.prepare import PreparedData
 from transfer.evaluation.cost import forward_flops_per_example
 from transfer.evaluation.intervals import LiftInterval, lift_interval
 from transfer.evaluation.lift_table import Scores
+from transfer.evaluation.metrics import normalized_entropy
 from transfer.evaluation.serving import budget_status, measure, requests
 from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
@@ -24,6 +25,7 @@ from transfer.pipeline.stages.base import RunContext, Stage
 from transfer.pipeline.stages.producers import DomainFMStage, TeacherStage, Teaching
 from transfer.tracking import tags as T
 from transfer.tracking.runs import Tracker
+from transfer.training.best_epoch import KeepBestEpoch
 from transfer.training.consumer import ConsumerTarget
 from transfer.training.module import RankingModule
 from transfer.training.wide_start import start_at_regression
@@ -78,11 +80,19 @@ class Vertical:
         shift = ctx.recalibration(module, self.recalibration_rows(ctx.data), task)
         scores, logits = ctx.evaluate(module, self.eval_rows(ctx.data), task, shift)
         rows = self.validation_rows(ctx.data)
-        labels = ctx.labels(rows, task)
-        if not validation or len(rows) == 0 or labels.nansum() == 0 or labels.nansum() == (~labels.isnan()).sum():
+        if not validation or not _both_classes(ctx.labels(rows, task)):
             return scores, logits, {}
         validation, _ = ctx.evaluate(module, rows, task, shift)
         return scores, logits, {f"{T.VALIDATION}{name}": value for name, value in validation.as_dict().items()}
+
+    def best_epoch_keeper(self, ctx: RunContext, module: RankingModule) -> KeepBestEpoch | None:
+        """What keeps `module`'s best epoch by its raw NE on this VM's validation slice, scoring its
+        weights now as epoch 0; None when the slice cannot score it (no rows, or one class only)."""
+        task, rows = self.spec.task, self.validation_rows(ctx.data)
+        labels = ctx.labels(rows, task)
+        if not _both_classes(labels):
+            return None
+        return KeepBestEpoch(module, lambda: normalized_entropy(ctx.predict(module, rows, task), labels))
 
     def tags(self, role: str) -> dict[str, str]:
         return {T.ROLE: role, T.VERTICAL: self.spec.name, T.SURFACE: ",".join(self.spec.surfaces), T.TASK: self.spec.task}
@@ -120,8 +130,13 @@ class _VerticalStage(Stage):
             started = start_at_regression(model, batches, target.task_columns[0])  # a wide & deep VM starts at its regression
             tracker.log_metrics({"wide_start": float(started)})
             loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed, order=self.recipe.trainer.order)
-            fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
-                         tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}")
+            keeper = vertical.best_epoch_keeper(ctx, module)  # it keeps its best epoch on the validation slice, the start as epoch 0
+            start_ne = keeper.best_score if keeper is not None else None
+            trained_by = fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
+                                      tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}",
+                                      watchers=[keeper] if keeper is not None else None)
+            if keeper is not None and trained_by == run_id:
+                tracker.log_metrics({T.BEST_EPOCH: float(keeper.best_epoch), T.START_VAL_NE: start_ne})
             scores, logits, validation = vertical.evaluate(ctx, module)
             interval, gain = None, {}
             if baseline is not None:
@@ -209,6 +224,12 @@ class VanillaReferenceStage(StudentStage):
 
     kind: str = T.Role.VANILLA_KD
     role = T.Role.VANILLA_KD
+
+
+def _both_classes(labels: torch.Tensor) -> bool:
+    """Whether labels [n] (NaN where unlabelled) hold both a 0 and a 1: what NE needs to score."""
+    known = labels[~torch.isnan(labels)]
+    return bool(len(known)) and 0 < known.sum().item() < len(known)
 
 
 def slice_metrics(labels: torch.Tensor) -> dict[str, float]:
