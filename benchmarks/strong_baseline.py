@@ -12,9 +12,9 @@ standard features —
   conversion rates over them, smoothed, as log-odds.
 Every feature comes from strictly earlier timestamps. Scored on the eval window with the lift table's NE,
 and paired per seed with the baseline VM, the vanilla-KD and combination VMs and the teacher of the
-ablation's CSV (`transfer_ablation_{movielens,synthetic}_wide.csv`: VMs started at their regression,
-`transfer.training.wide_start`; the eval rows must match,
-seed by seed): NE points (×100), positive = the regression is better, 95 % t-interval over seeds.
+ablation's CSV (`transfer_ablation_{movielens,synthetic}_best_epoch.csv`: VMs started at their regression,
+`transfer.training.wide_start`, keeping their best epoch on the validation window, the start as epoch 0,
+`transfer.training.best_epoch`; the eval rows must match, seed by seed): NE points (×100), positive = the regression is better, 95 % t-interval over seeds.
 
     python benchmarks/strong_baseline.py        # about half a minute; writes the section strong-baseline (`make bench-baseline`)
 """
@@ -91,9 +91,9 @@ def synthetic_log(seed: int) -> pl.DataFrame:
 
 
 STUDIES = (
-    Study("movielens", "transfer_ablation_movielens_wide.csv", (("weekday_night", "click"), ("weekday_night", "conversion")),
+    Study("movielens", "transfer_ablation_movielens_best_epoch.csv", (("weekday_night", "click"), ("weekday_night", "conversion")),
           movielens_windows, movielens_log),
-    Study("synthetic", "transfer_ablation_synthetic_wide.csv", (("ig_stories", "click"), ("fb_feed", "conversion")),
+    Study("synthetic", "transfer_ablation_synthetic_best_epoch.csv", (("ig_stories", "click"), ("fb_feed", "conversion")),
           lambda: _windows(datetime.fromisoformat(BENCH.spec.start), BENCH.cutoff, BENCH.student, BENCH.validation, BENCH.eval),
           synthetic_log),
 )
