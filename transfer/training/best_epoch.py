@@ -40,7 +40,7 @@ class KeepBestEpoch(Callback):
         pl_module.load_state_dict(self.best_state)
 
     def state_dict(self) -> dict:
-        return {"best_epoch": self.best_epoch, "best_score": self.best_score, "best_state": self.best_state}
+        return {"epoch": self.best_epoch, "score": self.best_score, "weights": self.best_state}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.best_epoch, self.best_score, self.best_state = state_dict["best_epoch"], state_dict["best_score"], state_dict["best_state"]
+        self.best_epoch, self.best_score, self.best_state = state_dict["epoch"], state_dict["score"], state_dict["weights"]
