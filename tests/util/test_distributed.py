@@ -78,7 +78,10 @@ ALL_TECHNIQUES = {
 @pytest.fixture(scope="module")
 def recipe(tmp_path_factory, small_log):
     folder = tmp_path_factory.mktemp("ddp_recipe")
-    return write_recipe(folder, write_dataset(folder, small_log), name="two_ranks", **ALL_TECHNIQUES)
+    path = write_recipe(folder, write_dataset(folder, small_log), name="two_ranks", **ALL_TECHNIQUES)
+    # a validation day, so every VM keeps its best epoch there: the ranks must agree on which
+    path.write_text(path.read_text().replace("validation:\n    days: 0", "validation:\n    days: 1").replace("eval:\n    days: 2", "eval:\n    days: 1"))
+    return path
 
 
 def _lift(output_dir) -> pl.DataFrame:
@@ -89,6 +92,13 @@ def _lift(output_dir) -> pl.DataFrame:
 def _knowledge(output_dir) -> list:
     (folder,) = output_dir.glob("stages/knowledge-*")
     return sorted(folder.glob("*.parquet"))
+
+
+def _kept_epochs(output_dir) -> dict[str, float]:
+    """Each VM run's kept epoch (`best_epoch`), by run name."""
+    client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
+    found = client.search_runs([client.get_experiment_by_name("two_ranks").experiment_id])
+    return {r.info.run_name: r.data.metrics["best_epoch"] for r in found if "best_epoch" in r.data.metrics}
 
 
 @pytest.mark.slow
@@ -135,6 +145,8 @@ def test_a_recipe_on_two_processes_gives_the_single_process_results(recipe, tmp_
 
     names, statuses = runs(two)
     assert names == runs(one)[0]
+    kept_one, kept_two = _kept_epochs(one), _kept_epochs(two)
+    assert len(kept_one) >= 4 and kept_two == kept_one  # every VM kept the same epoch on two processes as on one
     assert statuses == {"FINISHED"}
     assert not list(two.rglob("*.tmp"))
 

@@ -15,6 +15,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from transfer.util import ranks
+
 
 def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in state.items()}
@@ -28,11 +30,15 @@ class KeepBestEpoch(Callback):
 
     def __init__(self, module: L.LightningModule, score: Callable[[], float]):
         self.score = score
-        self.best_epoch, self.best_score = 0, score()
+        self.best_epoch, self.best_score = 0, ranks.from_main(score())  # every process decides as rank 0 does
         self.best_state = _copy(module.state_dict())
 
+    @property
+    def state_key(self) -> str:
+        return "KeepBestEpoch"  # where its record sits in a checkpoint: fixed, so a rename cannot lose it
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        score = self.score()
+        score = trainer.strategy.broadcast(self.score(), src=0)
         if score < self.best_score:
             self.best_epoch, self.best_score, self.best_state = trainer.current_epoch + 1, score, _copy(pl_module.state_dict())
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from transfer.config.recipe import Recipe
 from transfer.data.batches import WindowBatches
@@ -47,13 +48,15 @@ class RunContext:
 
     def predict(self, module: RankingModule, rows: torch.Tensor, task: str) -> torch.Tensor:
         """`module`'s logits for `task` on `rows` ([n], of the eval window), in order. → [n]
-        Every process scores all of them (an eval slice is small), so each holds the same values."""
+        Every process scores all of them (an eval slice is small), so each holds the same values. The
+        module may be on an accelerator (scored during its training): the rows go to it, the logits come back."""
         batches = WindowBatches(self.data.log, rows, module.model.history_length)  # every row, whatever this process's rank
         column = module.tasks.index(task)
         was_training = module.training
         module.eval()
         with torch.no_grad():
-            logits = torch.cat([module(batches[index]).logits[:, column] for index in torch.arange(len(rows)).split(SCORING_BATCH)])
+            logits = torch.cat([module(move_data_to_device(batches[index], module.device)).logits[:, column].cpu()
+                                for index in torch.arange(len(rows)).split(SCORING_BATCH)])
         module.train(was_training)
         return logits
 
