@@ -1,15 +1,26 @@
-"""The paired bootstrap interval of lift and transfer ratio, against a hand computation."""
+"""The paired bootstrap interval of lift and transfer ratio (over rows and over users), the slice's
+minimum detectable lift and Fieller's interval over seeds, against hand computations and a simulation."""
 
 from __future__ import annotations
 
 import itertools
 import math
+import statistics
 
 import numpy as np
 import pytest
 import torch
 
-from transfer.evaluation.intervals import lift_interval, multinomial_weights, resampled_ne, seed_interval
+from transfer.evaluation.intervals import (
+    MIN_USERS,
+    cluster_weights,
+    fieller_interval,
+    lift_interval,
+    multinomial_weights,
+    resampled_ne,
+    resampling_units,
+    seed_interval,
+)
 from transfer.evaluation.metrics import NormalizedEntropy
 
 LABELS = [1.0, 0.0, 1.0, 0.0, 0.0]
@@ -124,3 +135,115 @@ def test_the_seed_interval_is_the_t_interval_computed_by_hand():
     # the effect detected with 80% power: (t(0.975, 4) + t(0.8, 4)) × sd / √n, t(0.8, 4) = 0.9409646
     assert found.minimum_detectable() == pytest.approx((2.7764451 + 0.9409646) * math.sqrt(2.5 / 5), rel=1e-6)
     assert math.isnan(seed_interval([2.0]).low)
+
+
+def _clustered_world(users: int, rows_per_user: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """A slice whose rows cluster by user: each user has a base logit, the baseline a per-user error,
+    and the student corrects half of that error for some users and doubles it for others, so the
+    student's gain over the baseline varies from user to user. → labels, baseline, student, teacher
+    logits [users · rows_per_user] and the users [n]."""
+    user = torch.arange(users).repeat_interleave(rows_per_user)
+    base = torch.randn(users, generator=generator)[user] * 0.8 - 2.0
+    truth = base + 0.3 * torch.randn(len(user), generator=generator)
+    error = torch.randn(users, generator=generator)[user] * 0.8
+    factor = torch.where(torch.rand(users, generator=generator) < 0.6, 0.5, 1.6)[user]
+    labels = torch.bernoulli(torch.sigmoid(truth), generator=generator)
+    return labels, truth + error, truth + error * factor, truth, user
+
+
+def _expected_ne(truth: torch.Tensor, logits: torch.Tensor) -> float:
+    """The population NE: expected log loss under the true probabilities over the entropy of their mean."""
+    p, q = torch.sigmoid(truth.double()), torch.sigmoid(logits.double())
+    loss = -(p * torch.log(q) + (1 - p) * torch.log(1 - q)).mean()
+    rate = p.mean()
+    return (loss / -(rate * torch.log(rate) + (1 - rate) * torch.log(1 - rate))).item()
+
+
+def test_a_bootstrap_over_users_covers_the_true_lift_where_one_over_rows_does_not():
+    """200 users × 50 rows, user-level effects (the issue's simulation): over 200 eval sets drawn
+    from the same world, the 95% interval over users holds the population's lift about 95% of the
+    time; the interval over rows, which ignores the clustering, far less often."""
+    generator = torch.Generator().manual_seed(0)
+    _, big_baseline, big_student, big_truth, _ = _clustered_world(40_000, 50, generator)  # the population
+    b, s = _expected_ne(big_truth, big_baseline), _expected_ne(big_truth, big_student)
+    true_lift = 100 * (b - s) / b
+    covered = {"users": 0, "rows": 0}
+    simulations = 200
+    for i in range(simulations):
+        labels, baseline, student, teacher, user = _clustered_world(200, 50, generator)
+        by_users = lift_interval(labels, baseline, student, teacher, resamples=200, seed=i, units=user)
+        by_rows = lift_interval(labels, baseline, student, teacher, resamples=200, seed=i)
+        covered["users"] += by_users.lift_low <= true_lift <= by_users.lift_high
+        covered["rows"] += by_rows.lift_low <= true_lift <= by_rows.lift_high
+        assert (by_users.units, by_users.unit, by_rows.units, by_rows.unit) == (200, "users", 10_000, "rows")
+    assert 0.90 <= covered["users"] / simulations <= 0.99
+    assert covered["rows"] / simulations < 0.75
+
+
+def test_cluster_weights_give_every_row_of_a_user_the_times_its_user_was_drawn():
+    units = torch.tensor([0, 0, 1, 2, 2, 2])
+    weights = cluster_weights(units, 50, torch.Generator().manual_seed(1))  # [50, 6]
+    assert weights.shape == (50, 6)
+    assert torch.equal(weights[:, 0], weights[:, 1]) and torch.equal(weights[:, 3], weights[:, 5])
+    assert torch.equal(weights[:, [0, 2, 3]].sum(dim=1), torch.full((50,), 3.0, dtype=torch.float64))  # 3 users drawn each time
+
+
+def test_a_slice_with_few_users_is_resampled_in_user_day_blocks():
+    day = 86_400
+    users = torch.tensor([7, 7, 7, 9, 9])
+    ts = torch.tensor([0, 10, day + 5, 3, 2 * day])
+    codes, unit = resampling_units(users, ts)
+    assert unit == "user-days"
+    assert codes[0] == codes[1] and len({codes[0].item(), codes[2].item(), codes[3].item(), codes[4].item()}) == 4
+    many = torch.arange(MIN_USERS).repeat_interleave(2)
+    codes, unit = resampling_units(many, torch.zeros_like(many))
+    assert unit == "users" and torch.equal(codes, many)
+
+
+def test_the_minimum_detectable_lift_is_the_baselines_own_noise_whatever_the_student():
+    """(z_0.975 + z_0.8) · √2 · sd(resampled NE_b) / mean(NE_b), in %: the same for a student equal to
+    its baseline (whose paired interval collapses to a point) and for a very different one."""
+    draws = list(itertools.product(range(5), repeat=5))
+    weights = torch.tensor([[d.count(i) for i in range(5)] for d in draws], dtype=torch.float64)
+    baseline_nes = [_hand_ne(d, BASELINE) for d in draws]
+    finite = [v for v in baseline_nes if not math.isnan(v)]
+    expected = 100 * (1.959964 + 0.841621) * math.sqrt(2) * statistics.stdev(finite) / statistics.mean(finite)
+    labels, baseline = torch.tensor(LABELS, dtype=torch.float64), torch.tensor(BASELINE, dtype=torch.float64)
+    same = lift_interval(labels, baseline, baseline.clone(), torch.tensor(TEACHER), weights=weights)
+    other = lift_interval(labels, baseline, torch.tensor(STUDENT), torch.tensor(TEACHER), weights=weights)
+    assert same.lift_low == same.lift_high == 0.0
+    assert same.mde_lift == pytest.approx(expected, rel=1e-5) and other.mde_lift == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_denominators_intervals_decide_whether_a_ratio_exists():
+    draws = list(itertools.product(range(5), repeat=5))
+    weights = torch.tensor([[d.count(i) for i in range(5)] for d in draws], dtype=torch.float64)
+    leads = [100 * (_hand_ne(d, BASELINE) - _hand_ne(d, TEACHER)) for d in draws]
+    found = lift_interval(*(torch.tensor(v, dtype=torch.float64) for v in (LABELS, BASELINE, STUDENT, TEACHER)), weights=weights)
+    low, high = np.nanquantile(leads, [0.025, 0.975])
+    assert (found.lead_low, found.lead_high) == (pytest_approx(low), pytest_approx(high))
+    assert found.ratio_defined == (low > 0)
+
+
+def test_fieller_with_a_constant_denominator_is_the_numerators_t_interval_scaled():
+    """With the same denominator on every seed, Var(ȳ) = 0 and Fieller's set is x̄/y ± t·se(x̄)/|y|."""
+    numerators = [1.0, 2.0, 4.0, 3.0]
+    found = fieller_interval(numerators, [2.0] * 4)
+    half = 3.182446 * statistics.stdev(numerators) / math.sqrt(4) / 2  # t_0.975 with 3 degrees of freedom
+    assert found.defined and found.ratio == pytest.approx(2.5 / 2)
+    assert (found.low, found.high) == (pytest.approx(1.25 - half, rel=1e-6), pytest.approx(1.25 + half, rel=1e-6))
+
+
+def test_fieller_bounds_solve_its_equation_and_an_unresolvable_denominator_is_undefined():
+    x, y = [0.9, 1.4, 0.7, 1.2, 1.0], [1.6, 2.1, 1.5, 2.3, 1.9]
+    found = fieller_interval(x, y)
+    n, mx, my = 5, statistics.mean(x), statistics.mean(y)
+    vx, vy = statistics.variance(x) / n, statistics.variance(y) / n
+    cxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / (n - 1) / n
+    t2 = 2.776445 ** 2  # t_0.975, 4 degrees of freedom
+    for theta in (found.low, found.high):
+        assert (mx - theta * my) ** 2 == pytest.approx(t2 * (vx - 2 * theta * cxy + theta * theta * vy), rel=1e-5)
+    assert found.low < mx / my < found.high
+    noisy = fieller_interval(x, [0.5, -0.6, 0.4, -0.3, 0.1])  # a denominator whose interval spans 0
+    assert not noisy.defined and noisy.cell() == "undefined: its denominator is not resolvable over the seeds"
+    assert fieller_interval([1.0], [1.0]).defined is False

@@ -17,12 +17,20 @@ def _scores(ne: float) -> Scores:
     return Scores(ne=ne, auc=0.6, calibration=1.0)
 
 
+RESOLVED = dict(lead_low=5.0, lead_high=15.0, vanilla_gain_low=1.0, vanilla_gain_high=3.0, mde_lift=5.72, units=4_000, unit="users")
+
+
+def _interval(positives: int = 2_000, **changes) -> LiftInterval:
+    """A student's interval whose teacher lead and vanilla-KD gain are resolvable unless `changes` say otherwise."""
+    return LiftInterval(-2.0, 6.0, -0.5, 1.5, positives, 1000, 0.1, 2.0, -1.0, 3.0, **(RESOLVED | changes))
+
+
 def _result(teacher: float, baseline: float, student: float, vanilla: float | None = None, positives: int = 2_000,
             interval: LiftInterval | None = None) -> VerticalResult:
     return VerticalResult(
         "ig_stories_click", "ig_stories", "click", "skeleton_tiny", _scores(teacher), _scores(baseline), _scores(student),
         vanilla=_scores(vanilla) if vanilla is not None else None,
-        interval=interval or LiftInterval(-2.0, 6.0, -0.5, 1.5, positives, 1000, 0.1, 2.0, -1.0, 3.0),
+        interval=interval or _interval(positives),
         run_ids={"teacher": "t-run", "baseline": "b-run", "student": "s-run", "vanilla_kd": "v-run"},
         eval_rows=40_000, eval_positives=positives,
     )
@@ -39,43 +47,64 @@ def test_a_healthy_vm_has_no_flags_and_every_row_its_slice_and_run():
     assert {role: row["run_id"] for role, row in rows.items()} == {"teacher": "t-run", "baseline": "b-run", "student": "s-run",
                                                                    "vanilla_kd": "v-run"}
     assert rows["student"]["transfer ratio"] == pytest.approx(0.5)  # (0.90 − 0.85) / (0.90 − 0.80)
+    assert rows["student"]["TR 95% CI"] == "[-0.500, 1.500]"
     assert rows["student"]["gain ratio"] == pytest.approx(2.5)  # 0.05 / 0.02
+    assert rows["student"]["resampled"] == "4,000 users"
 
 
-def test_the_minimum_detectable_lift_is_read_from_the_intervals_width():
-    """Width 8 points = 2 × 1.96 SE → SE 2.041; MDE at 95 %/80 % = (1.960 + 0.842) × 2.041 = 5.72."""
+def test_what_a_reader_looks_at_first_leads_the_table():
+    table = lift_table([_result(teacher=0.80, baseline=0.90, student=0.85)])
+    assert table.columns[:7] == ["model", "role", "slice", "NE", "lift %", "lift % 95% CI", "vs baseline"]
+
+
+def test_the_minimum_detectable_lift_is_the_slices_own_figure():
     rows = _rows(_result(teacher=0.80, baseline=0.90, student=0.85))
-    assert float(rows["student"]["MDE lift %"]) == pytest.approx(5.72, abs=0.01)
+    assert rows["student"]["MDE lift %"] == "5.72"
     assert rows["baseline"]["MDE lift %"] == ""
 
 
 def test_a_baseline_worse_than_the_base_rate_makes_every_lift_against_it_not_meaningful():
     """The bandit log of the issue: baseline NE 3.07, a student "60 % better" than it."""
-    rows = _rows(_result(teacher=1.10, baseline=3.07, student=1.21))
+    rows = _rows(_result(teacher=1.10, baseline=3.07, student=1.21, vanilla=1.5))
     assert "NE > 1: worse than predicting the base rate" in rows["baseline"]["flags"]
-    assert "lift not meaningful: baseline NE > 1" in rows["student"]["flags"]
+    for role in ("teacher", "vanilla_kd", "student"):
+        assert "lift not meaningful: baseline NE > 1" in rows[role]["flags"]
     student_flags = rows["student"]["flags"].split("; ")
     assert "NE > 1: worse than predicting the base rate" in student_flags and "transfer ratio not meaningful: teacher NE > 1" in student_flags
     assert rows["student"]["lift %"] == pytest.approx(100 * (3.07 - 1.21) / 3.07)  # shown, but marked
 
 
-def test_a_teacher_no_better_than_the_baseline_leaves_the_transfer_ratio_undefined():
-    """A teacher worse than the baseline would flip the ratio's sign (+1.27 for a worse student)."""
-    rows = _rows(_result(teacher=0.95, baseline=0.90, student=0.96))
+def test_a_teacher_lead_that_is_not_resolvable_leaves_the_transfer_ratio_undefined():
+    """The teacher is ahead at its point value (0.80 < 0.90), but its lead's interval spans 0: no ratio, no interval."""
+    rows = _rows(_result(teacher=0.80, baseline=0.90, student=0.85, interval=_interval(lead_low=-1.0, lead_high=3.0)))
     student = rows["student"]
-    assert math.isnan(student["transfer ratio"]) and student["TR 95% CI"] == ""
-    assert "transfer ratio undefined: the teacher is no better than the baseline" in student["flags"]
-    assert student["lift % 95% CI"] != ""  # the lift itself is still defined
+    assert student["transfer ratio"] is None and student["TR 95% CI"] == ""
+    assert "transfer ratio undefined: the teacher's lead over the baseline is not resolvable ([-1.00, 3.00] NE points)" in student["flags"]
+    assert student["lift % 95% CI"] == "[-2.00, 6.00]"  # the lift itself is still defined
 
 
-def test_a_vanilla_reference_that_gains_nothing_leaves_the_gain_ratio_undefined():
-    rows = _rows(_result(teacher=0.80, baseline=0.90, student=0.85, vanilla=0.91))
+def test_a_teacher_resolvably_worse_than_the_baseline_leaves_the_transfer_ratio_undefined():
+    rows = _rows(_result(teacher=0.95, baseline=0.90, student=0.96, interval=_interval(lead_low=-8.0, lead_high=-2.0)))
+    assert rows["student"]["transfer ratio"] is None
+    assert "transfer ratio undefined: the teacher's lead over the baseline is negative ([-8.00, -2.00] NE points)" in rows["student"]["flags"]
+
+
+def test_a_run_logged_before_the_leads_were_measured_has_no_ratio():
+    rows = _rows(_result(teacher=0.80, baseline=0.90, student=0.85, interval=_interval(lead_low=math.nan, lead_high=math.nan)))
+    assert rows["student"]["transfer ratio"] is None
+    assert "transfer ratio undefined: the teacher's lead over the baseline was not measured" in rows["student"]["flags"]
+
+
+def test_a_vanilla_gain_that_is_not_resolvable_leaves_the_gain_ratio_undefined():
+    """The issue's 4.07× on a vanilla-KD gain of 0.02 NE points: not a ratio."""
+    rows = _rows(_result(teacher=0.80, baseline=0.90, student=0.85, vanilla=0.8998,
+                         interval=_interval(vanilla_gain_low=-0.3, vanilla_gain_high=0.34)))
     student = rows["student"]
-    assert math.isnan(student["gain ratio"]) and student["GR 95% CI"] == ""
-    assert "gain ratio undefined: vanilla KD is no better than the baseline" in student["flags"]
+    assert student["gain ratio"] is None and student["GR 95% CI"] == ""
+    assert "gain ratio undefined: vanilla KD's gain over the baseline is not resolvable ([-0.30, 0.34] NE points)" in student["flags"]
 
 
-def test_a_slice_with_few_positives_is_flagged_on_the_student():
-    rows = _rows(_result(teacher=0.80, baseline=0.90, student=0.85, positives=27))
-    assert f"few eval positives (27 < {FEW_EVAL_POSITIVES})" in rows["student"]["flags"]
-    assert rows["baseline"]["flags"] == ""
+def test_a_slice_with_few_positives_is_flagged_on_every_row():
+    rows = _rows(_result(teacher=0.80, baseline=0.90, student=0.85, vanilla=0.88, positives=27))
+    for role in ("teacher", "baseline", "vanilla_kd", "student"):
+        assert f"few eval positives (27 < {FEW_EVAL_POSITIVES})" in rows[role]["flags"]

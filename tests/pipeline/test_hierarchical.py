@@ -55,7 +55,7 @@ def test_hierarchical_recipe_runs_stages_in_order_with_lineage(tmp_path, small_l
         assert run.data.tags["producer"] == f"dfm_tiny:{domain}"
         assert by_id[run.data.tags["producer_run_id"]].data.tags["domain"] == domain
         assert run.data.tags["techniques"] == "aux_kd,representation_cosine,sharing_frozen,adapter"
-        assert {"eval_ne", "lift_pct", "transfer_ratio"} <= set(run.data.metrics)
+        assert {"eval_ne", "lift_pct", "teacher_lead_ci_low", "mde_lift_pct"} <= set(run.data.metrics)
         metrics = run.data.metrics  # the adapter was fit on the last day's labelled rows before the VM trained
         assert metrics["adapter_fit_rows"] > 0 and metrics["adapter_corrected_rows"] >= metrics["adapter_fit_rows"]
         assert metrics["adapter_fit_bce_after"] < metrics["adapter_fit_bce_before"]

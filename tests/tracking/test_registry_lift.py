@@ -5,7 +5,6 @@ MLflow API from its pickle-free torch.export graph, scoring the eval window as t
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -106,7 +105,10 @@ def test_register_records_lineage_and_the_model_loads_back_scoring_identically(t
     assert tags["knowledge_cutoff"] == run.data.tags["knowledge_cutoff"] and "staleness_days" in tags
     assert tags["techniques"] == "vanilla_kd"
     assert float(tags["lift_pct"]) == pytest.approx(run.data.metrics["lift_pct"], rel=1e-5)
-    assert float(tags["transfer_ratio"]) == pytest.approx(run.data.metrics["transfer_ratio"], rel=1e-5, nan_ok=True)  # NaN: teacher no better
+    if run.data.metrics["teacher_lead_ci_low"] > 0:  # a transfer ratio exists only where the teacher's lead is resolvable
+        assert float(tags["transfer_ratio"]) == pytest.approx(run.data.metrics["transfer_ratio"], rel=1e-5)
+    else:
+        assert "transfer_ratio" not in tags and "transfer_ratio" not in run.data.metrics
 
     # the model is a torch.export graph ("pt2"), no pickle: it loads with pickle deserialization refused;
     # its signature names its input tensors, in order
@@ -154,7 +156,10 @@ def test_lift_is_built_from_the_store_with_recipe_runs_side_by_side(tracked, cap
         run = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe=row["recipe"])
         assert row["NE"] == pytest.approx(run.data.metrics["eval_ne"], rel=1e-9)
         assert row["lift %"] == pytest.approx(run.data.metrics["lift_pct"], rel=1e-6)
-        assert row["transfer ratio"] == pytest.approx(run.data.metrics["transfer_ratio"], rel=1e-6, nan_ok=True)
+        if "transfer_ratio" in run.data.metrics:
+            assert row["transfer ratio"] == pytest.approx(run.data.metrics["transfer_ratio"], rel=1e-6)
+        else:  # the teacher's lead is not resolvable on this small log: no ratio, and the row says why
+            assert row["transfer ratio"] is None and "transfer ratio " in row["flags"]
     baselines = table.filter(pl.col("role") == "baseline")
     assert baselines["lift %"].to_list() == [0.0, 0.0]
     assert (tmp_path / "lift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -211,10 +216,12 @@ def test_a_vanilla_reference_gives_the_student_a_gain_ratio_with_its_interval_in
     rows = {row["role"]: row for row in run_table.iter_rows(named=True)}
     assert set(rows) == {"teacher", "baseline", "vanilla_kd", "student"}
     student, vanilla, baseline = rows["student"], rows["vanilla_kd"], rows["baseline"]
-    if vanilla["NE"] < baseline["NE"]:
+    student_metrics = _one(tracked["runs"], role="student", recipe="aux").data.metrics
+    resolvable = student_metrics["vanilla_gain_ci_low"] > 0  # vanilla KD's gain over the baseline, its interval above 0
+    if resolvable:
         assert student["gain ratio"] == pytest.approx((baseline["NE"] - student["NE"]) / (baseline["NE"] - vanilla["NE"]), rel=1e-9)
-    else:  # vanilla KD gained nothing on this small log: the ratio is undefined, and says so
-        assert math.isnan(student["gain ratio"]) and not student["GR 95% CI"] and "gain ratio undefined" in student["flags"]
+    else:  # vanilla KD's gain is not resolvable on this small log: the ratio is undefined, and says so
+        assert student["gain ratio"] is None and not student["GR 95% CI"] and "gain ratio undefined" in student["flags"]
     assert vanilla["gain ratio"] is None  # a gain ratio is the student's, over this reference
     assert vanilla["vs baseline"] in ("better", "worse", "not distinguishable")  # the reference has its own interval
 
@@ -223,7 +230,7 @@ def test_a_vanilla_reference_gives_the_student_a_gain_ratio_with_its_interval_in
     assert student_run.data.tags["vanilla_kd_run_id"] == vanilla_run.info.run_id
     assert vanilla_run.data.tags["techniques"] == "vanilla_kd" and vanilla_run.data.tags["producer_run_id"] == student_run.data.tags["producer_run_id"]
     metrics = student_run.data.metrics
-    shown = f"[{metrics['gain_ratio_ci_low']:.2f}, {metrics['gain_ratio_ci_high']:.2f}]" if vanilla["NE"] < baseline["NE"] else None
+    shown = f"[{metrics['gain_ratio_ci_low']:.2f}, {metrics['gain_ratio_ci_high']:.2f}]" if resolvable else None
     assert (student["GR 95% CI"] or None) == shown
     low, high = metrics["ne_points_over_vanilla_ci_low"], metrics["ne_points_over_vanilla_ci_high"]
     assert low < high and student["vs vanilla KD"] == ("better" if low > 0 else "worse" if high < 0 else "not distinguishable")

@@ -59,6 +59,11 @@ class EncodedLog:
         lo, hi = int(start.timestamp()), int(end.timestamp())
         return torch.nonzero((self.ts >= lo) & (self.ts < hi)).squeeze(1)
 
+    def users(self, rows: torch.Tensor) -> torch.Tensor:
+        """Which user each of `rows` belongs to: one int64 id per user (its first row in the log, so
+        two users never share one, unlike hashed ids). rows: [n] → [n]"""
+        return self.hist_start[rows]
+
     def surface_rows(self, rows: torch.Tensor, surfaces: str | tuple[str, ...]) -> torch.Tensor:
         """The subset of `rows` shown on `surfaces` (one name or several). → [m] int64"""
         wanted = torch.tensor([self.surfaces.index(s) for s in ([surfaces] if isinstance(surfaces, str) else surfaces)])

@@ -1,10 +1,16 @@
-"""95% intervals for a VM's lift, transfer ratio and gain ratio: a paired bootstrap over eval examples.
+"""95% intervals for a VM's lift, transfer ratio and gain ratio: a paired bootstrap over eval users.
 
 The student, its no-transfer baseline, the teacher (and, where one was trained, the VM's vanilla-KD
-student) are scored on the same eval rows; each resample draws the rows with replacement (the same
-draw for every model), recomputes every
-model's NE on it, and so the lift's spread includes the eval set's own noise — which, on a slice
-with few positives, is most of it. The interval is the resamples' 2.5th–97.5th percentiles.
+student) are scored on the same eval rows. Rows are not independent: one user's rows share that user's
+taste, so a model's gain over another clusters by user. Each resample therefore draws the slice's
+*users* with replacement (every row of a drawn user comes along, the same draw for every model) —
+or, on a slice with fewer than `MIN_USERS` users, user × day blocks — recomputes every model's NE on
+it, and so the lift's spread holds the eval set's own noise at the level it varies. The interval is
+the resamples' 2.5th–97.5th percentiles.
+
+A ratio (transfer ratio, gain ratio) is only reported where its denominator is resolvable: the
+teacher's lead over the baseline (vanilla KD's gain) has an interval above 0. Elsewhere the ratio is
+undefined, whatever its point value, and its interval is not shown.
 """
 
 from __future__ import annotations
@@ -18,13 +24,18 @@ import torch.nn.functional as F
 
 RESAMPLES = 1000
 LEVEL = 0.95
+POWER = 0.8  # the power the minimum detectable lift is quoted at
+MIN_USERS = 50  # a slice with fewer users is resampled in user × day blocks
 _CHUNK = 100  # resamples per batch of work: [chunk, n] weights at a time
+_DAY = 86_400
 
 
 @dataclass(frozen=True)
 class LiftInterval:
     """The bootstrap interval of a student's lift % and transfer ratio over its baseline and, against
-    the VM's vanilla-KD student, of its gain ratio and of its NE gain over vanilla KD (NaN without one)."""
+    the VM's vanilla-KD student, of its gain ratio and of its NE gain over vanilla KD (NaN without one);
+    with the denominators' own intervals (in NE points), which decide whether a ratio exists, the
+    slice's minimum detectable lift, and the units resampled."""
 
     lift_low: float
     lift_high: float
@@ -36,18 +47,46 @@ class LiftInterval:
     gain_high: float = math.nan
     over_vanilla_low: float = math.nan  # 100 · (NE_vanilla − NE_s), NE points the student gains over vanilla KD
     over_vanilla_high: float = math.nan
+    lead_low: float = math.nan  # 100 · (NE_b − NE_teacher): the teacher's lead, the transfer ratio's denominator
+    lead_high: float = math.nan
+    vanilla_gain_low: float = math.nan  # 100 · (NE_b − NE_vanilla): vanilla KD's gain, the gain ratio's denominator
+    vanilla_gain_high: float = math.nan
+    mde_lift: float = math.nan  # the slice's minimum detectable lift % (see `minimum_detectable_lift`)
+    units: int = 0  # how many units each resample draws
+    unit: str = "rows"  # what they are: "users", "user-days" or "rows"
 
     @property
     def verdict(self) -> str:
         """"better" / "worse" when the lift's interval excludes 0, else "not distinguishable"."""
         return _verdict(self.lift_low, self.lift_high)
 
-    def minimum_detectable_lift(self, power: float = 0.8) -> float:
-        """The smallest true lift % this eval slice detects with `power` at the 95% level (two-sided):
-        (z_0.975 + z_power) × the lift's standard error, read from the interval's width (2 × 1.96 SE)."""
-        z = NormalDist().inv_cdf
-        level = z(1 - (1 - LEVEL) / 2)
-        return (level + z(power)) * (self.lift_high - self.lift_low) / (2 * level)
+    @property
+    def ratio_defined(self) -> bool:
+        """Whether the transfer ratio exists: the teacher's lead over the baseline is resolvably above 0."""
+        return self.lead_low > 0
+
+    @property
+    def gain_defined(self) -> bool:
+        """Whether the gain ratio exists: vanilla KD's gain over the baseline is resolvably above 0."""
+        return self.vanilla_gain_low > 0
+
+    def ratio_reason(self) -> str:
+        """Why the transfer ratio is undefined ("" when it is defined)."""
+        return "" if self.ratio_defined else _undefined("the teacher's lead over the baseline", self.lead_low, self.lead_high)
+
+    def gain_reason(self) -> str:
+        """Why the gain ratio is undefined ("" when it is defined or there is no vanilla-KD reference)."""
+        if self.gain_defined or math.isnan(self.over_vanilla_low):
+            return ""
+        return _undefined("vanilla KD's gain over the baseline", self.vanilla_gain_low, self.vanilla_gain_high)
+
+    def minimum_detectable_lift(self) -> float:
+        """The smallest true lift % this eval slice detects with 80% power at the 95% level (two-sided),
+        a property of the slice: (z_0.975 + z_0.8) × √2 × the bootstrap standard error of the
+        baseline's NE over its users, as % of that NE — the noise of comparing two unrelated models on
+        these users and positives. A paired comparison of a student with its own baseline usually
+        resolves less (their errors cancel); this is what the slice promises any comparison."""
+        return self.mde_lift
 
     @property
     def vanilla_verdict(self) -> str:
@@ -59,6 +98,14 @@ def _verdict(low: float, high: float) -> str:
     if low > 0:
         return "better"
     return "worse" if high < 0 else "not distinguishable"
+
+
+def _undefined(denominator: str, low: float, high: float) -> str:
+    if math.isnan(low):
+        return f"undefined: {denominator} was not measured"
+    if high < 0:
+        return f"undefined: {denominator} is negative ([{low:.2f}, {high:.2f}] NE points)"
+    return f"undefined: {denominator} is not resolvable ([{low:.2f}, {high:.2f}] NE points)"
 
 
 def resampled_ne(labels: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -79,37 +126,72 @@ def multinomial_weights(n: int, resamples: int, generator: torch.Generator) -> t
     return weights.scatter_add_(1, draws, torch.ones_like(draws, dtype=torch.float64))
 
 
+def cluster_weights(units: torch.Tensor, resamples: int, generator: torch.Generator) -> torch.Tensor:
+    """[resamples, n] row weights of `resamples` draws of the K units with replacement: each row
+    weighs as often as its unit was drawn. units: [n] int64 codes in 0..K-1 (`resampling_units`)."""
+    k = int(units.max().item()) + 1
+    return multinomial_weights(k, resamples, generator)[:, units]
+
+
+def resampling_units(users: torch.Tensor, ts: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+    """The units a slice's bootstrap draws: its users, or, with fewer than `MIN_USERS` of them (and
+    times given), user × day blocks. users: [n] any int64 id per row; ts: [n] seconds since epoch.
+    → (codes [n] in 0..K-1, "users" / "user-days")."""
+    _, codes = torch.unique(users, return_inverse=True)
+    if ts is None or int(codes.max().item()) + 1 >= MIN_USERS:
+        return codes, "users"
+    _, blocks = torch.unique(torch.stack([codes, ts // _DAY]), dim=1, return_inverse=True)
+    return blocks, "user-days"
+
+
 def lift_interval(labels: torch.Tensor, baseline: torch.Tensor, student: torch.Tensor, teacher: torch.Tensor,
                   resamples: int = RESAMPLES, seed: int = 0, weights: torch.Tensor | None = None,
-                  vanilla: torch.Tensor | None = None) -> LiftInterval:
+                  vanilla: torch.Tensor | None = None, units: torch.Tensor | None = None, unit: str = "users") -> LiftInterval:
     """The paired bootstrap interval of lift % (student over baseline), transfer ratio (share of the
     teacher's gain) and, given the VM's `vanilla`-KD student, gain ratio and NE gain over it. labels
-    and each model's logits: [n], the same eval rows. `weights` [R, n] replaces the random draws (for
-    an exact enumeration in tests); the same seed, the same interval."""
+    and each model's logits: [n], the same eval rows; `units` [n] (`resampling_units`) the clusters
+    drawn, named `unit` (None: rows, an independent-rows bootstrap). `weights` [R, n] replaces the
+    random draws (for an exact enumeration in tests); the same seed, the same interval."""
     known = ~torch.isnan(labels)
     models = {"baseline": baseline, "student": student, "teacher": teacher} | ({"vanilla": vanilla} if vanilla is not None else {})
     labels, models = labels[known], {name: logits[known] for name, logits in models.items()}
+    if units is not None:
+        _, units = torch.unique(units[known], return_inverse=True)
     draws: dict[str, list[torch.Tensor]] = {}
-    chunks = [weights] if weights is not None else _random_chunks(len(labels), resamples, seed)
+    chunks = [weights] if weights is not None else _random_chunks(len(labels), resamples, seed, units)
     for w in chunks:
         ne = {name: resampled_ne(labels, logits, w) for name, logits in models.items()}
         for name, value in _statistics(ne).items():
             draws.setdefault(name, []).append(value)
-    bounds = {name: _percentiles(torch.cat(values)) for name, values in draws.items()}
+    values = {name: torch.cat(chunks_) for name, chunks_ in draws.items()}
+    bounds = {name: _percentiles(v) for name, v in values.items() if name != "baseline_ne"}
     nan = (math.nan, math.nan)
-    gain, over = bounds.get("gain", nan), bounds.get("over_vanilla", nan)
-    return LiftInterval(*bounds["lift"], *bounds["ratio"], int(labels.sum().item()), len(torch.cat(draws["lift"])),
-                        gain_low=gain[0], gain_high=gain[1], over_vanilla_low=over[0], over_vanilla_high=over[1])
+    n_units = len(labels) if units is None else int(units.max().item()) + 1
+    return LiftInterval(*bounds["lift"], *bounds["ratio"], int(labels.sum().item()), len(values["lift"]),
+                        *bounds.get("gain", nan), *bounds.get("over_vanilla", nan), *bounds["lead"], *bounds.get("vanilla_gain", nan),
+                        mde_lift=_minimum_detectable_lift(values["baseline_ne"]), units=n_units,
+                        unit="rows" if units is None else unit)
 
 
 def _statistics(ne: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each resample's lift %, transfer ratio and (with a vanilla-KD student) gain ratio and NE points
-    over vanilla KD, from the models' resampled NE ([R] each); a ratio over a zero gap is NaN."""
+    """Each resample's lift %, transfer ratio, the teacher's lead (NE points) and the baseline's NE,
+    and (with a vanilla-KD student) gain ratio, NE points over vanilla KD and vanilla KD's gain, from
+    the models' resampled NE ([R] each); a ratio over a zero gap is NaN."""
     b, s = ne["baseline"], ne["student"]
-    stats = {"lift": 100 * (b - s) / b, "ratio": _ratio(b - s, b - ne["teacher"])}
+    stats = {"lift": 100 * (b - s) / b, "ratio": _ratio(b - s, b - ne["teacher"]), "lead": 100 * (b - ne["teacher"]), "baseline_ne": b}
     if "vanilla" in ne:
-        stats |= {"gain": _ratio(b - s, b - ne["vanilla"]), "over_vanilla": 100 * (ne["vanilla"] - s)}
+        stats |= {"gain": _ratio(b - s, b - ne["vanilla"]), "over_vanilla": 100 * (ne["vanilla"] - s),
+                  "vanilla_gain": 100 * (b - ne["vanilla"])}
     return stats
+
+
+def _minimum_detectable_lift(baseline_ne: torch.Tensor) -> float:
+    """(z_0.975 + z_0.8) × √2 × sd(NE_b) / NE_b, in %: the slice's minimum detectable lift. baseline_ne: [R] resampled."""
+    finite = baseline_ne[torch.isfinite(baseline_ne)]
+    if len(finite) < 2:
+        return math.nan
+    z = NormalDist().inv_cdf
+    return 100 * (z(1 - (1 - LEVEL) / 2) + z(POWER)) * math.sqrt(2) * finite.std().item() / finite.mean().item()
 
 
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
@@ -123,10 +205,11 @@ def _percentiles(values: torch.Tensor) -> tuple[float, float]:
     return low, high
 
 
-def _random_chunks(n: int, resamples: int, seed: int):
+def _random_chunks(n: int, resamples: int, seed: int, units: torch.Tensor | None):
     generator = torch.Generator().manual_seed(seed)
     for start in range(0, resamples, _CHUNK):
-        yield multinomial_weights(n, min(_CHUNK, resamples - start), generator)
+        size = min(_CHUNK, resamples - start)
+        yield multinomial_weights(n, size, generator) if units is None else cluster_weights(units, size, generator)
 
 
 @dataclass(frozen=True)
@@ -164,3 +247,48 @@ def seed_interval(values: list[float]) -> SeedInterval:
     error = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) / math.sqrt(n)
     half = float(t.ppf(1 - (1 - LEVEL) / 2, n - 1)) * error
     return SeedInterval(mean, mean - half, mean + half, n, error)
+
+
+@dataclass(frozen=True)
+class RatioInterval:
+    """A ratio of two means over seeds (e.g. the transfer ratio: mean student gain over mean teacher
+    lead) with its 95% Fieller interval. `low`/`high` are ±inf where the interval is unbounded; a
+    ratio whose denominator is not resolvable over the seeds is undefined (`defined` False)."""
+
+    ratio: float
+    low: float
+    high: float
+    seeds: int
+    defined: bool
+
+    def cell(self, digits: int = 2) -> str:
+        """"0.93 [0.84, 1.02]", or "undefined: …" when the denominator is not resolvable."""
+        if not self.defined:
+            return "undefined: its denominator is not resolvable over the seeds"
+        return f"{self.ratio:.{digits}f} [{_bound(self.low, digits)}, {_bound(self.high, digits)}]"
+
+
+def _bound(value: float, digits: int) -> str:
+    return ("−∞" if value < 0 else "+∞") if math.isinf(value) else f"{value:.{digits}f}"
+
+
+def fieller_interval(numerators: list[float], denominators: list[float]) -> RatioInterval:
+    """The ratio of the means of paired per-seed `numerators` and `denominators` with its 95% Fieller
+    interval (t quantile, n − 1 degrees of freedom): the θ with (x̄ − θȳ)² ≤ t² Var(x̄ − θȳ). It is a
+    bounded interval exactly when ȳ is resolvable (ȳ² / Var(ȳ) > t²); otherwise the ratio is undefined."""
+    from scipy.stats import t
+
+    n = len(numerators)
+    if n != len(denominators) or n < 2:
+        return RatioInterval(math.nan, math.nan, math.nan, n, False)
+    x, y = torch.tensor(numerators, dtype=torch.float64), torch.tensor(denominators, dtype=torch.float64)
+    mx, my = x.mean().item(), y.mean().item()
+    vx, vy = x.var().item() / n, y.var().item() / n  # variances of the means
+    cxy = ((x - mx) * (y - my)).sum().item() / (n - 1) / n
+    q = float(t.ppf(1 - (1 - LEVEL) / 2, n - 1)) ** 2
+    a, b, c = my * my - q * vy, -2 * (mx * my - q * cxy), mx * mx - q * vx
+    ratio = mx / my if my != 0 else math.nan
+    if a <= 0:  # the denominator is not resolvable: the set is unbounded
+        return RatioInterval(ratio, -math.inf, math.inf, n, False)
+    half = math.sqrt(max(b * b - 4 * a * c, 0.0))
+    return RatioInterval(ratio, (-b - half) / (2 * a), (-b + half) / (2 * a), n, True)

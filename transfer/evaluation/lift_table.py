@@ -67,10 +67,26 @@ class VerticalResult:
     def interval_of(self, role: str) -> LiftInterval | None:
         return {"student": self.interval, VANILLA_ROLE: self.vanilla_interval}.get(role)
 
+    def lead(self) -> LiftInterval | None:
+        """The interval that carries the teacher's lead over the baseline on this slice (the student's,
+        else the vanilla-KD reference's; None for runs logged without one)."""
+        return self.interval or self.vanilla_interval
+
+    def ratio_defined(self) -> bool:
+        """Whether this VM's transfer ratios exist: the teacher's lead over its baseline is resolvable."""
+        lead = self.lead()
+        return lead is not None and lead.ratio_defined
+
+    def transfer_ratio(self, role: str, scores: Scores) -> float | None:
+        """A row's transfer ratio: None on the teacher's own row, and wherever the teacher's lead is not resolvable."""
+        if role == "teacher" or not self.ratio_defined():
+            return None
+        return transfer_ratio(self.baseline.ne, scores.ne, self.teacher.ne)
+
     def gain_ratio(self, role: str, scores: Scores) -> float | None:
-        """The student's gain ratio over the vanilla-KD reference (None for other rows or without one;
-        NaN, i.e. undefined, when vanilla KD gains nothing over the baseline)."""
-        if role != "student" or self.vanilla is None:
+        """The student's gain ratio over the vanilla-KD reference: None for other rows, without one,
+        and where vanilla KD's gain over the baseline is not resolvable (undefined)."""
+        if role != "student" or self.vanilla is None or self.interval is None or not self.interval.gain_defined:
             return None
         return transfer_ratio(self.baseline.ne, scores.ne, self.vanilla.ne)  # the same ratio, vanilla KD in the teacher's place
 
@@ -81,28 +97,27 @@ class VerticalResult:
         return self.interval.positives if self.interval is not None else None
 
     def flags(self, role: str, scores: Scores) -> list[str]:
-        """What makes a row's numbers unreliable, in words (empty when nothing does): a model worse
-        than predicting the eval base rate (NE > 1); a lift or transfer ratio against such a
-        baseline or teacher; a transfer or gain ratio whose reference gains nothing (undefined); an
-        eval slice with fewer than FEW_EVAL_POSITIVES positives."""
+        """What makes a row's numbers unreliable, in words (empty when nothing does), computed the same
+        way for every role: a model worse than predicting the eval base rate (NE > 1); a lift or
+        transfer ratio against such a baseline or teacher; a transfer or gain ratio whose denominator
+        is not resolvable (undefined, with its interval); an eval slice with fewer than
+        FEW_EVAL_POSITIVES positives."""
         flags = []
         if not math.isfinite(scores.ne):
             flags.append("NE undefined (the slice lacks positives or negatives)")
         elif scores.ne > 1:
             flags.append("NE > 1: worse than predicting the base rate")
-        if role == "baseline":
-            return flags
-        if role != "teacher" and self.baseline.ne > 1:
+        if role != "baseline" and self.baseline.ne > 1:
             flags.append("lift not meaningful: baseline NE > 1")
         if role in RATIO_ROLES:
             if self.teacher.ne > 1:
                 flags.append("transfer ratio not meaningful: teacher NE > 1")
-            elif not self.teacher.ne < self.baseline.ne:
-                flags.append("transfer ratio undefined: the teacher is no better than the baseline")
-        if role == "student" and self.vanilla is not None and not self.vanilla.ne < self.baseline.ne:
-            flags.append("gain ratio undefined: vanilla KD is no better than the baseline")
+            elif self.lead() is not None and not self.ratio_defined():
+                flags.append(f"transfer ratio {self.lead().ratio_reason()}")
+        if role == "student" and self.interval is not None and self.interval.gain_reason():
+            flags.append(f"gain ratio {self.interval.gain_reason()}")
         positives = self.positives()
-        if role == "student" and positives is not None and positives < FEW_EVAL_POSITIVES:
+        if positives is not None and positives < FEW_EVAL_POSITIVES:  # a property of the slice: on every row
             flags.append(f"few eval positives ({positives} < {FEW_EVAL_POSITIVES})")
         return flags
 
@@ -112,10 +127,11 @@ RATIO_ROLES = (T.Role.DOMAIN_FM, VANILLA_ROLE, T.Role.STUDENT)  # rows whose tra
 FEW_EVAL_POSITIVES = 100  # below this many eval positives a student's row is flagged (its lift is noise-dominated)
 
 SLICE_COLUMNS = ["eval rows", "eval positives"]  # the VM's eval slice, on each of its rows
-INTERVAL_COLUMNS = ["lift % 95% CI", "MDE lift %", "TR 95% CI", "vs baseline"]
+INTERVAL_COLUMNS = ["lift % 95% CI", "vs baseline", "TR 95% CI", "MDE lift %", "resampled"]
 GAIN_COLUMNS = ["gain ratio", "GR 95% CI", "vs vanilla KD"]  # only where a VM has a vanilla-KD reference
-RUN_COLUMNS = ["model", "role", "slice", *SLICE_COLUMNS, "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS,
-               *GAIN_COLUMNS, "FLOPs vs teacher", "serving budget", "flags", "run_id"]
+# what a reader looks at first — the model, its NE, its lift with its interval and verdict — leads, so it shows without scrolling
+RUN_COLUMNS = ["model", "role", "slice", "NE", "lift %", "lift % 95% CI", "vs baseline", "AUC", "calibration", "recal NE", "transfer ratio",
+               "TR 95% CI", *GAIN_COLUMNS, "MDE lift %", *SLICE_COLUMNS, "resampled", "FLOPs vs teacher", "serving budget", "flags", "run_id"]
 VM_ROLES = (T.Role.BASELINE, VANILLA_ROLE, T.Role.STUDENT)  # the rows that are the VM itself
 
 
@@ -141,18 +157,19 @@ def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
                 "calibration": s.calibration,
                 "recal NE": s.recal_ne,
                 "lift %": lift_percent(r.baseline.ne, s.ne),
-                "transfer ratio": transfer_ratio(r.baseline.ne, s.ne, r.teacher.ne),
-                **interval_cells(r.interval_of(role), ratio_defined=r.teacher.ne < r.baseline.ne),
+                "transfer ratio": r.transfer_ratio(role, s),
+                **interval_cells(r.interval_of(role)),
+                **interval_bounds(r.interval_of(role)),
                 "gain ratio": r.gain_ratio(role, s),
-                **gain_cells(r.interval if role == "student" and r.vanilla is not None else None,
-                             defined=r.vanilla is not None and r.vanilla.ne < r.baseline.ne),
+                **gain_cells(r.interval if role == "student" and r.vanilla is not None else None),
                 "FLOPs vs teacher": r.flops_share if role in VM_ROLES else None,
                 "serving budget": budget_cell(r.budget) if role == "student" else "",
                 "flags": "; ".join(r.flags(role, s)),
                 "run_id": r.run_ids.get(role, ""),
             })
     return pl.DataFrame(rows, schema_overrides={"AUC": pl.Float64, "calibration": pl.Float64, "recal NE": pl.Float64, "gain ratio": pl.Float64,
-                                             "FLOPs vs teacher": pl.Float64, "eval rows": pl.Int64, "eval positives": pl.Int64})
+                                             "FLOPs vs teacher": pl.Float64, "eval rows": pl.Int64, "eval positives": pl.Int64,
+                                             "lift % low": pl.Float64, "lift % high": pl.Float64})
 
 
 def lift_table(results: list[VerticalResult]) -> pl.DataFrame:
@@ -166,26 +183,33 @@ def without_unused_gain_columns(table: pl.DataFrame) -> pl.DataFrame:
     return table if (table["role"] == VANILLA_ROLE).any() else table.drop(GAIN_COLUMNS)
 
 
-def interval_cells(interval: LiftInterval | None, ratio_defined: bool = True) -> dict[str, str]:
-    """A student's interval as the table shows it, with the smallest lift its slice detects (95%
-    level, 80% power); empty cells for other rows (or no interval), and for the transfer ratio's
-    interval when the ratio is undefined (the teacher no better than the baseline)."""
+def interval_cells(interval: LiftInterval | None) -> dict[str, str]:
+    """A student's interval as the table shows it, with its slice's minimum detectable lift (95%
+    level, 80% power) and what the bootstrap resampled; empty cells for other rows (or no interval),
+    and for the transfer ratio's interval where the ratio is undefined (the teacher's lead over the
+    baseline not resolvable: the row's flags say why)."""
     if interval is None:
         return dict.fromkeys(INTERVAL_COLUMNS, "")
     return {
         "lift % 95% CI": f"[{interval.lift_low:.2f}, {interval.lift_high:.2f}]",
-        "MDE lift %": f"{interval.minimum_detectable_lift():.2f}",
-        "TR 95% CI": f"[{interval.ratio_low:.3f}, {interval.ratio_high:.3f}]" if ratio_defined else "",
         "vs baseline": interval.verdict,
+        "TR 95% CI": f"[{interval.ratio_low:.3f}, {interval.ratio_high:.3f}]" if interval.ratio_defined else "",
+        "MDE lift %": "" if math.isnan(interval.mde_lift) else f"{interval.mde_lift:.2f}",
+        "resampled": f"{interval.units:,} {interval.unit}" if interval.units else "",
     }
 
 
-def gain_cells(interval: LiftInterval | None, defined: bool = True) -> dict[str, str]:
+def interval_bounds(interval: LiftInterval | None) -> dict[str, float | None]:
+    """The lift interval's bounds as numbers (for the chart's whiskers); None without an interval."""
+    return {"lift % low": interval.lift_low if interval else None, "lift % high": interval.lift_high if interval else None}
+
+
+def gain_cells(interval: LiftInterval | None) -> dict[str, str]:
     """A student's gain-ratio interval and its verdict against vanilla KD; empty cells otherwise (and
-    for the ratio's interval when vanilla KD gains nothing, which leaves the ratio undefined)."""
+    for the ratio's interval where vanilla KD's gain is not resolvable, which leaves the ratio undefined)."""
     if interval is None:
         return {"GR 95% CI": "", "vs vanilla KD": ""}
-    return {"GR 95% CI": f"[{interval.gain_low:.2f}, {interval.gain_high:.2f}]" if defined else "",
+    return {"GR 95% CI": f"[{interval.gain_low:.2f}, {interval.gain_high:.2f}]" if interval.gain_defined else "",
             "vs vanilla KD": interval.vanilla_verdict}
 
 

@@ -18,10 +18,9 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from transfer.errors import UserError
-from transfer.evaluation.intervals import RESAMPLES, LiftInterval, seed_interval
+from transfer.evaluation.intervals import RESAMPLES, LiftInterval, fieller_interval, seed_interval
 from transfer.evaluation.lift_table import (
     GAIN_COLUMNS,
-    INTERVAL_COLUMNS,
     SLICE_COLUMNS,
     Scores,
     VerticalResult,
@@ -32,10 +31,9 @@ from transfer.tracking import tags as T
 from transfer.tracking.runs import check_reachable
 from transfer.util.atomic import atomic_path
 
-COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", *SLICE_COLUMNS, "role", "variant", "model",
-           "NE", "AUC", "calibration", "recal NE", "lift %", "transfer ratio", *INTERVAL_COLUMNS, *GAIN_COLUMNS, "FLOPs vs teacher", "serving budget",
-           "flags", "run_id"]
-
+COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", "role", "variant", "model", "NE", "lift %", "lift % 95% CI", "vs baseline",
+           "AUC", "calibration", "recal NE", "transfer ratio", "TR 95% CI", *GAIN_COLUMNS, "MDE lift %", *SLICE_COLUMNS, "resampled",
+           "FLOPs vs teacher", "serving budget", "flags", "run_id"]
 
 @dataclass
 class LiftReport:
@@ -56,11 +54,12 @@ def lift_from_tracking(uri: str, experiments: list[str] | None, vertical: str | 
         scope = f"experiment(s) {', '.join(experiments)}" if experiments else "any experiment"
         raise UserError(f"no vertical-model runs in {scope} of {uri}" + (f" for vertical '{vertical}'" if vertical else "")
                         + (f" since {since}" if since else ""))
-    table = lift_rows(runs)
+    rows = lift_rows(runs)
+    table = without_unused_gain_columns(rows.select(COLUMNS))
     csv, chart = out / "lift.csv", out / "lift.png"
     with atomic_path(csv) as tmp:
         table.write_csv(tmp)
-    draw_lift_chart(table, chart)
+    draw_lift_chart(rows, chart)
     recipe_runs = sorted(set(table[T.RECIPE_RUN_ID].to_list()) - {""})
     summary = over_seeds(table, {run_id: _seeds(client, run_id) for run_id in recipe_runs})
     summary_csv = None
@@ -92,22 +91,34 @@ def over_seeds(table: pl.DataFrame, seeds: dict[str, str]) -> pl.DataFrame | Non
     the interval holds the eval set's noise as well as the models'."""
     students = table.filter(pl.col("role") == "student").with_columns(
         pl.col(T.RECIPE_RUN_ID).replace_strict(seeds, default="").alias("seeds"))
-    vanilla = table.filter(pl.col("role") == "vanilla_kd").select(T.RECIPE_RUN_ID, "vertical", pl.col("NE").alias("vanilla NE"))
-    students = students.join(vanilla, on=[T.RECIPE_RUN_ID, "vertical"], how="left", maintain_order="left")
+    for role, column in (("vanilla_kd", "vanilla NE"), ("baseline", "baseline NE"), ("teacher", "teacher NE")):
+        other = table.filter(pl.col("role") == role).select(T.RECIPE_RUN_ID, "vertical", pl.col("NE").alias(column))
+        students = students.join(other.unique([T.RECIPE_RUN_ID, "vertical"], keep="last"), on=[T.RECIPE_RUN_ID, "vertical"], how="left",
+                                 maintain_order="left")
     students = students.unique(["recipe", "vertical", "variant", "seeds"], keep="last", maintain_order=True)  # rows are oldest first
     rows = []
     for (recipe, vertical, slice_, variant), group in students.group_by(["recipe", "vertical", "slice", "variant"], maintain_order=True):
         if len(group) < 2:
             continue
-        lift = seed_interval(group["lift %"].to_list())
-        row = {"recipe": recipe, "vertical": vertical, "slice": slice_, "variant": variant, "seeds": len(group),
-               "lift % mean": lift.mean, "lift % 95% CI over seeds": f"[{lift.low:.2f}, {lift.high:.2f}]", "vs baseline": lift.verdict,
-               "NE points over vanilla KD [95% CI]": "", "vs vanilla KD": ""}
-        if group["vanilla NE"].null_count() == 0:
-            over = seed_interval((100 * (group["vanilla NE"] - group["NE"])).to_list())
-            row |= {"NE points over vanilla KD [95% CI]": f"{over.mean:.2f} [{over.low:.2f}, {over.high:.2f}]", "vs vanilla KD": over.verdict}
-        rows.append(row)
+        rows.append({"recipe": recipe, "vertical": vertical, "slice": slice_, "variant": variant, "seeds": len(group)} | _seed_effects(group))
     return pl.DataFrame(rows) if rows else None
+
+
+def _seed_effects(group: pl.DataFrame) -> dict[str, object]:
+    """One student's effects over its seeds (a row each, with its baseline's, teacher's and vanilla-KD
+    reference's NE): mean lift % with its t-interval and verdict, the transfer ratio with Fieller's
+    interval, and against vanilla KD the NE points over it and the gain ratio (Fieller) — each ratio
+    "undefined" where its denominator is not resolvable over the seeds."""
+    lift = seed_interval(group["lift %"].to_list())
+    gain = (100 * (group["baseline NE"] - group["NE"])).to_list()
+    row = {"lift % mean": lift.mean, "lift % 95% CI over seeds": f"[{lift.low:.2f}, {lift.high:.2f}]", "vs baseline": lift.verdict,
+           "transfer ratio [Fieller 95% CI]": fieller_interval(gain, (100 * (group["baseline NE"] - group["teacher NE"])).to_list()).cell(),
+           "NE points over vanilla KD [95% CI]": "", "vs vanilla KD": "", "gain ratio [Fieller 95% CI]": ""}
+    if group["vanilla NE"].null_count() == 0:
+        over = seed_interval((100 * (group["vanilla NE"] - group["NE"])).to_list())
+        row |= {"NE points over vanilla KD [95% CI]": f"{over.mean:.2f} [{over.low:.2f}, {over.high:.2f}]", "vs vanilla KD": over.verdict,
+                "gain ratio [Fieller 95% CI]": fieller_interval(gain, (100 * (group["baseline NE"] - group["vanilla NE"])).to_list()).cell()}
+    return row
 
 
 def _experiment_ids(client: MlflowClient, uri: str, names: list[str] | None) -> list[str]:
@@ -157,7 +168,7 @@ def _model_runs(client: MlflowClient, experiment_ids: list[str], vertical: str |
 
 def lift_rows(runs: list[Run]) -> pl.DataFrame:
     """One row per model per (recipe run, vertical): teacher, producer (if a domain FM), baseline,
-    vanilla-KD reference (if one ran), student."""
+    vanilla-KD reference (if one ran), student; every column (`COLUMNS` selects what the table shows)."""
     by_id = {r.info.run_id: r for r in runs}
     teachers = {r.data.tags.get(T.RECIPE_RUN_ID, ""): r for r in runs if r.data.tags[T.ROLE] == T.Role.TEACHER}
     starts: dict[str, str] = {}  # recipe run → when its first model run started (labels one recipe run as one)
@@ -170,7 +181,7 @@ def lift_rows(runs: list[Run]) -> pl.DataFrame:
             print(f"  ! student run {student.info.run_id}: its baseline run is not in the store; left out of the table", flush=True)
             continue
         results.append(_vertical_result(student, baseline, by_id.get(student.data.tags.get(T.VANILLA_RUN_ID, "")), teachers, starts))
-    return without_unused_gain_columns(lift_table_rows(results).select(COLUMNS))
+    return lift_table_rows(results)
 
 
 def _vertical_result(student: Run, baseline: Run, vanilla: Run | None, teachers: dict[str, Run], starts: dict[str, str]) -> VerticalResult:
@@ -191,22 +202,28 @@ def _vertical_result(student: Run, baseline: Run, vanilla: Run | None, teachers:
                  T.Role.BASELINE: baseline.info.run_id, T.Role.STUDENT: student.info.run_id}
                 | ({T.Role.VANILLA_KD: vanilla.info.run_id} if vanilla is not None else {}),
         context={T.RECIPE: tags.get(T.RECIPE, ""), T.RECIPE_RUN_ID: recipe_run, "started": starts.get(recipe_run, _started(student))},
-        interval=_interval(metrics),
+        interval=_interval(metrics, tags),
         vanilla=_scores(vanilla.data.metrics, T.EVAL) if vanilla is not None else None,
-        vanilla_interval=_interval(vanilla.data.metrics) if vanilla is not None else None,
+        vanilla_interval=_interval(vanilla.data.metrics, vanilla.data.tags) if vanilla is not None else None,
         flops_share=metrics.get(T.FLOPS_VS_TEACHER),
         eval_rows=int(on_baseline[T.EVAL_ROWS]) if T.EVAL_ROWS in on_baseline else None,
         eval_positives=int(on_baseline[T.EVAL_POSITIVES]) if T.EVAL_POSITIVES in on_baseline else None,
     )
 
 
-def _interval(metrics: dict[str, float]) -> LiftInterval | None:
-    """The student's logged interval (runs from before intervals were logged have none)."""
+def _interval(metrics: dict[str, float], tags: dict[str, str]) -> LiftInterval | None:
+    """The student's logged interval (runs from before intervals were logged have none; runs from
+    before the denominators' intervals were logged have undefined ratios)."""
     if T.LIFT_PCT_LOW not in metrics:
         return None
-    return LiftInterval(metrics[T.LIFT_PCT_LOW], metrics[T.LIFT_PCT_HIGH], metrics.get(T.TRANSFER_RATIO_LOW, math.nan),
-                        metrics.get(T.TRANSFER_RATIO_HIGH, math.nan), int(metrics.get(T.EVAL_POSITIVES, 0)), RESAMPLES,
-                        *(metrics.get(name, math.nan) for name in (T.GAIN_RATIO_LOW, T.GAIN_RATIO_HIGH, T.OVER_VANILLA_LOW, T.OVER_VANILLA_HIGH)))
+    def get(name: str) -> float:
+        return metrics.get(name, math.nan)
+
+    return LiftInterval(metrics[T.LIFT_PCT_LOW], metrics[T.LIFT_PCT_HIGH], get(T.TRANSFER_RATIO_LOW), get(T.TRANSFER_RATIO_HIGH),
+                        int(metrics.get(T.EVAL_POSITIVES, 0)), RESAMPLES,
+                        *(get(name) for name in (T.GAIN_RATIO_LOW, T.GAIN_RATIO_HIGH, T.OVER_VANILLA_LOW, T.OVER_VANILLA_HIGH,
+                                                 T.TEACHER_LEAD_LOW, T.TEACHER_LEAD_HIGH, T.VANILLA_GAIN_LOW, T.VANILLA_GAIN_HIGH)),
+                        mde_lift=get(T.MDE_LIFT_PCT), units=int(metrics.get(T.RESAMPLED_UNITS, 0)), unit=tags.get(T.RESAMPLED_UNIT, "rows"))
 
 
 def _scores(metrics: dict[str, float], prefix: str) -> Scores:
@@ -226,8 +243,9 @@ def _started(run: Run) -> str:
 
 
 def draw_lift_chart(table: pl.DataFrame, path: Path) -> None:
-    """Bars of lift % per VM, one colour per (recipe, variant), the transfer ratio written on each bar;
-    the no-transfer baseline is the zero line."""
+    """Bars of lift % per VM, one colour per (recipe, variant), each student's 95% interval as a
+    whisker, and above each bar its verdict against the baseline ("n.d." where not distinguishable)
+    and its transfer ratio where that exists; the no-transfer baseline is the zero line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,10 +263,13 @@ def draw_lift_chart(table: pl.DataFrame, path: Path) -> None:
         rows = students.filter(pl.col("label") == label)
         for row in rows.iter_rows(named=True):
             x = verticals.index(row["vertical"]) - 0.4 + width * (j + 0.5)
-            ax.bar(x, row["lift %"], width, color=colours(j % 10), label=label)
-            ratio = row["transfer ratio"]
-            ax.annotate(f"TR {ratio:.2f}" if ratio is not None and math.isfinite(ratio) else "TR undefined", (x, row["lift %"]), ha="center",
-                        va="bottom" if row["lift %"] >= 0 else "top", fontsize=8)
+            lift, low, high = row["lift %"], row["lift % low"], row["lift % high"]
+            ax.bar(x, lift, width, color=colours(j % 10), label=label)
+            top = lift
+            if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+                ax.errorbar(x, lift, yerr=[[lift - low], [high - lift]], color="black", capsize=4, linewidth=1)
+                top = high if lift >= 0 else low
+            ax.annotate(_bar_note(row), (x, top), ha="center", va="bottom" if lift >= 0 else "top", fontsize=8)
     handles, names = ax.get_legend_handles_labels()
     unique = dict(zip(names, handles, strict=False))
     ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
@@ -256,9 +277,17 @@ def draw_lift_chart(table: pl.DataFrame, path: Path) -> None:
     ax.set_xticks(range(len(verticals)), verticals)
     ax.set_xlabel("vertical model")
     ax.set_ylabel("NE lift over the no-transfer baseline (%)")
-    ax.set_title("Student lift per vertical model (TR = transfer ratio; 0 = baseline)")
+    ax.set_title("Student lift per vertical model, 95% interval over eval users\n(n.d. = not distinguishable; TR = transfer ratio, where it exists)",
+                 fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+
+
+def _bar_note(row: dict) -> str:
+    """What a student's bar says: its verdict against the baseline, and its transfer ratio where defined."""
+    verdict = {"not distinguishable": "n.d.", "": ""}.get(row["vs baseline"], row["vs baseline"])
+    ratio = row["transfer ratio"]
+    return "\n".join(part for part in (verdict, f"TR {ratio:.2f}" if ratio is not None and math.isfinite(ratio) else "") if part)

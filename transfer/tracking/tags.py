@@ -69,6 +69,7 @@ LIFT_FLAGS: Final = "lift_flags"  # what makes a model row's numbers unreliable 
 MODEL_URI: Final = "model_uri"  # the logged serving model (models:/<id>)
 REUSED_FROM_RUN_ID: Final = "reused_from_run_id"
 STAGE_CACHE: Final = "stage_cache"
+RESAMPLED_UNIT: Final = "resampled_unit"  # what a student's interval resampled: "users", "user-days" (or "rows")
 
 # metrics
 PARAMETERS: Final = "parameters"
@@ -86,7 +87,7 @@ NE, AUC, CALIBRATION, RECAL_NE = "ne", "auc", "calibration", "recal_ne"
 VALIDATION: Final = "val_"  # + ne / auc / calibration / recal_ne: a VM on its validation slice (for choosing knobs)
 BEST_EPOCH: Final = "best_epoch"  # the epoch a VM kept, best by NE on its validation slice (0: its start)…
 START_VAL_NE: Final = "val_ne_at_start"  # …and its start's NE there
-LIFT_PCT_LOW: Final = "lift_pct_ci_low"  # a student's 95% interval (paired bootstrap over eval rows)
+LIFT_PCT_LOW: Final = "lift_pct_ci_low"  # a student's 95% interval (paired bootstrap over eval users)
 LIFT_PCT_HIGH: Final = "lift_pct_ci_high"
 TRANSFER_RATIO_LOW: Final = "transfer_ratio_ci_low"
 TRANSFER_RATIO_HIGH: Final = "transfer_ratio_ci_high"
@@ -97,32 +98,42 @@ GAIN_RATIO_LOW: Final = "gain_ratio_ci_low"
 GAIN_RATIO_HIGH: Final = "gain_ratio_ci_high"
 OVER_VANILLA_LOW: Final = "ne_points_over_vanilla_ci_low"  # 100 · (NE_vanilla − NE_student)
 OVER_VANILLA_HIGH: Final = "ne_points_over_vanilla_ci_high"
+TEACHER_LEAD_LOW: Final = "teacher_lead_ci_low"  # 100 · (NE_baseline − NE_teacher): the transfer ratio's denominator
+TEACHER_LEAD_HIGH: Final = "teacher_lead_ci_high"
+VANILLA_GAIN_LOW: Final = "vanilla_gain_ci_low"  # 100 · (NE_baseline − NE_vanilla): the gain ratio's denominator
+VANILLA_GAIN_HIGH: Final = "vanilla_gain_ci_high"
+MDE_LIFT_PCT: Final = "mde_lift_pct"  # the eval slice's minimum detectable lift % (95% level, 80% power)
+RESAMPLED_UNITS: Final = "resampled_units"  # the users (or user-days) the interval's bootstrap draws
 
 
 def model_metrics(scores: Scores, teacher: Scores, producer: Scores | None, baseline: Scores) -> dict[str, float]:
     """Every model run's metrics under the same names (a baseline's lift is 0 against itself), so the
-    MLflow UI's compare view lines runs up column by column."""
+    MLflow UI's compare view lines runs up column by column. Ratios are not among them: a student's
+    come with its interval (`interval_metrics`), and only where they exist."""
     metrics = {f"{EVAL}{name}": value for name, value in scores.as_dict().items()}
     metrics |= {f"{TEACHER_EVAL}{name}": value for name, value in teacher.as_dict().items()}
     if producer is not None:
         metrics |= {f"{PRODUCER_EVAL}{name}": value for name, value in producer.as_dict().items()}
     metrics[LIFT_PCT] = lift_percent(baseline.ne, scores.ne)
-    metrics[TRANSFER_RATIO] = transfer_ratio(baseline.ne, scores.ne, teacher.ne)
     return metrics
 
 
-def interval_metrics(interval: LiftInterval | None) -> dict[str, float]:
-    """A student's interval as metrics (none for a baseline)."""
+def interval_metrics(interval: LiftInterval | None, scores: Scores, baseline: Scores, teacher: Scores,
+                     vanilla: Scores | None) -> dict[str, float]:
+    """A student's interval as metrics (none for a baseline): lift, the slice's minimum detectable
+    lift, the units resampled, the denominators' intervals, and the transfer and gain ratios with
+    their intervals only where their denominator is resolvable (no bare ratio is ever logged)."""
     if interval is None:
         return {}
-    metrics = {LIFT_PCT_LOW: interval.lift_low, LIFT_PCT_HIGH: interval.lift_high, TRANSFER_RATIO_LOW: interval.ratio_low,
-               TRANSFER_RATIO_HIGH: interval.ratio_high}
-    if interval.vanilla_verdict:
-        metrics |= {GAIN_RATIO_LOW: interval.gain_low, GAIN_RATIO_HIGH: interval.gain_high,
-                    OVER_VANILLA_LOW: interval.over_vanilla_low, OVER_VANILLA_HIGH: interval.over_vanilla_high}
+    metrics = {LIFT_PCT_LOW: interval.lift_low, LIFT_PCT_HIGH: interval.lift_high, MDE_LIFT_PCT: interval.mde_lift,
+               RESAMPLED_UNITS: float(interval.units), TEACHER_LEAD_LOW: interval.lead_low, TEACHER_LEAD_HIGH: interval.lead_high}
+    if interval.ratio_defined:
+        metrics |= {TRANSFER_RATIO: transfer_ratio(baseline.ne, scores.ne, teacher.ne), TRANSFER_RATIO_LOW: interval.ratio_low,
+                    TRANSFER_RATIO_HIGH: interval.ratio_high}
+    if vanilla is not None and interval.vanilla_verdict:
+        metrics |= {OVER_VANILLA_LOW: interval.over_vanilla_low, OVER_VANILLA_HIGH: interval.over_vanilla_high,
+                    VANILLA_GAIN_LOW: interval.vanilla_gain_low, VANILLA_GAIN_HIGH: interval.vanilla_gain_high}
+        if interval.gain_defined:
+            metrics |= {GAIN_RATIO: transfer_ratio(baseline.ne, scores.ne, vanilla.ne), GAIN_RATIO_LOW: interval.gain_low,
+                        GAIN_RATIO_HIGH: interval.gain_high}
     return metrics
-
-
-def gain_metrics(scores: Scores, baseline: Scores, vanilla: Scores | None) -> dict[str, float]:
-    """A student's gain ratio over its vanilla-KD reference (none without one)."""
-    return {} if vanilla is None else {GAIN_RATIO: transfer_ratio(baseline.ne, scores.ne, vanilla.ne)}

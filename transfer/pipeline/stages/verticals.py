@@ -14,7 +14,7 @@ from transfer.config.recipe import Recipe, StudentConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData
 from transfer.evaluation.cost import forward_flops_per_example
-from transfer.evaluation.intervals import LiftInterval, lift_interval
+from transfer.evaluation.intervals import LiftInterval, lift_interval, resampling_units
 from transfer.evaluation.lift_table import Scores
 from transfer.evaluation.metrics import normalized_entropy
 from transfer.evaluation.serving import budget_status, measure, requests
@@ -138,13 +138,16 @@ class _VerticalStage(Stage):
             if keeper is not None and trained_by == run_id:
                 tracker.log_metrics({T.BEST_EPOCH: float(keeper.best_epoch), T.START_VAL_NE: start_ne})
             scores, logits, validation = vertical.evaluate(ctx, module)
-            interval, gain = None, {}
+            interval = None
             if baseline is not None:
+                units, unit = resampling_units(data.log.users(eval_rows), data.log.ts[eval_rows])
                 interval = lift_interval(ctx.labels(eval_rows, spec.task), baseline.logits, logits, teacher[1], seed=vertical.seed,
-                                         vanilla=vanilla.logits if vanilla is not None else None)
-                gain = T.gain_metrics(scores, baseline.scores, vanilla.scores if vanilla is not None else None)
+                                         vanilla=vanilla.logits if vanilla is not None else None, units=units, unit=unit)
+                tracker.set_tags({T.RESAMPLED_UNIT: unit})
             tracker.log_metrics(T.model_metrics(scores, teacher[0], producer, baseline.scores if baseline else scores)
-                                | T.interval_metrics(interval) | gain | validation | slice_metrics(ctx.labels(eval_rows, spec.task)))
+                                | T.interval_metrics(interval, scores, baseline.scores if baseline else scores, teacher[0],
+                                                     vanilla.scores if vanilla is not None else None)
+                                | validation | slice_metrics(ctx.labels(eval_rows, spec.task)))
             flops_share = forward_flops_per_example(module.export(), data.log.inputs) / vertical.teacher.forward_flops
             tracker.log_metrics({T.FLOPS_VS_TEACHER: flops_share})
             status = _log_serving(tracker, module, spec, WindowBatches(data.log, eval_rows, model.history_length), self.role)
