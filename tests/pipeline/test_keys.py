@@ -37,8 +37,8 @@ keys = {
     "teacher": teacher,
     "knowledge": knowledge,
     "domain_fm": domain_fm_key(recipe, "data", "students", "instagram", stage, teacher, knowledge, catalog("domain_fm")["dfm_small"].builder),
-    "student": vm_key(recipe, "data", "students", "student", vm.name, vm.builder, dict(vm.sizes), student, 1, stage, teacher, knowledge),
-    "baseline": vm_key(recipe, "data", "students", "baseline", vm.name, vm.builder, dict(vm.sizes), student, 1),
+    "student": vm_key(recipe, "data", {"train": "rows"}, vm.name, vm.builder, dict(vm.sizes), student, 1, stage, teacher, knowledge),
+    "baseline": vm_key(recipe, "data", {"train": "rows"}, vm.name, vm.builder, dict(vm.sizes), student, 1),
 }
 print(json.dumps({kind: key.name for kind, key in keys.items()}))
 """
@@ -93,7 +93,7 @@ def test_a_students_setting_leaves_the_teacher_and_its_knowledge_alone():
     recipe = Recipe(name="r", students=[StudentConfig(vertical="ig_stories_click")])
     changed = replace(recipe, trainer=replace(recipe.trainer, max_epochs=3), students=[StudentConfig(vertical="ig_stories_click", lr=3e-3)])
     assert teacher_key(recipe, "d", "w", teacher_builder) == teacher_key(changed, "d", "w", teacher_builder)
-    vm = [vm_key(r, "d", "w", "baseline", "ig_stories_click", vm_builder, {}, r.students[0], 1) for r in (recipe, changed)]
+    vm = [vm_key(r, "d", {"train": "w"}, "ig_stories_click", vm_builder, {}, r.students[0], 1) for r in (recipe, changed)]
     assert vm[0] != vm[1]  # trainer.max_epochs is the VMs' setting
     progress_only = replace(recipe, trainer=replace(recipe.trainer, progress=False))
     assert teacher_key(progress_only, "d", "w", teacher_builder) == teacher_key(recipe, "d", "w", teacher_builder)
@@ -127,7 +127,7 @@ def test_knowledge_and_students_follow_their_inputs_keys():
     student = recipe.students[0]
 
     def student_key(stage: StageConfig, producer=teacher, table=knowledge):
-        return vm_key(recipe, "d", "s", "student", "ig_stories_click", vm_builder, {}, student, 1, stage, producer, table)
+        return vm_key(recipe, "d", {"train": "s"}, "ig_stories_click", vm_builder, {}, student, 1, stage, producer, table)
 
     assert student_key(StageConfig()) != student_key(StageConfig(), other_teacher)
     assert student_key(StageConfig()) != student_key(StageConfig(), table=knowledge_key(other_teacher, "s", rows, "32-true"))

@@ -197,10 +197,11 @@ def knowledge_key(producer: StageKey, window: str, rows: torch.Tensor, precision
 
 
 def consumer_settings(recipe: Recipe, window: str, stage: StageConfig | None) -> dict:
-    """What a consumer's training depends on besides its own model settings."""
+    """What a consumer's training depends on besides its own model settings (`window`: "" where the
+    consumer names the rows it reads instead)."""
     settings: dict = {"window": window, "seed": recipe.seed}
     if stage is not None:
-        settings |= {"stage": asdict(stage), "max_age_days": recipe.transfer.max_age_days}
+        settings |= {"stage": asdict(stage)}  # `transfer.max_age_days` only refuses knowledge: it never changes what trains
     return settings
 
 
@@ -217,12 +218,15 @@ def domain_fm_key(recipe: Recipe, data_fingerprint: str, window: str, domain: st
     return stage_key("domain_fm", settings, inputs, [TECHNIQUES], builder)
 
 
-def vm_key(recipe: Recipe, data_fingerprint: str, window: str, role: str, vertical: str, builder: str,
+def vm_key(recipe: Recipe, data_fingerprint: str, reads: dict[str, str], vertical: str, builder: str,
            default_sizes: dict, student: StudentConfig, seed: int, stage: StageConfig | None = None,
            producer: StageKey | None = None, knowledge: StageKey | None = None) -> StageKey:
-    """A vertical model: its no-transfer baseline (no stage, producer or knowledge) or its student."""
-    settings = consumer_settings(recipe, window, stage) | {
-        "role": role,
+    """A vertical model: its no-transfer baseline (no stage, producer or knowledge) or a model taught
+    by a stage (a student, or a vanilla-KD reference: the same training gets the same key whatever
+    role a recipe gives it). `reads`: the rows it reads, by name (`Vertical.reads`: the rows it trains
+    on and the validation rows that choose its epoch)."""
+    settings = consumer_settings(recipe, "", stage) | {
+        "reads": dict(reads),
         "vertical": vertical,
         "builder": builder,
         "sizes": dict(default_sizes),

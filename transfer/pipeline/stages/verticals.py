@@ -72,6 +72,11 @@ class Vertical:
     def validation_rows(self, data: PreparedData) -> torch.Tensor:
         return data.log.surface_rows(data.validation_rows, self.spec.surfaces)
 
+    def reads(self, data: PreparedData) -> dict[str, str]:
+        """The rows this VM's training reads, as digests for its stage key: the rows it trains on (and
+        fits its regression start on) and the validation rows that choose the epoch it keeps."""
+        return {"train": keys.rows_digest(self.target(data).rows), "validation": keys.rows_digest(self.validation_rows(data))}
+
     def evaluate(self, ctx: RunContext, module: RankingModule, validation: bool = True) -> tuple[Scores, torch.Tensor, dict[str, float]]:
         """`module` on this VM's eval slice, recalibrated on its last training day: its scores, its
         logits [n], and (with `validation`) its scores on the validation slice as `val_*` metrics
@@ -172,7 +177,7 @@ class BaselineStage(_VerticalStage):
 
     @functools.cached_property
     def key(self) -> StageKey:
-        return _vm_key(self.recipe, self.data, T.Role.BASELINE, self.vertical)
+        return _vm_key(self.recipe, self.data, self.vertical)
 
     def run(self, ctx: RunContext) -> None:
         vertical = self.vertical
@@ -204,7 +209,7 @@ class StudentStage(_VerticalStage):
 
     @functools.cached_property
     def key(self) -> StageKey:
-        return _vm_key(self.recipe, self.data, self.role, self.vertical, self.teaching)
+        return _vm_key(self.recipe, self.data, self.vertical, self.teaching)
 
     def run(self, ctx: RunContext) -> None:
         base = self.baseline.output
@@ -241,13 +246,14 @@ def slice_metrics(labels: torch.Tensor) -> dict[str, float]:
     return {T.EVAL_ROWS: float(len(known)), T.EVAL_POSITIVES: float(known.sum().item())}
 
 
-def _vm_key(recipe: Recipe, data: PreparedData, role: str, vertical: Vertical, teaching: Teaching | None = None) -> StageKey:
-    """A VM's stage key: a baseline depends on no stage, producer or knowledge."""
+def _vm_key(recipe: Recipe, data: PreparedData, vertical: Vertical, teaching: Teaching | None = None) -> StageKey:
+    """A VM's stage key: a baseline depends on no stage, producer or knowledge; a taught VM's key does
+    not depend on its role (a vanilla-KD reference is the same training as a vanilla-KD student)."""
     transfer = {}
     if teaching is not None:
         transfer = {"stage": teaching.config, "producer": teaching.producer.key, "knowledge": teaching.knowledge.key}
     spec = vertical.spec
-    return keys.vm_key(recipe, data.fingerprint, str(data.student), str(role), spec.name, spec.builder, dict(spec.sizes),
+    return keys.vm_key(recipe, data.fingerprint, vertical.reads(data), spec.name, spec.builder, dict(spec.sizes),
                        vertical.config, vertical.seed, **transfer)
 
 

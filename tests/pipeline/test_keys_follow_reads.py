@@ -1,0 +1,102 @@
+"""Stage keys follow what each stage reads: every recipe field (and a dataset YAML field, and each
+input window) changed one at a time, through `gem-transfer plan` as a user would, changes exactly the
+keys of the stages that read it — the validation window, which chooses the epoch every VM keeps,
+among them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from tests.conftest import run_cli, write_dataset, write_recipe
+from tests.pipeline.test_plan import _plan
+from transfer.data.synthetic import SyntheticSpec, generate
+
+TEACHER, KNOWLEDGE = "teacher:skeleton_tiny", "knowledge:skeleton_tiny"
+IG = {"baseline:ig_stories_click", "student:ig_stories_click"}
+FB = {"baseline:fb_feed_conversion", "student:fb_feed_conversion"}
+STUDENTS = {"student:ig_stories_click", "student:fb_feed_conversion"}
+VMS = IG | FB
+ALL = {TEACHER, KNOWLEDGE} | VMS
+NONE: set[str] = set()
+
+# A 6-day log from 2026-01-01: teacher 01-02 → 01-04, students → 01-05, validation → 01-06, eval → 01-07.
+WINDOWS = {"train": {"start": "2026-01-02", "days": 2}, "student": {"days": 1}, "validation": {"days": 1}, "eval": {"days": 1}}
+
+CASES = [  # (override, the stages whose keys it changes)
+    ("name=renamed", NONE),
+    ("seed=1", ALL),
+    ("output_dir=elsewhere", NONE),
+    ("data.train.days=1", ALL),  # the teacher's window, and the students' window that starts where it ends
+    ("data.student.hours=12", {KNOWLEDGE} | VMS),  # the consumers' rows: the knowledge scored for them and every VM
+    ("data.validation.hours=12", VMS),  # the validation rows choose the epoch each VM keeps
+    ("data.validation.days=0", VMS),  # no validation window: each VM keeps its last epoch
+    ("data.eval.hours=12", NONE),  # only the evaluation, which runs every time, reads it
+    ("data.users.fraction=0.5", ALL),
+    ("data.min_train_positives=5", NONE),  # a warning threshold
+    ("teacher.lr=0.001", ALL - {"baseline:ig_stories_click", "baseline:fb_feed_conversion"}),
+    ("teacher.max_epochs=2", ALL - {"baseline:ig_stories_click", "baseline:fb_feed_conversion"}),
+    ("teacher.batch_size=128", ALL - {"baseline:ig_stories_click", "baseline:fb_feed_conversion"}),
+    ("transfer.staleness_days=1", ALL - {"baseline:ig_stories_click", "baseline:fb_feed_conversion"}),
+    ("transfer.max_age_days=30", NONE),  # it refuses knowledge that is too old; it never changes what trains
+    ("transfer.stages.0.distillation.weight=0.5", STUDENTS),
+    ("students.0.lr=0.003", IG),
+    ("students.1.batch_size=32", FB),
+    ("students.0.sizes.hidden=[16]", IG),
+    ("trainer.max_epochs=3", VMS),  # the VMs' epochs; the teacher has its own
+    ("trainer.order=shuffled", ALL),
+    ("trainer.threads=1", ALL),  # the base recipe pins 2: a training's sums depend on the thread count
+    ("trainer.progress=false", NONE),
+    ("tracking.experiment=elsewhere", NONE),
+]
+
+
+@pytest.fixture(scope="module")
+def log() -> pl.DataFrame:
+    return generate(SyntheticSpec(rows=6_000, days=6, seed=5))
+
+
+def _recipe(folder: Path, log: pl.DataFrame, **dataset) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"dataset": str(write_dataset(folder, log, **dataset)), **WINDOWS, "cache_dir": str(folder / "cache")}
+    students = [{"vertical": "ig_stories_click", "batch_size": 64}, {"vertical": "fb_feed_conversion", "batch_size": 64}]
+    transfer = {"stages": [{"producer": "teacher", "consumers": "students", "distillation": {"weight": 1.0, "head": "serving"}}]}
+    return write_recipe(folder, "", name="keys", data=data, teacher={"model": "skeleton_tiny", "batch_size": 256}, students=students,
+                        transfer=transfer,
+                        trainer={"max_epochs": 1, "threads": 2, "progress": False}, tracking={"uri": f"sqlite:///{folder / 'mlflow.db'}"})
+
+
+def _keys(capsys, recipe: Path, *overrides: str) -> dict[str, str]:
+    return {name: key for _, kind, name, key, _ in _plan(capsys, recipe, *overrides) if kind != "evaluation"}
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    assert set(after) == set(before)
+    return {name for name in before if before[name] != after[name]}
+
+
+def test_each_recipe_field_changes_exactly_the_keys_of_the_stages_that_read_it(tmp_path, log, capsys):
+    recipe = _recipe(tmp_path, log)
+    base = _keys(capsys, recipe)
+    assert set(base) == ALL
+    found = {override: _changed(base, _keys(capsys, recipe, override)) for override, _ in CASES}
+    assert found == dict(CASES)
+
+
+def test_a_dataset_field_changes_every_stage(tmp_path, log, capsys):
+    base = _keys(capsys, _recipe(tmp_path / "a", log))
+    assert _changed(base, _keys(capsys, _recipe(tmp_path / "b", log, hash_buckets=256))) == ALL
+
+
+def test_a_vanilla_kd_reference_is_the_same_stage_as_a_vanilla_kd_student(tmp_path, log, capsys):
+    """One recipe's reference (role vanilla_kd) and another's vanilla-KD student train alike: one key, so one training."""
+    recipe = _recipe(tmp_path, log)
+    aux = "transfer.stages.0.distillation.head=auxiliary"
+    with_reference = {name: key for _, _, name, key, _ in _plan(capsys, recipe, aux, "transfer.vanilla_reference=true")}
+    vanilla_students = _keys(capsys, recipe)  # the default stage is vanilla KD on the serving head
+    assert with_reference["vanilla_kd:ig_stories_click"] == vanilla_students["student:ig_stories_click"]
+    assert with_reference["student:ig_stories_click"] != vanilla_students["student:ig_stories_click"]
+    code, _, err = run_cli(capsys, "plan", str(recipe), "transfer.max_age_days=-1")
+    assert code == 2 and "max_age_days" in err
