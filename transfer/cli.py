@@ -391,19 +391,19 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transfer.util.interrupt import EXIT_INTERRUPTED, Interrupted, sigint_raises_interrupted
+    from transfer.util.interrupt import Interrupted, signals_raise_interrupted
 
     argv = sys.argv[1:] if argv is None else argv
     args = _parse(build_parser(), argv)
     args.argv = argv
     try:
-        with sigint_raises_interrupted():
+        with signals_raise_interrupted():
             code = args.handler(args)
             sys.stdout.flush()  # a pipe's buffered output is written here, where a closed reader is caught below
             return code
-    except Interrupted:
-        _say_interrupted()
-        return EXIT_INTERRUPTED
+    except Interrupted as interrupted:
+        _say_interrupted(interrupted.message)
+        return interrupted.exit_code
     except BrokenPipeError:
         if not _stdout_reader_gone():  # another pipe (a worker's, a socket): a real failure
             raise
@@ -440,13 +440,12 @@ def _is_user_error(exc: Exception) -> bool:
     return isinstance(exc, UserError) or (contract is not None and isinstance(exc, contract.BuilderError))
 
 
-def _say_interrupted() -> None:
+def _say_interrupted(message: str) -> None:
     """The one line of an interrupted command, said once: by the launcher of a multi-process run, else by rank 0."""
     from transfer.util import launch, ranks
-    from transfer.util.interrupt import MESSAGE
 
     if ranks.rank() == 0 and os.environ.get(launch.LAUNCHER_PID, str(os.getpid())) == str(os.getpid()):
-        print(MESSAGE, file=sys.stderr)
+        print(message, file=sys.stderr)
 
 
 if __name__ == "__main__":

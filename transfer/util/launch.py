@@ -20,7 +20,7 @@ from pathlib import Path
 from transfer.config.recipe import TrainerConfig
 from transfer.errors import RecipeError
 from transfer.util import ranks
-from transfer.util.interrupt import Interrupted
+from transfer.util.interrupt import Interrupted, Terminated
 
 LAUNCHER_PID = "GEM_TRANSFER_LAUNCHER_PID"  # set for the processes `run_on_this_host` starts
 
@@ -107,5 +107,7 @@ def run_on_this_host(cfg: TrainerConfig, argv: list[str]) -> int:
     except SignalException as signalled:  # the launcher passed the signal on to the ranks, which have stopped
         if signalled.sigval == signal.SIGINT:
             raise Interrupted from None
+        if signalled.sigval == signal.SIGTERM:
+            raise Terminated from None
         raise
     return 0
