@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(handler=_cmd_tune)
 
     validate = sub.add_parser("validate", help="check recipes without running them")
-    validate.add_argument("recipes", type=Path, nargs="+")
+    validate.add_argument("recipes", nargs="+", help="recipe files, then key=value overrides applied to each, as for run")
     validate.set_defaults(handler=_cmd_validate)
 
     ls = sub.add_parser("ls", help="list recipes, the catalog (verticals, teachers, domain FMs) and datasets")
@@ -283,13 +283,20 @@ def _in_processes(recipe, args: argparse.Namespace) -> int | None:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from transfer.config.structured import precheck
 
-    for path in args.recipes:  # in order: each file's own verdict, the heavy imports only once one passes the precheck
-        precheck(path, [])
+    paths, overrides = _paths_and_overrides(args.recipes)
+    for path in paths:  # in order: each file's own verdict, the heavy imports only once one passes the precheck
+        precheck(path, overrides)
         from transfer.config.recipe import load_recipe
 
-        recipe = load_recipe(path)
-        print(f"ok: {path} (recipe '{recipe.name}', {len(recipe.students)} students)")
+        recipe = load_recipe(path, overrides)
+        print(f"ok: {path}{' with ' + ' '.join(overrides) if overrides else ''} (recipe '{recipe.name}', {len(recipe.students)} students)")
     return 0
+
+
+def _paths_and_overrides(items: list[str]) -> tuple[list[Path], list[str]]:
+    """`validate`'s arguments: recipe paths, then key=value overrides (an item with '=' that is no existing file)."""
+    paths = [Path(item) for item in items if "=" not in item or Path(item).exists()]
+    return paths, [item for item in items if "=" in item and not Path(item).exists()]
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:

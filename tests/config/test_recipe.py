@@ -116,6 +116,23 @@ def test_missing_recipe_file(tmp_path, capsys):
     assert "not found" in err and "absent.yaml" in err
 
 
+def test_a_recipe_path_that_is_a_folder_is_named_as_one(tmp_path, capsys):
+    for command in (["validate"], ["plan"], ["run"]):
+        code, _, err = run_cli(capsys, *command, str(tmp_path))
+        assert code == 2 and err.count("\n") == 1
+        assert f"{tmp_path}: is a folder; a recipe is a YAML file" in err and "not found" not in err
+
+
+def test_validate_takes_the_same_overrides_as_run(capsys):
+    code, out, err = run_cli(capsys, "validate", str(QUICKSTART), "trainer.max_epochs=3", "students.0.lr=3e-3")
+    assert code == 0, err
+    assert f"ok: {QUICKSTART} with trainer.max_epochs=3 students.0.lr=3e-3" in out
+    code, _, err = run_cli(capsys, "validate", str(QUICKSTART), "trainer.max_epochs=0")
+    assert code == 2 and "trainer.max_epochs" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "validate", str(QUICKSTART), "teacher.model=no_such_teacher")
+    assert code == 2 and "no_such_teacher" in err
+
+
 def test_validate_raises_typed_error_for_library_users(tmp_path):
     with pytest.raises(RecipeError, match="teacher.model"):
         load_recipe(_write(tmp_path, BASE + "teacher: {model: nope}\n"))

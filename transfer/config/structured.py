@@ -19,8 +19,7 @@ T = TypeVar("T")
 def load_structured(schema: type[T], path: Path, overrides: list[str], what: str = "recipe") -> T:
     """Merge `path` and `key=value` overrides onto `schema`; return a typed dataclass instance."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{what} file not found: {path}")
+    _check_file(path, what)
     raw = _read_yaml(path, what)
     _check_keys(OmegaConf.to_container(raw), schema, "", str(path))
     base = OmegaConf.structured(schema)
@@ -39,11 +38,18 @@ def precheck(path: Path, overrides: list[str], what: str = "recipe") -> None:
     model catalogs): it exists, is UTF-8 YAML holding a mapping, and each override is key=value.
     The CLI runs this first, so a typo costs no import time."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{what} file not found: {path}")
+    _check_file(path, what)
     _read_yaml(path, what)
     for item in overrides:
         _split_override(item, path)
+
+
+def _check_file(path: Path, what: str) -> None:
+    """A `RecipeError` unless `path` is a file: a folder is named as one, a missing path as missing."""
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a folder; a {what} is a YAML file (e.g. {path / 'my_recipe.yaml'})")
+    if not path.is_file():
+        raise RecipeError(f"{what} file not found: {path}")
 
 
 def _split_override(item: str, path: Path) -> tuple[str, str]:
