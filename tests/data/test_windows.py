@@ -73,6 +73,15 @@ def test_recalibration_rows_are_the_students_last_day(tmp_path, small_log):
     assert len(data.recalibration_rows) == int(last_day) > 0
 
 
+def test_the_recalibration_window_is_a_recipe_setting_within_the_students_window(tmp_path, small_log, capsys):
+    recipe = write_recipe(tmp_path, write_dataset(tmp_path, small_log))
+    for days in (2, 3):  # the test recipe's students' window is 2 days: 3 takes all of it, never the teacher's rows
+        data = prepare_data(load_recipe(recipe, [f"data.recalibration_days={days}"]).data)
+        assert torch.equal(data.recalibration_rows, data.student_rows)
+    code, _, err = run_cli(capsys, "validate", str(recipe), "data.recalibration_days=0")
+    assert code == 2 and err.count("\n") == 1 and "data.recalibration_days" in err and "found 0" in err
+
+
 def _data(tmp_path, **windows) -> dict:
     return {"dataset": str(tmp_path / "dataset.yaml"), "cache_dir": str(tmp_path / "c"), **windows}
 

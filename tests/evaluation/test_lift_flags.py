@@ -5,6 +5,7 @@ from the definitions, not from the code."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -14,7 +15,7 @@ from transfer.evaluation.lift_table import FEW_EVAL_POSITIVES, Scores, VerticalR
 
 
 def _scores(ne: float) -> Scores:
-    return Scores(ne=ne, auc=0.6, calibration=1.0)
+    return Scores(ne=ne, auc=0.6, calibration=1.0, recal_ne=ne)
 
 
 RESOLVED = dict(lead_low=5.0, lead_high=15.0, vanilla_gain_low=1.0, vanilla_gain_high=3.0, mde_lift=5.72, units=4_000, unit="users")
@@ -108,3 +109,19 @@ def test_a_slice_with_few_positives_is_flagged_on_every_row():
     rows = _rows(_result(teacher=0.80, baseline=0.90, student=0.85, vanilla=0.88, positives=27))
     for role in ("teacher", "baseline", "vanilla_kd", "student"):
         assert f"few eval positives (27 < {FEW_EVAL_POSITIVES})" in rows[role]["flags"]
+
+
+def test_a_vm_that_kept_its_start_is_flagged_whatever_its_role():
+    result = _result(teacher=0.80, baseline=0.90, student=0.85, vanilla=0.88)
+    rows = _rows(dataclasses.replace(result, best_epochs={"baseline": 0, "vanilla_kd": 0, "student": 2}))
+    kept = "kept its start: no trained epoch beat its regression start on the validation slice"
+    assert kept in rows["baseline"]["flags"] and kept in rows["vanilla_kd"]["flags"]
+    assert kept not in rows["student"]["flags"] and kept not in rows["teacher"]["flags"]
+
+
+def test_a_missing_recal_ne_says_why():
+    result = _result(teacher=0.80, baseline=0.90, student=0.85)
+    rows = _rows(dataclasses.replace(result, student=Scores(ne=0.85, auc=0.6, calibration=1.0, recal_ne=math.nan),
+                                     baseline=Scores(ne=0.90, auc=0.6, calibration=1.0, recal_ne=0.89)))
+    assert "recal NE missing: the recalibration days (data.recalibration_days) hold no labelled rows" in rows["student"]["flags"]
+    assert "recal NE" not in rows["baseline"]["flags"]

@@ -16,6 +16,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, run_cli, time_limit, write_dataset, write_recipe
 from transfer.data.synthetic import SyntheticSpec, generate
@@ -59,6 +60,27 @@ def test_an_unchanged_rerun_trains_nothing_and_a_students_setting_reuses_the_tea
     assert code == 0
     assert "teacher: skeleton_tiny" in changed and "already generated, reused" in changed
     assert [line.split(" on ")[0] for line in _trained(changed)] == ["▸ baseline: ig_stories_click", "▸ student: ig_stories_click"]
+
+
+@pytest.mark.slow
+def test_a_reused_vm_reports_the_epoch_its_training_kept(tmp_path, log, capsys):
+    """The epoch a VM kept on validation travels with its cached weights: a rerun that reuses them logs
+    the same `best_epoch` and shows the same flags (a VM that kept its start says so either way)."""
+    recipe = _recipe(tmp_path, log)
+    window = ["data.validation.days=1", "data.eval.days=1"]
+    code, _, err = run_cli(capsys, "run", str(recipe), *window)
+    assert code == 0, err
+    code, again, err = run_cli(capsys, "run", str(recipe), *window)
+    assert code == 0 and again.count("already trained") == 3, err
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("reuse").experiment_id], order_by=["attributes.start_time ASC"])
+    for role in ("baseline", "student"):
+        first, second = [r for r in runs if r.data.tags.get("role") == role]
+        assert "reused_from_run_id" not in first.data.tags and second.data.tags["reused_from_run_id"] == first.info.run_id
+        assert second.data.metrics["best_epoch"] == first.data.metrics["best_epoch"] in (0.0, 1.0)
+        assert ("kept its start" in second.data.tags.get("lift_flags", "")) == (first.data.metrics["best_epoch"] == 0)
+    tables = sorted((tmp_path / "runs").rglob("lift.csv"), key=lambda path: path.stat().st_mtime)
+    assert pl.read_csv(tables[0])["flags"].to_list() == pl.read_csv(tables[-1])["flags"].to_list()
 
 
 def _run_from(source: Path, recipe: Path) -> subprocess.CompletedProcess:

@@ -59,6 +59,8 @@ class DataConfig:
     student: WindowConfig = field(default_factory=lambda: WindowConfig(days=7))
     validation: WindowConfig = field(default_factory=lambda: WindowConfig(days=1))  # for choosing knobs, never for reporting; 0 days: none
     eval: WindowConfig = field(default_factory=lambda: WindowConfig(days=3))  # what the lift table reports
+    # every model's recal NE is fitted (one logit shift) on the students' window's last this-many days (all of it when shorter)
+    recalibration_days: int = 1
     users: UserSampleConfig = field(default_factory=UserSampleConfig)
     cache_dir: str = ".cache/gem-transfer"
     # a VM whose training slice (its surfaces × task in the students' window) has fewer positive

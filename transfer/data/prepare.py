@@ -55,6 +55,7 @@ class PreparedData:
     student_rows: torch.Tensor  # [n_student]
     validation_rows: torch.Tensor  # [n_validation] (0 rows when the recipe has no validation window)
     eval_rows: torch.Tensor  # [n_eval]
+    recalibration_days: int = 1  # how many of the students' last days the recalibration is fitted on
 
     def summary(self) -> str:
         """One line: each window with its rows."""
@@ -64,9 +65,10 @@ class PreparedData:
 
     @property
     def recalibration_rows(self) -> torch.Tensor:
-        """The consumers' last training day (the last 24 h of `student`), where every model's
-        one-parameter recalibration is fitted (design §7). → [m]"""
-        return self.log.window_rows(self.student.end - timedelta(days=1), self.student.end)
+        """The consumers' last training days (the last `recalibration_days` × 24 h of `student`, all of
+        it when shorter), where every model's one-parameter recalibration is fitted (design §7). → [m]"""
+        start = max(self.student.start, self.student.end - timedelta(days=self.recalibration_days))
+        return self.log.window_rows(start, self.student.end)
 
     def base_rates(self, rows: torch.Tensor, task_columns: list[int]) -> torch.Tensor:
         """Mean label per task over `rows` (the whole log's where a task has no label there). → [T]"""
@@ -108,6 +110,7 @@ def prepare_data(cfg: DataConfig, staleness_days: int = 0) -> PreparedData:
         student_rows=_rows(log, student, dataset.name),
         validation_rows=log.window_rows(validation.start, validation.end),
         eval_rows=_rows(log, evaluation, dataset.name),
+        recalibration_days=cfg.recalibration_days,
     )
 
 

@@ -52,6 +52,7 @@ class VerticalResult:
     flops_share: float | None = None  # the VM's forward FLOPs per example over the teacher's (the same for each of its rows)
     eval_rows: int | None = None  # the VM's eval slice: impressions with a label for its task
     eval_positives: int | None = None  # … and its labelled positives (the power behind every row)
+    best_epochs: dict[str, int] = field(default_factory=dict)  # VM role → the epoch it kept on validation (0: its start)
 
     def models(self) -> list[tuple[str, str, str, Scores]]:
         """(role, variant, model, scores) for each row: teacher, domain FM if any, baseline, the
@@ -100,13 +101,17 @@ class VerticalResult:
         """What makes a row's numbers unreliable, in words (empty when nothing does), computed the same
         way for every role: a model worse than predicting the eval base rate (NE > 1); a lift or
         transfer ratio against such a baseline or teacher; a transfer or gain ratio whose denominator
-        is not resolvable (undefined, with its interval); an eval slice with fewer than
+        is not resolvable (undefined, with its interval); a VM that kept its start (epoch 0: its
+        training never beat its regression start on validation); an eval slice with fewer than
         FEW_EVAL_POSITIVES positives."""
         flags = []
         if not math.isfinite(scores.ne):
             flags.append("NE undefined (the slice lacks positives or negatives)")
         elif scores.ne > 1:
             flags.append("NE > 1: worse than predicting the base rate")
+        if math.isfinite(scores.ne) and not math.isfinite(scores.recal_ne):
+            flags.append("recal NE missing: the recalibration days (data.recalibration_days) hold no labelled rows of this slice "
+                         "or one class only")
         if role != "baseline" and self.baseline.ne > 1:
             flags.append("lift not meaningful: baseline NE > 1")
         if role in RATIO_ROLES:
@@ -116,6 +121,8 @@ class VerticalResult:
                 flags.append(f"transfer ratio {self.lead().ratio_reason()}")
         if role == "student" and self.interval is not None and self.interval.gain_reason():
             flags.append(f"gain ratio {self.interval.gain_reason()}")
+        if self.best_epochs.get(role) == 0:
+            flags.append("kept its start: no trained epoch beat its regression start on the validation slice")
         positives = self.positives()
         if positives is not None and positives < FEW_EVAL_POSITIVES:  # a property of the slice: on every row
             flags.append(f"few eval positives ({positives} < {FEW_EVAL_POSITIVES})")

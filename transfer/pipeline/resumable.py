@@ -19,6 +19,7 @@ from transfer.errors import DataError
 from transfer.pipeline.cache import StageCache, stage_lock
 from transfer.tracking import tags as T
 from transfer.tracking.runs import Tracker
+from transfer.training.best_epoch import KeepBestEpoch
 from transfer.training.module import RankingModule
 from transfer.training.trainer import LAST_CHECKPOINT, fit
 from transfer.util import ranks
@@ -32,20 +33,24 @@ def fit_or_reuse(
     """Train `module` (resuming if interrupted) or load its finished weights; → the id of the run that trained it.
     `label` names the model in progress lines and errors ("student: ig_stories_click"), `detail` its data.
     Every rank of a multi-process run trains (DDP keeps their weights equal); rank 0 saves them.
-    `watchers`: callbacks that see the training (see `transfer.training.trainer.fit`)."""
+    `watchers`: callbacks that see the training (see `transfer.training.trainer.fit`); a `KeepBestEpoch`
+    among them has its kept epoch stored with the weights and read back when they are reused."""
     message = f"{label} {detail}"
     with building(folder, label):
         cached = _cached_everywhere(cache, folder, module)
+        keepers = [watcher for watcher in watchers or [] if isinstance(watcher, KeepBestEpoch)]
         if cached is not None:
             print(f"✓ {message}: already trained (run {cached['run_id']}), reused", flush=True)
             tracker.set_tags({T.REUSED_FROM_RUN_ID: cached["run_id"], T.STAGE_CACHE: str(folder)})
+            for keeper in keepers:
+                keeper.reused(cached)
             return cached["run_id"]
         checkpoints = folder / "checkpoints"
         with step(message):
             _train(module, loader, cfg, max_epochs, tracker.lightning_logger(run_id), checkpoints, label, shard and cfg.strategy == "fsdp",
                    watchers)
         if ranks.is_main():
-            cache.save_model(folder, module.model, {"run_id": run_id})
+            cache.save_model(folder, module.model, {"run_id": run_id, **{k: v for keeper in keepers for k, v in keeper.record().items()}})
             shutil.rmtree(checkpoints, ignore_errors=True)
         ranks.barrier()  # every rank sees the same cache from here on
     return run_id

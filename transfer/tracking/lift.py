@@ -208,6 +208,8 @@ def _vertical_result(student: Run, baseline: Run, vanilla: Run | None, teachers:
         flops_share=metrics.get(T.FLOPS_VS_TEACHER),
         eval_rows=int(on_baseline[T.EVAL_ROWS]) if T.EVAL_ROWS in on_baseline else None,
         eval_positives=int(on_baseline[T.EVAL_POSITIVES]) if T.EVAL_POSITIVES in on_baseline else None,
+        best_epochs={role: int(run.data.metrics[T.BEST_EPOCH]) for role, run in
+                     ((T.Role.BASELINE, baseline), (T.Role.STUDENT, student), (T.Role.VANILLA_KD, vanilla)) if run is not None and T.BEST_EPOCH in run.data.metrics},
     )
 
 

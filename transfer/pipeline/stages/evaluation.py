@@ -15,7 +15,7 @@ from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
 from transfer.pipeline.stages.base import ALWAYS, RunContext, Stage
 from transfer.pipeline.stages.producers import TeacherStage
-from transfer.pipeline.stages.verticals import StudentStage, slice_metrics
+from transfer.pipeline.stages.verticals import StudentStage, VerticalOutcome, slice_metrics
 from transfer.tracking import tags as T
 from transfer.util import ranks
 from transfer.util.atomic import atomic_path
@@ -72,6 +72,7 @@ class EvaluationStage(Stage):
             ctx.tracker.tag_run(row["run_id"], {T.LIFT_FLAGS: row["flags"]})
 
     def _result(self, ctx: RunContext, student: StudentStage) -> VerticalResult:
+        """One VM's row group of the lift table, from its stages' outputs."""
         spec, base, out = student.vertical.spec, student.baseline.output, student.output
         vanilla = student.vanilla.output if student.vanilla is not None else None
         producer = student.teaching.producer.output if out.producer is not None else None
@@ -83,4 +84,10 @@ class EvaluationStage(Stage):
                               variant=techniques_tag(student.teaching.config), run_ids=run_ids,
                               interval=out.interval, vanilla=vanilla.scores if vanilla else None,
                               vanilla_interval=vanilla.interval if vanilla else None, flops_share=out.flops_share,
-                              eval_rows=int(counts[T.EVAL_ROWS]), eval_positives=int(counts[T.EVAL_POSITIVES]))
+                              eval_rows=int(counts[T.EVAL_ROWS]), eval_positives=int(counts[T.EVAL_POSITIVES]),
+                              best_epochs=_best_epochs({T.Role.BASELINE: base, T.Role.STUDENT: out, T.Role.VANILLA_KD: vanilla}))
+
+
+def _best_epochs(outcomes: dict[str, VerticalOutcome | None]) -> dict[str, int]:
+    """role → the epoch its VM kept, for the VMs that kept one."""
+    return {role: out.best_epoch for role, out in outcomes.items() if out is not None and out.best_epoch is not None}

@@ -47,6 +47,7 @@ class VerticalOutcome:
     interval: LiftInterval | None = None  # a student's 95% interval of lift and transfer ratio over its baseline
     validation: dict[str, float] = field(default_factory=dict)  # its val_* metrics on the validation slice (none without one)
     flops_share: float | None = None  # its forward FLOPs per example over the teacher's
+    best_epoch: int | None = None  # the epoch it kept on its validation slice (0: its start); None without one
 
 
 @dataclass(frozen=True)
@@ -137,11 +138,12 @@ class _VerticalStage(Stage):
             loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed, order=self.recipe.trainer.order)
             keeper = vertical.best_epoch_keeper(ctx, module)  # it keeps its best epoch on the validation slice, the start as epoch 0
             start_ne = keeper.best_score if keeper is not None else None
-            trained_by = fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
-                                      tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}",
-                                      watchers=[keeper] if keeper is not None else None)
-            if keeper is not None and trained_by == run_id:
-                tracker.log_metrics({T.BEST_EPOCH: float(keeper.best_epoch), T.START_VAL_NE: start_ne})
+            fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
+                         tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}",
+                         watchers=[keeper] if keeper is not None else None)
+            best_epoch = keeper.best_epoch if keeper is not None else None  # trained now, or read back with reused weights
+            if best_epoch is not None:
+                tracker.log_metrics({T.BEST_EPOCH: float(best_epoch), T.START_VAL_NE: start_ne})
             scores, logits, validation = vertical.evaluate(ctx, module)
             interval = None
             if baseline is not None:
@@ -156,7 +158,8 @@ class _VerticalStage(Stage):
             flops_share = forward_flops_per_example(module.export(), data.log.inputs) / vertical.teacher.forward_flops
             tracker.log_metrics({T.FLOPS_VS_TEACHER: flops_share})
             status = _log_serving(tracker, module, spec, WindowBatches(data.log, eval_rows, model.history_length), self.role)
-        self.output = VerticalOutcome(module, run_id, scores, status, teacher[0], producer, logits, teacher[1], interval, validation, flops_share)
+        self.output = VerticalOutcome(module, run_id, scores, status, teacher[0], producer, logits, teacher[1], interval, validation, flops_share,
+                                      best_epoch)
         if self.role == T.Role.STUDENT and ctx.on_student is not None:
             ctx.on_student(spec.name, validation)
 
