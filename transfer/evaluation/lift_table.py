@@ -174,7 +174,7 @@ def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
                 "flags": "; ".join(r.flags(role, s)),
                 "run_id": r.run_ids.get(role, ""),
             })
-    return pl.DataFrame(rows, schema_overrides={"AUC": pl.Float64, "calibration": pl.Float64, "recal NE": pl.Float64, "gain ratio": pl.Float64,
+    return pl.DataFrame(rows, schema_overrides={"AUC": pl.Float64, "calibration": pl.Float64, "recal NE": pl.Float64, "transfer ratio": pl.Float64, "gain ratio": pl.Float64,
                                              "FLOPs vs teacher": pl.Float64, "eval rows": pl.Int64, "eval positives": pl.Int64,
                                              "lift % low": pl.Float64, "lift % high": pl.Float64})
 

@@ -136,7 +136,7 @@ def read_provenance(path: Path) -> Provenance:
     """The provenance stored in a knowledge table; a `DataError` if there is none."""
     if not path.is_file():
         raise DataError(f"{path}: knowledge table not found")
-    meta = pl.read_parquet_metadata(path)
+    meta = _readable(path, lambda: pl.read_parquet_metadata(path))
     if PROVENANCE_KEY not in meta:
         raise DataError(f"{path}: not a knowledge table (no {PROVENANCE_KEY} metadata)")
     return Provenance(**json.loads(meta[PROVENANCE_KEY]))
@@ -178,19 +178,69 @@ class JoinedKnowledge:
 
 def join_knowledge(table: KnowledgeTable, example_id: pl.Series, tasks: list[str], embedding: bool = False) -> JoinedKnowledge:
     """The producer's logits for `tasks` (and its embeddings), aligned with `example_id` by a polars
-    left join; a `DataError` names the table and the count of examples it lacks."""
+    left join. The table is the contract between a producer and its students, so it is checked as it is
+    read, whoever wrote it: its columns and their types, one row per `example_id`, a row for every
+    training example, finite values. A `DataError` names the table, the column and what is wrong."""
     shards, path = _shards(table), _name(table)
-    available = pl.read_parquet_schema(shards[0])
+    available = _readable(shards[0], lambda: pl.read_parquet_schema(shards[0]))
     columns = [f"logit_{task}" for task in tasks] + (["embedding"] if embedding else [])
-    absent = [c for c in columns if c not in available]
+    absent = [c for c in ["example_id", *columns] if c not in available]
     if absent:
         raise DataError(f"{path}: knowledge has no column {', '.join(absent)}; it has {', '.join(available)}")
-    knowledge = pl.read_parquet(shards, columns=["example_id", *columns])
+    _check_types(path, available, columns, example_id.dtype)
+    knowledge = _readable(shards[0], lambda: pl.read_parquet(shards, columns=["example_id", *columns]))
+    _check_unique(path, knowledge["example_id"])
+    _check_finite_logits(path, knowledge, columns[: len(tasks)])
     keys = pl.DataFrame({"example_id": example_id})
     joined = keys.join(knowledge, on="example_id", how="left", maintain_order="left")
+    if joined.height != keys.height:  # cannot happen with unique keys; a join that adds rows would shift every later row
+        raise DataError(f"{path}: joining its knowledge gave {joined.height} rows for {keys.height} training examples")
     missing = joined[columns[0]].null_count()
     if missing:
         raise DataError(f"{path}: knowledge has no {columns[0]} for {missing} of the {len(keys)} training examples")
     logits = torch.from_numpy(joined.select(columns[: len(tasks)]).to_numpy().astype(np.float32))
     emb = torch.from_numpy(np.stack(joined["embedding"].to_numpy())) if embedding else None
+    if emb is not None and not torch.isfinite(emb).all():
+        bad = ~torch.isfinite(emb).all(dim=1)
+        raise DataError(f"{path}: column embedding holds non-finite values on {int(bad.sum())} of the training examples "
+                        f"(e.g. example_id {joined['example_id'][int(bad.nonzero()[0])]!r}); allowed: finite numbers")
     return JoinedKnowledge(logits, emb)
+
+
+def _readable(path: Path, read):
+    """`read()`, with a file polars cannot read (truncated, not parquet) said in one line."""
+    try:
+        return read()
+    except (pl.exceptions.PolarsError, OSError, pa.ArrowException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path}: not a readable knowledge table ({first[:200]}); delete it and rerun to generate it again") from None
+
+
+def _check_types(path: str, schema: pl.Schema, columns: list[str], id_dtype: pl.DataType) -> None:
+    """Logits are float32, the embedding a float16 array, `example_id` the log's key type."""
+    if schema["example_id"] != id_dtype:
+        raise DataError(f"{path}: column example_id is {schema['example_id']}; allowed: {id_dtype}, the impression log's example_id type")
+    for column in columns:
+        found = schema[column]
+        if column == "embedding":
+            if not (isinstance(found, (pl.Array, pl.List)) and found.inner == pl.Float16):
+                raise DataError(f"{path}: column embedding is {found}; allowed: a fixed-size array of float16")
+        elif found != pl.Float32:
+            raise DataError(f"{path}: column {column} is {found}; allowed: float32")
+
+
+def _check_unique(path: str, example_id: pl.Series) -> None:
+    duplicated = example_id.filter(example_id.is_duplicated())
+    if len(duplicated):
+        raise DataError(f"{path}: column example_id has {duplicated.n_unique()} duplicated key(s) (e.g. {duplicated[0]!r}); "
+                        "allowed: one row per example")
+
+
+def _check_finite_logits(path: str, knowledge: pl.DataFrame, columns: list[str]) -> None:
+    """Every logit of the table finite (NaN would end a student's training in a NaN loss, ±inf in a
+    saturated soft label), whichever rows a consumer reads."""
+    for column in columns:
+        bad = knowledge.filter(~pl.col(column).is_finite() | pl.col(column).is_null())
+        if bad.height:
+            raise DataError(f"{path}: column {column} holds {bad.height} non-finite value(s) (e.g. {bad[column][0]} for example_id "
+                            f"{bad['example_id'][0]!r}); allowed: finite numbers")
