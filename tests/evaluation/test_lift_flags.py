@@ -125,3 +125,13 @@ def test_a_missing_recal_ne_says_why():
                                      baseline=Scores(ne=0.90, auc=0.6, calibration=1.0, recal_ne=0.89)))
     assert "recal NE missing: the recalibration days (data.recalibration_days) hold no labelled rows" in rows["student"]["flags"]
     assert "recal NE" not in rows["baseline"]["flags"]
+
+
+def test_every_vm_row_carries_its_own_models_cost():
+    """With parameter sharing a student is bigger than its baseline (a projection of the shared
+    table): each row shows its own model's FLOPs share, the teacher's row none."""
+    result = dataclasses.replace(_result(teacher=0.80, baseline=0.90, student=0.85, vanilla=0.88),
+                                 flops_shares={"baseline": 0.0366, "vanilla_kd": 0.0366, "student": 0.0558})
+    rows = _rows(result)
+    assert {role: row["FLOPs vs teacher"] for role, row in rows.items()} == {"teacher": None, "baseline": 0.0366, "vanilla_kd": 0.0366,
+                                                                             "student": 0.0558}

@@ -74,8 +74,8 @@ def test_each_vm_run_logs_its_serving_cost_and_budget_status(tracked):
 
 def test_each_vm_row_says_its_forward_flops_against_the_teachers(tracked):
     """The lift table's "FLOPs vs teacher": forward FLOPs per example (full histories) of the VM over
-    the teacher's, the same on a VM's baseline and student rows, blank on the teacher's; from the run
-    and from the store alike."""
+    the teacher's, each row its own model's (the same architecture here on a VM's baseline and student
+    rows), blank on the teacher's; from the run and from the store alike."""
     from transfer.catalog import catalog
     from transfer.evaluation.cost import forward_flops_per_example
 

@@ -49,7 +49,7 @@ class VerticalResult:
     interval: LiftInterval | None = None  # the student's 95% interval over its baseline (and its vanilla-KD reference)
     vanilla: Scores | None = None  # the VM's vanilla-KD reference student, when the recipe trained one
     vanilla_interval: LiftInterval | None = None  # its 95% interval over the baseline
-    flops_share: float | None = None  # the VM's forward FLOPs per example over the teacher's (the same for each of its rows)
+    flops_shares: dict[str, float] = field(default_factory=dict)  # VM role → its model's forward FLOPs per example over the teacher's
     eval_rows: int | None = None  # the VM's eval slice: impressions with a label for its task
     eval_positives: int | None = None  # … and its labelled positives (the power behind every row)
     best_epochs: dict[str, int] = field(default_factory=dict)  # VM role → the epoch it kept on validation (0: its start)
@@ -169,7 +169,7 @@ def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:
                 **interval_bounds(r.interval_of(role)),
                 "gain ratio": r.gain_ratio(role, s),
                 **gain_cells(r.interval if role == "student" and r.vanilla is not None else None),
-                "FLOPs vs teacher": r.flops_share if role in VM_ROLES else None,
+                "FLOPs vs teacher": r.flops_shares.get(role) if role in VM_ROLES else None,  # each row its own model's cost
                 "serving budget": budget_cell(r.budget) if role == "student" else "",
                 "flags": "; ".join(r.flags(role, s)),
                 "run_id": r.run_ids.get(role, ""),

@@ -205,7 +205,9 @@ def _vertical_result(student: Run, baseline: Run, vanilla: Run | None, teachers:
         interval=_interval(metrics, tags),
         vanilla=_scores(vanilla.data.metrics, T.EVAL) if vanilla is not None else None,
         vanilla_interval=_interval(vanilla.data.metrics, vanilla.data.tags) if vanilla is not None else None,
-        flops_share=metrics.get(T.FLOPS_VS_TEACHER),
+        flops_shares={role: run.data.metrics[T.FLOPS_VS_TEACHER] for role, run in ((T.Role.BASELINE, baseline), (T.Role.STUDENT, student),
+                                                                                 (T.Role.VANILLA_KD, vanilla))
+                      if run is not None and T.FLOPS_VS_TEACHER in run.data.metrics},
         eval_rows=int(on_baseline[T.EVAL_ROWS]) if T.EVAL_ROWS in on_baseline else None,
         eval_positives=int(on_baseline[T.EVAL_POSITIVES]) if T.EVAL_POSITIVES in on_baseline else None,
         best_epochs={role: int(run.data.metrics[T.BEST_EPOCH]) for role, run in

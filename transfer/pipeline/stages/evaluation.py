@@ -83,7 +83,9 @@ class EvaluationStage(Stage):
                               out.scores, producer=producer.name if producer else None, producer_scores=out.producer, budget=out.budget,
                               variant=techniques_tag(student.teaching.config), run_ids=run_ids,
                               interval=out.interval, vanilla=vanilla.scores if vanilla else None,
-                              vanilla_interval=vanilla.interval if vanilla else None, flops_share=out.flops_share,
+                              vanilla_interval=vanilla.interval if vanilla else None,
+                              flops_shares={role: o.flops_share for role, o in ((T.Role.BASELINE, base), (T.Role.STUDENT, out),
+                                                                                 (T.Role.VANILLA_KD, vanilla)) if o is not None},
                               eval_rows=int(counts[T.EVAL_ROWS]), eval_positives=int(counts[T.EVAL_POSITIVES]),
                               best_epochs=_best_epochs({T.Role.BASELINE: base, T.Role.STUDENT: out, T.Role.VANILLA_KD: vanilla}))
 
