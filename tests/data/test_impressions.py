@@ -48,6 +48,15 @@ def test_unparsable_timestamp(tmp_path, capsys, small_log):
     assert "'ts'" in err and "timestamp" in err
 
 
+@pytest.mark.parametrize(("scale", "unit"), [(1_000, "s"), (1_000_000, "ms")])
+def test_epoch_times_in_the_wrong_unit_name_the_column_the_value_and_the_unit(tmp_path, capsys, small_log, scale, unit):
+    """Milliseconds read as seconds (or microseconds as milliseconds) would name a year past 50,000."""
+    frame = small_log.with_columns((pl.col("ts").dt.epoch("s") * scale).alias("ts"))
+    err = _run(tmp_path, capsys, frame, timestamp={"column": "ts", "unit": unit})
+    biggest = frame["ts"].max()
+    assert f"column 'ts': found {biggest} in unit '{unit}'" in err and "outside 1970–2200" in err and "a finer unit" in err
+
+
 def test_duplicate_example_id(tmp_path, capsys, small_log):
     frame = small_log.with_columns(pl.when(pl.col("example_id") == 1).then(0).otherwise(pl.col("example_id")).alias("example_id"))
     err = _run(tmp_path, capsys, frame)

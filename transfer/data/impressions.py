@@ -11,6 +11,7 @@ import sys
 import tempfile
 import zipfile
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -91,6 +92,7 @@ def _parse_timestamp(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) ->
     _require(frame, [col], cfg_path, "timestamp.column")
     try:
         if unit in ("s", "ms"):
+            _check_epoch_range(frame, col, unit, cfg_path)
             parsed = pl.from_epoch(pl.col(col).cast(pl.Int64, strict=True), time_unit=unit)
         elif unit == "iso":
             parsed = pl.col(col).str.to_datetime(strict=True, time_zone="UTC")
@@ -106,6 +108,25 @@ def _parse_timestamp(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) ->
         raise DataError(f"{cfg_path}: column '{col}': expected a timestamp, found {dtype}")
     ts = pl.col(col).dt.convert_time_zone("UTC") if dtype.time_zone else pl.col(col).dt.replace_time_zone("UTC")
     return frame.with_columns(ts.dt.cast_time_unit("us").alias(col))
+
+
+EPOCH_YEARS = (1970, 2200)  # the times a log's epoch timestamps may name
+_PER_SECOND = {"s": 1, "ms": 1_000}
+
+
+def _check_epoch_range(frame: pl.DataFrame, col: str, unit: str, cfg_path: Path) -> None:
+    """Epoch numbers in `unit` must name a time from 1970 to 2200: milliseconds read as seconds (or
+    the reverse) are said as such, not met later as an overflow."""
+    values = frame[col].cast(pl.Int64, strict=True)
+    low, high = values.min(), values.max()
+    if low is None:
+        return
+    limit = int(datetime(EPOCH_YEARS[1], 1, 1, tzinfo=timezone.utc).timestamp()) * _PER_SECOND[unit]
+    for value in (high, low):
+        if not 0 <= value < limit:
+            hint = "; so large a number counts a finer unit than timestamp.unit says (ms? µs?)" if value >= limit else ""
+            raise DataError(f"{cfg_path}: column '{col}': found {value} in unit '{unit}' (timestamp.unit), outside {EPOCH_YEARS[0]}–"
+                            f"{EPOCH_YEARS[1]}{hint}; allowed: epoch {unit} from {EPOCH_YEARS[0]} to {EPOCH_YEARS[1]}")
 
 
 def _canonical(frame: pl.DataFrame, cfg: DatasetConfig, cfg_path: Path) -> pl.DataFrame:
