@@ -367,6 +367,7 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 def _cmd_synth(args: argparse.Namespace) -> int:
     import datetime
 
+    from transfer.config.validate import MAX_SEED, synthetic_rows_problem
     from transfer.data.synthetic import SyntheticSpec, generate
     from transfer.util.atomic import atomic_path
 
@@ -374,6 +375,14 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         datetime.date.fromisoformat(args.start)
     except ValueError:
         raise UserError(f"--start: found '{args.start}'; allowed: a date YYYY-MM-DD") from None
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed: found {args.seed}; allowed: a whole number from 0 to {MAX_SEED}")
+    if problem := synthetic_rows_problem(args.rows):
+        raise UserError(f"--rows: {problem}")
+    if args.out.is_dir():
+        raise UserError(f"--out: {args.out} is a folder; allowed: a parquet file's path (e.g. {args.out / 'synthetic.parquet'})")
+    if not args.out.parent.is_dir():
+        raise UserError(f"--out: the folder {args.out.parent} does not exist; create it first")
     spec = SyntheticSpec(rows=args.rows, days=args.days, seed=args.seed, start=args.start)
     frame = generate(spec)
     with atomic_path(args.out) as tmp:

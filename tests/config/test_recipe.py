@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import pytest
@@ -144,6 +146,23 @@ def test_bad_cli_argument_is_one_line_exit_2(capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert len(err.strip().splitlines()) == 1 and "--rows" in err
+
+
+def test_data_synth_refuses_bad_arguments_in_one_line_and_writes_nothing(tmp_path, capsys):
+    out = str(tmp_path / "log.parquet")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    cases = [
+        (["--seed", "-1", "--out", out], "--seed: found -1; allowed: a whole number from 0 to 4294967295"),
+        (["--out", str(tmp_path)], f"--out: {tmp_path} is a folder"),
+        (["--out", str(tmp_path / "absent" / "log.parquet")], "--out: the folder"),
+    ]
+    if 10**8 * 680 > memory:  # 100M impressions need about 63 GiB to generate and encode
+        cases.append((["--rows", str(10**8), "--out", out], "--rows: found 100,000,000, which needs about 63 GiB"))
+    for argv, expected in cases:
+        rows = [] if "--rows" in argv else ["--rows", "100"]
+        code, _, err = run_cli(capsys, "data", "synth", *rows, *argv)
+        assert code == 2 and err.count("\n") == 1 and expected in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ls_lists_recipes_teachers_and_students(capsys, monkeypatch):

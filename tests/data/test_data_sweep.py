@@ -245,6 +245,13 @@ def test_hash_buckets_below_one_is_refused(tmp_path, capsys, small_log, buckets)
     assert f"dataset.yaml: hash_buckets: found {buckets}; allowed: a whole number >= 1" in line
 
 
+def test_hash_buckets_whose_tables_cannot_fit_are_refused_with_the_estimate(tmp_path, capsys, small_log):
+    """2^40 buckets: 5 features × 2^40 rows × 32 bytes = 160 TiB before any model is built."""
+    line = _one_error(*_check(tmp_path, capsys, write_dataset(tmp_path, small_log, hash_buckets=2**40)))
+    assert f"hash_buckets: found {2**40:,}; its embedding tables need at least {5 * 2**40 * 32 / 2**30:,.0f} GiB" in line
+    assert "(5 features × 1,099,511,627,776 rows × 8 float32 dims)" in line and "allowed: at most" in line
+
+
 @pytest.mark.parametrize("rows", [10**12, 0])
 def test_absurd_synthetic_rows_are_refused_with_the_range(tmp_path, capsys, rows):
     data = {"dataset": "synthetic", "synthetic": {"rows": rows}, "cache_dir": str(tmp_path / "cache")}

@@ -7,6 +7,7 @@ are polars SQL expressions (`click: "rating >= 4"`), evaluated in order after th
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,8 +184,24 @@ def check_dataset_config(cfg: DatasetConfig, path: Path) -> None:
         if unknown:
             raise DataError(f"{path}: trainable.{surface}: task '{unknown[0]}' is not in labels; allowed: {', '.join(cfg.labels)}")
     _check_counters(cfg, path)
+    _check_hash_buckets(cfg, path)
+
+
+MIN_EMBEDDING_BYTES = 8 * 4  # the least any model's embedding row holds: 8 float32 dimensions
+
+
+def _check_hash_buckets(cfg: DatasetConfig, path: Path) -> None:
+    """At least one bucket, and no more than this machine could hold as the smallest model's
+    embedding tables (every categorical feature × hash_buckets rows × 8 float32 dimensions)."""
     if cfg.hash_buckets < 1:
         raise DataError(f"{path}: hash_buckets: found {cfg.hash_buckets}; allowed: a whole number >= 1")
+    features = 3 + len(cfg.categorical)  # user_id, ad_id, ad_category, then the dataset's own
+    needed = features * cfg.hash_buckets * MIN_EMBEDDING_BYTES
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > memory:
+        raise DataError(f"{path}: hash_buckets: found {cfg.hash_buckets:,}; its embedding tables need at least {needed / 2**30:,.0f} GiB "
+                        f"({features} features × {cfg.hash_buckets:,} rows × 8 float32 dims), more than this machine's "
+                        f"{memory / 2**30:,.0f} GiB; allowed: at most {memory // (features * MIN_EMBEDDING_BYTES):,} here")
 
 
 def _check_counters(cfg: DatasetConfig, path: Path) -> None:

@@ -11,6 +11,7 @@ the file and the key path:
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import fields
 from datetime import date, datetime
@@ -258,5 +259,22 @@ MAX_SYNTHETIC_ROWS = 100_000_000  # about 3 minutes and tens of GiB to generate;
 
 
 def _check_synthetic_rows(path: Path, rows: int) -> None:
+    problem = synthetic_rows_problem(rows)
+    if problem:
+        raise RecipeError(f"{path}: data.synthetic.rows: {problem}")
+
+
+SYNTHETIC_BYTES_PER_ROW = 680  # peak memory of generating and encoding the synthetic world, per impression (6.8 GB at 10M, as measured)
+
+
+def synthetic_rows_problem(rows: int) -> str:
+    """What is wrong with a synthetic world of `rows` impressions on this machine ("" when nothing):
+    outside 1..MAX_SYNTHETIC_ROWS, or more than its memory holds while it is generated and encoded."""
     if not 1 <= rows <= MAX_SYNTHETIC_ROWS:
-        raise RecipeError(f"{path}: data.synthetic.rows: found {rows:,}; allowed: 1 to {MAX_SYNTHETIC_ROWS:,}")
+        return f"found {rows:,}; allowed: 1 to {MAX_SYNTHETIC_ROWS:,}"
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if rows * SYNTHETIC_BYTES_PER_ROW > memory:
+        return (f"found {rows:,}, which needs about {rows * SYNTHETIC_BYTES_PER_ROW / 2**30:,.0f} GiB to generate and encode "
+                f"({SYNTHETIC_BYTES_PER_ROW} bytes an impression), more than this machine's {memory / 2**30:,.0f} GiB; "
+                f"allowed here: at most {memory // SYNTHETIC_BYTES_PER_ROW:,}")
+    return ""
