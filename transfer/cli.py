@@ -16,6 +16,7 @@ Bad input ends with one line on stderr and exit code 2 (`--debug` shows the trac
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from dataclasses import asdict
@@ -25,6 +26,7 @@ from transfer.errors import TrainingError, UserError
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a tool killed by a closed pipe exits with
+EXIT_STORAGE = 1  # the disk filled up: no fault of the input, and a rerun resumes once there is room
 
 
 class _Parser(argparse.ArgumentParser):
@@ -425,6 +427,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush of stdout cannot fail again
         return EXIT_BROKEN_PIPE  # the reader went away (`gem-transfer ls | head`): stop quietly, as a Unix tool does
+    except OSError as exc:
+        if args.debug or (said := _storage_problem(exc)) is None:
+            raise
+        print(f"gem-transfer: error: {_one_line(said)}", file=sys.stderr)
+        return EXIT_STORAGE if exc.errno in (errno.ENOSPC, errno.EDQUOT) else EXIT_USAGE
     except Exception as exc:
         if args.debug or not _is_user_error(exc):
             raise
@@ -435,6 +442,24 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(exc, TrainingError):  # a loss gone bad on this rank's share of a batch only
             print(f"gem-transfer: error: rank {rank}: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _storage_problem(exc: OSError) -> str | None:
+    """A write the machine refused, said in one line with the path and what to do (None: another error).
+    Every write is atomic (a temporary name, then a rename), so nothing is left half-written."""
+    import shutil
+
+    path = exc.filename or "?"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        folder = Path(path).parent if path != "?" else Path.cwd()
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+        return (f"{path}: no space left on the device ({free / 2**20:,.0f} MiB free in {folder}); free some space or move output_dir "
+                "(or data.cache_dir) elsewhere, then rerun the same command: it resumes where it stopped")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{path}: cannot write here ({exc.strerror}); allowed: a folder this user can write (choose another with --out or output_dir)"
+    return None
 
 
 def _stdout_reader_gone() -> bool:

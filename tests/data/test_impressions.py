@@ -14,6 +14,7 @@ def _run(tmp_path, capsys, frame: pl.DataFrame, **dataset_overrides) -> str:
     assert code == 2, out + err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert "teacher:" not in out  # nothing was trained
+    assert not (tmp_path / "runs" / "mlflow.db").exists()  # nor a tracking store with an empty experiment left behind
     return err
 
 

@@ -63,8 +63,10 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
     is scored (a tuning study's intermediate values)."""
     ranks.start()
     torch.set_num_threads(recipe_threads(recipe.trainer))
-    tracker = recipe_tracker(recipe)  # fails fast, before any data work, on a store it cannot reach
+    if ranks.is_main():  # fails fast, before any data work, on a store it cannot reach (creating nothing yet)
+        check_reachable(tracking_uri(recipe), Path(recipe.output_dir), ready=False)
     ctx, plan = planned(recipe, recipe_path)
+    tracker = recipe_tracker(recipe)  # the store and experiment, created once the data passed its checks
     ctx = replace(ctx, tracker=tracker, on_student=on_student)
     _clean_up_killed_attempts(recipe, ctx.tracker)
     _say_data(ctx.data)
@@ -87,10 +89,15 @@ def recipe_tracker(recipe: Recipe) -> Tracker:
     """The MLflow tracker of the recipe's runs: its store (by default a sqlite file in its output
     folder), its experiment (by default its name), artifacts beside a local store. Rank 0 checks
     first that the store answers (one clear line if not)."""
-    uri = recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
+    uri = tracking_uri(recipe)
     if ranks.is_main():  # only rank 0 talks to the tracking server
         check_reachable(uri, Path(recipe.output_dir))
     return Tracker(uri, recipe.tracking.experiment or recipe.name, _artifact_root(recipe.tracking.uri, Path(recipe.output_dir)))
+
+
+def tracking_uri(recipe: Recipe) -> str:
+    """The recipe's tracking store: `tracking.uri`, by default a sqlite file in its output folder."""
+    return recipe.tracking.uri or default_tracking_uri(Path(recipe.output_dir))
 
 
 def _group_run(ctx: RunContext, group: int):

@@ -28,7 +28,7 @@ from transfer.evaluation.lift_table import (
 )
 from transfer.evaluation.lift_table import lift_rows as lift_table_rows
 from transfer.tracking import tags as T
-from transfer.tracking.runs import check_reachable
+from transfer.tracking.runs import TRACKING_FLAG, check_reachable
 from transfer.util.atomic import atomic_path
 
 COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", "role", "variant", "model", "NE", "lift %", "lift % 95% CI", "vs baseline",
@@ -46,7 +46,7 @@ class LiftReport:
 
 
 def lift_from_tracking(uri: str, experiments: list[str] | None, vertical: str | None, since: str | None, out: Path) -> LiftReport:
-    check_reachable(uri)
+    check_reachable(uri, setting=TRACKING_FLAG, create=False)
     client = MlflowClient(uri)
     ids = _experiment_ids(client, uri, experiments)
     runs = _model_runs(client, ids, vertical, _since_ms(since))

@@ -22,7 +22,7 @@ from transfer.catalog import catalog
 from transfer.errors import UserError
 from transfer.evaluation.serving import ServingCost
 from transfer.tracking import tags as T
-from transfer.tracking.runs import check_reachable
+from transfer.tracking.runs import TRACKING_FLAG, check_reachable
 
 LINEAGE_TAGS = T.LINEAGE
 LINEAGE_METRICS = (T.LIFT_PCT, T.TRANSFER_RATIO, f"{T.EVAL}{T.NE}", f"{T.EVAL}{T.AUC}", T.SERVING_PARAMS, T.SERVING_P99_MS)
@@ -36,7 +36,7 @@ def register_vertical(uri: str, run_id: str, alias: str | None = None) -> ModelV
     """Register the VM trained in `run_id` under its catalog name; → the new model version."""
     if alias is not None:
         _check_alias(alias)
-    check_reachable(uri)
+    check_reachable(uri, setting=TRACKING_FLAG, create=False)
     with _global_store(uri):
         return _register(MlflowClient(uri, registry_uri=uri), uri, run_id, alias)
 

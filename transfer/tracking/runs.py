@@ -36,6 +36,7 @@ from transfer.util.atomic import process_alive
 from transfer.util.interrupt import Interrupted
 
 HEALTH_TIMEOUT_S = 5.0
+TRACKING_FLAG = "--tracking-uri"  # what sets the store of the commands that read runs (lift, register)
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 STORE_LOGGERS = ("mlflow.store.db.utils", "alembic")  # "Creating initial MLflow database tables…", on a new store
 
@@ -55,17 +56,25 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(database)
 
 
-def check_reachable(uri: str, output_dir: Path | None = None) -> None:
-    """Fail fast, naming the URI, when the tracking store cannot be used (before any work starts): a
+def check_reachable(uri: str, output_dir: Path | None = None, setting: str = "tracking.uri", create: bool = True,
+                    ready: bool = True) -> None:
+    """Fail fast, naming the URI and the `setting` that gave it (the recipe's `tracking.uri`, or a
+    command's `--tracking-uri`), when the tracking store cannot be used (before any work starts): a
     tracking server that does not answer; a sqlite file that is not a healthy SQLite database, or
     whose folder does not exist (allowed: inside `output_dir`, a recipe run's folder, which is
-    created). A sqlite store is made ready here, once, by one process at a time (see
-    `ready_sqlite_store`). An `output_dir` that cannot be a folder fails first."""
+    created), or, for a command that only reads runs (`create` False), that does not exist. A sqlite
+    store is made ready here (`ready`; False: checked only, nothing written), once, by one process at
+    a time (see `ready_sqlite_store`). An `output_dir` that cannot be a folder fails first."""
     if output_dir is not None:
         check_output_dir(output_dir)
     if (db := sqlite_path(uri)) is not None:
-        _check_sqlite_file(uri, db, output_dir)
-        ready_sqlite_store(uri, db)
+        if not create and not db.is_file():
+            raise UserError(f"{setting}: {uri}: no MLflow store there ({db} does not exist); allowed: the store your runs wrote "
+                            "(a recipe's tracking.uri, by default sqlite:///<output_dir>/mlflow.db), given with --tracking-uri "
+                            "or $MLFLOW_TRACKING_URI")
+        _check_sqlite_file(uri, db, output_dir, setting)
+        if ready:
+            ready_sqlite_store(uri, db, setting)
         return
     if not uri.startswith(("http://", "https://")):
         return
@@ -76,7 +85,7 @@ def check_reachable(uri: str, output_dir: Path | None = None) -> None:
             problem = f"HTTP {response.status}"
     except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
         problem = str(getattr(exc, "reason", exc))
-    raise UserError(f"tracking.uri: the MLflow tracking server at {uri} cannot be reached ({problem}); start it or fix tracking.uri")
+    raise UserError(f"{setting}: the MLflow tracking server at {uri} cannot be reached ({problem}); start it or fix {setting}")
 
 
 def check_output_dir(output_dir: Path) -> None:
@@ -87,20 +96,20 @@ def check_output_dir(output_dir: Path) -> None:
         raise UserError(f"output_dir: found {existing}, which is a file{where}; allowed: a folder (existing, or to be created)")
 
 
-def _check_sqlite_file(uri: str, db: Path, output_dir: Path | None) -> None:
+def _check_sqlite_file(uri: str, db: Path, output_dir: Path | None, setting: str) -> None:
     """The store's file is a healthy SQLite database, or it can be created without making folders
     outside `output_dir`."""
     if db.exists():
         problem = _sqlite_problem(db)
         if problem:
-            raise UserError(f"tracking.uri: {uri}: {db} {problem}; allowed: an MLflow sqlite store, or a path where one can be "
-                            "created (move the file away, or fix tracking.uri)")
+            raise UserError(f"{setting}: {uri}: {db} {problem}; allowed: an MLflow sqlite store, or a path where one can be "
+                            f"created (move the file away, or fix {setting})")
         return
     if db.parent.is_dir() or (output_dir is not None and db.resolve().is_relative_to(output_dir.resolve())):
         return
     what = "is not a folder" if db.parent.exists() else "does not exist"
     inside = f", or a path inside output_dir ({output_dir}), which is created" if output_dir is not None else ""
-    raise UserError(f"tracking.uri: {uri}: the folder {db.parent} {what}; allowed: a sqlite file in an existing folder{inside}")
+    raise UserError(f"{setting}: {uri}: the folder {db.parent} {what}; allowed: a sqlite file in an existing folder{inside}")
 
 
 def _sqlite_problem(db: Path) -> str | None:
@@ -125,7 +134,7 @@ def _sqlite_problem(db: Path) -> str | None:
     return None if verdict == "ok" else f"is a damaged or unreadable SQLite database ({verdict})"
 
 
-def ready_sqlite_store(uri: str, db: Path) -> None:
+def ready_sqlite_store(uri: str, db: Path, setting: str = "tracking.uri") -> None:
     """Open the sqlite store once under an exclusive lock on `<db>.lock`, so that only one process
     creates or migrates a new store's tables (MLflow's migration races: two runs started together on
     a fresh store fail with 'duplicate column name'); the others wait, then find it ready."""
@@ -134,7 +143,7 @@ def ready_sqlite_store(uri: str, db: Path) -> None:
         try:
             MlflowClient(uri).search_experiments(max_results=1)
         except Exception as exc:  # an old schema, a store of another program: the user's URI, named here
-            raise UserError(f"tracking.uri: cannot open the MLflow tracking store at {uri}: {exc}") from exc
+            raise UserError(f"{setting}: cannot open the MLflow tracking store at {uri}: {exc}") from exc
 
 
 @contextlib.contextmanager

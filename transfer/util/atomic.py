@@ -32,6 +32,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         if tmp.exists():
             os.chmod(tmp, 0o666 & ~process_umask())  # mkstemp makes it private (0600); the result is a normal file
         os.replace(tmp, target)
+    except OSError as exc:
+        if exc.filename is None or str(exc.filename) == str(tmp):  # a write that failed (a full disk) names what it was writing
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -1,0 +1,66 @@
+"""What a user meets when the store or the disk is not what a command expects: `lift` and `register`
+from a folder without runs name `--tracking-uri`, the flag that fixes it, and create nothing; an
+output folder the user cannot write and a full disk are one line naming the path (never a
+traceback), with nothing half-written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("command", [["lift"], ["register", "0123456789abcdef"]], ids=["lift", "register"])
+def test_a_command_that_reads_runs_in_a_folder_without_them_names_the_flag(tmp_path, capsys, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, _, err = run_cli(capsys, *command)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("gem-transfer: error: --tracking-uri: sqlite:///") and "no MLflow store there" in err
+    assert "tracking.uri:" not in err.split("error: ")[1][:20]  # the recipe's key is not what a lift or register user sets
+    assert list(tmp_path.iterdir()) == []  # no empty store left behind
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line(tracked_store, capsys):
+    """/sys is read-only even for root: where `--out` cannot be created."""
+    code, _, err = run_cli(capsys, "lift", "--tracking-uri", tracked_store, "--out", "/sys/gem_transfer_lift")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "/sys/gem_transfer_lift" in err and "cannot write here" in err
+
+
+@pytest.fixture
+def tracked_store(tmp_path, capsys) -> str:
+    """A store with one finished quickstart-shaped run of a tiny recipe."""
+    from tests.conftest import write_dataset, write_recipe
+    from transfer.data.synthetic import SyntheticSpec, generate
+
+    dataset = write_dataset(tmp_path, generate(SyntheticSpec(rows=4_000, days=6, seed=2)))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    recipe = write_recipe(tmp_path, dataset, name="stored", teacher={"model": "skeleton_tiny", "batch_size": 256},
+                          students=[{"vertical": "ig_stories_click", "batch_size": 64}], tracking={"uri": uri})
+    code, _, err = run_cli(capsys, "run", str(recipe))
+    assert code == 0, err
+    return uri
+
+
+@pytest.fixture
+def full_disk(tmp_path) -> Path:
+    """A 4 KiB tmpfs: a folder whose device fills up (mounting needs root, which CI and these machines are)."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    assert os.geteuid() == 0, "this test mounts a tiny tmpfs to fill a disk, which needs root"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(folder)], check=True)
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_naming_the_path_with_nothing_half_written(tracked_store, full_disk, capsys):
+    code, _, err = run_cli(capsys, "lift", "--tracking-uri", tracked_store, "--out", str(full_disk / "lift"))
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
+    assert str(full_disk / "lift") in err and "no space left on the device" in err and "rerun the same command" in err
+    assert not [p for p in (full_disk / "lift").iterdir() if ".tmp" in p.name]  # nothing half-written left
