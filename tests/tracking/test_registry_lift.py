@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -253,6 +254,20 @@ def _as_a_user(*argv: str, cwd, env_uri: str | None = None) -> subprocess.Comple
     if env_uri:
         env["MLFLOW_TRACKING_URI"] = env_uri
     return subprocess.run([sys.executable, "-m", "transfer.cli", *argv], env=env, cwd=cwd, capture_output=True, text=True, timeout=time_limit(600))
+
+
+@pytest.mark.slow
+def test_concurrent_registrations_each_report_the_version_they_made(tracked, tmp_path):
+    """Three `register` commands at once: three versions in the store, and each command printed its own."""
+    run = _one(tracked["runs"], role="student", vertical="ig_stories_click", recipe="aux")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")} | {"PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "transfer.cli", "register", run.info.run_id, "--tracking-uri", tracked["uri"]]
+    processes = [subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [p.communicate(timeout=time_limit(600)) for p in processes]
+    assert all(p.returncode == 0 for p in processes), outputs
+    printed = sorted(int(re.search(r"version (\d+)", out).group(1)) for out, _ in outputs)
+    stored = sorted(int(v.version) for v in tracked["client"].search_model_versions(f"run_id = '{run.info.run_id}'"))
+    assert printed == stored[-3:] and len(set(printed)) == 3  # the run's three newest versions (another test may register it too)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from transfer.catalog import catalog
 from transfer.errors import UserError
 from transfer.evaluation.serving import ServingCost
 from transfer.tracking import tags as T
-from transfer.tracking.runs import TRACKING_FLAG, check_reachable
+from transfer.tracking.runs import TRACKING_FLAG, check_reachable, store_lock
 
 LINEAGE_TAGS = T.LINEAGE
 LINEAGE_METRICS = (T.LIFT_PCT, T.TRANSFER_RATIO, f"{T.EVAL}{T.NE}", f"{T.EVAL}{T.AUC}", T.SERVING_PARAMS, T.SERVING_P99_MS)
@@ -37,7 +37,7 @@ def register_vertical(uri: str, run_id: str, alias: str | None = None) -> ModelV
     if alias is not None:
         _check_alias(alias)
     check_reachable(uri, setting=TRACKING_FLAG, create=False)
-    with _global_store(uri):
+    with _global_store(uri), store_lock(uri):  # one registration at a time: MLflow's sqlite store numbers versions racily
         return _register(MlflowClient(uri, registry_uri=uri), uri, run_id, alias)
 
 

@@ -161,6 +161,16 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """For a sqlite store, hold its lock (`<db>.lock`) for the block: writes that MLflow's sqlite store
+    does not serialize itself (registering a version) happen one process at a time. A server
+    serializes its own writes: no lock."""
+    db = sqlite_path(uri)
+    with _file_lock(db.with_name(db.name + ".lock")) if db is not None else contextlib.nullcontext():
+        yield
+
+
+@contextlib.contextmanager
 def _quiet(names: tuple[str, ...]) -> Iterator[None]:
     """Loggers `names` at WARNING and above only, inside the block."""
     loggers = [logging.getLogger(name) for name in names]
