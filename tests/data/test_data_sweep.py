@@ -186,6 +186,13 @@ def test_a_derive_that_could_read_files_is_refused_without_echoing_them(tmp_path
     assert "dataset.yaml: derive.leak:" in line and "allowed: a scalar SQL expression" in line and "TOPSECRET" not in out + err
 
 
+def test_a_derive_that_would_replace_a_column_the_data_has_is_refused(tmp_path, capsys, small_log):
+    """`click` is already a column of the log: deriving it again would silently change the label."""
+    dataset = write_dataset(tmp_path, small_log, derive={"click": "CAST(bid > 1 AS INT)"})
+    line = _one_error(*_check(tmp_path, capsys, dataset))
+    assert "dataset.yaml: derive.click: the data already has a column 'click'" in line and "allowed: a new column name" in line
+
+
 def test_a_derive_over_the_columns_works_and_an_unknown_column_is_named(tmp_path, capsys, small_log):
     from transfer.config.dataset import load_dataset_config
     from transfer.data.impressions import load_impressions

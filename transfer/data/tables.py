@@ -153,8 +153,12 @@ def _relative(path: Path, base: Path) -> str:
 def derive_columns(frame: pl.DataFrame, derive: dict[str, str], where: str) -> pl.DataFrame:
     """Add `derive`'s columns in order, each a scalar polars SQL expression over the columns so far (the
     text was screened for subqueries and table functions when the config was loaded); `where` starts
-    each error line (the dataset YAML, and the table when it is a table's own derive)."""
+    each error line (the dataset YAML, and the table when it is a table's own derive). A derived column
+    never replaces one the data already has: that would silently change a label or a key."""
     for name, text in derive.items():
+        if name in frame.columns:
+            raise DataError(f"{where}: derive.{name}: the data already has a column '{name}', which this would silently replace; "
+                            f"allowed: a new column name (e.g. {name}_derived, then name it in the role that reads it)")
         try:
             expr = pl.sql_expr(text)
             unknown = sorted(set(expr.meta.root_names()) - set(frame.columns))
