@@ -95,7 +95,8 @@ def test_a_bad_store_file_is_one_line_for_run_lift_and_register(recipe_with, tmp
         code, out, err = run_cli(capsys, *argv)
         assert code == 2, (argv, err)
         (line,) = err.splitlines()
-        assert line.startswith(f"gem-transfer: error: tracking.uri: {uri}: {db} ") and problem in line, line
+        setting = "tracking.uri" if argv[0] == "run" else "--tracking-uri"  # the recipe's key, or the flag that gave the store
+        assert line.startswith(f"gem-transfer: error: {setting}: {uri}: {db} ") and problem in line, line
         assert "Traceback" not in err
     assert db.read_bytes() == before  # left as it was, for the user to look at
     assert not (tmp_path / "runs").exists() and not (tmp_path / "lift").exists()
@@ -167,3 +168,28 @@ os._exit(1)  # killed mid-transaction: the journal stays
     assert _sqlite_problem(db) is None
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 0  # rolled back
+
+
+@pytest.mark.slow
+def test_a_copied_run_folder_refuses_to_write_into_the_original(tmp_path, capsys):
+    """gem_runs copied elsewhere: its store still names the original's artifact folder, so a run from the
+    copy would write its artifacts there; it stops in one line instead, and the original is untouched."""
+    import shutil
+
+    from transfer.data.synthetic import SyntheticSpec, generate
+
+    original = tmp_path / "original"
+    original.mkdir()
+    dataset = write_dataset(original, generate(SyntheticSpec(rows=4_000, days=6, seed=2)))
+    recipe = write_recipe(original, dataset, name="copied", teacher={"model": "skeleton_tiny", "batch_size": 256},
+                          students=[{"vertical": "ig_stories_click", "batch_size": 64}])
+    assert run_cli(capsys, "run", str(recipe))[0] == 0
+    artifacts = sorted(p for p in (original / "runs" / "mlartifacts").rglob("*") if p.is_file())
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    moved = copy / "copied.yaml"
+    moved.write_text(moved.read_text().replace(str(original), str(copy)))
+    code, _, err = run_cli(capsys, "run", str(moved), "students.0.lr=0.003")
+    assert code == 2 and err.count("\n") == 1
+    assert "experiment 'copied' of this store keeps its artifacts in" in err and str(original / "runs" / "mlartifacts") in err
+    assert sorted(p for p in (original / "runs" / "mlartifacts").rglob("*") if p.is_file()) == artifacts

@@ -68,7 +68,7 @@ def check_reachable(uri: str, output_dir: Path | None = None, setting: str = "tr
     if output_dir is not None:
         check_output_dir(output_dir)
     if (db := sqlite_path(uri)) is not None:
-        if not create and not db.is_file():
+        if not create and not db.exists():
             raise UserError(f"{setting}: {uri}: no MLflow store there ({db} does not exist); allowed: the store your runs wrote "
                             "(a recipe's tracking.uri, by default sqlite:///<output_dir>/mlflow.db), given with --tracking-uri "
                             "or $MLFLOW_TRACKING_URI")
@@ -160,6 +160,19 @@ def _file_lock(path: Path) -> Iterator[None]:
         yield
 
 
+def _check_artifact_location(experiment, artifact_root: Path | None) -> None:
+    """An existing experiment of a store kept beside its artifacts (`artifact_root`) keeps them there:
+    a store copied elsewhere still names the original's absolute folder, and its new runs would write
+    into the original. Refused in one line instead."""
+    if artifact_root is None or not experiment.artifact_location.startswith("file:"):
+        return
+    stored = Path(urllib.parse.unquote(urllib.parse.urlparse(experiment.artifact_location).path))
+    if stored.resolve() != artifact_root.resolve():
+        raise UserError(f"tracking.uri: experiment '{experiment.name}' of this store keeps its artifacts in {stored}, not beside the store "
+                        f"({artifact_root}): was the folder copied or moved? Its new runs would write into the original; allowed: "
+                        "another tracking.experiment name (a new experiment, kept beside this store), or run where the store was made")
+
+
 @contextlib.contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """For a sqlite store, hold its lock (`<db>.lock`) for the block: writes that MLflow's sqlite store
@@ -224,6 +237,7 @@ class Tracker:
         except Exception as exc:  # any failure to reach the store is the user's URI, named here
             raise UserError(f"tracking.uri: cannot reach the MLflow tracking store at {self.uri}: {exc}") from exc
         if found is not None:
+            _check_artifact_location(found, artifact_root)
             return found.experiment_id
         location = artifact_root.resolve().as_uri() if artifact_root is not None else None
         try:
