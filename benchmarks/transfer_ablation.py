@@ -55,7 +55,7 @@ from transfer.config.recipe import (  # noqa: E402
     load_recipe,
 )
 from transfer.config.validate import validate  # noqa: E402
-from transfer.evaluation.intervals import SeedInterval, seed_interval  # noqa: E402
+from transfer.evaluation.intervals import SeedInterval, fieller_interval, holm_adjusted, holm_verdict, seed_interval  # noqa: E402
 from transfer.pipeline.engine import run_recipe  # noqa: E402
 from transfer.tuning.space import stage_knobs  # noqa: E402
 from transfer.tuning.study import tune  # noqa: E402
@@ -266,9 +266,11 @@ def _mean_std(values: list[float], digits: int) -> str:
 
 def ablation_table(frame: pl.DataFrame, dataset: str) -> str:
     """Markdown: per VM, the teacher/domain FM, baseline and each variant — NE and AUC (mean ± std
-    over seeds), lift % with its 95% interval over seeds, and the gain ratio (ratio of mean gains)."""
+    over seeds), lift % with its 95% interval over seeds, and the gain ratio (ratio of mean gains, with
+    Fieller's interval; undefined where vanilla KD's gain is not resolvable)."""
     data = frame.filter(pl.col("dataset") == dataset)
-    lines = ["| VM (slice) | model | NE | AUC | recal NE | lift % [95% CI over seeds] | gain ratio vs vanilla KD |", "|---|---|---|---|---|---|---|"]
+    lines = ["| VM (slice) | model | NE | AUC | recal NE | lift % [95% CI over seeds] | gain ratio vs vanilla KD [Fieller 95% CI] |",
+             "|---|---|---|---|---|---|---|"]
     for slice_ in data["slice"].unique(maintain_order=True):
         rows = data.filter(pl.col("slice") == slice_)
         baseline = _baseline(rows)
@@ -279,12 +281,15 @@ def ablation_table(frame: pl.DataFrame, dataset: str) -> str:
                     for m, v in fms.select("model", "variant").unique(maintain_order=True).iter_rows()]
         entries.append(("baseline", baseline))
         entries += [(v, _student(rows, v)) for v in rows["variant"].unique(maintain_order=True)]
-        vanilla_gain = statistics.mean((baseline["NE"] - _student(rows, "vanilla KD")["NE"]).to_list())
+        vanilla_gain = (baseline["NE"] - _student(rows, "vanilla KD")["NE"]).to_list()
         for name, sel in entries:
             gain = "—"
-            if name not in ("teacher", "baseline") and not name.startswith("domain FM"):
-                # undefined (as in the lift table) when vanilla KD gains nothing: a ratio over a loss flips its sign
-                gain = f"{statistics.mean((baseline['NE'] - sel['NE']).to_list()) / vanilla_gain:.2f}×" if vanilla_gain > 0 else "undefined"
+            if name == "vanilla KD":
+                gain = "1 (the reference)"
+            elif name not in ("teacher", "baseline") and not name.startswith("domain FM"):
+                # a ratio of mean gains with Fieller's interval, only where vanilla KD's gain is resolvable over the seeds
+                gain = fieller_interval((baseline["NE"] - sel["NE"]).to_list(), vanilla_gain).cell().replace(
+                    "undefined: its denominator is not resolvable over the seeds", "undefined (vanilla KD's gain not resolvable)")
             lift = seed_interval(sel["lift %"].to_list())
             lines.append(
                 f"| {slice_} | {name} | {_mean_std(sel['NE'].to_list(), 4)} | {_mean_std(sel['AUC'].to_list(), 4)} | "
@@ -294,27 +299,40 @@ def ablation_table(frame: pl.DataFrame, dataset: str) -> str:
 
 
 def claims_table(frame: pl.DataFrame, dataset: str) -> str:
-    """Markdown: per VM and variant, NE points over vanilla KD and, for the combinations, over twice
-    vanilla KD's gain (GEM's 2×), each the mean of per-seed paired differences with its 95% interval
-    and verdict; per slice its eval positives and the minimum detectable effect (80% power)."""
+    """Markdown: the study's endpoints, named before its data. Primary: GEM's 2× claim on each VM for
+    each combined variant — gain_combined − 2·gain_vanilla (NE points), its verdict Holm-adjusted over
+    all of them (one claim, one family). Secondary, each variant's NE points over vanilla KD, Holm-
+    adjusted within its VM. Each is the mean of per-seed paired differences with its 95% interval; per
+    slice its eval positives and the minimum detectable effect (80% power)."""
     data = frame.filter(pl.col("dataset") == dataset)
-    lines = ["| VM (slice) | eval positives per seed | variant | NE points over vanilla KD [95% CI] | vs vanilla KD | "
-             "MDE (80% power) | gain − 2·vanilla gain, NE points [95% CI] | GEM's 2× |", "|---|---|---|---|---|---|---|---|"]
+    rows_out, primary, secondary = [], [], {}
     for slice_ in data["slice"].unique(maintain_order=True):
         rows = data.filter(pl.col("slice") == slice_)
         baseline, vanilla = _baseline(rows)["NE"], _student(rows, "vanilla KD")["NE"]
-        positives = _student(rows, "vanilla KD")["eval positives"].cast(pl.Float64).to_list()
-        for variant in rows["variant"].unique(maintain_order=True):
-            if variant == "vanilla KD":
-                continue
+        positives = statistics.mean(_student(rows, "vanilla KD")["eval positives"].cast(pl.Float64).to_list())
+        for variant in [v for v in rows["variant"].unique(maintain_order=True) if v != "vanilla KD"]:
             ne = _student(rows, variant)["NE"]
             over = seed_interval((100 * (vanilla - ne)).to_list())
-            claim = "", ""
-            if variant in COMBINED:
-                twice = seed_interval((100 * ((baseline - ne) - 2 * (baseline - vanilla))).to_list())
-                claim = _with_interval(twice, 2), {"better": "holds", "worse": "refuted"}.get(twice.verdict, "not distinguishable")
-            lines.append(f"| {slice_} | {statistics.mean(positives):,.0f} | {variant} | {_with_interval(over, 2)} | {over.verdict} | "
-                         f"{over.minimum_detectable():.2f} | {claim[0]} | {claim[1]} |")
+            twice = seed_interval((100 * ((baseline - ne) - 2 * (baseline - vanilla))).to_list()) if variant in COMBINED else None
+            rows_out.append((slice_, positives, variant, over, twice))
+            secondary.setdefault(slice_, []).append(len(rows_out) - 1)
+            if twice is not None:
+                primary.append(len(rows_out) - 1)
+    if not rows_out:  # vanilla KD alone: no endpoint against it
+        return ""
+    adjusted_primary = dict(zip(primary, holm_adjusted([rows_out[i][4].p_value for i in primary]), strict=True))
+    adjusted_secondary = {i: p for members in secondary.values()
+                          for i, p in zip(members, holm_adjusted([rows_out[i][3].p_value for i in members]), strict=True)}
+    lines = ["| VM (slice) | eval positives per seed | variant | NE points over vanilla KD [95% CI] | vs vanilla KD (secondary, Holm within VM) | "
+             "MDE (80% power) | gain − 2·vanilla gain, NE points [95% CI] | Holm-adjusted p | GEM's 2× (primary) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for i, (slice_, positives, variant, over, twice) in enumerate(rows_out):
+        claim = ("", "", "")
+        if twice is not None:
+            verdict = {"better": "holds", "worse": "refuted"}.get(holm_verdict(twice, adjusted_primary[i]), "not distinguishable")
+            claim = (_with_interval(twice, 2), f"{adjusted_primary[i]:.3f}", verdict)
+        lines.append(f"| {slice_} | {positives:,.0f} | {variant} | {_with_interval(over, 2)} | {holm_verdict(over, adjusted_secondary[i])} | "
+                     f"{over.minimum_detectable():.2f} | {claim[0]} | {claim[1]} | {claim[2]} |")
     return "\n".join(lines)
 
 
@@ -403,6 +421,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=None, help="only these variants (vanilla KD always runs)")
     parser.add_argument("--staleness-days", type=int, nargs="+", default=list(STALENESS_DAYS), help="the staleness sweep's d values (0 always runs)")
     parser.add_argument("--from-csv", type=Path, default=None, help="analyse this run's CSV again instead of running")
+    parser.add_argument("--section", default=None, help="the RESULTS.md section to write (default: transfer-ablation-<study>[-400k][-tuned])")
     parser.add_argument("--synthetic-scale", choices=["bench", "recipe"], default="bench",
                         help="bench: 1.6M impressions over 40 days, eval 10 days (≥ 2,000 eval positives per slice); recipe: the recipes' 400k")
     parser.add_argument("--movielens-users", type=float, default=0.8,
@@ -458,8 +477,8 @@ def main() -> None:
                           + knobs_table(knobs.get(name, [])) + "\n")
             body = (f"{len(seeds)} seeds ({varies}); {took} (torch on {torch.get_num_threads()} threads).{scale}{tuning}\n\n"
                     + ablation_table(frame, name) + "\n\n" + claims_table(frame, name))
-            section = (f"transfer-ablation-{name}" + ("-400k" if synthetic and args.synthetic_scale == "recipe" else "")
-                       + ("-tuned" if args.tune else ""))
+            section = args.section or (f"transfer-ablation-{name}" + ("-400k" if synthetic and args.synthetic_scale == "recipe" else "")
+                                       + ("-tuned" if args.tune else ""))
             write_section(section, COMMAND, body)
             print(body)
     if "staleness" in chosen:

@@ -15,6 +15,8 @@ from transfer.evaluation.intervals import (
     MIN_USERS,
     cluster_weights,
     fieller_interval,
+    holm_adjusted,
+    holm_verdict,
     lift_interval,
     multinomial_weights,
     resampled_ne,
@@ -247,3 +249,21 @@ def test_fieller_bounds_solve_its_equation_and_an_unresolvable_denominator_is_un
     noisy = fieller_interval(x, [0.5, -0.6, 0.4, -0.3, 0.1])  # a denominator whose interval spans 0
     assert not noisy.defined and noisy.cell() == "undefined: its denominator is not resolvable over the seeds"
     assert fieller_interval([1.0], [1.0]).defined is False
+
+
+def test_holm_multiplies_the_kth_smallest_by_m_minus_k_plus_one_and_keeps_the_order():
+    """By hand: p = (0.01, 0.04, 0.03, 0.20) → sorted 0.01·4 = 0.04, 0.03·3 = 0.09, 0.04·2 = 0.08 → 0.09 (monotone), 0.20·1 = 0.20."""
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.20]) == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    assert holm_adjusted([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm_adjusted([]) == []
+
+
+def test_the_seed_p_value_is_the_t_tests_and_a_holm_verdict_needs_the_adjusted_one():
+    from scipy.stats import ttest_1samp
+
+    values = [0.8, 1.4, 0.3, 1.1, 0.9]
+    interval = seed_interval(values)
+    assert interval.p_value == pytest.approx(ttest_1samp(values, 0.0).pvalue, rel=1e-9)
+    assert holm_verdict(interval, interval.p_value) == "better"
+    assert holm_verdict(interval, 0.2) == "not distinguishable"
+    assert holm_verdict(seed_interval([-v for v in values]), 0.01) == "worse"

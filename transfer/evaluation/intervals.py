@@ -228,6 +228,18 @@ class SeedInterval:
         """"better" / "worse" when the interval excludes 0, else "not distinguishable"."""
         return _verdict(self.low, self.high)
 
+    @property
+    def p_value(self) -> float:
+        """The two-sided p-value of "no effect" (a one-sample t-test of the per-seed effects, n − 1
+        degrees of freedom); NaN for fewer than 2 seeds, 0 when every seed agrees exactly on a non-zero effect."""
+        from scipy.stats import t
+
+        if self.seeds < 2 or math.isnan(self.error):
+            return math.nan
+        if self.error == 0:
+            return 1.0 if self.mean == 0 else 0.0
+        return float(2 * t.sf(abs(self.mean) / self.error, self.seeds - 1))
+
     def minimum_detectable(self, power: float = 0.8) -> float:
         """The smallest true effect this many seeds detect with `power` at the 5% level (two-sided):
         (t_{0.975} + t_{power}) × the mean's standard error, with n − 1 degrees of freedom."""
@@ -292,3 +304,24 @@ def fieller_interval(numerators: list[float], denominators: list[float]) -> Rati
         return RatioInterval(ratio, -math.inf, math.inf, n, False)
     half = math.sqrt(max(b * b - 4 * a * c, 0.0))
     return RatioInterval(ratio, (-b - half) / (2 * a), (-b + half) / (2 * a), n, True)
+
+
+def holm_adjusted(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family's p-values (one claim's primary endpoints), in their
+    order: the k-th smallest is multiplied by (m − k + 1), made non-decreasing, capped at 1. A verdict
+    from an adjusted p-value below 0.05 keeps the family's chance of any false verdict under 5%."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [math.nan] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def holm_verdict(interval: SeedInterval, adjusted_p: float) -> str:
+    """"better" / "worse" when the Holm-adjusted p-value is below 5% (the direction of the mean), else
+    "not distinguishable"."""
+    if not adjusted_p < 1 - LEVEL:
+        return "not distinguishable"
+    return "better" if interval.mean > 0 else "worse"

@@ -50,12 +50,12 @@ class KeepBestEpoch(Callback):
 
     def record(self) -> dict[str, int]:
         """What a finished training's stage folder keeps of it (`reused` reads it back)."""
-        return {"best_epoch": self.best_epoch}
+        return {"kept_epoch": self.best_epoch}
 
     def reused(self, record: dict) -> None:
         """A finished training's weights were reused: take the epoch it kept from its `record`
         (None where the folder was written before epochs were recorded)."""
-        self.best_epoch = record.get("best_epoch")
+        self.best_epoch = record.get("kept_epoch")
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best_epoch, self.best_score, self.best_state = state_dict["epoch"], state_dict["score"], state_dict["weights"]
