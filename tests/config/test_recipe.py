@@ -134,6 +134,16 @@ def test_validate_takes_the_same_overrides_as_run(capsys):
     assert code == 2 and "no_such_teacher" in err
 
 
+def test_an_override_past_the_end_of_a_list_says_so_not_unknown_key(tmp_path, capsys):
+    """The quickstart has one transfer stage: stage 3 is not a misspelled key, it is an index it lacks."""
+    code, _, err = run_cli(capsys, "validate", str(QUICKSTART), "transfer.stages.3.distillation.weight=0.5")
+    assert code == 2 and err.count("\n") == 1 and "unknown key" not in err
+    assert "'transfer.stages' has 1 item(s) in this recipe" in err and "allowed: an index from 0 to 0" in err
+    path = _write(tmp_path, BASE)  # no transfer.stages written: the strategy's come after the overrides
+    code, _, err = run_cli(capsys, "validate", str(path), "transfer.stages.0.distillation.weight=0.5")
+    assert code == 2 and "'transfer.stages' has no items in this recipe" in err and "write transfer.stages in the recipe" in err
+
+
 def test_validate_raises_typed_error_for_library_users(tmp_path):
     with pytest.raises(RecipeError, match="teacher.model"):
         load_recipe(_write(tmp_path, BASE + "teacher: {model: nope}\n"))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from transfer.errors import RecipeError
@@ -110,6 +110,8 @@ def _apply_override(cfg: DictConfig, item: str, path: Path, schema: type) -> Dic
     except (OmegaConfBaseException, yaml.YAMLError) as exc:
         raise RecipeError(f"{source}: cannot parse the value: {_first_line(exc)}") from exc
     if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT and not _in_free_mapping(cfg, key):
+        if (missing := _missing_list_item(cfg, key)) is not None:
+            raise RecipeError(f"{source}: {missing}")
         allowed = _allowed_keys(schema, key)
         raise RecipeError(f"{source}: unknown key '{key}'; allowed here: {allowed}")
     try:
@@ -120,6 +122,23 @@ def _apply_override(cfg: DictConfig, item: str, path: Path, schema: type) -> Dic
 
 
 _ABSENT = object()
+
+
+def _missing_list_item(cfg: DictConfig, key: str) -> str | None:
+    """What is wrong when `key` indexes past the end of a list the config has (None: it does not):
+    an override changes an item that exists, it does not add one."""
+    parts = key.split(".")
+    for depth in range(len(parts) - 1):
+        node = OmegaConf.select(cfg, ".".join(parts[: depth + 1]), default=None)
+        following = parts[depth + 1]
+        if isinstance(node, ListConfig) and following.isdigit() and int(following) >= len(node):
+            where = ".".join(parts[: depth + 1])
+            if not len(node):
+                return (f"'{where}' has no items in this recipe, so '{key}' names none; an override changes an item the recipe "
+                        f"has: write {where} in the recipe itself")
+            return (f"'{where}' has {len(node)} item(s) in this recipe, so '{key}' names none; allowed: an index from 0 to "
+                    f"{len(node) - 1} (an override changes an item the recipe has; add new items to the recipe itself)")
+    return None
 
 
 def _in_free_mapping(cfg: DictConfig, key: str) -> bool:
