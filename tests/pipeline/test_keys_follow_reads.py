@@ -90,6 +90,17 @@ def test_a_dataset_field_changes_every_stage(tmp_path, log, capsys):
     assert _changed(base, _keys(capsys, _recipe(tmp_path / "b", log, hash_buckets=256))) == ALL
 
 
+def test_an_inline_vms_task_is_in_its_key(tmp_path, log, capsys):
+    """A VM declared in the recipe keeps its name when its task changes: its stages must not be reused."""
+    recipe = _recipe(tmp_path, log)
+    inline = {"name": "stories_vm", "surfaces": ["ig_stories"], "task": "click"}
+    text = recipe.read_text().replace("vertical: ig_stories_click", "vertical: stories_vm")
+    recipe.write_text(text + f"verticals: [{{name: {inline['name']}, surfaces: [ig_stories], task: click}}]\n")
+    click = _keys(capsys, recipe)
+    conversion = _keys(capsys, recipe, "verticals.0.task=conversion")
+    assert _changed(click, conversion) == {"baseline:stories_vm", "student:stories_vm"}
+
+
 def test_a_vanilla_kd_reference_is_the_same_stage_as_a_vanilla_kd_student(tmp_path, log, capsys):
     """One recipe's reference (role vanilla_kd) and another's vanilla-KD student train alike: one key, so one training."""
     recipe = _recipe(tmp_path, log)

@@ -74,9 +74,11 @@ class Vertical:
         return data.log.surface_rows(data.validation_rows, self.spec.surfaces)
 
     def reads(self, data: PreparedData) -> dict[str, str]:
-        """The rows this VM's training reads, as digests for its stage key: the rows it trains on (and
-        fits its regression start on) and the validation rows that choose the epoch it keeps."""
-        return {"train": keys.rows_digest(self.target(data).rows), "validation": keys.rows_digest(self.validation_rows(data))}
+        """What this VM's training reads, for its stage key: its task's labels on the rows it trains on
+        (and fits its regression start on), and the validation rows that choose the epoch it keeps
+        (rows as digests). A recipe's inline VM can change its task under the same name."""
+        return {"task": self.spec.task, "train": keys.rows_digest(self.target(data).rows),
+                "validation": keys.rows_digest(self.validation_rows(data))}
 
     def evaluate(self, ctx: RunContext, module: RankingModule, validation: bool = True) -> tuple[Scores, torch.Tensor, dict[str, float]]:
         """`module` on this VM's eval slice, recalibrated on its last training day: its scores, its
