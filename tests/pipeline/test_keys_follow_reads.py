@@ -111,3 +111,23 @@ def test_a_vanilla_kd_reference_is_the_same_stage_as_a_vanilla_kd_student(tmp_pa
     assert with_reference["student:ig_stories_click"] != vanilla_students["student:ig_stories_click"]
     code, _, err = run_cli(capsys, "plan", str(recipe), "transfer.max_age_days=-1")
     assert code == 2 and "max_age_days" in err
+
+
+FMS = {"domain_fm:dfm_small:facebook", "domain_fm:dfm_small:instagram"}
+FM_KNOWLEDGE = {"knowledge:dfm_small:facebook", "knowledge:dfm_small:instagram"}
+HIERARCHICAL = ["transfer.strategy=hierarchical", "transfer.stages=[]"]  # the strategy's two default stages
+HIERARCHICAL_CASES = [
+    ("domain_fms.lr=0.001", FMS | FM_KNOWLEDGE | STUDENTS),
+    ("domain_fms.max_epochs=2", FMS | FM_KNOWLEDGE | STUDENTS),
+    ("data.validation.hours=12", VMS),  # the domain FMs keep no epoch by validation: only the VMs read it
+    ("teacher.lr=0.001", (ALL | FMS | FM_KNOWLEDGE) - {"baseline:ig_stories_click", "baseline:fb_feed_conversion"}),
+    ("students.0.lr=0.003", IG),
+]
+
+
+def test_in_a_hierarchical_recipe_each_field_changes_exactly_the_stages_that_read_it(tmp_path, log, capsys):
+    recipe = _recipe(tmp_path, log)
+    base = _keys(capsys, recipe, *HIERARCHICAL)
+    assert set(base) == ALL | FMS | FM_KNOWLEDGE
+    found = {override: _changed(base, _keys(capsys, recipe, *HIERARCHICAL, override)) for override, _ in HIERARCHICAL_CASES}
+    assert found == dict(HIERARCHICAL_CASES)
