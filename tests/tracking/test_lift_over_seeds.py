@@ -63,3 +63,23 @@ def test_one_seed_gives_no_over_seed_table_and_three_give_the_t_interval(store, 
     over = [100 * (v - s) for v, s in zip(vanilla["NE"].to_list(), runs["NE"].to_list(), strict=True)]
     mean, half = statistics.mean(over), T_975_DF2 * statistics.stdev(over) / math.sqrt(3)
     assert row["NE points over vanilla KD [95% CI]"] == f"{mean:.2f} [{mean - half:.2f}, {mean + half:.2f}]"
+
+    baseline = per_run.filter(pl.col("role") == "baseline")[-3:]["NE"].to_list()
+    teacher = per_run.filter(pl.col("role") == "teacher")[-3:]["NE"].to_list()
+    gains = [100 * (b - s) for b, s in zip(baseline, runs["NE"].to_list(), strict=True)]
+    leads = [100 * (b - t) for b, t in zip(baseline, teacher, strict=True)]
+    assert row["transfer ratio [Fieller 95% CI]"] == _fieller_by_hand(gains, leads)
+
+
+def _fieller_by_hand(x: list[float], y: list[float]) -> str:
+    """Fieller's set {θ : (x̄ − θȳ)² ≤ t² (s²_x − 2θ s_xy + θ² s²_y) / n}, solved as a quadratic in θ, written out."""
+    n = len(x)
+    mx, my = statistics.mean(x), statistics.mean(y)
+    sxx, syy = statistics.variance(x), statistics.variance(y)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / (n - 1)
+    t2 = T_975_DF2**2
+    a, b, c = my**2 - t2 * syy / n, -2 * (mx * my - t2 * sxy / n), mx**2 - t2 * sxx / n
+    if a <= 0:
+        return "undefined: its denominator is not resolvable over the seeds"
+    root = math.sqrt(max(b * b - 4 * a * c, 0.0))
+    return f"{mx / my:.2f} [{(-b - root) / (2 * a):.2f}, {(-b + root) / (2 * a):.2f}]"
