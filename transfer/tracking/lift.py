@@ -111,8 +111,11 @@ def _seed_effects(group: pl.DataFrame) -> dict[str, object]:
     "undefined" where its denominator is not resolvable over the seeds."""
     lift = seed_interval(group["lift %"].to_list())
     gain = (100 * (group["baseline NE"] - group["NE"])).to_list()
+    ratio = "undefined: a seed's teacher row is missing"
+    if group["teacher NE"].null_count() == 0:
+        ratio = fieller_interval(gain, (100 * (group["baseline NE"] - group["teacher NE"])).to_list()).cell()
     row = {"lift % mean": lift.mean, "lift % 95% CI over seeds": f"[{lift.low:.2f}, {lift.high:.2f}]", "vs baseline": lift.verdict,
-           "transfer ratio [Fieller 95% CI]": fieller_interval(gain, (100 * (group["baseline NE"] - group["teacher NE"])).to_list()).cell(),
+           "transfer ratio [Fieller 95% CI]": ratio,
            "NE points over vanilla KD [95% CI]": "", "vs vanilla KD": "", "gain ratio [Fieller 95% CI]": ""}
     if group["vanilla NE"].null_count() == 0:
         over = seed_interval((100 * (group["vanilla NE"] - group["NE"])).to_list())
