@@ -286,6 +286,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from transfer.config.structured import precheck
 
     paths, overrides = _paths_and_overrides(args.recipes)
+    if not paths:
+        raise UserError(f"validate: no recipe file among '{' '.join(args.recipes)}'; allowed: recipe files, then key=value overrides")
     for path in paths:  # in order: each file's own verdict, the heavy imports only once one passes the precheck
         precheck(path, overrides)
         from transfer.config.recipe import load_recipe
@@ -457,8 +459,11 @@ def _storage_problem(exc: OSError) -> str | None:
         free = shutil.disk_usage(folder).free
         return (f"{path}: no space left on the device ({free / 2**20:,.0f} MiB free in {folder}); free some space or move output_dir "
                 "(or data.cache_dir) elsewhere, then rerun the same command: it resumes where it stopped")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{path}: cannot write here ({exc.strerror}); allowed: a folder this user can write (choose another with --out or output_dir)"
+    if exc.errno == errno.EROFS:
+        return f"{path}: cannot write here (a read-only file system); allowed: a writable folder (choose another with --out or output_dir)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"{path}: permission denied ({exc.strerror}); allowed: a path this user can read, and a folder it can write "
+                "(choose another with --out or output_dir)")
     return None
 
 

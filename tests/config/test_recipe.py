@@ -134,6 +134,11 @@ def test_validate_takes_the_same_overrides_as_run(capsys):
     assert code == 2 and "no_such_teacher" in err
 
 
+def test_validate_with_only_overrides_names_the_missing_recipe(capsys):
+    code, out, err = run_cli(capsys, "validate", "seed=1")
+    assert code == 2 and out == "" and "validate: no recipe file among 'seed=1'" in err
+
+
 def test_an_override_past_the_end_of_a_list_says_so_not_unknown_key(tmp_path, capsys):
     """The quickstart has one transfer stage: stage 3 is not a misspelled key, it is an index it lacks."""
     code, _, err = run_cli(capsys, "validate", str(QUICKSTART), "transfer.stages.3.distillation.weight=0.5")

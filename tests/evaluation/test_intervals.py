@@ -267,3 +267,13 @@ def test_the_seed_p_value_is_the_t_tests_and_a_holm_verdict_needs_the_adjusted_o
     assert holm_verdict(interval, interval.p_value) == "better"
     assert holm_verdict(interval, 0.2) == "not distinguishable"
     assert holm_verdict(seed_interval([-v for v in values]), 0.01) == "worse"
+
+
+def test_fieller_calls_a_resolvably_negative_denominator_undefined_as_the_lift_table_does():
+    found = fieller_interval([0.5, 0.6, 0.4, 0.55], [-2.0, -2.1, -1.9, -2.05])
+    assert not found.defined and found.cell() == "undefined: its denominator is negative over the seeds"
+
+
+def test_holm_leaves_an_endpoint_without_a_p_value_out_of_the_family_whatever_its_place():
+    assert holm_adjusted([math.nan, 0.01, 0.02]) == pytest.approx([math.nan, 0.02, 0.02], nan_ok=True)
+    assert holm_adjusted([0.01, math.nan, 0.02]) == pytest.approx([0.02, math.nan, 0.02], nan_ok=True)

@@ -58,7 +58,7 @@ def test_what_a_reader_looks_at_first_leads_the_table():
     assert table.columns[:7] == ["model", "role", "slice", "NE", "lift %", "lift % 95% CI", "vs baseline"]
 
 
-def test_the_minimum_detectable_lift_is_the_slices_own_figure():
+def test_the_minimum_detectable_lift_cell_shows_the_intervals_figure_on_the_student_row_only():
     rows = _rows(_result(teacher=0.80, baseline=0.90, student=0.85))
     assert rows["student"]["MDE lift %"] == "5.72"
     assert rows["baseline"]["MDE lift %"] == ""
@@ -135,3 +135,9 @@ def test_every_vm_row_carries_its_own_models_cost():
     rows = _rows(result)
     assert {role: row["FLOPs vs teacher"] for role, row in rows.items()} == {"teacher": None, "baseline": 0.0366, "vanilla_kd": 0.0366,
                                                                              "student": 0.0558}
+
+
+def test_an_interval_over_user_day_blocks_is_flagged():
+    rows = _rows(_result(teacher=0.80, baseline=0.90, student=0.85, interval=_interval(units=37, unit="user-days")))
+    assert "few eval users: the interval resampled 37 user-day blocks" in rows["student"]["flags"]
+    assert "few eval users" not in rows["baseline"]["flags"]

@@ -157,3 +157,15 @@ def test_a_rank_without_rows_writes_an_empty_shard_the_others_can_be_read_with(t
     joined = join_knowledge(shards, pl.Series([1, 0]), ["click"], embedding=True)
     assert joined.embedding.shape == (2, 4)
     assert check_provenance(shards, "skeleton_tiny") == PROV
+
+
+def test_a_damaged_shard_is_named_itself_not_the_first(tmp_path):
+    from transfer.knowledge.table import finished_table
+
+    _shard(tmp_path, 0, 2, [0, 2])
+    _shard(tmp_path, 1, 2, [1, 3])
+    shards = finished_table(tmp_path, "teacher")
+    shards[1].write_bytes(shards[1].read_bytes()[:40])
+    with pytest.raises(DataError, match=r"teacher.rank1-of-2.parquet: not a readable knowledge table") as raised:
+        join_knowledge(shards, pl.Series([0, 1]), ["click"])
+    assert "rank0" not in str(raised.value)

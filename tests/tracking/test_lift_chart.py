@@ -39,3 +39,10 @@ def test_each_bar_has_its_interval_as_a_whisker_and_its_verdict(tmp_path, monkey
     notes = sorted(text.get_text() for text in ax.texts)
     assert notes == ["better\nTR 0.50", "n.d."]
     assert (tmp_path / "lift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_point_outside_its_percentile_interval_still_draws(tmp_path):
+    """A percentile interval need not hold its point estimate: the whisker is clamped, the chart is drawn."""
+    rows = _rows().with_columns(pl.Series("lift % low", [0.6, 1.0]))  # 0.5 lies below its interval [0.6, 1.2]
+    lift.draw_lift_chart(rows, tmp_path / "lift.png")
+    assert (tmp_path / "lift.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -29,7 +29,7 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(tracked_store, caps
     """/sys is read-only even for root: where `--out` cannot be created."""
     code, _, err = run_cli(capsys, "lift", "--tracking-uri", tracked_store, "--out", "/sys/gem_transfer_lift")
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
-    assert "/sys/gem_transfer_lift" in err and "cannot write here" in err
+    assert "/sys/gem_transfer_lift: permission denied" in err and "a folder it can write" in err
 
 
 @pytest.fixture
@@ -64,3 +64,24 @@ def test_a_full_disk_is_one_line_naming_the_path_with_nothing_half_written(track
     assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
     assert str(full_disk / "lift") in err and "no space left on the device" in err and "rerun the same command" in err
     assert not [p for p in (full_disk / "lift").iterdir() if ".tmp" in p.name]  # nothing half-written left
+
+
+@pytest.mark.parametrize("writer", ["torch", "polars"])
+def test_a_full_disk_under_any_writer_is_the_same_error_naming_the_target(full_disk, writer):
+    """torch's writer fails with an unrelated message and polars wraps the OS error: both become ENOSPC on the target."""
+    import errno
+
+    import numpy as np
+    import polars as pl
+    import torch
+
+    from transfer.util.atomic import atomic_path
+
+    target = full_disk / "weights.bin"
+    with pytest.raises(OSError) as raised, atomic_path(target) as tmp:
+        if writer == "torch":
+            torch.save(torch.zeros(100_000), tmp)
+        else:
+            pl.DataFrame({"a": np.arange(100_000)}).write_parquet(tmp)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
+    assert list(full_disk.iterdir()) == []  # the temporary file is gone

@@ -124,7 +124,8 @@ def _check_epoch_range(frame: pl.DataFrame, col: str, unit: str, cfg_path: Path)
     limit = int(datetime(EPOCH_YEARS[1], 1, 1, tzinfo=timezone.utc).timestamp()) * _PER_SECOND[unit]
     for value in (high, low):
         if not 0 <= value < limit:
-            hint = "; so large a number counts a finer unit than timestamp.unit says (ms? µs?)" if value >= limit else ""
+            finer = {"s": "ms or µs", "ms": "µs"}[unit]
+            hint = f"; so large a number counts a finer unit than '{unit}' ({finer}?)" if value >= limit else ""
             raise DataError(f"{cfg_path}: column '{col}': found {value} in unit '{unit}' (timestamp.unit), outside {EPOCH_YEARS[0]}–"
                             f"{EPOCH_YEARS[1]}{hint}; allowed: epoch {unit} from {EPOCH_YEARS[0]} to {EPOCH_YEARS[1]}")
 

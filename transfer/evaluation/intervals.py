@@ -274,8 +274,10 @@ class RatioInterval:
     defined: bool
 
     def cell(self, digits: int = 2) -> str:
-        """"0.93 [0.84, 1.02]", or "undefined: …" when the denominator is not resolvable."""
+        """"0.93 [0.84, 1.02]", or "undefined: …" when the denominator is not resolvably positive."""
         if not self.defined:
+            if math.isnan(self.low):
+                return "undefined: its denominator is negative over the seeds"
             return "undefined: its denominator is not resolvable over the seeds"
         return f"{self.ratio:.{digits}f} [{_bound(self.low, digits)}, {_bound(self.high, digits)}]"
 
@@ -287,7 +289,8 @@ def _bound(value: float, digits: int) -> str:
 def fieller_interval(numerators: list[float], denominators: list[float]) -> RatioInterval:
     """The ratio of the means of paired per-seed `numerators` and `denominators` with its 95% Fieller
     interval (t quantile, n − 1 degrees of freedom): the θ with (x̄ − θȳ)² ≤ t² Var(x̄ − θȳ). It is a
-    bounded interval exactly when ȳ is resolvable (ȳ² / Var(ȳ) > t²); otherwise the ratio is undefined."""
+    bounded interval exactly when ȳ is resolvable (ȳ² / Var(ȳ) > t²); the ratio is defined only when ȳ
+    is also positive (the denominators here are a teacher's lead, vanilla KD's gain)."""
     from scipy.stats import t
 
     n = len(numerators)
@@ -302,6 +305,8 @@ def fieller_interval(numerators: list[float], denominators: list[float]) -> Rati
     ratio = mx / my if my != 0 else math.nan
     if a <= 0:  # the denominator is not resolvable: the set is unbounded
         return RatioInterval(ratio, -math.inf, math.inf, n, False)
+    if my < 0:  # resolvably negative: a share of a loss is no transfer or gain ratio (as in the lift table)
+        return RatioInterval(ratio, math.nan, math.nan, n, False)
     half = math.sqrt(max(b * b - 4 * a * c, 0.0))
     return RatioInterval(ratio, (-b - half) / (2 * a), (-b + half) / (2 * a), n, True)
 
@@ -309,10 +314,12 @@ def fieller_interval(numerators: list[float], denominators: list[float]) -> Rati
 def holm_adjusted(p_values: list[float]) -> list[float]:
     """Holm's step-down adjustment of a family's p-values (one claim's primary endpoints), in their
     order: the k-th smallest is multiplied by (m − k + 1), made non-decreasing, capped at 1. A verdict
-    from an adjusted p-value below 0.05 keeps the family's chance of any false verdict under 5%."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted, running = [math.nan] * m, 0.0
+    from an adjusted p-value below 0.05 keeps the family's chance of any false verdict under 5%. A NaN
+    p-value stays NaN and does not count in m."""
+    finite = [i for i, p in enumerate(p_values) if not math.isnan(p)]  # an endpoint without a p-value (one seed) is no test: NaN
+    m = len(finite)
+    order = sorted(finite, key=lambda i: p_values[i])
+    adjusted, running = [math.nan] * len(p_values), 0.0
     for rank, i in enumerate(order):
         running = max(running, min(1.0, (m - rank) * p_values[i]))
         adjusted[i] = running

@@ -121,6 +121,10 @@ class VerticalResult:
                 flags.append(f"transfer ratio {self.lead().ratio_reason()}")
         if role == "student" and self.interval is not None and self.interval.gain_reason():
             flags.append(f"gain ratio {self.interval.gain_reason()}")
+        interval = self.interval_of(role)
+        if interval is not None and interval.unit == "user-days":
+            flags.append(f"few eval users: the interval resampled {interval.units:,} user-day blocks, and may be too narrow "
+                         "where a user's days are alike")
         if self.best_epochs.get(role) == 0:
             flags.append("kept its start: no trained epoch beat its regression start on the validation slice")
         positives = self.positives()
@@ -131,7 +135,7 @@ class VerticalResult:
 
 VANILLA_ROLE = T.Role.VANILLA_KD  # the role of a VM's vanilla-KD reference (the gain ratio's denominator)
 RATIO_ROLES = (T.Role.DOMAIN_FM, VANILLA_ROLE, T.Role.STUDENT)  # rows whose transfer ratio says something
-FEW_EVAL_POSITIVES = 100  # below this many eval positives a student's row is flagged (its lift is noise-dominated)
+FEW_EVAL_POSITIVES = 100  # below this many eval positives every row of the slice is flagged (its lift is noise-dominated)
 
 SLICE_COLUMNS = ["eval rows", "eval positives"]  # the VM's eval slice, on each of its rows
 INTERVAL_COLUMNS = ["lift % 95% CI", "vs baseline", "TR 95% CI", "MDE lift %", "resampled"]

@@ -182,13 +182,18 @@ def join_knowledge(table: KnowledgeTable, example_id: pl.Series, tasks: list[str
     read, whoever wrote it: its columns and their types, one row per `example_id`, a row for every
     training example, finite values. A `DataError` names the table, the column and what is wrong."""
     shards, path = _shards(table), _name(table)
-    available = _readable(shards[0], lambda: pl.read_parquet_schema(shards[0]))
+    schemas = [_readable(shard, lambda shard=shard: pl.read_parquet_schema(shard)) for shard in shards]  # a bad shard is named itself
+    available = schemas[0]
+    for shard, schema in zip(shards[1:], schemas[1:], strict=True):
+        if schema != available:
+            raise DataError(f"{shard}: its columns differ from {shards[0]}'s ({dict(schema)} against {dict(available)}); the shards "
+                            "come from different producers")
     columns = [f"logit_{task}" for task in tasks] + (["embedding"] if embedding else [])
     absent = [c for c in ["example_id", *columns] if c not in available]
     if absent:
         raise DataError(f"{path}: knowledge has no column {', '.join(absent)}; it has {', '.join(available)}")
     _check_types(path, available, columns, example_id.dtype)
-    knowledge = _readable(shards[0], lambda: pl.read_parquet(shards, columns=["example_id", *columns]))
+    knowledge = _readable(Path(path), lambda: pl.read_parquet(shards, columns=["example_id", *columns]))
     _check_unique(path, knowledge["example_id"])
     _check_finite_logits(path, knowledge, columns[: len(tasks)])
     keys = pl.DataFrame({"example_id": example_id})

@@ -274,7 +274,7 @@ def draw_lift_chart(table: pl.DataFrame, path: Path) -> None:
             ax.bar(x, lift, width, color=colours(j % 10), label=label)
             top = lift
             if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
-                ax.errorbar(x, lift, yerr=[[lift - low], [high - lift]], color="black", capsize=4, linewidth=1)
+                ax.errorbar(x, lift, yerr=[[max(lift - low, 0.0)], [max(high - lift, 0.0)]], color="black", capsize=4, linewidth=1)
                 top = high if lift >= 0 else low
             ax.annotate(_bar_note(row), (x, top), ha="center", va="bottom" if lift >= 0 else "top", fontsize=8)
     handles, names = ax.get_legend_handles_labels()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import os
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -32,12 +34,31 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         if tmp.exists():
             os.chmod(tmp, 0o666 & ~process_umask())  # mkstemp makes it private (0600); the result is a normal file
         os.replace(tmp, target)
-    except OSError as exc:
-        if exc.filename is None or str(exc.filename) == str(tmp):  # a write that failed (a full disk) names what it was writing
-            raise OSError(exc.errno, exc.strerror, str(target)) from exc
+    except Exception as exc:
+        if disk_full(exc, target.parent):  # whichever library wrote (torch, polars, pyarrow): the same one clear error
+            raise OSError(errno.ENOSPC, "No space left on device", str(target)) from exc
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, str(tmp)):
+            raise OSError(exc.errno, exc.strerror, str(target)) from exc  # a failed write names what it was writing
         raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+FULL_BELOW_BYTES = 1 << 20  # a device with less free space than this is full, whatever the writer called its error
+
+
+def disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether a failed write failed for want of space: said so by its error (errno, or the OS message
+    a library passed on), or the device is (nearly) full now. torch's writer, for one, says neither."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    if "No space left on device" in text or "os error 28" in text:
+        return True
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
 
 
 @functools.cache
