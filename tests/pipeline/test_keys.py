@@ -17,7 +17,9 @@ import torch
 from tests.conftest import REPO, time_limit
 from transfer.catalog import catalog
 from transfer.config.recipe import Recipe, StageConfig, StudentConfig, TeacherConfig, TrainerConfig
-from transfer.pipeline.keys import knowledge_key, stage_key, teacher_key, vm_key
+from transfer.pipeline.keys import key_of, stage_key
+from transfer.pipeline.stages.producers import knowledge_reads, teacher_reads
+from transfer.pipeline.stages.verticals import vm_reads
 
 PACKAGES = ("transfer", "teacher", "students", "domain_fms", "adapters")
 
@@ -26,7 +28,13 @@ KEYS_SCRIPT = """
 import json, torch
 from transfer.catalog import catalog
 from transfer.config.recipe import Recipe, StageConfig, StudentConfig
-from transfer.pipeline.keys import domain_fm_key, knowledge_key, teacher_key, vm_key
+from transfer.pipeline.keys import key_of
+from transfer.pipeline.stages.producers import domain_fm_reads, knowledge_reads, teacher_reads
+from transfer.pipeline.stages.verticals import vm_reads
+teacher_key = lambda *a: key_of("teacher", teacher_reads(*a))
+knowledge_key = lambda *a: key_of("knowledge", knowledge_reads(*a))
+domain_fm_key = lambda *a: key_of("domain_fm", domain_fm_reads(*a))
+vm_key = lambda *a: key_of("vm", vm_reads(*a))
 student = StudentConfig(vertical="ig_stories_click")
 recipe = Recipe(name="keys", students=[student])
 stage = StageConfig()
@@ -42,6 +50,18 @@ keys = {
 }
 print(json.dumps({kind: key.name for kind, key in keys.items()}))
 """
+
+
+def teacher_key(*args):
+    return key_of("teacher", teacher_reads(*args))
+
+
+def knowledge_key(*args):
+    return key_of("knowledge", knowledge_reads(*args))
+
+
+def vm_key(*args):
+    return key_of("vm", vm_reads(*args))
 
 
 def _source_copy(root: Path) -> Path:

@@ -1,4 +1,8 @@
-"""Every stage's cache key, in one place (the single owner of keys).
+"""How a stage's cache key is made: the hash of what the stage reads. Each stage declares what it reads
+(`Reads`) beside the code that reads it — `teacher_reads`, `knowledge_reads` and `domain_fm_reads` in
+`stages/producers.py`, `vm_reads` in `stages/verticals.py`, `evaluation_reads` in `stages/evaluation.py`
+— and this module only hashes; `tests/pipeline/test_keys_follow_reads.py` changes every recipe field
+and checks which keys move.
 
 A key is the digest of everything that can change the stage's output, and nothing else:
 - the stage's own settings (a teacher's config, a VM's sizes and learning rate, a stage's techniques);
@@ -25,8 +29,7 @@ from pathlib import Path
 
 import torch
 
-from transfer.config.recipe import Recipe, StageConfig, StudentConfig, TeacherConfig, TrainerConfig
-from transfer.data.cache import sha256 as file_digest
+from transfer.config.recipe import TrainerConfig
 from transfer.util.fingerprint import fingerprint
 from transfer.util.launch import recipe_threads
 
@@ -48,6 +51,23 @@ class StageKey:
     def name(self) -> str:
         """The stage's folder name in the stage cache, e.g. `teacher-3f2a…`."""
         return f"{self.kind}-{self.digest}"
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What a stage's output depends on, as the stage declares it beside the code that reads it (its
+    module's `*_reads` function): its settings (rows as `rows_digest`s), its inputs' keys, the packages
+    whose code it runs whole, and the model builder it runs."""
+
+    settings: dict
+    inputs: dict[str, StageKey | str | None]
+    packages: tuple[str, ...] = ()
+    builder: str | None = None
+
+
+def key_of(kind: str, reads: Reads) -> StageKey:
+    """The key of a `kind` stage that reads `reads`: their hash, with the code and libraries it runs."""
+    return stage_key(kind, reads.settings, reads.inputs, list(reads.packages), reads.builder)
 
 
 def stage_key(kind: str, settings: dict, inputs: dict[str, StageKey | str | None], packages: list[str],
@@ -157,9 +177,8 @@ def trainer_settings(cfg: TrainerConfig, own_epochs: bool) -> dict[str, str]:
     `trainer.max_epochs` (the VMs); the teacher and domain FMs have their own epoch counts.
 
     On a CPU, `threads` counts as the intra-op threads each of the run's processes resolves it to
-    (`launch.recipe_threads`): a training's floats depend on how its sums are split among threads (the
-    quickstart's teacher: eval NE 0.9427 on 1 thread, 0.9475 on 2), so a stage trained on one count
-    is not reused by a run on another. Every process of a run computes the keys, so a multi-node CPU
+    (`launch.recipe_threads`): a training's floats depend on how its sums are split among threads, so a
+    stage trained on one count is not reused by a run on another. Every process of a run computes the keys, so a multi-node CPU
     run needs nodes that resolve the same count (`trainer.threads` pins it)."""
     ignored = {"progress"} | (set() if cfg.strategy == "fsdp" else {"sharding"})  # sharding only means something under fsdp
     if not own_epochs:
@@ -172,72 +191,3 @@ def trainer_settings(cfg: TrainerConfig, own_epochs: bool) -> dict[str, str]:
 def rows_digest(rows: torch.Tensor) -> str:
     """A hash of the exact rows a stage reads (not only their count). rows: [N] int64"""
     return hashlib.sha256(rows.to(torch.int64).contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
-def teacher_key(recipe: Recipe, data_fingerprint: str, window: str, builder: str) -> StageKey:
-    """The teacher, trained on the train window of every surface and task."""
-    cfg: TeacherConfig = recipe.teacher
-    settings = {
-        "teacher": {**asdict(cfg), "init_from": None},  # the weights it continues from count by content, below
-        "window": window,
-        "seed": recipe.seed,
-        "trainer": trainer_settings(recipe.trainer, own_epochs=False),
-    }
-    inputs = {"data": data_fingerprint, "init_from": file_digest(cfg.init_from) if cfg.init_from else None}
-    return stage_key("teacher", settings, inputs, [], builder)
-
-
-def knowledge_key(producer: StageKey, window: str, rows: torch.Tensor, precision: str, source: str = "separate") -> StageKey:
-    """A producer's knowledge table for the consumers' window: its scores of exactly `rows`, from a
-    separate scoring pass or from its training traffic (`source`)."""
-    settings = {"window": window, "rows": rows_digest(rows), "precision": precision}
-    if source != "separate":
-        settings["source"] = source
-    return stage_key("knowledge", settings, {"producer": producer}, [])
-
-
-def consumer_settings(recipe: Recipe, window: str, stage: StageConfig | None) -> dict:
-    """What a consumer's training depends on besides its own model settings (`window`: "" where the
-    consumer names the rows it reads instead)."""
-    settings: dict = {"window": window, "seed": recipe.seed}
-    if stage is not None:
-        settings |= {"stage": asdict(stage)}  # `transfer.max_age_days` only refuses knowledge: it never changes what trains
-    return settings
-
-
-def domain_fm_key(recipe: Recipe, data_fingerprint: str, window: str, domain: str, stage: StageConfig,
-                  producer: StageKey, knowledge: StageKey, builder: str) -> StageKey:
-    """One domain's FM, taught by the stage's producer on its domain's rows of the consumers' window."""
-    settings = consumer_settings(recipe, window, stage) | {
-        "domain": domain,
-        "domain_fms": asdict(recipe.domain_fms),
-        "trainer": trainer_settings(recipe.trainer, own_epochs=False),
-        "knowledge": "training_traffic",  # its VMs' knowledge: always its first epoch's pre-step outputs
-    }
-    inputs = {"data": data_fingerprint, "producer": producer, "knowledge": knowledge}
-    return stage_key("domain_fm", settings, inputs, [TECHNIQUES], builder)
-
-
-def vm_key(recipe: Recipe, data_fingerprint: str, reads: dict[str, str], vertical: str, builder: str,
-           default_sizes: dict, student: StudentConfig, seed: int, stage: StageConfig | None = None,
-           producer: StageKey | None = None, knowledge: StageKey | None = None) -> StageKey:
-    """A vertical model: its no-transfer baseline (no stage, producer or knowledge) or a model taught
-    by a stage (a student, or a vanilla-KD reference: the same training gets the same key whatever
-    role a recipe gives it). `reads`: the rows it reads, by name (`Vertical.reads`: the rows it trains
-    on and the validation rows that choose its epoch)."""
-    settings = consumer_settings(recipe, "", stage) | {
-        "reads": dict(reads),
-        "vertical": vertical,
-        "builder": builder,
-        "sizes": dict(default_sizes),
-        "student": asdict(student),
-        "vm_seed": seed,
-        "trainer": trainer_settings(recipe.trainer, own_epochs=True),
-    }
-    inputs = {"data": data_fingerprint, "producer": producer, "knowledge": knowledge}
-    return stage_key("vm", settings, inputs, [TECHNIQUES] if stage is not None else [], builder)
-
-
-def evaluation_key(window: str, rows: str, models: list[StageKey]) -> StageKey:
-    """The lift table: the models it scores (their keys) on exactly the eval window's rows (`rows`: their digest)."""
-    return stage_key("evaluation", {"window": window, "rows": rows}, {f"model{i}": key for i, key in enumerate(models)}, [])

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import polars as pl
+import torch
 
 from adapters import techniques_tag
 from transfer.data.prepare import PreparedData
@@ -40,7 +41,7 @@ class EvaluationStage(Stage):
 
     @functools.cached_property
     def key(self) -> StageKey:
-        return keys.evaluation_key(str(self.data.eval), keys.rows_digest(self.data.eval_rows), [s.key for s in self.inputs])
+        return keys.key_of(self.kind, evaluation_reads(str(self.data.eval), self.data.eval_rows, [s.key for s in self.inputs]))
 
     def status(self, ctx: RunContext) -> str:
         return ALWAYS
@@ -93,3 +94,8 @@ class EvaluationStage(Stage):
 def _best_epochs(outcomes: dict[str, VerticalOutcome | None]) -> dict[str, int]:
     """role → the epoch its VM kept, for the VMs that kept one."""
     return {role: out.best_epoch for role, out in outcomes.items() if out is not None and out.best_epoch is not None}
+
+
+def evaluation_reads(window: str, rows: torch.Tensor, models: list[StageKey]) -> keys.Reads:
+    """What the lift table reads: the models it scores (their keys) on exactly the eval window's `rows`."""
+    return keys.Reads({"window": window, "rows": keys.rows_digest(rows)}, {f"model{i}": key for i, key in enumerate(models)})

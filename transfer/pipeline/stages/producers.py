@@ -4,7 +4,7 @@ a domain FM (taught, like a VM, by a `Teaching`: its stage's techniques, produce
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from adapters import techniques_tag
 from transfer.catalog import ModelEntry
 from transfer.config.recipe import Recipe, StageConfig, TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.cache import sha256 as file_digest
 from transfer.data.prepare import PreparedData
 from transfer.errors import TrainingError
 from transfer.evaluation.cost import forward_flops_per_example, parameter_count
@@ -78,7 +79,7 @@ class TeacherStage(Stage):
     @functools.cached_property
     def key(self) -> StageKey:
         window = f"{self.data.train} + {self.data.student} ({TRAFFIC})" if self.from_traffic else str(self.data.train)
-        return keys.teacher_key(self.recipe, self.data.fingerprint, window, self.entry.builder)
+        return keys.key_of(self.kind, teacher_reads(self.recipe, self.data.fingerprint, window, self.entry.builder))
 
     @property
     def precision(self) -> str | None:
@@ -154,7 +155,7 @@ class KnowledgeStage(Stage):
     def key(self) -> StageKey:
         precision = at_precision(self.recipe.trainer, self.producer.precision).precision
         source = TRAFFIC if self.producer.from_traffic else "separate"
-        return keys.knowledge_key(self.producer.key, str(self.data.student), self.producer.scored_rows, precision, source)
+        return keys.key_of(self.kind, knowledge_reads(self.producer.key, str(self.data.student), self.producer.scored_rows, precision, source))
 
     def folder(self, ctx: RunContext) -> Path:
         """Its table's folder: its own, or, from training traffic, beside the producer's weights."""
@@ -291,8 +292,8 @@ class DomainFMStage(Stage):
     @functools.cached_property
     def key(self) -> StageKey:
         teaching = self.teaching
-        return keys.domain_fm_key(self.recipe, self.data.fingerprint, str(self.data.student), self.domain, teaching.config,
-                                  teaching.producer.key, teaching.knowledge.key, self.entry.builder)
+        return keys.key_of(self.kind, domain_fm_reads(self.recipe, self.data.fingerprint, str(self.data.student), self.domain, teaching.config,
+                                                      teaching.producer.key, teaching.knowledge.key, self.entry.builder))
 
     def run(self, ctx: RunContext) -> None:
         cfg, data, target, tracker = self.recipe.domain_fms, self.data, self.target, ctx.tracker
@@ -361,3 +362,50 @@ def traffic_watchers(ctx: RunContext, folder: Path, stage: TeacherStage | Domain
                             recipe_hash=ctx.recipe.hash)
     path = shard_path(table_folder, stem, ranks.rank(), ranks.world_size())
     return [TrafficKnowledge(path, wanted, data.log.example_id, module.tasks, provenance, module.model.embedding_dim)]
+
+
+def teacher_reads(recipe: Recipe, data_fingerprint: str, window: str, builder: str) -> keys.Reads:
+    """What the teacher reads: the train window (`window`) of the encoded log, its own settings and
+    seed, the trainer settings that change a training (not the VMs' epochs), and the weights it
+    continues from, by content."""
+    cfg = recipe.teacher
+    settings = {
+        "teacher": {**asdict(cfg), "init_from": None},  # the weights it continues from count by content, below
+        "window": window,
+        "seed": recipe.seed,
+        "trainer": keys.trainer_settings(recipe.trainer, own_epochs=False),
+    }
+    inputs = {"data": data_fingerprint, "init_from": file_digest(cfg.init_from) if cfg.init_from else None}
+    return keys.Reads(settings, inputs, builder=builder)
+
+
+def knowledge_reads(producer: StageKey, window: str, rows: torch.Tensor, precision: str, source: str = "separate") -> keys.Reads:
+    """What a producer's knowledge table reads: the producer, and exactly the consumers' `rows` it
+    scores, at `precision`, from a separate scoring pass or from its training traffic (`source`)."""
+    settings = {"window": window, "rows": keys.rows_digest(rows), "precision": precision}
+    if source != "separate":
+        settings["source"] = source
+    return keys.Reads(settings, {"producer": producer})
+
+
+def consumer_settings(recipe: Recipe, window: str, stage: StageConfig | None) -> dict:
+    """What a consumer's training reads besides its own model settings: the seed and its stage's
+    techniques (`window`: "" where the consumer names the rows it reads instead). `transfer.max_age_days`
+    only refuses knowledge: it never changes what trains."""
+    settings: dict = {"window": window, "seed": recipe.seed}
+    if stage is not None:
+        settings |= {"stage": asdict(stage)}
+    return settings
+
+
+def domain_fm_reads(recipe: Recipe, data_fingerprint: str, window: str, domain: str, stage: StageConfig, producer: StageKey,
+                    knowledge: StageKey, builder: str) -> keys.Reads:
+    """What one domain's FM reads: its domain's rows of the consumers' window, its producer and that
+    producer's knowledge, the domain FMs' settings and the trainer's; its code includes the techniques."""
+    settings = consumer_settings(recipe, window, stage) | {
+        "domain": domain,
+        "domain_fms": asdict(recipe.domain_fms),
+        "trainer": keys.trainer_settings(recipe.trainer, own_epochs=False),
+        "knowledge": "training_traffic",  # its VMs' knowledge: always its first epoch's pre-step outputs
+    }
+    return keys.Reads(settings, {"data": data_fingerprint, "producer": producer, "knowledge": knowledge}, (keys.TECHNIQUES,), builder)

@@ -4,13 +4,13 @@ VM's eval slice beside the teacher and its producer, and costed for serving."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import lightning as L
 import torch
 
 from transfer.catalog import ModelEntry
-from transfer.config.recipe import Recipe, StudentConfig
+from transfer.config.recipe import Recipe, StageConfig, StudentConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData
 from transfer.evaluation.cost import forward_flops_per_example
@@ -22,7 +22,7 @@ from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
 from transfer.pipeline.resumable import fit_or_reuse
 from transfer.pipeline.stages.base import RunContext, Stage
-from transfer.pipeline.stages.producers import DomainFMStage, TeacherStage, Teaching
+from transfer.pipeline.stages.producers import DomainFMStage, TeacherStage, Teaching, consumer_settings
 from transfer.tracking import tags as T
 from transfer.tracking.runs import Tracker
 from transfer.training.best_epoch import KeepBestEpoch
@@ -258,8 +258,28 @@ def _vm_key(recipe: Recipe, data: PreparedData, vertical: Vertical, teaching: Te
     if teaching is not None:
         transfer = {"stage": teaching.config, "producer": teaching.producer.key, "knowledge": teaching.knowledge.key}
     spec = vertical.spec
-    return keys.vm_key(recipe, data.fingerprint, vertical.reads(data), spec.name, spec.builder, dict(spec.sizes),
-                       vertical.config, vertical.seed, **transfer)
+    return keys.key_of("vm", vm_reads(recipe, data.fingerprint, vertical.reads(data), spec.name, spec.builder, dict(spec.sizes),
+                                      vertical.config, vertical.seed, **transfer))
+
+
+def vm_reads(recipe: Recipe, data_fingerprint: str, rows: dict[str, str], vertical: str, builder: str, default_sizes: dict,
+             student: StudentConfig, seed: int, stage: StageConfig | None = None, producer: StageKey | None = None,
+             knowledge: StageKey | None = None) -> keys.Reads:
+    """What a VM reads: its baseline (no stage, producer or knowledge) or a model taught by a stage (a
+    student, or a vanilla-KD reference: the same training whatever role a recipe gives it). `rows`:
+    what its training reads of the log (`Vertical.reads`); then its model, sizes, settings, seed and
+    the trainer settings that change a training (the VMs' epochs among them)."""
+    settings = consumer_settings(recipe, "", stage) | {
+        "reads": dict(rows),
+        "vertical": vertical,
+        "builder": builder,
+        "sizes": dict(default_sizes),
+        "student": asdict(student),
+        "vm_seed": seed,
+        "trainer": keys.trainer_settings(recipe.trainer, own_epochs=True),
+    }
+    inputs = {"data": data_fingerprint, "producer": producer, "knowledge": knowledge}
+    return keys.Reads(settings, inputs, (keys.TECHNIQUES,) if stage is not None else (), builder)
 
 
 def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval_batches: WindowBatches, role: str) -> str:
