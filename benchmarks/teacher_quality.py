@@ -40,7 +40,7 @@ from transfer.config.recipe import Recipe, UserSampleConfig, load_recipe  # noqa
 from transfer.data.batches import WindowBatches, window_loader  # noqa: E402
 from transfer.data.prepare import PreparedData, prepare_data  # noqa: E402
 from transfer.evaluation.cost import forward_flops_per_example, parameter_count  # noqa: E402
-from transfer.evaluation.intervals import SeedInterval, seed_interval  # noqa: E402
+from transfer.evaluation.intervals import SeedInterval, holm_adjusted, holm_verdict, seed_interval  # noqa: E402
 from transfer.training.module import RankingModule  # noqa: E402
 from transfer.training.trainer import fit, make_trainer  # noqa: E402
 from transfer.util.atomic import atomic_path  # noqa: E402
@@ -128,17 +128,23 @@ def summary_table(frame: pl.DataFrame) -> str:
 
 def paired_table(frame: pl.DataFrame, reference_model: str = REFERENCE) -> str:
     """Each other teacher against `reference_model`: the mean over seeds of the per-seed NE difference
-    (NE points, ×100; positive = the teacher is better) with its 95% t-interval, on the students' and
-    eval windows."""
-    lines = [f"| dataset | task | teacher | NE points over {reference_model}, students' window [95% CI] | verdict | eval window [95% CI] | verdict | seeds |",
-             "|---|---|---|---|---|---|---|---|"]
+    (NE points, ×100; positive = the teacher is better) with its 95% t-interval. Endpoints named before
+    the data: primary, the eval window (the claim "best eval NE"), its verdicts Holm-adjusted over every
+    row of the table; secondary, the students' window, Holm-adjusted on its own."""
+    lines = [f"| dataset | task | teacher | eval window, NE points over {reference_model} [95% CI] | Holm-adjusted p | verdict (primary) | "
+             "students' window [95% CI] | verdict (secondary, Holm) | seeds |", "|---|---|---|---|---|---|---|---|---|"]
     reference = frame.filter(pl.col("model") == reference_model).select(
         "dataset", "task", "seed", pl.col("knowledge_ne").alias("ref_k"), pl.col("ne").alias("ref_e"))
     paired = frame.filter(pl.col("model") != reference_model).join(reference, on=["dataset", "task", "seed"])
-    for (dataset, task, model), rows in sorted(paired.group_by("dataset", "task", "model"), key=lambda g: g[0]):
-        window = seed_interval((100 * (rows["ref_k"] - rows["knowledge_ne"])).to_list())
-        evaluation = seed_interval((100 * (rows["ref_e"] - rows["ne"])).to_list())
-        lines.append(f"| {dataset} | {task} | {model} | {_interval(window)} | {window.verdict} | {_interval(evaluation)} | {evaluation.verdict} | {window.seeds} |")
+    rows = []
+    for (dataset, task, model), group in sorted(paired.group_by("dataset", "task", "model"), key=lambda g: g[0]):
+        rows.append((dataset, task, model, seed_interval((100 * (group["ref_e"] - group["ne"])).to_list()),
+                     seed_interval((100 * (group["ref_k"] - group["knowledge_ne"])).to_list())))
+    primary = holm_adjusted([row[3].p_value for row in rows])
+    secondary = holm_adjusted([row[4].p_value for row in rows])
+    for (dataset, task, model, evaluation, window), p, q in zip(rows, primary, secondary, strict=True):
+        lines.append(f"| {dataset} | {task} | {model} | {_interval(evaluation)} | {p:.3f} | {holm_verdict(evaluation, p)} | "
+                     f"{_interval(window)} | {holm_verdict(window, q)} | {evaluation.seeds} |")
     return "\n".join(lines)
 
 
@@ -291,7 +297,16 @@ def main() -> None:
                         help="choose each teacher's lr and warm-up first: an Optuna study of TRIALS trials on seed 0's validation window")
     parser.add_argument("--matched-compute", action="store_true",
                         help=f"epochs per teacher so each spends about the costliest teacher's training FLOPs (at most {MAX_EPOCHS})")
+    parser.add_argument("--from-csv", type=Path, default=None, help="analyse this run's CSV again (no training) into --section")
+    parser.add_argument("--section", default=None, help="with --from-csv: the RESULTS.md section to write")
     args = parser.parse_args()
+    if args.from_csv is not None:
+        frame = pl.read_csv(args.from_csv)
+        body = (f"Analysed again from `{args.from_csv.name}` (no training; settings as in its run). Seeds vary the data and the models "
+                f"({frame['seed'].n_unique()} seeds).\n\n" + summary_table(frame) + "\n\n" + paired_table(frame, args.reference))
+        write_section(args.section or "teacher-quality", COMMAND, body)
+        print(body, flush=True)
+        return
     results: list[Trained] = []
     if args.only in (None, "quality"):
         models = [m for m in COMPARED if m in args.models or m == args.reference]
