@@ -451,14 +451,16 @@ def _storage_problem(exc: OSError) -> str | None:
     Every write is atomic (a temporary name, then a rename), so nothing is left half-written."""
     import shutil
 
-    path = exc.filename or "?"
+    path = exc.filename2 or exc.filename or "?"  # a move's destination, else the file
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         folder = Path(path).parent if path != "?" else Path.cwd()
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         free = shutil.disk_usage(folder).free
-        return (f"{path}: no space left on the device ({free / 2**20:,.0f} MiB free in {folder}); free some space or move output_dir "
-                "(or data.cache_dir) elsewhere, then rerun the same command: it resumes where it stopped")
+        needed = getattr(exc, "needed_bytes", None)
+        needs = f"; this write needs about {needed / 2**20:,.0f} MiB" if needed else ""
+        return (f"{path}: no space left on the device ({free / 2**20:,.0f} MiB free in {folder}{needs}); free some space or move "
+                "output_dir (or data.cache_dir) elsewhere, then rerun the same command: it resumes where it stopped")
     if exc.errno == errno.EROFS:
         return f"{path}: cannot write here (a read-only file system); allowed: a writable folder (choose another with --out or output_dir)"
     if exc.errno in (errno.EACCES, errno.EPERM):

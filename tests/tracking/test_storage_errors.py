@@ -47,15 +47,26 @@ def tracked_store(tmp_path, capsys) -> str:
     return uri
 
 
-@pytest.fixture
-def full_disk(tmp_path) -> Path:
-    """A 4 KiB tmpfs: a folder whose device fills up (mounting needs root, which CI and these machines are)."""
+def _tiny_device(tmp_path: Path, size: str):
+    """A tmpfs of `size`: a folder whose device fills up (mounting needs root, which CI and these machines are)."""
     folder = tmp_path / "full"
     folder.mkdir()
     assert os.geteuid() == 0, "this test mounts a tiny tmpfs to fill a disk, which needs root"
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(folder)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
     yield folder
     subprocess.run(["umount", "--lazy", str(folder)], check=False)  # lazily: a failed writer may still hold a handle there
+
+
+@pytest.fixture
+def full_disk(tmp_path) -> Path:
+    """4 KiB: about one small file fits."""
+    yield from _tiny_device(tmp_path, "4k")
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """256 KiB: a run's small files fit, a teacher's weights do not."""
+    yield from _tiny_device(tmp_path, "256k")
 
 
 @pytest.mark.slow
@@ -85,3 +96,20 @@ def test_a_full_disk_under_any_writer_is_the_same_error_naming_the_target(full_d
             pl.DataFrame({"a": np.arange(100_000)}).write_parquet(tmp)
     assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
     assert list(full_disk.iterdir()) == []  # the temporary file is gone
+
+
+@pytest.mark.slow
+def test_a_run_whose_output_folder_fills_up_says_what_the_write_needed(tmp_path, small_disk, capsys):
+    """The teacher's epoch checkpoint cannot be written to a full output folder: one line with the file,
+    the free space and about what the write needs, exit 1, no traceback."""
+    from tests.conftest import write_dataset, write_recipe
+    from transfer.data.synthetic import SyntheticSpec, generate
+
+    dataset = write_dataset(tmp_path, generate(SyntheticSpec(rows=4_000, days=6, seed=2)))
+    recipe = write_recipe(tmp_path, dataset, name="full", teacher={"model": "skeleton_tiny", "batch_size": 256},
+                          students=[{"vertical": "ig_stories_click", "batch_size": 64}], output_dir=str(small_disk),
+                          tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    code, out, err = run_cli(capsys, "run", str(recipe))
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, out + err
+    assert f"{small_disk}/stages/teacher-" in err and ": no space left on the device" in err and "this write needs about" in err
+    assert "rerun the same command: it resumes" in err

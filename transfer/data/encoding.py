@@ -103,7 +103,7 @@ def _signed_log1p(x: pl.Expr) -> pl.Expr:
 
 def save_encoded(table: pl.DataFrame, meta: dict, path: Path) -> None:
     """Write the encoded table and its metadata (tasks, surfaces, names) atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed_bytes=table.estimated_size()) as tmp:  # parquet compresses: an upper bound
         table.write_parquet(tmp, metadata={"gem_transfer": json.dumps(meta)})
 
 

@@ -68,7 +68,9 @@ def generate_table(producer: Producer, data: PreparedData, trainer: TrainerConfi
         recipe_hash=recipe_hash,
     )
     trainer = at_precision(trainer, producer.precision)
-    with step(f"knowledge: scoring {len(producer.rows):,} impressions with {producer.name}"), atomic_path(path) as tmp:
+    row_bytes = 8 + 4 * len(producer.module.tasks) + 2 * producer.module.model.embedding_dim  # key, float32 logits, float16 embedding
+    with step(f"knowledge: scoring {len(producer.rows):,} impressions with {producer.name}"), \
+            atomic_path(path, needed_bytes=len(producer.rows) * row_bytes) as tmp:
         writer = KnowledgeWriter(tmp, producer.module.tasks, provenance, producer.module.model.embedding_dim, data.log.example_id.dtype)
         try:
             predict_each(producer.module, window_loader(batches, SCORING_BATCH, shuffle=False), trainer,

@@ -67,8 +67,9 @@ class StageCache:
         (folder / "meta.json").unlink(missing_ok=True)
 
     def save_model(self, folder: Path, model: torch.nn.Module, meta: dict) -> None:
-        with atomic_path(folder / "model.pt") as tmp:
-            torch.save(model.state_dict(), tmp)
+        state = model.state_dict()
+        with atomic_path(folder / "model.pt", needed_bytes=sum(t.numel() * t.element_size() for t in state.values())) as tmp:
+            torch.save(state, tmp)
             digest = file_digest(tmp)
         write_text_atomic(folder / "meta.json", json.dumps({**meta, "sha256": digest}, indent=2))
 
@@ -93,10 +94,13 @@ def stage_lock(folder: Path, label: str) -> Iterator[None]:
             holder = handle.read().strip() or "another process"
             print(f"  waiting for {holder}, which is building {label} ({folder.name})", flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()}")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}")
+            handle.flush()
+        except OSError as exc:  # a full disk, say: name the file, which the OS error does not
+            raise OSError(exc.errno, exc.strerror, str(lock_path)) from exc
         try:
             yield
         finally:

@@ -21,6 +21,7 @@ from transfer.evaluation.lift_table import Scores
 from transfer.training.module import RankingModule
 from transfer.training.progress import progress_callbacks
 from transfer.util import ranks
+from transfer.util.atomic import DiskFull, disk_full
 
 LAST_CHECKPOINT = "last"
 
@@ -107,9 +108,22 @@ def fit(
         resume = ranks.from_main(str(last) if ranks.is_main() and _readable(last) else None)  # rank 0 decides for all
         if resume:
             print(f"  resuming from {last}", flush=True)
-    with quiet_lightning():
+    with quiet_lightning(), _checkpoints_on(checkpoints, module):
         trainer = make_trainer(cfg, max_epochs, logger, log_every=log_every, callbacks=callbacks, shard=shard)
         trainer.fit(module, train_dataloaders=loader, ckpt_path=resume, weights_only=True)
+
+
+@contextlib.contextmanager
+def _checkpoints_on(checkpoints: Path | None, module: RankingModule) -> Iterator[None]:
+    """An epoch checkpoint the device had no room for, said as a `DiskFull` naming its folder and about
+    what one takes (weights and the optimizer's two moments: three times the parameters)."""
+    try:
+        yield
+    except OSError as exc:
+        if checkpoints is None or not disk_full(exc, checkpoints):
+            raise
+        needed = 3 * sum(p.numel() * p.element_size() for p in module.parameters())
+        raise DiskFull(Path(exc.filename2 or checkpoints), needed) from exc
 
 
 def evaluate(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, task: str) -> Scores:

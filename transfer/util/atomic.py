@@ -17,9 +17,19 @@ PID_MARK = "-pid-"  # temporary names carry their writer's host and process: `.n
 HOST_TAG = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # no dots, unlike host names
 
 
+class DiskFull(OSError):
+    """A write the device had no room for, naming its target and, where the writer knew it, about how
+    many bytes it needed."""
+
+    def __init__(self, target: Path, needed_bytes: int | None = None):
+        super().__init__(errno.ENOSPC, "No space left on device", str(target))
+        self.needed_bytes = needed_bytes
+
+
 @contextlib.contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
+def atomic_path(target: str | Path, needed_bytes: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
+    `needed_bytes`: about how much the write takes, said if the device fills up.
 
     >>> with atomic_path("out.parquet") as tmp:
     ...     frame.write_parquet(tmp)
@@ -36,7 +46,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     except Exception as exc:
         if disk_full(exc, target.parent):  # whichever library wrote (torch, polars, pyarrow): the same one clear error
-            raise OSError(errno.ENOSPC, "No space left on device", str(target)) from exc
+            raise DiskFull(target, getattr(exc, "needed_bytes", None) or needed_bytes) from exc
         if isinstance(exc, OSError) and exc.errno is not None and exc.filename in (None, str(tmp)):
             raise OSError(exc.errno, exc.strerror, str(target)) from exc  # a failed write names what it was writing
         raise
