@@ -96,4 +96,17 @@ def write_section(name: str, command: str, body: str) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->\n", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else f"{text}\n{section}"
-    write_text_atomic(RESULTS, text)
+    write_text_atomic(RESULTS, with_index(text))
+
+
+def with_index(text: str) -> str:
+    """`text` with its index (`benchmarks.sections`) regenerated below the header."""
+    from benchmarks.sections import INDEX_END, INDEX_START, index
+
+    names = re.findall(r"<!-- ([\w.-]+):start -->", text)
+    names = [name for name in names if name != "index"]
+    block = index(names)
+    if INDEX_START in text:
+        return re.sub(rf"{re.escape(INDEX_START)}.*?{re.escape(INDEX_END)}", lambda _: block, text, count=1, flags=re.S)
+    first = text.find("<!-- ")
+    return f"{text[:first]}{block}\n\n{text[first:]}" if first != -1 else f"{text}\n{block}\n"

@@ -1,0 +1,65 @@
+"""What each section of `benchmarks/RESULTS.md` is now: the evidence to read (current), replaced by a
+later run (superseded, with its successor), or a measurement of the engine itself (engineering). The
+index at the top of RESULTS.md is generated from this table whenever a benchmark writes its section
+(`benchmarks.results_file.write_section`); a test checks that every section is listed here."""
+
+from __future__ import annotations
+
+CURRENT, SUPERSEDED, ENGINEERING = "current", "superseded", "engineering"
+
+# section → (status, what it holds or its successor)
+SECTIONS: dict[str, tuple[str, str]] = {
+    "transfer-ablation-synthetic-best-epoch": (CURRENT, "transfer claims on the synthetic world (2×, vanilla KD, combination)"),
+    "transfer-ablation-synthetic-best-epoch-tuned": (CURRENT, "tuned vanilla KD on the synthetic world"),
+    "transfer-ablation-movielens-best-epoch": (CURRENT, "transfer claims on MovieLens-100K"),
+    "transfer-ablation-domains-best-epoch": (CURRENT, "hierarchical against direct, near and far domains"),
+    "transfer-staleness-wide": (CURRENT, "the Student Adapter and staleness"),
+    "teacher-quality-counters-synthetic": (CURRENT, "GEM teacher against the skeleton, synthetic"),
+    "teacher-quality-counters-movielens": (CURRENT, "GEM teacher against the skeleton, MovieLens"),
+    "strong-baseline": (CURRENT, "the baseline VM against a tuned tree on its inputs"),
+    "vm-wide-start": (CURRENT, "a VM started at its regression against a random start"),
+    "hierarchical-far-domain-probe": (CURRENT, "why hierarchical does not beat direct on the far domain (one seed, no claim)"),
+    "synthetic-world": (CURRENT, "the synthetic world itself: speed, positives per slice, what staleness costs an oracle"),
+    "teacher-scaling": (CURRENT, "teacher NE against training compute"),
+    "transfer-ablation-movielens": (SUPERSEDED, "transfer-ablation-movielens-best-epoch"),
+    "transfer-ablation-movielens-issue15": (SUPERSEDED, "transfer-ablation-movielens-best-epoch"),
+    "transfer-ablation-movielens-tuned-12": (SUPERSEDED, "transfer-ablation-movielens-best-epoch"),
+    "transfer-ablation-movielens-tuned": (SUPERSEDED, "transfer-ablation-movielens-best-epoch"),
+    "transfer-ablation-movielens-warm-start": (SUPERSEDED, "transfer-ablation-movielens-best-epoch"),
+    "transfer-ablation-movielens-wide": (SUPERSEDED, "transfer-ablation-movielens-best-epoch"),
+    "transfer-ablation-synthetic": (SUPERSEDED, "transfer-ablation-synthetic-best-epoch"),
+    "transfer-ablation-synthetic-400k": (SUPERSEDED, "transfer-ablation-synthetic-best-epoch"),
+    "transfer-ablation-synthetic-tuned": (SUPERSEDED, "transfer-ablation-synthetic-best-epoch-tuned"),
+    "transfer-ablation-synthetic-wide": (SUPERSEDED, "transfer-ablation-synthetic-best-epoch"),
+    "transfer-ablation-synthetic-wide-tuned": (SUPERSEDED, "transfer-ablation-synthetic-best-epoch-tuned"),
+    "transfer-ablation-domains": (SUPERSEDED, "transfer-ablation-domains-best-epoch"),
+    "transfer-staleness": (SUPERSEDED, "transfer-staleness-wide"),
+    "transfer-analysis": (SUPERSEDED, "the README's claims table, from the current sections"),
+    "teacher-quality": (SUPERSEDED, "teacher-quality-counters-synthetic, teacher-quality-counters-movielens"),
+    "teacher-quality-tuned-movielens": (SUPERSEDED, "teacher-quality-counters-movielens"),
+    "teacher-quality-tuned-synthetic": (SUPERSEDED, "teacher-quality-counters-synthetic"),
+    "teacher-analysis": (SUPERSEDED, "teacher-quality-counters-synthetic, teacher-quality-counters-movielens"),
+    "strong-baseline-analysis": (SUPERSEDED, "strong-baseline"),
+    "framework-overhead": (ENGINEERING, "gem-transfer's training loop against a hand-written one"),
+    "sequence-scaling": (ENGINEERING, "the sequence encoders' time and memory against history length"),
+    "teacher-speed-options": (ENGINEERING, "torch.compile and bf16 for the teacher"),
+    "knowledge-generation": (ENGINEERING, "knowledge generation's memory and throughput at 1M and 4M impressions"),
+    "continuous-cycle": (ENGINEERING, "the continuous transfer cycle over 4 windows"),
+    "multi-process": (ENGINEERING, "several processes and nodes"),
+    "traffic-knowledge": (ENGINEERING, "knowledge from training traffic against a separate pass"),
+}
+
+INDEX_START, INDEX_END = "<!-- index:start -->", "<!-- index:end -->"
+
+
+def index(names: list[str]) -> str:
+    """The index block for the sections `names` (in file order): current ones first, then engineering,
+    then superseded with their successors; a section missing from SECTIONS is listed as unclassified."""
+    order = {CURRENT: 0, ENGINEERING: 1, SUPERSEDED: 2}
+    rows = sorted(names, key=lambda name: (order.get(SECTIONS.get(name, ("?", ""))[0], 3), names.index(name)))
+    lines = [INDEX_START, "| section | status | what it holds / superseded by |", "|---|---|---|"]
+    for name in rows:
+        status, what = SECTIONS.get(name, ("unclassified", "add it to benchmarks/sections.py"))
+        successor = f"by `{what}`" if status == SUPERSEDED and not what.startswith("the ") else what
+        lines.append(f"| [`{name}`](#{name}) | {status} | {successor} |")
+    return "\n".join([*lines, INDEX_END])
