@@ -51,7 +51,7 @@ class LiftInterval:
     lead_high: float = math.nan
     vanilla_gain_low: float = math.nan  # 100 · (NE_b − NE_vanilla): vanilla KD's gain, the gain ratio's denominator
     vanilla_gain_high: float = math.nan
-    mde_lift: float = math.nan  # the slice's minimum detectable lift % (see `minimum_detectable_lift`)
+    mde_lift: float = math.nan  # the slice's minimum detectable lift % (`_minimum_detectable_lift`)
     units: int = 0  # how many units each resample draws
     unit: str = "rows"  # what they are: "users", "user-days" or "rows"
 
@@ -79,14 +79,6 @@ class LiftInterval:
         if self.gain_defined or math.isnan(self.over_vanilla_low):
             return ""
         return _undefined("vanilla KD's gain over the baseline", self.vanilla_gain_low, self.vanilla_gain_high)
-
-    def minimum_detectable_lift(self) -> float:
-        """The smallest true lift % this eval slice detects with 80% power at the 95% level (two-sided),
-        a property of the slice: (z_0.975 + z_0.8) × √2 × the bootstrap standard error of the
-        baseline's NE over its users, as % of that NE — the noise of comparing two unrelated models on
-        these users and positives. A paired comparison of a student with its own baseline usually
-        resolves less (their errors cancel); this is what the slice promises any comparison."""
-        return self.mde_lift
 
     @property
     def vanilla_verdict(self) -> str:
@@ -186,7 +178,11 @@ def _statistics(ne: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _minimum_detectable_lift(baseline_ne: torch.Tensor) -> float:
-    """(z_0.975 + z_0.8) × √2 × sd(NE_b) / NE_b, in %: the slice's minimum detectable lift. baseline_ne: [R] resampled."""
+    """The smallest true lift % this eval slice detects with 80% power at the 95% level (two-sided), a
+    property of the slice: (z_0.975 + z_0.8) × √2 × sd(NE_b) / NE_b, the bootstrap standard error of the
+    baseline's NE over its users — the noise of comparing two unrelated models on these users and
+    positives. A student's paired comparison with its own baseline usually resolves less (their errors
+    cancel). baseline_ne: [R] the baseline's resampled NE."""
     finite = baseline_ne[torch.isfinite(baseline_ne)]
     if len(finite) < 2:
         return math.nan

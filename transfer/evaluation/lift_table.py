@@ -141,8 +141,9 @@ SLICE_COLUMNS = ["eval rows", "eval positives"]  # the VM's eval slice, on each 
 INTERVAL_COLUMNS = ["lift % 95% CI", "vs baseline", "TR 95% CI", "MDE lift %", "resampled"]
 GAIN_COLUMNS = ["gain ratio", "GR 95% CI", "vs vanilla KD"]  # only where a VM has a vanilla-KD reference
 # what a reader looks at first — the model, its NE, its lift with its interval and verdict — leads, so it shows without scrolling
-RUN_COLUMNS = ["model", "role", "slice", "NE", "lift %", "lift % 95% CI", "vs baseline", "AUC", "calibration", "recal NE", "transfer ratio",
-               "TR 95% CI", *GAIN_COLUMNS, "MDE lift %", *SLICE_COLUMNS, "resampled", "FLOPs vs teacher", "serving budget", "flags", "run_id"]
+SCORE_COLUMNS = ["NE", "lift %", "lift % 95% CI", "vs baseline", "AUC", "calibration", "recal NE", "transfer ratio", "TR 95% CI", *GAIN_COLUMNS,
+                 "MDE lift %", *SLICE_COLUMNS, "resampled", "FLOPs vs teacher", "serving budget", "flags", "run_id"]  # after a row's model
+RUN_COLUMNS = ["model", "role", "slice", *SCORE_COLUMNS]
 VM_ROLES = (T.Role.BASELINE, VANILLA_ROLE, T.Role.STUDENT)  # the rows that are the VM itself
 
 

@@ -20,8 +20,7 @@ from mlflow.tracking import MlflowClient
 from transfer.errors import UserError
 from transfer.evaluation.intervals import RESAMPLES, LiftInterval, fieller_interval, seed_interval
 from transfer.evaluation.lift_table import (
-    GAIN_COLUMNS,
-    SLICE_COLUMNS,
+    SCORE_COLUMNS,
     Scores,
     VerticalResult,
     without_unused_gain_columns,
@@ -31,9 +30,7 @@ from transfer.tracking import tags as T
 from transfer.tracking.runs import TRACKING_FLAG, check_reachable
 from transfer.util.atomic import atomic_path
 
-COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", "role", "variant", "model", "NE", "lift %", "lift % 95% CI", "vs baseline",
-           "AUC", "calibration", "recal NE", "transfer ratio", "TR 95% CI", *GAIN_COLUMNS, "MDE lift %", *SLICE_COLUMNS, "resampled",
-           "FLOPs vs teacher", "serving budget", "flags", "run_id"]
+COLUMNS = [T.RECIPE, T.RECIPE_RUN_ID, "started", "vertical", "slice", "role", "variant", "model", *SCORE_COLUMNS]
 
 @dataclass
 class LiftReport:

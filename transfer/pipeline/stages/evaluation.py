@@ -16,7 +16,7 @@ from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
 from transfer.pipeline.stages.base import ALWAYS, RunContext, Stage
 from transfer.pipeline.stages.producers import TeacherStage
-from transfer.pipeline.stages.verticals import StudentStage, VerticalOutcome, slice_metrics
+from transfer.pipeline.stages.verticals import StudentStage, slice_metrics
 from transfer.tracking import tags as T
 from transfer.util import ranks
 from transfer.util.atomic import atomic_path
@@ -80,20 +80,15 @@ class EvaluationStage(Stage):
         counts = slice_metrics(ctx.labels(student.vertical.eval_rows(self.data), spec.task))
         run_ids = {T.Role.TEACHER: self.teacher.output.run_id, T.Role.BASELINE: base.run_id, T.Role.STUDENT: out.run_id}
         run_ids |= ({T.Role.VANILLA_KD: vanilla.run_id} if vanilla else {}) | ({T.Role.DOMAIN_FM: producer.run_id} if producer else {})
+        vms = {role: o for role, o in ((T.Role.BASELINE, base), (T.Role.STUDENT, out), (T.Role.VANILLA_KD, vanilla)) if o is not None}
         return VerticalResult(spec.name, "/".join(spec.surfaces), spec.task, self.teacher.producer_name, out.teacher, base.scores,
                               out.scores, producer=producer.name if producer else None, producer_scores=out.producer, budget=out.budget,
                               variant=techniques_tag(student.teaching.config), run_ids=run_ids,
                               interval=out.interval, vanilla=vanilla.scores if vanilla else None,
                               vanilla_interval=vanilla.interval if vanilla else None,
-                              flops_shares={role: o.flops_share for role, o in ((T.Role.BASELINE, base), (T.Role.STUDENT, out),
-                                                                                 (T.Role.VANILLA_KD, vanilla)) if o is not None},
+                              flops_shares={role: o.flops_share for role, o in vms.items()},
                               eval_rows=int(counts[T.EVAL_ROWS]), eval_positives=int(counts[T.EVAL_POSITIVES]),
-                              best_epochs=_best_epochs({T.Role.BASELINE: base, T.Role.STUDENT: out, T.Role.VANILLA_KD: vanilla}))
-
-
-def _best_epochs(outcomes: dict[str, VerticalOutcome | None]) -> dict[str, int]:
-    """role → the epoch its VM kept, for the VMs that kept one."""
-    return {role: out.best_epoch for role, out in outcomes.items() if out is not None and out.best_epoch is not None}
+                              best_epochs={role: o.best_epoch for role, o in vms.items() if o.best_epoch is not None})
 
 
 def evaluation_reads(window: str, rows: torch.Tensor, models: list[StageKey]) -> keys.Reads:
