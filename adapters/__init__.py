@@ -1,5 +1,7 @@
-"""Transfer techniques (design §8), one module each: its recipe config, its heads, the batch columns it
-needs, its loss term and its tag.
+"""Transfer techniques (design §8), one module each, declaring everything about it: its recipe knobs
+and their checks, the knowledge columns it needs, its tuning space, its metrics and its hooks into a
+consumer's training (`adapters/technique.py` says what a module provides). Nothing here imports
+torch at import time, so a recipe's knobs are checked before the heavy imports.
 
 | module | technique |
 | --- | --- |
@@ -8,75 +10,67 @@ needs, its loss term and its tag.
 | `sharing.py` | importing producer parts (embedding tables, named modules), frozen or fine-tuned |
 | `student_adapter.py` | the Student Adapter, fit on the freshest labels before the consumer trains, supervising a second head |
 
-`technique.py` says what a technique provides. Adding one: its config dataclass (knobs and their
-`check`) in `transfer/config/techniques.py`, free of torch so a bad knob is answered before the heavy
-imports, and a field of that type in the recipe's `StageConfig`; then a module here with `enabled`,
-`tag` and `build`, named in `TECHNIQUES`.
+Adding a technique is adding a module here (and its tests): every module of this package with a
+`KEY` is one, in the order of their file names. The recipe's `StageConfig` gets a field `<KEY>` of its
+`Config`; the engine reaches techniques only through the functions below.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 from types import ModuleType
 
-from torch import nn
-
-from adapters import distillation, representation, sharing, student_adapter
-from adapters.student_adapter import StudentAdapter
-from adapters.technique import ConsumerShape, Technique, Trunk, scale_gradient
-
-# StageConfig field → its module, in the order of the recipe schema (tags and loss terms follow it)
-TECHNIQUES: dict[str, ModuleType] = {
-    "distillation": distillation,
-    "representation": representation,
-    "sharing": sharing,
-    "adapter": student_adapter,
-}
-
-__all__ = ["TECHNIQUES", "ConsumerShape", "StudentAdapter", "Technique", "Trunk", "build_techniques", "columns", "enabled", "is_vanilla_kd", "scale_gradient", "techniques_tag", "vanilla_kd"]
+from adapters.technique import Knob
 
 
-def enabled(stage) -> dict[str, object]:
-    """The stage's enabled techniques: field name → its config."""
-    return {name: getattr(stage, name) for name, module in TECHNIQUES.items() if module.enabled(getattr(stage, name))}
+def _technique_modules() -> tuple[ModuleType, ...]:
+    """Every module of this package that declares a technique (a `KEY`), by file name."""
+    found = (importlib.import_module(f"{__name__}.{info.name}") for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name))
+    return tuple(module for module in found if hasattr(module, "KEY"))
+
+
+# in the order of the recipe schema (tags, heads and loss terms follow it)
+TECHNIQUES: tuple[ModuleType, ...] = _technique_modules()
+
+__all__ = ["TECHNIQUES", "by_key", "columns", "enabled", "is_vanilla_kd", "knobs", "techniques_tag", "vanilla_kd"]
+
+
+def enabled(stage) -> list[ModuleType]:
+    """The technique modules the stage (a recipe `StageConfig`) turns on."""
+    return [technique for technique in TECHNIQUES if technique.enabled(stage)]
+
+
+def by_key(key: str) -> ModuleType:
+    """The technique module whose `KEY` is `key`."""
+    return next(technique for technique in TECHNIQUES if technique.KEY == key)
 
 
 def vanilla_kd(stage):
-    """The stage with standard knowledge distillation only (design §8, the gain ratio's reference): the
-    soft-label loss on the serving head at the stage's weight (1 if it distils nothing), α = β = T = 1,
-    and every other technique off."""
-    return dataclasses.replace(stage, distillation=distillation.DistillationConfig(weight=stage.distillation.weight or 1.0, head="serving"),
-                               representation=representation.RepresentationConfig(), sharing=sharing.SharingConfig(),
-                               adapter=student_adapter.AdapterConfig())
+    """The stage with standard knowledge distillation only (design §8, the gain ratio's reference):
+    each technique's `reference` config (distillation on the serving head at the stage's weight, or 1
+    if it distils nothing, α = β = T = 1; every other technique off)."""
+    return dataclasses.replace(stage, **{technique.KEY: technique.reference(stage) for technique in TECHNIQUES})
 
 
 def is_vanilla_kd(stage) -> bool:
     """Whether the stage's techniques are exactly standard knowledge distillation."""
-    return list(enabled(stage)) == ["distillation"] and stage.distillation == vanilla_kd(stage).distillation
+    reference = vanilla_kd(stage)
+    on = enabled(stage)
+    return on == enabled(reference) and all(getattr(stage, technique.KEY) == getattr(reference, technique.KEY) for technique in on)
 
 
 def techniques_tag(stage) -> str:
     """The enabled techniques as one MLflow tag value, e.g. `aux_kd,representation_cosine`."""
-    return ",".join(TECHNIQUES[name].tag(cfg) for name, cfg in enabled(stage).items()) or "none"
+    return ",".join(technique.tag(stage) for technique in enabled(stage)) or "none"
 
 
 def columns(stage) -> set[str]:
     """The knowledge columns the stage's techniques need in their batches."""
-    return {column for technique in _built(stage) for column in technique.columns}
+    return {column for technique in enabled(stage) for column in technique.columns(stage)}
 
 
-def _built(stage) -> list[Technique]:
-    """The enabled techniques, constructed (no parameters yet: the hooks below create them)."""
-    return [TECHNIQUES[name].build(cfg) for name, cfg in enabled(stage).items()]
-
-
-def build_techniques(stage, producer: nn.Module, consumer: nn.Module, shape: ConsumerShape) -> list[Technique]:
-    """The stage's techniques for one consumer: producer parts imported, then every technique's
-    distillation heads and heads built in that order (see `adapters.technique`)."""
-    built = _built(stage)
-    for technique in built:
-        technique.prepare(producer, consumer)
-    for hook in ("distill_heads", "heads"):
-        for technique in built:
-            getattr(technique, hook)(shape)
-    return built
+def knobs(stage) -> list[Knob]:
+    """What `gem-transfer tune` searches for this stage: the knobs of the techniques it turns on."""
+    return [knob for technique in enabled(stage) for knob in technique.knobs(stage)]

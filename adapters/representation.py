@@ -4,20 +4,55 @@ the stored embedding. The head is dropped at export, so serving cost is unchange
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from adapters.technique import ConsumerShape, Technique, Trunk
-from transfer.config.techniques import LOSSES, RepresentationConfig  # its recipe knobs and their checks
+from adapters.technique import ConsumerShape, Knob, Step
+from transfer.util.checks import check_non_negative, check_one_of, check_positive
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+KEY = "representation"
+LOSSES = ("cosine", "mse", "infonce")
 
 
-def enabled(cfg: RepresentationConfig) -> bool:
-    return cfg.weight > 0
+@dataclass
+class RepresentationConfig:
+    """Align the consumer's hidden state with the producer's embedding through a projection head."""
+
+    weight: float = 0.0  # 0 turns it off
+    loss: str = "cosine"  # cosine, mse or infonce (in-batch negatives)
+    temperature: float = 0.1  # InfoNCE only
+
+    def check(self, key: str, window_days: int) -> None:
+        check_one_of(f"{key}.loss", self.loss, LOSSES)
+        check_non_negative(f"{key}.weight", self.weight)
+        check_positive(f"{key}.temperature", self.temperature)
 
 
-def tag(cfg: RepresentationConfig) -> str:
-    return f"representation_{cfg.loss}"
+Config = RepresentationConfig  # every technique's knobs go by this name (`adapters.technique`)
+
+
+def enabled(stage) -> bool:
+    return stage.representation.weight > 0
+
+
+def tag(stage) -> str:
+    return f"representation_{stage.representation.loss}"
+
+
+def reference(stage) -> Config:
+    return Config()  # off
+
+
+def columns(stage) -> tuple[str, ...]:
+    return ("teacher_embedding",)
+
+
+def knobs(stage) -> list[Knob]:
+    return [Knob("representation.weight", 0.01, 2.0)]
 
 
 def representation_loss(predicted: torch.Tensor, target: torch.Tensor, kind: str, temperature: float = 0.1) -> torch.Tensor:
@@ -26,6 +61,9 @@ def representation_loss(predicted: torch.Tensor, target: torch.Tensor, kind: str
     cosine: mean(1 − cos); mse: mean squared error; infonce: cross-entropy of each row picking its
     own target among the batch's targets (cosine similarities / temperature).
     """
+    import torch
+    import torch.nn.functional as F
+
     if kind == "cosine":
         return (1.0 - F.cosine_similarity(predicted, target, dim=-1)).mean()
     if kind == "mse":
@@ -36,25 +74,15 @@ def representation_loss(predicted: torch.Tensor, target: torch.Tensor, kind: str
     raise ValueError(f"representation loss '{kind}'; allowed: {', '.join(LOSSES)}")
 
 
-class Representation(Technique):
-    """A projection head [B, H] → [B, E] pulled toward the producer's embedding."""
+def heads(stage, shape: ConsumerShape) -> dict[str, nn.Module]:
+    """The projection head: [B, H] → [B, E]."""
+    from torch import nn
 
-    columns = ("teacher_embedding",)
-
-    def __init__(self, weight: float, kind: str = "cosine", temperature: float = 0.1):
-        super().__init__()
-        self.weight, self.kind, self.temperature = weight, kind, temperature
-        self.projection: nn.Module | None = None
-
-    def heads(self, shape: ConsumerShape) -> None:
-        h = shape.hidden_dim
-        self.projection = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, shape.producer_dim))
-
-    def loss(self, serving_logits: torch.Tensor, trunk: Trunk, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        target = batch["teacher_embedding"].float()  # [B, E]
-        aligned = representation_loss(self.projection(trunk.hidden), target, self.kind, self.temperature)
-        return {"representation": self.weight * aligned}
+    h = shape.hidden_dim
+    return {"projection": nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, shape.producer_dim))}
 
 
-def build(cfg: RepresentationConfig) -> Representation:
-    return Representation(cfg.weight, cfg.loss, cfg.temperature)
+def loss(stage, heads: dict[str, nn.Module], step: Step) -> dict[str, torch.Tensor]:
+    cfg = stage.representation
+    target = step.batch["teacher_embedding"].float()  # [B, E]
+    return {"representation": cfg.weight * representation_loss(heads["projection"](step.hidden), target, cfg.loss, cfg.temperature)}

@@ -7,40 +7,70 @@ Part names, the same for every model that has them:
 Imported tables are added to the consumer's own rows for that feature (the import is a prior the
 consumer refines); frozen imports keep their values exactly (no gradient, not in the optimizer).
 What a model offers for this (`feature_names`, `features`, `events`, `module_parts()`) is part of
-the model contract, `transfer.contract.RankingModel`.
+the model contract, `transfer.contract.RankingModel`. `gem-transfer ls sharing` lists the parts.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from adapters.technique import Technique
-from transfer.config.techniques import SharingConfig  # its recipe knobs
-from transfer.contract import RankingModel
+from adapters.technique import Knob
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-def enabled(cfg: SharingConfig) -> bool:
-    return bool(cfg.modules)
+    from transfer.contract import RankingModel
 
-
-def tag(cfg: SharingConfig) -> str:
-    return "sharing" + ("_frozen" if cfg.freeze else "")
+KEY = "sharing"
 
 
-class Sharing(Technique):
-    """Imports the producer's parts into the consumer before training; nothing at training time."""
+@dataclass
+class SharingConfig:
+    """Producer modules the consumer imports (see `gem-transfer ls sharing`)."""
 
-    def __init__(self, modules: list[str], freeze: bool):
-        super().__init__()
-        self.parts, self.freeze = list(modules), freeze
+    modules: list[str] = field(default_factory=list)  # e.g. [embeddings.ad_id, history.pooling]
+    freeze: bool = True  # imported parts keep their values (no gradient)
 
-    def prepare(self, producer: nn.Module, consumer: nn.Module) -> None:
-        share_parts(producer, consumer, self.parts, self.freeze)
+    def check(self, key: str, window_days: int) -> None:
+        """Nothing here: the names are checked against the built producer and consumer (`check_models`)."""
 
 
-def build(cfg: SharingConfig) -> Sharing:
-    return Sharing(cfg.modules, cfg.freeze)
+Config = SharingConfig  # every technique's knobs go by this name (`adapters.technique`)
+
+
+def enabled(stage) -> bool:
+    return bool(stage.sharing.modules)
+
+
+def tag(stage) -> str:
+    return "sharing" + ("_frozen" if stage.sharing.freeze else "")
+
+
+def reference(stage) -> Config:
+    return Config()  # off
+
+
+def columns(stage) -> tuple[str, ...]:
+    return ()  # it needs no knowledge: the producer's parts themselves
+
+
+def knobs(stage) -> list[Knob]:
+    return []  # which parts it shares is a choice, not a knob
+
+
+def check_models(stage, producer: RankingModel, consumer: RankingModel) -> None:
+    """The named parts exist on both models and fit (a `SharingError` says which does not)."""
+    try:
+        share_parts(producer, consumer, list(stage.sharing.modules), stage.sharing.freeze)
+    except SharingError as exc:
+        raise SharingError(f"modules: {exc}") from None
+
+
+def prepare(stage, producer: RankingModel, consumer: RankingModel) -> None:
+    """Import the producer's parts into the consumer before training."""
+    share_parts(producer, consumer, list(stage.sharing.modules), stage.sharing.freeze)
 
 
 class SharingError(ValueError):

@@ -1,86 +1,103 @@
-"""What every transfer technique provides (one module per technique in this package).
+"""What a transfer technique is: one module of this package that declares everything about it.
+Its top level imports no torch (the recipe's checks run before torch is imported); the hooks that
+build or compute with tensors import it when called.
 
-A technique is an `nn.Module` built from its recipe config (`build(cfg, shape)` in its module) that
-takes part in a consumer's training step through these hooks; each defaults to doing nothing:
+A technique module provides:
 
-- `prepare(producer, consumer)`: change the consumer model before training (sharing imports parts);
-- `distill_heads()`, `heads()`: create its training-only parameters. Every technique's
-  `distill_heads` (heads that read the trunk through the gradient scaler β) are built first, then
-  every `heads` (heads on the plain trunk): a fixed order, so a recipe's random initialisation never
-  depends on which file a technique lives in;
-- `columns`: the knowledge columns its batches need (`soft_logits`, `teacher_embedding`,
-  `adapted_logits`);
-- `prior_heads()`: its heads whose bias starts at the task's base rate;
-- `loss(serving_logits, trunk, batch)`: its weighted loss terms, by name.
+- `KEY`: its key under a recipe's transfer stage (`transfer.stages.N.<KEY>`), and `Config`: its
+  knobs, a dataclass with defaults and `check(key, window_days)` (raises `ValueError` naming
+  `key.<field>`: `window_days` is the consumers' window);
+- `enabled(stage)`, `tag(stage)` (its MLflow tag), `reference(stage)` (its config in the stage's
+  vanilla-KD reference: standard distillation only), `columns(stage)` (the knowledge columns its
+  batches need: `soft_logits`, `teacher_embedding`, or one it derives), `knobs(stage)` (what
+  `gem-transfer tune` searches);
+
+and, optionally, hooks into a consumer's training (every hook takes the whole `stage`, the recipe's
+`StageConfig`, since a technique may read another's knob: the adapter's head uses distillation's β):
+
+- `check_models(stage, producer, consumer)`: raise `ValueError` if it cannot apply to these built
+  models, its message starting with the field at fault (`modules: …`; run by `gem-transfer validate`);
+- `prepare(stage, producer, consumer)`: change the consumer model before training (sharing);
+- `derive(stage, rows) -> Derived`: knowledge columns it computes from the joined knowledge before
+  the consumer trains, and metrics about them (the Student Adapter's fit);
+- `distill_heads(stage, shape)`, `heads(stage, shape)`: its training-only parameters, by name.
+  Every technique's distillation heads (logits [B, T], whose bias starts at the task's base rate)
+  are created first, then every other head: a fixed order, so a recipe's random initialisation
+  never depends on which file a technique lives in;
+- `loss(stage, heads, step) -> {name: weighted term}`: its part of one training step.
+
+The engine names no technique: it reaches them through `adapters.TECHNIQUES`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
 class ConsumerShape:
-    """The sizes a technique's parameters depend on."""
+    """The sizes a technique's heads depend on."""
 
     hidden_dim: int  # the consumer's hidden state (its `embedding`) [B, H]
     n_tasks: int  # the consumer's tasks [B, T]
     producer_dim: int  # the producer's stored embedding [B, E]
-    n_surfaces: int  # the dataset's surfaces (the adapter's input)
+    n_surfaces: int  # the dataset's surfaces
 
 
 @dataclass(frozen=True)
-class Trunk:
-    """What heads read: the consumer's hidden state, plain and through the gradient scaler β."""
+class Step:
+    """What a technique's loss reads in one training step."""
 
-    hidden: torch.Tensor  # [B, H]
-    scaled: torch.Tensor  # [B, H] identity forward; its gradient into the trunk is scaled by β
-
-
-class Technique(nn.Module):
-    """A transfer technique's part in a consumer's training (see the module docstring)."""
-
-    columns: tuple[str, ...] = ()
-
-    def prepare(self, producer: nn.Module, consumer: nn.Module) -> None:
-        """Change the consumer model before its heads are built."""
-
-    def distill_heads(self, shape: ConsumerShape) -> None:
-        """Create heads that read `Trunk.scaled`."""
-
-    def heads(self, shape: ConsumerShape) -> None:
-        """Create heads that read `Trunk.hidden`."""
-
-    def prior_heads(self) -> list[nn.Linear]:
-        return []
-
-    def loss(self, serving_logits: torch.Tensor, trunk: Trunk, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """serving_logits: [B, T] → weighted terms by name."""
-        return {}
-
-    def trainable(self) -> list[nn.Parameter]:
-        """Its parameters the consumer's optimizer steps."""
-        return list(self.parameters())
+    serving_logits: torch.Tensor  # [B, T] the consumer's serving head
+    hidden: torch.Tensor  # [B, H] the consumer's hidden state (its trunk's output)
+    batch: dict[str, torch.Tensor]  # the batch, with the knowledge columns the techniques asked for
 
 
-class _ScaleGradient(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.scale = scale
-        return x.view_as(x)
+@dataclass(frozen=True)
+class KnowledgeRows:
+    """A consumer's training rows with its producer's knowledge joined: what `derive` reads."""
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad * ctx.scale, None
+    log: object  # the encoded log (`transfer.data.encoding.EncodedLog`)
+    rows: torch.Tensor  # [n] the consumer's rows of the log
+    logits: torch.Tensor  # [n, T] the producer's logits for them
+    labels: torch.Tensor  # [n, T] their labels for the consumer's tasks (NaN = none)
+    cutoff: datetime  # the producer saw no example at or after this time
+    window_end: datetime  # the end of the consumers' window
+    n_surfaces: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Knowledge columns a technique computed ([n, …] each, by name) and metrics about them."""
+
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One value `gem-transfer tune` searches: its key under the stage (e.g. `distillation.weight`) and range."""
+
+    key: str
+    low: float
+    high: float
+    log: bool = True
+
+    def suggest(self, trial) -> float:
+        """This trial's value (an `optuna.Trial`)."""
+        return trial.suggest_float(self.key, self.low, self.high, log=self.log)
 
 
 def scale_gradient(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """Identity forward; the gradient flowing back through it is multiplied by `scale`."""
+    """Identity forward (exactly `x`); the gradient flowing back through it is multiplied by `scale`
+    (β: how much a training-only head teaches the trunk). [*] → [*]"""
     if scale == 1.0:
         return x
-    return _ScaleGradient.apply(x, scale)
-
-
+    frozen = x.detach()
+    return frozen + (x - frozen) * scale

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_file import write_section  # noqa: E402
-from transfer.config.recipe import load_recipe  # noqa: E402
+from transfer.config.loader import load_recipe  # noqa: E402
 from transfer.evaluation.lift_table import format_table  # noqa: E402
 from transfer.pipeline.cycle import run_cycle  # noqa: E402
 

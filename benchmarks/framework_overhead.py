@@ -23,14 +23,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from adapters.distillation import Distillation, distillation_loss  # noqa: E402
+from adapters.distillation import distillation_loss  # noqa: E402
+from adapters.technique import ConsumerShape  # noqa: E402
 from benchmarks.results_file import write_section  # noqa: E402
 from students import MLP_VM_SIZES, mlp_vm  # noqa: E402
-from transfer.config.recipe import load_recipe  # noqa: E402
+from transfer.config.loader import load_recipe  # noqa: E402
+from transfer.config.recipe import StageConfig  # noqa: E402
+from transfer.contract import label_loss  # noqa: E402
 from transfer.data.batches import WindowBatches, window_loader  # noqa: E402
 from transfer.data.prepare import prepare_data  # noqa: E402
-from transfer.training.losses import label_loss  # noqa: E402
 from transfer.training.module import RankingModule  # noqa: E402
+from transfer.training.techniques import StageTechniques  # noqa: E402
 from transfer.training.trainer import fit  # noqa: E402
 
 BATCH = 512
@@ -38,7 +41,8 @@ LR = 2e-3
 
 
 def framework_epoch(model: torch.nn.Module, data: WindowBatches, task_col: int, cfg) -> float:
-    module = RankingModule(model, ["click"], [task_col], lr=LR, techniques=[Distillation(1.0, auxiliary=False)])
+    vanilla_kd = StageTechniques(StageConfig(), model, model, ConsumerShape(model.embedding_dim, 1, model.embedding_dim, 1))  # no heads, no sharing
+    module = RankingModule(model, ["click"], [task_col], lr=LR, techniques=vanilla_kd)
     loader = window_loader(data, BATCH, shuffle=True, seed=0)
     start = time.perf_counter()
     fit(module, loader, cfg, max_epochs=1, logger=False)

@@ -74,11 +74,10 @@ def _measure(rows: int, teacher_name: str, queue: mp.Queue) -> None:
     import torch
 
     from transfer.catalog import catalog
-    from transfer.config.recipe import load_recipe
+    from transfer.config.loader import load_recipe
     from transfer.data.batches import WindowBatches, window_loader
     from transfer.data.prepare import prepare_data
     from transfer.knowledge.generate import SCORING_BATCH, Producer, generate_table
-    from transfer.pipeline.keys import StageKey
     from transfer.training.module import RankingModule
 
     recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", [f"data.synthetic.rows={rows}", "trainer.progress=false"])
@@ -95,7 +94,7 @@ def _measure(rows: int, teacher_name: str, queue: mp.Queue) -> None:
             model(batch)
         bare_s = time.perf_counter() - start
 
-    producer = Producer(teacher_name, module, "bench", datetime.now(timezone.utc), window, StageKey("teacher", "bench"))
+    producer = Producer(teacher_name, module, "bench", datetime.now(timezone.utc), window)
     gen_base = _settled_rss_mib()
     with tempfile.TemporaryDirectory() as folder, PeakSampler() as gen_memory:
         start = time.perf_counter()

@@ -47,7 +47,8 @@ sys.path.insert(0, str(REPO))
 from benchmarks.results_file import write_csv, write_section  # noqa: E402
 from benchmarks.synthetic_world import BENCH  # noqa: E402
 from transfer.config.dataset import dataset_config_path, load_dataset_config  # noqa: E402
-from transfer.config.recipe import UserSampleConfig, load_recipe  # noqa: E402
+from transfer.config.loader import load_recipe  # noqa: E402
+from transfer.config.recipe import UserSampleConfig  # noqa: E402
 from transfer.data.counters import counter_features  # noqa: E402
 from transfer.data.impressions import load_impressions  # noqa: E402
 from transfer.data.prepare import sample_users  # noqa: E402

@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.results_file import write_csv, write_section  # noqa: E402
 from transfer.catalog import catalog  # noqa: E402
-from transfer.config.recipe import Recipe, UserSampleConfig, load_recipe  # noqa: E402
+from transfer.config.loader import load_recipe  # noqa: E402
+from transfer.config.recipe import Recipe, UserSampleConfig  # noqa: E402
 from transfer.data.batches import WindowBatches, window_loader  # noqa: E402
 from transfer.data.prepare import PreparedData, prepare_data  # noqa: E402
 from transfer.evaluation.cost import forward_flops_per_example, parameter_count  # noqa: E402

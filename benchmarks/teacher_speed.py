@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from transfer.catalog import catalog
-from transfer.config.recipe import load_recipe
+from transfer.config.loader import load_recipe
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import prepare_data
 from transfer.training.module import RankingModule

@@ -67,10 +67,9 @@ def _fit_seconds(data, recipe, rows, keep: bool, folder: Path) -> float:
 
 def _generation_seconds(data, recipe, folder: Path) -> float:
     from transfer.knowledge.generate import Producer, generate_table
-    from transfer.pipeline.keys import StageKey
 
     module = _teacher(data)
-    producer = Producer("skeleton_tiny", module, "bench", data.train.end, data.student_rows, StageKey("teacher", "bench"))
+    producer = Producer("skeleton_tiny", module, "bench", data.train.end, data.student_rows)
     start = time.perf_counter()
     generate_table(producer, data, recipe.trainer, recipe.hash, folder / "separate.parquet")
     return time.perf_counter() - start
@@ -84,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from transfer.config.recipe import load_recipe
+    from transfer.config.loader import load_recipe
     from transfer.data.prepare import prepare_data
 
     torch.set_num_threads(args.threads)

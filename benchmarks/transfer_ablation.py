@@ -43,18 +43,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from adapters.representation import RepresentationConfig  # noqa: E402
+from adapters.sharing import SharingConfig  # noqa: E402
+from adapters.student_adapter import AdapterConfig  # noqa: E402
 from benchmarks.results_file import write_csv, write_section  # noqa: E402
 from benchmarks.synthetic_world import BENCH  # noqa: E402
-from transfer.config.recipe import (  # noqa: E402
-    AdapterConfig,
-    Recipe,
-    RepresentationConfig,
-    SharingConfig,
-    StudentConfig,
-    UserSampleConfig,
-    load_recipe,
-)
-from transfer.config.validate import validate  # noqa: E402
+from transfer.config.loader import load_recipe, validate  # noqa: E402
+from transfer.config.recipe import Recipe, StudentConfig, UserSampleConfig  # noqa: E402
 from transfer.evaluation.intervals import SeedInterval, fieller_interval, holm_adjusted, holm_verdict, seed_interval  # noqa: E402
 from transfer.pipeline.engine import run_recipe  # noqa: E402
 from transfer.tuning.space import stage_knobs  # noqa: E402

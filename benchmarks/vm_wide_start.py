@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks import transfer_ablation  # noqa: E402
 from benchmarks.results_file import write_csv, write_section  # noqa: E402
-from transfer.config.recipe import load_recipe  # noqa: E402
+from transfer.config.loader import load_recipe  # noqa: E402
 from transfer.evaluation.intervals import seed_interval  # noqa: E402
 
 RECIPE = REPO / "recipes" / "movielens_direct.yaml"

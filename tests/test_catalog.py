@@ -32,8 +32,7 @@ def test_built_in_verticals_say_what_they_serve_and_their_budget():
 
 
 def test_sizes_override_the_entry_defaults():
-    from transfer.config.dataset import dataset_config_path, load_dataset_config
-    from transfer.data.encoding import inputs_of
+    from transfer.config.dataset import dataset_config_path, inputs_of, load_dataset_config
 
     inputs = inputs_of(load_dataset_config(dataset_config_path("synthetic")))
     entry = catalog("vertical")["ig_stories_click"]

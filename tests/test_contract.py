@@ -64,13 +64,48 @@ def _absolute(node: ast.ImportFrom, module: str) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """module → the repository modules its module-level statements import. Only the module named is
-    an edge: the parent packages Python also runs first (`teacher/__init__.py` for `teacher.layers`)
-    are not, as a package importing its own modules is no cycle."""
+    """module → the repository modules it imports anywhere: at module level, inside functions and under
+    `TYPE_CHECKING` (a lazy or type-only import is still a dependency). Only the module named is an
+    edge: the parent packages Python also runs first (`teacher/__init__.py` for `teacher.layers`) are
+    not, as a package importing its own modules is no cycle."""
     known = modules(GRAPH_PACKAGES)
-    return {name: {target for target in imported_modules(ast.parse(path.read_text()), name, set(known), top_level_only=True)
+    return {name: {target for target in imported_modules(ast.parse(path.read_text()), name, set(known), top_level_only=False)
                    if target in known and target != name}
             for name, path in known.items()}
+
+
+# The layers of the house, top to bottom: a module may import its own layer's modules (without a
+# cycle) and any layer below, never one above.
+LAYERS = (
+    ("transfer.cli",),
+    ("transfer.tuning",),
+    ("transfer.pipeline",),
+    ("transfer.knowledge",),
+    ("transfer.training", "transfer.tracking"),
+    ("transfer.evaluation",),
+    ("transfer.data",),
+    ("transfer.config",),
+    ("adapters", "students", "domain_fms"),
+    ("teacher",),
+    ("transfer.catalog",),
+    ("transfer.util", "transfer.errors"),
+    ("transfer.contract", "transfer"),  # `transfer/__init__.py` imports nothing
+)
+
+
+def layer_of(module: str) -> int:
+    """The index in `LAYERS` of the part of the house `module` belongs to (its subpackage of `transfer`, else its package)."""
+    parts = module.split(".")
+    part = ".".join(parts[:2]) if parts[0] == "transfer" else parts[0]
+    for index, layer in enumerate(LAYERS):
+        if part in layer or module in layer:
+            return index
+    raise AssertionError(f"{module} belongs to no layer of LAYERS; add it")
+
+
+def arrows_up(graph: dict[str, set[str]]) -> list[str]:
+    """Every import from a lower layer to a higher one, as "a → b"."""
+    return [f"{a} → {b}" for a, targets in sorted(graph.items()) for b in sorted(targets) if layer_of(b) < layer_of(a)]
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -109,16 +144,30 @@ def test_finds_a_cycle_and_none_in_an_acyclic_graph():
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
 
 
-def test_import_graph_sees_the_known_edges():
+def test_import_graph_sees_the_known_edges_including_lazy_and_type_only_imports():
     graph = import_graph()
     assert "transfer.contract" in graph["teacher.gem"] and "teacher.layers" in graph["students.mlp"]
     assert "transfer.evaluation.cost" in graph["transfer.evaluation.serving"]
+    assert "transfer.config.validate_models" in graph["transfer.config.loader"]  # imported inside a function
+    assert "transfer.contract" in graph["transfer.config.dataset"]  # inside a function and under TYPE_CHECKING
+    assert "transfer.evaluation.serving" in graph["transfer.tracking.tags"]  # under TYPE_CHECKING only
     assert graph["transfer.contract"] == set()
+
+
+def test_finds_arrows_up_and_places_every_module_in_a_layer():
+    assert arrows_up({"transfer.util.atomic": {"transfer.pipeline.keys"}, "transfer.cli": {"transfer.util.atomic"}}) == [
+        "transfer.util.atomic → transfer.pipeline.keys"]
+    for module in import_graph():
+        layer_of(module)  # raises for a module outside every layer
 
 
 def test_no_import_cycles_between_modules():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " → ".join(cycle or [])
+
+
+def test_imports_point_down_the_layers():
+    assert arrows_up(import_graph()) == []
 
 
 def test_importing_the_contract_loads_nothing_else_of_the_repository():

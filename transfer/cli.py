@@ -208,7 +208,7 @@ def _loaded_recipe(args: argparse.Namespace):
     """The recipe, loaded and validated before the engine is imported: a bad key or value is answered
     without torch, a bad model name without Lightning or MLflow (`transfer.config.validate`)."""
     _precheck(args)
-    from transfer.config.recipe import load_recipe
+    from transfer.config.loader import load_recipe
 
     return load_recipe(args.recipe, args.overrides)
 
@@ -224,7 +224,7 @@ def _checked_recipe(args: argparse.Namespace):
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     _precheck(args)
-    from transfer.config.recipe import load_recipe
+    from transfer.config.loader import load_recipe
 
     load_recipe(args.recipe, args.overrides, models=False)  # a bad key or value answered before the study's imports
     from transfer.tuning.study import tune  # the study loads and fully validates the recipe itself
@@ -271,7 +271,8 @@ def _cmd_cycle(args: argparse.Namespace) -> int:
 def _in_processes(recipe, args: argparse.Namespace) -> int | None:
     """For a multi-process recipe: start its processes here (→ their exit code), or, in one of them,
     check the launcher's world size and keep only rank 0's output; None: go on in this process."""
-    from transfer.util import launch, ranks
+    from transfer.pipeline import launch
+    from transfer.util import ranks
 
     launch.check_world(recipe.trainer, args.recipe)
     if launch.needs_launch(recipe.trainer):
@@ -290,7 +291,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         raise UserError(f"validate: no recipe file among '{' '.join(args.recipes)}'; allowed: recipe files, then key=value overrides")
     for path in paths:  # in order: each file's own verdict, the heavy imports only once one passes the precheck
         precheck(path, overrides)
-        from transfer.config.recipe import load_recipe
+        from transfer.config.loader import load_recipe
 
         recipe = load_recipe(path, overrides)
         print(f"ok: {path}{' with ' + ' '.join(overrides) if overrides else ''} (recipe '{recipe.name}', {len(recipe.students)} students)")
@@ -347,8 +348,7 @@ def _costed(entry) -> str:
     """`name: description [parameters, forward FLOPs per example]` on the synthetic dataset's features."""
     import torch
 
-    from transfer.config.dataset import dataset_config_path, load_dataset_config
-    from transfer.data.encoding import inputs_of
+    from transfer.config.dataset import dataset_config_path, inputs_of, load_dataset_config
     from transfer.evaluation.cost import forward_flops_per_example, parameter_count
 
     inputs = inputs_of(load_dataset_config(dataset_config_path("synthetic")))
@@ -490,7 +490,8 @@ def _is_user_error(exc: Exception) -> bool:
 
 def _say_interrupted(message: str) -> None:
     """The one line of an interrupted command, said once: by the launcher of a multi-process run, else by rank 0."""
-    from transfer.util import launch, ranks
+    from transfer.pipeline import launch
+    from transfer.util import ranks
 
     if ranks.rank() == 0 and os.environ.get(launch.LAUNCHER_PID, str(os.getpid())) == str(os.getpid()):
         print(message, file=sys.stderr)

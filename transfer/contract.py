@@ -8,7 +8,8 @@ the engine. It holds:
 - the batch a model's forward receives: `MODEL_INPUTS` (and `ENGINE_COLUMNS`, which it must not read);
 - what a model is: `RankingModel` (a `typing.Protocol`), returning a `ModelOutput`; `RankingModelBase`
   sets its attributes once;
-- how a model is catalogued: `ModelEntry` (a builder path and default sizes) and, for VMs, `ServingBudget`.
+- how a model is catalogued: `ModelEntry` (a builder path and default sizes) and, for VMs, `ServingBudget`;
+- the loss every model trains with: `label_loss` (labels may be NaN where a task is missing for a row).
 
 A builder is a function `builder(inputs: InputSpec, *, size: type, ...) -> RankingModel` with typed
 keyword sizes; `ModelEntry.builder` names it as "package.module:function".
@@ -217,3 +218,11 @@ def resolve_builder(path: str) -> Callable[..., nn.Module]:
     if not callable(function):
         raise BuilderError(f"builder '{path}' is not a function")
     return function
+
+
+def label_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean BCE over the labelled entries. logits, labels: [B, T] (NaN = no label) → scalar."""
+    known = ~torch.isnan(labels)
+    if not known.any():
+        return logits.sum() * 0.0
+    return nn.functional.binary_cross_entropy_with_logits(logits[known], labels[known])

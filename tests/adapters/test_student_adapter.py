@@ -8,8 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import torch
 
-from adapters.student_adapter import AdapterConfig, AdapterInputs, AdapterTechnique, corrected_knowledge
-from adapters.technique import ConsumerShape, Trunk
+from adapters import student_adapter
+from adapters.distillation import DistillationConfig
+from adapters.student_adapter import AdapterConfig, AdapterInputs, corrected_knowledge
+from adapters.technique import ConsumerShape, Step
+from transfer.config.recipe import StageConfig
 
 WINDOW_END = datetime(2026, 2, 1, tzinfo=timezone.utc)
 CUTOFF = WINDOW_END - timedelta(days=10)  # the producer's: the consumer's 10-day window comes after it
@@ -75,15 +78,21 @@ def test_a_placebo_is_the_identity_and_a_fit_is_seeded_without_touching_the_glob
     assert not torch.equal(corrected_knowledge(inputs, labels, WINDOW_END, 3, cfg, seed=5).logits, first)
 
 
-def test_the_second_head_learns_from_the_corrected_logits_at_its_weight():
+def test_the_second_head_learns_from_the_corrected_logits_at_its_weight_through_distillations_beta():
     torch.manual_seed(0)
-    technique = AdapterTechnique(weight=2.0)
-    technique.distill_heads(ConsumerShape(8, 1, 8, 3))
-    hidden = torch.randn(16, 8)
+    stage = StageConfig(adapter=AdapterConfig(enabled=True, weight=2.0), distillation=DistillationConfig(grad_scale=0.5))
+    heads = student_adapter.distill_heads(stage, ConsumerShape(8, 1, 8, 3))
+    hidden = torch.randn(16, 8, requires_grad=True)
     z_a = torch.randn(16, 1)
-    term = technique.loss(torch.zeros(16, 1), Trunk(hidden, hidden), {"adapted_logits": z_a})["adapter_kd"]
-    z = technique.head(hidden)
+    term = student_adapter.loss(stage, heads, Step(torch.zeros(16, 1), hidden, {"adapted_logits": z_a}))["adapter_kd"]
+    z = heads["second"](hidden)
     p = torch.sigmoid(z_a)
     by_hand = -(p * torch.nn.functional.logsigmoid(z) + (1 - p) * torch.nn.functional.logsigmoid(-z)).mean()
     torch.testing.assert_close(term, 2.0 * by_hand)
-    assert AdapterTechnique(weight=0.0).loss(torch.zeros(16, 1), Trunk(hidden, hidden), {"adapted_logits": z_a}) == {}
+    term.backward()
+    trunk_grad = hidden.grad.clone()
+    hidden.grad = None
+    (2.0 * by_hand).backward()
+    torch.testing.assert_close(trunk_grad, 0.5 * hidden.grad)  # β of the stage's distillation scales its pull on the trunk
+    off = StageConfig(adapter=AdapterConfig(enabled=True, weight=0.0))
+    assert student_adapter.loss(off, heads, Step(torch.zeros(16, 1), hidden, {"adapted_logits": z_a})) == {}

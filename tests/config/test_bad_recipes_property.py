@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import REPO
 from transfer.cli import main
-from transfer.config.recipe import load_recipe
+from transfer.config.loader import load_recipe
 
 BASE = yaml.safe_load((REPO / "recipes" / "direct_all_techniques.yaml").read_text())
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, run_cli, time_limit
-from transfer.config.recipe import load_recipe
+from transfer.config.loader import load_recipe
 from transfer.errors import RecipeError
 
 QUICKSTART = REPO / "recipes" / "quickstart.yaml"

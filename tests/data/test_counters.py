@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from tests.conftest import run_cli, write_dataset, write_recipe
-from transfer.data.counters import PSEUDO_COUNTS, counter_features, counter_names
+from transfer.config.dataset import counter_names
+from transfer.data.counters import PSEUDO_COUNTS, counter_features
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -86,9 +87,8 @@ def test_a_label_never_informs_its_own_impression_or_its_instant():
 
 
 def test_the_encoded_log_carries_the_counters_after_the_dense_columns(tmp_path, small_log):
-    from transfer.config.dataset import load_dataset_config
+    from transfer.config.dataset import dense_feature_names, inputs_of, load_dataset_config
     from transfer.config.recipe import DataConfig, WindowConfig
-    from transfer.data.encoding import dense_feature_names, inputs_of
     from transfer.data.prepare import prepare_data
 
     path = write_dataset(tmp_path, small_log, counters=["ad_id", "advertiser"])

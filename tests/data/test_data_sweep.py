@@ -90,7 +90,7 @@ def test_a_cache_dir_under_a_file_is_one_line_and_works_once_the_file_is_gone(tm
 
 
 def test_float_labels_in_parquet_are_accepted_as_the_same_labels(tmp_path, capsys, small_log):
-    from transfer.config.recipe import load_recipe
+    from transfer.config.loader import load_recipe
     from transfer.data.prepare import prepare_data
 
     floats = small_log.with_columns(pl.col("click", "conversion").cast(pl.Float64))

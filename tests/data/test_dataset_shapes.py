@@ -155,7 +155,7 @@ def test_every_catalog_model_builds_quietly_on_a_dataset_without_dense_features(
     import torch
 
     from transfer.catalog import catalog
-    from transfer.data.encoding import inputs_of
+    from transfer.config.dataset import inputs_of
 
     inputs = inputs_of(load_dataset_config(_dataset(tmp_path, dense=[], source={"files": {"impressions": "x.parquet"}},
                                                     tables=[{"file": "impressions"}])))

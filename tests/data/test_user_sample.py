@@ -6,7 +6,8 @@ from __future__ import annotations
 import polars as pl
 
 from tests.conftest import write_dataset, write_recipe
-from transfer.config.recipe import UserSampleConfig, load_recipe
+from transfer.config.loader import load_recipe
+from transfer.config.recipe import UserSampleConfig
 from transfer.data.prepare import prepare_data, sample_users
 
 

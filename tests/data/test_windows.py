@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.conftest import run_cli, write_dataset, write_recipe
-from transfer.config.recipe import load_recipe
+from transfer.config.loader import load_recipe
 from transfer.data.prepare import prepare_data
 from transfer.errors import DataError
 

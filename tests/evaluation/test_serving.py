@@ -16,11 +16,12 @@ from torch import nn
 from students import MLP_VM_SIZES, mlp_vm
 from tests.conftest import write_dataset, write_recipe
 from transfer.catalog import ServingBudget
-from transfer.config.recipe import load_recipe
+from transfer.config.loader import load_recipe
 from transfer.data.batches import WindowBatches
 from transfer.data.prepare import prepare_data
 from transfer.evaluation.cost import forward_flops, parameter_count
 from transfer.evaluation.serving import ServingCost, budget_status, cpu_ms, fastest_ms, measure, percentiles, requests
+from transfer.tracking.tags import serving_metrics
 
 BUSY_SECONDS = 60  # the busy processes end by themselves after this, should the test be killed
 BUSY_PER_CORE = 2  # more runnable processes than cores: a wall-clock timing would wait for a core in most requests
@@ -93,7 +94,7 @@ def test_counted_costs_are_the_same_on_every_measurement_and_scale_with_candidat
     doubled = forward_flops(vm.eval(), requests(eval_batches, count=1, candidates=2_000)[0])
     assert doubled == pytest.approx(2 * one.flops, rel=1e-9)
     assert 0 < one.p50_ms <= one.p99_ms
-    assert one.metrics() == {"serving_params": one.params, "serving_flops": one.flops,
+    assert serving_metrics(one) == {"serving_params": one.params, "serving_flops": one.flops,
                              "serving_p50_ms": one.p50_ms, "serving_p99_ms": one.p99_ms}
 
 

@@ -14,7 +14,8 @@ import torch
 
 from tests.conftest import run_cli, write_dataset, write_recipe
 from transfer.catalog import catalog
-from transfer.config.recipe import TrainerConfig, load_recipe
+from transfer.config.loader import load_recipe
+from transfer.config.recipe import TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import prepare_data
 from transfer.knowledge.table import Provenance, join_knowledge

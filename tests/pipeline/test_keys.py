@@ -83,7 +83,7 @@ def _edit(path: Path) -> None:
 
 # edited file → the stages whose output it can change
 EDITS = {
-    "transfer/training/losses.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # a loss
+    "transfer/contract.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # the label loss, the batch keys
     "transfer/knowledge/table.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # the knowledge writer
     "transfer/data/batches.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # the batch builder
     "teacher/layers.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # a layer every model uses
@@ -172,7 +172,7 @@ def test_the_thread_count_a_run_resolves_is_in_its_keys_and_how_it_was_asked_for
 def test_plan_resolves_the_threads_the_processes_a_run_starts_will_use_and_an_accelerator_ignores_them(monkeypatch):
     """`plan` (no process started) keys a 2-process recipe on what `run` gives each of its processes,
     so it reports the stages `run` reuses; on an accelerator the CPU thread count is not in the key."""
-    from transfer.util.launch import recipe_threads, torch_threads
+    from transfer.pipeline.launch import recipe_threads, torch_threads
 
     teacher_builder, _ = _builders()
     two = Recipe(name="r", trainer=TrainerConfig(strategy="ddp", devices=2))

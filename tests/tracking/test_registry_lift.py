@@ -19,7 +19,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, run_cli, time_limit, write_dataset, write_recipe
-from transfer.config.recipe import load_recipe
+from transfer.config.loader import load_recipe
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import prepare_data
 from transfer.evaluation.metrics import NormalizedEntropy

@@ -9,7 +9,8 @@ import torch
 
 from students import MLP_VM_SIZES, mlp_vm
 from tests.conftest import write_dataset, write_recipe
-from transfer.config.recipe import TrainerConfig, load_recipe
+from transfer.config.loader import load_recipe
+from transfer.config.recipe import TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import prepare_data
 from transfer.evaluation.metrics import normalized_entropy

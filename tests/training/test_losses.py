@@ -9,7 +9,7 @@ import torch
 
 from adapters.distillation import distillation_loss, soft_targets
 from adapters.representation import representation_loss
-from transfer.training.losses import label_loss
+from transfer.contract import label_loss
 
 
 def _bce(p: float, y: float) -> float:

@@ -9,7 +9,7 @@ import torch
 from students import MLP_VM_SIZES, mlp_vm
 from teacher.skeleton import skeleton_model
 from tests.conftest import write_dataset, write_recipe
-from transfer.config.recipe import load_recipe
+from transfer.config.loader import load_recipe
 from transfer.data.batches import WindowBatches
 from transfer.data.prepare import prepare_data
 from transfer.training.wide_start import has_wide_term, start_at_regression, wide_inputs

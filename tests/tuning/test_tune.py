@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli, write_dataset, write_recipe
-from transfer.config.recipe import load_recipe
+from transfer.config.loader import load_recipe
 from transfer.data.synthetic import SyntheticSpec, generate
 from transfer.tuning.space import stage_knobs
 

@@ -26,7 +26,8 @@ from mlflow.tracking import MlflowClient
 
 from students import MLP_VM_SIZES, mlp_vm
 from tests.conftest import REPO, run_cli, time_limit, write_dataset, write_recipe
-from transfer.config.recipe import TrainerConfig, load_recipe
+from transfer.config.loader import load_recipe
+from transfer.config.recipe import TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import prepare_data
 from transfer.knowledge.table import PROVENANCE_KEY

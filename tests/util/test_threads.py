@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from transfer.util.launch import torch_threads
+from transfer.pipeline.launch import torch_threads
 
 
 def test_the_recipe_wins_then_the_environment_then_a_share_of_the_cores(monkeypatch):

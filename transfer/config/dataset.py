@@ -11,12 +11,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import MISSING
 
 from transfer.config.structured import load_structured
 from transfer.errors import DataError
+
+if TYPE_CHECKING:
+    from transfer.contract import InputSpec
 
 BUILTIN_DIR = Path(__file__).parent / "datasets"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one path component: it names files in the data cache
@@ -107,6 +110,35 @@ def trainable_pairs(cfg: DatasetConfig) -> list[tuple[str, str]]:
     if cfg.trainable:
         return [(surface, task) for surface, tasks in cfg.trainable.items() for task in tasks]
     return [(surface, task) for surface in cfg.surfaces for task in cfg.labels]
+
+
+def inputs_of(dataset: DatasetConfig) -> InputSpec:
+    """The `InputSpec` a dataset config implies, without reading its data."""
+    from transfer.contract import (  # torch: only when asked (the recipe's value checks run without it)
+        ID_FEATURES,
+        InputSpec,
+    )
+
+    names = (*ID_FEATURES, *dataset.categorical)
+    return InputSpec(
+        n_categorical=len(names),
+        n_dense=len(dense_feature_names(dataset)),
+        n_surfaces=len(dataset.surfaces),
+        n_tasks=len(dataset.labels),
+        hash_buckets=dataset.hash_buckets,
+        categorical_names=names,
+    )
+
+
+def dense_feature_names(dataset: DatasetConfig) -> list[str]:
+    """The dense features a dataset config gives models, in column order: its own `dense` columns, then
+    its `counters`."""
+    return [*dataset.dense, *counter_names(dataset.counters, list(dataset.labels))]
+
+
+def counter_names(keys: list[str], tasks: list[str]) -> list[str]:
+    """The dense feature names the counters of `keys` add, in column order."""
+    return [f"{key}.{name}" for key in keys for name in ("impressions", *(f"{task}_rate" for task in tasks))]
 
 
 def builtin_datasets() -> list[str]:

@@ -1,18 +1,15 @@
-"""Recipes: a typed schema (design §6), loading with overrides, and validation against the catalog.
-
-A recipe is a small diff from these defaults. Every error names the file and the key path.
+"""The recipe's typed schema (design §6): a recipe is a small diff from these defaults. Loading it with
+overrides and checking it: `transfer.config.loader`; each technique's knobs: its module in `adapters/`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 from omegaconf import MISSING, OmegaConf
 
-from transfer.config.structured import load_structured
-from transfer.config.techniques import AdapterConfig, DistillationConfig, RepresentationConfig, SharingConfig
+from adapters import TECHNIQUES
 from transfer.util.fingerprint import fingerprint
 
 
@@ -97,16 +94,21 @@ class DomainFMConfig:
 
 
 @dataclass
-class StageConfig:
-    """One transfer stage: a producer's knowledge into its consumers, with these techniques (their
-    knobs in `transfer.config.techniques`, the techniques themselves in `adapters/`)."""
+class StageBase:
+    """One transfer stage: a producer's knowledge into its consumers, with these techniques (each a
+    module of `adapters/`, which declares its knobs: `StageConfig` has a field per technique)."""
 
     producer: str = "teacher"  # teacher or domain_fms
     consumers: str = "students"  # domain_fms or students
-    distillation: DistillationConfig = field(default_factory=DistillationConfig)
-    representation: RepresentationConfig = field(default_factory=RepresentationConfig)
-    sharing: SharingConfig = field(default_factory=SharingConfig)
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+
+
+# a field `<KEY>: <its Config>` per technique, in `adapters.TECHNIQUES` order
+StageConfig = make_dataclass(
+    "StageConfig",
+    [(technique.KEY, technique.Config, field(default_factory=technique.Config)) for technique in TECHNIQUES],
+    bases=(StageBase,),
+    namespace={"__doc__": StageBase.__doc__, "__module__": __name__},
+)
 
 
 @dataclass
@@ -205,21 +207,6 @@ class Recipe:
     @property
     def hash(self) -> str:
         return fingerprint(OmegaConf.to_container(OmegaConf.structured(self)))
-
-
-def load_recipe(path: str | Path, overrides: list[str] | None = None, models: bool = True) -> Recipe:
-    """Load, override and validate a recipe; raises `RecipeError` with one line on any problem.
-
-    An empty `transfer.stages` becomes the strategy's stages with default techniques. `models=False`
-    checks the values only (no torch; `transfer.config.validate`), not the models the recipe names.
-    """
-    from transfer.config.validate import default_stages, validate, validate_values
-
-    recipe = load_structured(Recipe, Path(path), overrides or [])
-    if not recipe.transfer.stages and recipe.transfer.strategy in STRATEGY_STAGES:
-        recipe.transfer.stages = default_stages(recipe.transfer.strategy)
-    (validate if models else validate_values)(recipe, Path(path))  # validate: the values first, free of torch; then the models
-    return recipe
 
 
 # strategy → its stages as (producer, consumers)

@@ -13,14 +13,14 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import fields
 from datetime import date, datetime
 from pathlib import Path
 
+from adapters import TECHNIQUES
 from transfer.config.dataset import builtin_datasets, dataset_config_path, load_dataset_config
 from transfer.config.recipe import ORDERS, STRATEGY_STAGES, Recipe, StageConfig
-from transfer.config.techniques import check_non_negative, check_one_of, check_positive
 from transfer.errors import RecipeError
+from transfer.util.checks import check_non_negative, check_one_of, check_positive
 
 PRECISIONS = ("32-true", "bf16-mixed", "bf16-true", "64-true")  # what Lightning runs on a CPU
 ACCELERATOR_PRECISIONS = ("16-mixed", "16-true")
@@ -34,14 +34,6 @@ ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 KNOWLEDGE_SOURCES = ("separate", "training_traffic")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # one path component: a folder under output_dir
 MAX_SEED = 2**32 - 1  # numpy's and Lightning's seed range
-
-
-def validate(recipe: Recipe, path: Path) -> None:
-    """Both passes: the values, then the models (importing the catalog, and so torch, only when the values pass)."""
-    validate_values(recipe, path)
-    from transfer.config.validate_models import validate_models
-
-    validate_models(recipe, path)
 
 
 def validate_values(recipe: Recipe, path: Path) -> None:
@@ -185,7 +177,7 @@ STRATEGIES = ("auto", "ddp", "fsdp")
 SHARDINGS = ("full", "hybrid")
 
 
-TECHNIQUE_FIELDS = [f.name for f in fields(StageConfig) if f.name not in ("producer", "consumers")]  # each a technique's config
+TECHNIQUE_FIELDS = [technique.KEY for technique in TECHNIQUES]  # each a technique's config
 
 
 def _check_processes(recipe: Recipe, path: Path) -> None:
@@ -224,7 +216,7 @@ def non_negative(path: Path, key: str, value: float) -> None:
 
 
 def _in_file(path: Path, check, *args) -> None:
-    """A `transfer.config.techniques` check, its `ValueError` as the recipe file's one-line error."""
+    """A `transfer.util.checks` or technique check, its `ValueError` as the recipe file's one-line error."""
     try:
         check(*args)
     except ValueError as exc:

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adapters.sharing import SharingError, share_parts
+import adapters
 from transfer.catalog import CatalogError, ModelEntry, catalog, sources
-from transfer.config.dataset import DatasetConfig, dataset_config_path, load_dataset_config
+from transfer.config.dataset import DatasetConfig, dataset_config_path, inputs_of, load_dataset_config
 from transfer.config.recipe import Recipe
 from transfer.config.validate import one_of
 from transfer.config.verticals import architectures, inline_entry, recipe_verticals
 from transfer.contract import BuilderError
-from transfer.data.encoding import inputs_of
 from transfer.errors import RecipeError, UserError
 
 
@@ -29,7 +28,7 @@ def validate_models(recipe: Recipe, path: Path) -> None:
     for i, student in enumerate(recipe.students):
         entry = _check_model(path, "vertical", f"students.{i}.vertical", student.vertical, student.sizes, entries)
         _check_serves(path, f"students.{i}.vertical", entry, dataset)
-    _check_sharing(recipe, path)
+    _check_techniques(recipe, path)
 
 
 def _check_inline_verticals(recipe: Recipe, path: Path, dataset: DatasetConfig) -> None:
@@ -59,9 +58,11 @@ def _check_serves(path: Path, key: str, entry: ModelEntry, dataset: DatasetConfi
                           f"{', '.join(dataset.labels)}")
 
 
-def _check_sharing(recipe: Recipe, path: Path) -> None:
-    """Build the producer and consumer of each stage that shares, and try the import."""
-    if not any(stage.sharing.modules for stage in recipe.transfer.stages):
+def _check_techniques(recipe: Recipe, path: Path) -> None:
+    """Each stage's techniques that check the models they apply to (sharing: the parts exist and fit):
+    build the stage's producer and consumers and let them try."""
+    checking = {i: [t for t in adapters.enabled(stage) if hasattr(t, "check_models")] for i, stage in enumerate(recipe.transfer.stages)}
+    if not any(checking.values()):
         return
     try:
         inputs = inputs_of(load_dataset_config(dataset_config_path(recipe.data.dataset)))
@@ -71,17 +72,16 @@ def _check_sharing(recipe: Recipe, path: Path) -> None:
                  "domain_fms": (catalog("domain_fm")[recipe.domain_fms.model], recipe.domain_fms.sizes)}
     verticals = recipe_verticals(recipe)
     for i, stage in enumerate(recipe.transfer.stages):
-        if not stage.sharing.modules:
-            continue
         consumers = [producers["domain_fms"]] if stage.consumers == "domain_fms" else [
             (verticals[s.vertical], s.sizes) for s in recipe.students
         ]
         producer, producer_sizes = producers[stage.producer]
-        for entry, sizes in consumers:
-            try:
-                share_parts(producer.build(inputs, producer_sizes), entry.build(inputs, sizes), list(stage.sharing.modules), stage.sharing.freeze)
-            except SharingError as exc:
-                raise RecipeError(f"{path}: transfer.stages.{i}.sharing.modules: {exc}") from None
+        for technique in checking[i]:
+            for entry, sizes in consumers:
+                try:
+                    technique.check_models(stage, producer.build(inputs, producer_sizes), entry.build(inputs, sizes))
+                except ValueError as exc:
+                    raise RecipeError(f"{path}: transfer.stages.{i}.{technique.KEY}.{exc}") from None  # exc names its field
 
 
 def _check_model(path: Path, kind: str, key: str, name: str, sizes: dict, entries: dict[str, ModelEntry] | None = None) -> ModelEntry:

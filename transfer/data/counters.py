@@ -20,11 +20,6 @@ import polars as pl
 PSEUDO_COUNTS = 5.0  # pseudo-impressions at the log's running rate behind every key's rate
 
 
-def counter_names(keys: list[str], tasks: list[str]) -> list[str]:
-    """The dense feature names the counters of `keys` add, in column order."""
-    return [f"{key}.{name}" for key in keys for name in ("impressions", *(f"{task}_rate" for task in tasks))]
-
-
 def counter_features(frame: pl.DataFrame, keys: list[str], tasks: list[str]) -> pl.DataFrame:
     """The counters of `keys` for every row of `frame` (columns `ts`, the keys and the tasks' 0/1/null
     labels), in `frame`'s row order and named by `counter_names`. → [N, len(keys) · (1 + T)] float32"""

@@ -19,7 +19,7 @@ import polars as pl
 import torch
 
 from transfer.contract import ID_FEATURES, InputSpec
-from transfer.data.counters import counter_features, counter_names
+from transfer.data.counters import counter_features
 from transfer.data.hashing import stable_hash
 from transfer.util.atomic import atomic_path
 
@@ -136,22 +136,3 @@ def load_encoded(path: Path) -> EncodedLog:
         dense_names=meta["dense"],
         hash_buckets=meta["hash_buckets"],
     )
-
-
-def inputs_of(dataset) -> InputSpec:
-    """The `InputSpec` a dataset config implies, without reading its data (`dataset`: a DatasetConfig)."""
-    names = (*ID_FEATURES, *dataset.categorical)
-    return InputSpec(
-        n_categorical=len(names),
-        n_dense=len(dense_feature_names(dataset)),
-        n_surfaces=len(dataset.surfaces),
-        n_tasks=len(dataset.labels),
-        hash_buckets=dataset.hash_buckets,
-        categorical_names=names,
-    )
-
-
-def dense_feature_names(dataset) -> list[str]:
-    """The dense features a dataset config gives models, in column order: its own `dense` columns, then
-    its `counters` (`dataset`: a DatasetConfig)."""
-    return [*dataset.dense, *counter_names(dataset.counters, list(dataset.labels))]

@@ -10,11 +10,11 @@ import polars as pl
 import torch
 
 from transfer.catalog import ModelEntry
-from transfer.config.dataset import DatasetConfig, dataset_config_path, load_dataset_config
+from transfer.config.dataset import DatasetConfig, dataset_config_path, dense_feature_names, load_dataset_config
 from transfer.config.recipe import DataConfig, Recipe, UserSampleConfig, WindowConfig
 from transfer.config.verticals import recipe_verticals
 from transfer.data.cache import cache_path, cached, prepare_cache_dir
-from transfer.data.encoding import EncodedLog, dense_feature_names, encode, load_encoded, save_encoded
+from transfer.data.encoding import EncodedLog, encode, load_encoded, save_encoded
 from transfer.data.hashing import stable_hash
 from transfer.data.impressions import load_impressions
 from transfer.data.synthetic import GENERATOR_VERSION, SyntheticSpec

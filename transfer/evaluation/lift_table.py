@@ -6,12 +6,25 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Final
 
 import polars as pl
 
 from transfer.evaluation.intervals import LiftInterval
 from transfer.evaluation.metrics import lift_percent, transfer_ratio
-from transfer.tracking import tags as T
+
+
+class Role:
+    """What a model is in a recipe run (the MLflow `role` tag's values); the lift table has a row per role."""
+
+    STAGE: Final = "stage"
+    TEACHER: Final = "teacher"
+    KNOWLEDGE: Final = "knowledge"
+    DOMAIN_FM: Final = "domain_fm"
+    BASELINE: Final = "baseline"
+    STUDENT: Final = "student"
+    VANILLA_KD: Final = "vanilla_kd"  # a VM's vanilla-KD reference student (the gain ratio's denominator)
+    MODELS: Final = (STUDENT, VANILLA_KD, BASELINE, TEACHER)  # the runs the lift table reads
 
 
 @dataclass(frozen=True)
@@ -133,8 +146,8 @@ class VerticalResult:
         return flags
 
 
-VANILLA_ROLE = T.Role.VANILLA_KD  # the role of a VM's vanilla-KD reference (the gain ratio's denominator)
-RATIO_ROLES = (T.Role.DOMAIN_FM, VANILLA_ROLE, T.Role.STUDENT)  # rows whose transfer ratio says something
+VANILLA_ROLE = Role.VANILLA_KD  # the role of a VM's vanilla-KD reference (the gain ratio's denominator)
+RATIO_ROLES = (Role.DOMAIN_FM, VANILLA_ROLE, Role.STUDENT)  # rows whose transfer ratio says something
 FEW_EVAL_POSITIVES = 100  # below this many eval positives every row of the slice is flagged (its lift is noise-dominated)
 
 SLICE_COLUMNS = ["eval rows", "eval positives"]  # the VM's eval slice, on each of its rows
@@ -144,7 +157,7 @@ GAIN_COLUMNS = ["gain ratio", "GR 95% CI", "vs vanilla KD"]  # only where a VM h
 SCORE_COLUMNS = ["NE", "lift %", "lift % 95% CI", "vs baseline", "AUC", "calibration", "recal NE", "transfer ratio", "TR 95% CI", *GAIN_COLUMNS,
                  "MDE lift %", *SLICE_COLUMNS, "resampled", "FLOPs vs teacher", "serving budget", "flags", "run_id"]  # after a row's model
 RUN_COLUMNS = ["model", "role", "slice", *SCORE_COLUMNS]
-VM_ROLES = (T.Role.BASELINE, VANILLA_ROLE, T.Role.STUDENT)  # the rows that are the VM itself
+VM_ROLES = (Role.BASELINE, VANILLA_ROLE, Role.STUDENT)  # the rows that are the VM itself
 
 
 def lift_rows(results: list[VerticalResult]) -> pl.DataFrame:

@@ -23,7 +23,6 @@ from torch import nn
 from transfer.catalog import ServingBudget
 from transfer.data.batches import WindowBatches
 from transfer.evaluation.cost import forward_flops, parameter_count
-from transfer.tracking import tags as T
 
 CANDIDATES = 1_000
 REQUESTS = 64  # different requests (slices of the eval window); p50/p99 are taken across them
@@ -41,10 +40,6 @@ class ServingCost:
     p50_ms: float
     p99_ms: float
     flops: float | None = None  # forward FLOPs of one request; None when not counted
-
-    def metrics(self) -> dict[str, float]:
-        found = {T.SERVING_PARAMS: self.params, T.SERVING_P50_MS: self.p50_ms, T.SERVING_P99_MS: self.p99_ms}
-        return found | ({T.SERVING_FLOPS: self.flops} if self.flops is not None else {})
 
     def summary(self) -> str:
         """One line for the terminal, measured figures included."""

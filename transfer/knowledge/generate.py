@@ -18,7 +18,6 @@ from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.cache import checksum_matches, write_checksum
 from transfer.data.prepare import PreparedData
 from transfer.knowledge.table import KnowledgeWriter, Provenance, finished_table, table_provenance
-from transfer.pipeline.keys import StageKey
 from transfer.training.module import RankingModule
 from transfer.training.trainer import predict_each
 from transfer.util import ranks
@@ -37,7 +36,6 @@ class Producer:
     run_id: str
     cutoff: datetime  # it saw no example at or after this time
     rows: torch.Tensor  # [n] the rows of the consumers' window it scores
-    key: StageKey  # its stage key: what its knowledge and its consumers' keys build on
     precision: str | None = None  # Lightning precision it scores with (default: the recipe trainer's)
     weights: Path | None = None  # its saved state dict (the teacher's, in the stage cache)
 

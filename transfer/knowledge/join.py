@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 import adapters
-from adapters.student_adapter import Correction, adapter_inputs, corrected_knowledge
+from adapters.technique import KnowledgeRows
 from transfer.config.recipe import StageConfig
 from transfer.data.batches import WindowBatches
 from transfer.data.prepare import PreparedData
@@ -23,11 +23,11 @@ def knowledge_batches(
     knowledge: list[Path],
     max_age_days: int | None,
     seed: int,
-) -> tuple[WindowBatches, Correction | None]:
+) -> tuple[WindowBatches, dict[str, float]]:
     """The consumer's training rows with the knowledge of `producer` (name, run id, cutoff) joined:
-    soft logits for its tasks and, as the techniques need them, the producer's embeddings and the
-    Student Adapter's corrected logits (the adapter fit here, before the consumer trains, seeded by
-    `seed`). → the batches, and what the adapter did (None without one)."""
+    soft logits for its tasks, the producer's embeddings where a technique needs them, and the
+    columns techniques derive from them before the consumer trains (the Student Adapter's corrected
+    logits, its fit seeded by `seed`). → the batches, and the techniques' metrics about what they derived."""
     name, run_id, cutoff = producer
     provenance = check_provenance(knowledge, name, run_id)
     check_age(knowledge, provenance, data.student.end, max_age_days)
@@ -37,10 +37,12 @@ def knowledge_batches(
     extras = {"soft_logits": joined.logits}
     if joined.embedding is not None:
         extras["teacher_embedding"] = joined.embedding
-    correction = None
-    if "adapted_logits" in needed:
-        inputs = adapter_inputs(data.log, rows, joined.logits, cutoff)
-        labels = data.log.labels[rows][:, target.task_columns]  # [n, T]
-        correction = corrected_knowledge(inputs, labels, data.student.end, len(data.log.surfaces), stage.adapter, seed)
-        extras["adapted_logits"] = correction.logits
-    return WindowBatches(data.log, rows, history_length, extras), correction
+    metrics: dict[str, float] = {}
+    knowledge_rows = KnowledgeRows(data.log, rows, joined.logits, data.log.labels[rows][:, target.task_columns], cutoff,
+                                   data.student.end, len(data.log.surfaces), seed)
+    for technique in adapters.enabled(stage):
+        if hasattr(technique, "derive"):
+            derived = technique.derive(stage, knowledge_rows)
+            extras |= derived.columns
+            metrics |= derived.metrics
+    return WindowBatches(data.log, rows, history_length, extras), metrics

@@ -22,6 +22,7 @@ from adapters import techniques_tag
 from transfer.config.recipe import Recipe, StageConfig
 from transfer.data.prepare import PreparedData, check_slices, prepare_data, resolve_verticals
 from transfer.pipeline.cache import StageCache
+from transfer.pipeline.launch import recipe_threads
 from transfer.pipeline.plan import Plan, plan_recipe
 from transfer.pipeline.stages.base import RunContext
 from transfer.tracking import tags as T
@@ -29,7 +30,6 @@ from transfer.tracking.runs import Tracker, check_reachable, default_tracking_ur
 from transfer.training.module import RankingModule
 from transfer.util import ranks
 from transfer.util.atomic import remove_stale_temps, write_text_atomic
-from transfer.util.launch import recipe_threads
 
 
 @dataclass

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from transfer.config.recipe import TrainerConfig
+from transfer.pipeline.launch import recipe_threads
 from transfer.util.fingerprint import fingerprint
-from transfer.util.launch import recipe_threads
 
 KEY_VERSION = 3  # bump when what a stage produces changes meaning without any code change
 ENGINE = "transfer"

@@ -8,24 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from transfer.evaluation.lift_table import Role  # noqa: F401  (the `role` tag's values; the lift table's rows are by role)
 from transfer.evaluation.metrics import lift_percent, transfer_ratio
 
 if TYPE_CHECKING:
     from transfer.evaluation.intervals import LiftInterval
     from transfer.evaluation.lift_table import Scores
-
-
-class Role:
-    """The `role` tag's values: what a run is."""
-
-    STAGE: Final = "stage"
-    TEACHER: Final = "teacher"
-    KNOWLEDGE: Final = "knowledge"
-    DOMAIN_FM: Final = "domain_fm"
-    BASELINE: Final = "baseline"
-    STUDENT: Final = "student"
-    VANILLA_KD: Final = "vanilla_kd"  # a VM's vanilla-KD reference student (the gain ratio's denominator)
-    MODELS: Final = (STUDENT, VANILLA_KD, BASELINE, TEACHER)  # the runs the lift table reads
+    from transfer.evaluation.serving import ServingCost
 
 
 # which recipe run a run belongs to (on every run of a recipe run)
@@ -137,3 +126,9 @@ def interval_metrics(interval: LiftInterval | None, scores: Scores, baseline: Sc
             metrics |= {GAIN_RATIO: transfer_ratio(baseline.ne, scores.ne, vanilla.ne), GAIN_RATIO_LOW: interval.gain_low,
                         GAIN_RATIO_HIGH: interval.gain_high}
     return metrics
+
+
+def serving_metrics(cost: ServingCost) -> dict[str, float]:
+    """What scoring one request costs, as metrics (FLOPs only where they were counted)."""
+    found = {SERVING_PARAMS: cost.params, SERVING_P50_MS: cost.p50_ms, SERVING_P99_MS: cost.p99_ms}
+    return found | ({SERVING_FLOPS: cost.flops} if cost.flops is not None else {})

@@ -1,5 +1,5 @@
-"""A consumer's training module (a domain FM or a VM): its model with a stage's techniques, each one
-a module of `adapters/`, built onto it (producer parts imported, heads made)."""
+"""A consumer's training module (a domain FM or a VM): its model with a stage's techniques built onto
+it (producer parts imported, heads made; `transfer.training.techniques`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-import adapters
+from adapters.technique import ConsumerShape
 from transfer.config.recipe import StageConfig
 from transfer.data.prepare import PreparedData
 from transfer.training.module import RankingModule
+from transfer.training.techniques import StageTechniques
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,6 @@ class ConsumerTarget:
 def transfer_module(model: nn.Module, target: ConsumerTarget, lr: float, stage: StageConfig, producer_model: nn.Module,
                     n_surfaces: int, base_rates: torch.Tensor) -> RankingModule:
     """A consumer's training module with the stage's techniques, taught by `producer_model`."""
-    shape = adapters.ConsumerShape(model.embedding_dim, len(target.tasks), producer_model.embedding_dim, n_surfaces)
-    techniques = adapters.build_techniques(stage, producer_model, model, shape)
-    return RankingModule(model, target.tasks, target.task_columns, lr, techniques, stage.distillation.grad_scale, base_rates)
+    shape = ConsumerShape(model.embedding_dim, len(target.tasks), producer_model.embedding_dim, n_surfaces)
+    techniques = StageTechniques(stage, producer_model, model, shape)
+    return RankingModule(model, target.tasks, target.task_columns, lr, techniques, base_rates)

@@ -13,21 +13,20 @@ import lightning as L
 import torch
 from torch import nn
 
-from adapters import Technique, Trunk, scale_gradient
+from transfer.contract import label_loss
 from transfer.errors import TrainingError
 from transfer.evaluation.metrics import eval_metrics
-from transfer.training.losses import label_loss
+from transfer.training.techniques import StageTechniques
 
 
 class RankingModule(L.LightningModule):
     """Trains `model` on the tasks at `task_columns` of the batch labels.
 
-    A teacher serves every task (`task_columns = [0, 1, …]`); a VM serves one (`[k]`). With transfer
-    `techniques` (built by `adapters.build_techniques`), the batches carry the knowledge columns they
-    need (`soft_logits` [B, T], `teacher_embedding` [B, E], `adapted_logits` [B, T]).
-    Techniques are training-only: `export()` returns the bare serving model. `head_grad_scale` is β,
-    the scale of the distillation heads' gradient into the trunk. With `warmup_steps`, step k's
-    learning rate is lr·min(1, (k + 1)/warmup_steps).
+    A teacher serves every task (`task_columns = [0, 1, …]`); a VM serves one (`[k]`). With a stage's
+    transfer `techniques`, the batches carry the knowledge columns they need (`soft_logits` [B, T],
+    `teacher_embedding` [B, E], `adapted_logits` [B, T]). Techniques are training-only: `export()`
+    returns the bare serving model. With `warmup_steps`, step k's learning rate is
+    lr·min(1, (k + 1)/warmup_steps).
     """
 
     def __init__(
@@ -36,18 +35,17 @@ class RankingModule(L.LightningModule):
         tasks: list[str],
         task_columns: list[int],
         lr: float,
-        techniques: list[Technique] | None = None,
-        head_grad_scale: float = 1.0,
+        techniques: StageTechniques | None = None,
         base_rates: torch.Tensor | None = None,
         warmup_steps: int = 0,
     ):
         super().__init__()
         self.automatic_optimization = False  # one explicit step: the loss check below stops every rank together
         self.model = model
-        self.techniques = nn.ModuleList(techniques or [])
+        self.techniques = techniques
         self.tasks = tasks
         self.task_columns = task_columns
-        self.lr, self.head_grad_scale, self.warmup_steps = lr, head_grad_scale, warmup_steps
+        self.lr, self.warmup_steps = lr, warmup_steps
         self.test_metrics = nn.ModuleDict({task: eval_metrics() for task in tasks})
         self._batches_done = 0
         self.label = "model"  # named in errors, e.g. "student: ig_stories_click" (set by `fit`)
@@ -57,7 +55,7 @@ class RankingModule(L.LightningModule):
     def _start_at_base_rates(self, base_rates: torch.Tensor) -> None:
         """Output biases = logit(base rate) [T]: an untrained model predicts the prior, not 0.5."""
         prior = torch.logit(base_rates.clamp(1e-4, 1 - 1e-4))
-        layers = [self.model.output_layer(), *(head for t in self.techniques for head in t.prior_heads())]
+        layers = [self.model.output_layer(), *(self.techniques.prior_heads() if self.techniques else [])]
         with torch.no_grad():
             for layer in layers:
                 layer.bias.copy_(prior)
@@ -103,10 +101,9 @@ class RankingModule(L.LightningModule):
 
     def loss_of(self, out, batch: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The loss of the model's outputs `out` (logits [B, T], embedding [B, H]) on the batch → (total, parts by name)."""
-        trunk = Trunk(out.embedding, scale_gradient(out.embedding, self.head_grad_scale)) if self.techniques else None
         parts = {"label": label_loss(out.logits, labels)}
-        for technique in self.techniques:
-            parts |= technique.loss(out.logits, trunk, batch)
+        if self.techniques is not None:
+            parts |= self.techniques.loss(out.logits, out.embedding, batch)
         return sum(parts.values()), parts
 
     def _log_losses(self, loss: torch.Tensor, parts: dict[str, torch.Tensor], batch_size: int) -> None:
@@ -136,7 +133,8 @@ class RankingModule(L.LightningModule):
         return batch["row"], out.logits, out.embedding
 
     def configure_optimizers(self):
-        trainable = [p for p in [*self.model.parameters(), *(p for t in self.techniques for p in t.trainable())] if p.requires_grad]
+        heads = list(self.techniques.parameters()) if self.techniques is not None else []
+        trainable = [p for p in [*self.model.parameters(), *heads] if p.requires_grad]
         optimizer = torch.optim.Adam(trainable, lr=self.lr)
         if not self.warmup_steps:
             return optimizer

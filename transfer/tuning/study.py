@@ -24,7 +24,9 @@ from pathlib import Path
 
 import optuna
 
-from transfer.config.recipe import Recipe, load_recipe
+import adapters
+from transfer.config.loader import load_recipe
+from transfer.config.recipe import Recipe, StageConfig
 from transfer.errors import RecipeError, RunStopped, UserError
 from transfer.pipeline.engine import recipe_tracker, run_recipe
 from transfer.tracking import tags as T
@@ -138,8 +140,9 @@ def _knobs(recipe: Recipe, recipe_path: Path, index: int) -> list[Knob]:
                           "allowed: at least 1")
     knobs = stage_knobs(recipe.transfer.stages[index])
     if not knobs:
+        tunable = [technique.KEY for technique in adapters.TECHNIQUES if technique.knobs(StageConfig())]
         raise RecipeError(f"{recipe_path}: transfer.stages.{index}: turns on no technique with knobs to tune; "
-                          "allowed: a stage with distillation, representation or the adapter on")
+                          f"allowed: a stage that turns on one of {', '.join(tunable)}")
     return knobs
 
 

@@ -118,7 +118,7 @@ class TeacherStage(Stage):
                                       f"teacher: {cfg.model}", f"on {len(rows):,} impressions", shard=True, watchers=watchers)
             tracker.log_metrics({T.PARAMETERS: parameter_count(model)})
             tracker.log_params({"precision": self.trainer().precision, "compile": cfg.compile})
-        self.output = Producer(cfg.model, module, trained_by, self.cutoff, self.scored_rows, self.key,
+        self.output = Producer(cfg.model, module, trained_by, self.cutoff, self.scored_rows,
                                precision=self.precision, weights=folder / "model.pt")
 
     @functools.cached_property
@@ -224,14 +224,13 @@ class Teaching:
 
     def batches(self, data: PreparedData, target: ConsumerTarget, history_length: int, max_age_days: int | None,
                 seed: int, tracker: Tracker) -> WindowBatches:
-        """The consumer's training batches with its knowledge joined (the Student Adapter fit, with
-        `seed`, and what it did logged to the consumer's run)."""
+        """The consumer's training batches with its knowledge joined (columns techniques derive, such as
+        the Student Adapter's, computed with `seed`, and their metrics logged to the consumer's run)."""
         producer = self.producer.output
-        batches, correction = knowledge_batches(data, target, history_length, self.config, (producer.name, producer.run_id, producer.cutoff),
-                                                self.knowledge.output, max_age_days, seed)
-        if correction is not None:
-            tracker.log_metrics({"adapter_fit_rows": correction.fit_rows, "adapter_corrected_rows": correction.corrected_rows,
-                                 "adapter_fit_bce_before": correction.fit_loss_before, "adapter_fit_bce_after": correction.fit_loss_after})
+        batches, metrics = knowledge_batches(data, target, history_length, self.config, (producer.name, producer.run_id, producer.cutoff),
+                                             self.knowledge.output, max_age_days, seed)
+        if metrics:
+            tracker.log_metrics(metrics)
         return batches
 
 
@@ -313,7 +312,7 @@ class DomainFMStage(Stage):
             trained_by = fit_or_reuse(ctx.cache, folder, module, loader, self.recipe.trainer, cfg.max_epochs,
                                       tracker, run_id, f"domain FM: {model_name}", f"on {len(target.rows):,} impressions", watchers=watchers)
             tracker.log_metrics({T.PARAMETERS: parameter_count(module.export())})
-        self.output = Producer(model_name, module, trained_by, data.student.end, target.rows, self.key)
+        self.output = Producer(model_name, module, trained_by, data.student.end, target.rows)
 
     def _warm_start(self, ctx: RunContext, model: torch.nn.Module, folder: Path, run_id: str) -> None:
         """Train `model` first on its domain's rows of the teacher's window, from labels only (the teacher

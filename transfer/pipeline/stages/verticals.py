@@ -292,7 +292,7 @@ def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval
     cost = measure(served, batches)
     status = budget_status(cost, spec.budget)
     print(f"  serving {role} {spec.name}: {cost.summary()}: {status}", flush=True)
-    tracker.log_metrics(cost.metrics())
+    tracker.log_metrics(T.serving_metrics(cost))
     tracker.set_tags({T.BUDGET_STATUS: status})
     if role == T.Role.STUDENT:
         tracker.set_tags({T.MODEL_URI: tracker.log_serving_model(served, batches[0])})
