@@ -77,7 +77,8 @@ def _measure(rows: int, teacher_name: str, queue: mp.Queue) -> None:
     from transfer.config.loader import load_recipe
     from transfer.data.batches import WindowBatches, window_loader
     from transfer.data.prepare import prepare_data
-    from transfer.knowledge.generate import SCORING_BATCH, Producer, generate_table
+    from transfer.evaluation.scoring import SCORING_BATCH
+    from transfer.knowledge.generate import Producer, generate_table
     from transfer.training.module import RankingModule
 
     recipe = load_recipe(REPO / "recipes" / "quickstart.yaml", [f"data.synthetic.rows={rows}", "trainer.progress=false"])

@@ -17,14 +17,13 @@ from transfer.config.recipe import TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.cache import checksum_matches, write_checksum
 from transfer.data.prepare import PreparedData
+from transfer.evaluation.scoring import SCORING_BATCH
 from transfer.knowledge.table import KnowledgeWriter, Provenance, finished_table, table_provenance
 from transfer.training.module import RankingModule
 from transfer.training.trainer import predict_each
 from transfer.util import ranks
 from transfer.util.atomic import atomic_path
 from transfer.util.progress import step
-
-SCORING_BATCH = 4096
 
 
 @dataclass

@@ -10,11 +10,7 @@ then reuses it.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -23,6 +19,7 @@ from transfer.data.cache import checksum_matches, write_checksum  # noqa: F401  
 from transfer.data.cache import sha256 as file_digest
 from transfer.pipeline.keys import StageKey
 from transfer.util.atomic import atomic_path, write_text_atomic
+from transfer.util.locks import file_lock
 
 
 class StageCache:
@@ -79,29 +76,9 @@ def _damaged(path: Path, why: str) -> None:
     return None
 
 
-@contextlib.contextmanager
-def stage_lock(folder: Path, label: str) -> Iterator[None]:
-    """Hold `folder`'s build lock (`<stages>/.locks/<folder>.lock`, an flock) for the block; another
-    process building the same stage waits for it (and then finds the stage finished)."""
+def stage_lock(folder: Path, label: str):
+    """`folder`'s build lock (`<stages>/.locks/<folder>.lock`), held for a block; another process
+    building the same stage waits for it (and then finds the stage finished)."""
     locks = folder.parent / ".locks"
     locks.mkdir(parents=True, exist_ok=True)
-    lock_path = locks / f"{folder.name}.lock"
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            print(f"  waiting for {holder}, which is building {label} ({folder.name})", flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"process {os.getpid()}")
-            handle.flush()
-        except OSError as exc:  # a full disk, say: name the file, which the OS error does not
-            raise OSError(exc.errno, exc.strerror, str(lock_path)) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(locks / f"{folder.name}.lock", lambda holder: print(f"  waiting for {holder}, which is building {label} ({folder.name})", flush=True))

@@ -23,7 +23,7 @@ from transfer.config.verticals import recipe_verticals
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData, check_slices, prepare_data, resolve_verticals
 from transfer.errors import RecipeError
-from transfer.knowledge.generate import SCORING_BATCH
+from transfer.evaluation.scoring import SCORING_BATCH
 from transfer.pipeline.engine import RunResult, run_recipe
 from transfer.tracking import tags as T
 from transfer.training.module import RankingModule

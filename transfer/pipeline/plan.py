@@ -16,10 +16,11 @@ from adapters import is_vanilla_kd, vanilla_kd
 from transfer.catalog import ModelEntry, catalog
 from transfer.config.recipe import Recipe, StageConfig
 from transfer.data.prepare import PreparedData
+from transfer.evaluation.lift_table import Role
 from transfer.pipeline.stages.base import RunContext, Stage
 from transfer.pipeline.stages.evaluation import EvaluationStage
 from transfer.pipeline.stages.producers import DomainFMStage, KnowledgeStage, TeacherStage, Teaching
-from transfer.pipeline.stages.verticals import BaselineStage, StudentStage, VanillaReferenceStage, Vertical
+from transfer.pipeline.stages.verticals import Vertical, VerticalStage
 
 
 @dataclass
@@ -40,7 +41,7 @@ def plan_recipe(recipe: Recipe, data: PreparedData, verticals: list[ModelEntry])
     teacher = TeacherStage(catalog("teacher")[recipe.teacher.model], recipe, data)
     stages: list[Stage] = [teacher]
     producers: dict[str, TeacherStage | DomainFMStage] = {}  # domain → the producer of the VMs' stage
-    students: list[StudentStage] = []
+    students: list[VerticalStage] = []
     for index, config in enumerate(recipe.transfer.stages, start=1):
         if config.consumers == "domain_fms":
             producers = _domain_fms(recipe, data, verticals, teacher, index, config, stages)
@@ -62,7 +63,7 @@ def _domain_fms(recipe: Recipe, data: PreparedData, verticals: list[ModelEntry],
 
 
 def _verticals(recipe: Recipe, data: PreparedData, verticals: list[ModelEntry], teacher: TeacherStage,
-               domain_fms: dict[str, DomainFMStage], index: int, config: StageConfig, stages: list[Stage]) -> list[StudentStage]:
+               domain_fms: dict[str, DomainFMStage], index: int, config: StageConfig, stages: list[Stage]) -> list[VerticalStage]:
     """Stage `index`: per VM, its producer's knowledge (before the producer's first VM), its baseline,
     its vanilla-KD reference (with `transfer.vanilla_reference`, unless the stage is vanilla KD), its student."""
     knowledge: dict[str, KnowledgeStage] = {}
@@ -74,15 +75,15 @@ def _verticals(recipe: Recipe, data: PreparedData, verticals: list[ModelEntry], 
             knowledge[producer.name] = KnowledgeStage(producer, recipe, data, group=index)
             stages.append(knowledge[producer.name])
         vertical = Vertical(spec, student, recipe.seed + i + 1, teacher, producer)
-        baseline = BaselineStage(vertical, recipe, data, group=index)
+        baseline = VerticalStage(vertical, recipe, data, Role.BASELINE, group=index)
         stages.append(baseline)
         vanilla = None
         if recipe.transfer.vanilla_reference and not is_vanilla_kd(config):
             reference = Teaching(index, vanilla_kd(config), producer, knowledge[producer.name])
-            vanilla = VanillaReferenceStage(vertical, recipe, data, group=index, teaching=reference, baseline=baseline)
+            vanilla = VerticalStage(vertical, recipe, data, Role.VANILLA_KD, group=index, teaching=reference, baseline=baseline)
             stages.append(vanilla)
         teaching = Teaching(index, config, producer, knowledge[producer.name])
-        students.append(StudentStage(vertical, recipe, data, group=index, teaching=teaching, baseline=baseline, vanilla=vanilla))
+        students.append(VerticalStage(vertical, recipe, data, Role.STUDENT, group=index, teaching=teaching, baseline=baseline, vanilla=vanilla))
         stages.append(students[-1])
     return students
 

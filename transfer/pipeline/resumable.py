@@ -8,6 +8,7 @@ import contextlib
 import copy
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,19 +27,30 @@ from transfer.util import ranks
 from transfer.util.progress import step
 
 
-def fit_or_reuse(
-    cache: StageCache, folder: Path, module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int,
-    tracker: Tracker, run_id: str, label: str, detail: str, shard: bool = False, watchers: list[Callback] | None = None,
-) -> str:
-    """Train `module` (resuming if interrupted) or load its finished weights; → the id of the run that trained it.
-    `label` names the model in progress lines and errors ("student: ig_stories_click"), `detail` its data.
-    Every rank of a multi-process run trains (DDP keeps their weights equal); rank 0 saves them.
-    `watchers`: callbacks that see the training (see `transfer.training.trainer.fit`); a `KeepBestEpoch`
-    among them has its kept epoch stored with the weights and read back when they are reused."""
-    message = f"{label} {detail}"
-    with building(folder, label):
-        cached = _cached_everywhere(cache, folder, module)
-        keepers = [watcher for watcher in watchers or [] if isinstance(watcher, KeepBestEpoch)]
+@dataclass(frozen=True)
+class Training:
+    """One model's training in its stage folder: what trains, on what, for how long, and how it is named."""
+
+    module: RankingModule
+    loader: DataLoader
+    trainer: TrainerConfig
+    max_epochs: int
+    folder: Path  # its stage folder: epoch checkpoints while it trains, its weights once finished
+    label: str  # names the model in progress lines and errors ("student: ig_stories_click")
+    detail: str  # its data, for the progress line ("on 12,345 impressions of ig_stories")
+    shard: bool = False  # FSDP-shard it when the trainer's strategy is fsdp
+    watchers: tuple[Callback, ...] = ()  # callbacks that see the training (`transfer.training.trainer.fit`)
+
+
+def fit_or_reuse(training: Training, cache: StageCache, tracker: Tracker, run_id: str) -> str:
+    """Train (resuming if interrupted) or load the finished weights of `training.module`; → the id of
+    the run that trained it. Every rank of a multi-process run trains (DDP keeps their weights equal);
+    rank 0 saves them. A `KeepBestEpoch` among the watchers has its kept epoch stored with the
+    weights and read back when they are reused."""
+    folder, message = training.folder, f"{training.label} {training.detail}"
+    with building(folder, training.label):
+        cached = _cached_everywhere(cache, folder, training.module)
+        keepers = [watcher for watcher in training.watchers if isinstance(watcher, KeepBestEpoch)]
         if cached is not None:
             print(f"✓ {message}: already trained (run {cached['run_id']}), reused", flush=True)
             tracker.set_tags({T.REUSED_FROM_RUN_ID: cached["run_id"], T.STAGE_CACHE: str(folder)})
@@ -47,10 +59,9 @@ def fit_or_reuse(
             return cached["run_id"]
         checkpoints = folder / "checkpoints"
         with step(message):
-            _train(module, loader, cfg, max_epochs, tracker.lightning_logger(run_id), checkpoints, label, shard and cfg.strategy == "fsdp",
-                   watchers)
+            _train(training, tracker.lightning_logger(run_id), checkpoints)
         if ranks.is_main():
-            cache.save_model(folder, module.model, {"run_id": run_id, **{k: v for keeper in keepers for k, v in keeper.record().items()}})
+            cache.save_model(folder, training.module.model, {"run_id": run_id, **{k: v for keeper in keepers for k, v in keeper.record().items()}})
             shutil.rmtree(checkpoints, ignore_errors=True)
         ranks.barrier()  # every rank sees the same cache from here on
     return run_id
@@ -65,16 +76,18 @@ def building(folder: Path, label: str) -> Iterator[None]:
         yield
 
 
-def _train(module: RankingModule, loader: DataLoader, cfg: TrainerConfig, max_epochs: int, logger, checkpoints: Path,
-           label: str, sharded: bool, watchers: list[Callback] | None) -> None:
-    """Fit `module`; a sharded (FSDP) training fits a copy, whose layers FSDP wraps in place, and
-    `module` takes the trained weights from the consolidated (full) checkpoint of its last epoch."""
+def _train(training: Training, logger, checkpoints: Path) -> None:
+    """Fit the module; a sharded (FSDP) training fits a copy, whose layers FSDP wraps in place, and
+    the module takes the trained weights from the consolidated (full) checkpoint of its last epoch."""
+    t = training
+    sharded = t.shard and t.trainer.strategy == "fsdp"
+    watchers = list(t.watchers) or None
     if not sharded:
-        fit(module, loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label, watchers=watchers)
+        fit(t.module, t.loader, t.trainer, t.max_epochs, logger, checkpoints=checkpoints, label=t.label, watchers=watchers)
         return
-    fit(copy.deepcopy(module), loader, cfg, max_epochs, logger, checkpoints=checkpoints, label=label, shard=True, watchers=watchers)
+    fit(copy.deepcopy(t.module), t.loader, t.trainer, t.max_epochs, logger, checkpoints=checkpoints, label=t.label, shard=True, watchers=watchers)
     state = torch.load(checkpoints / f"{LAST_CHECKPOINT}.ckpt", map_location="cpu", weights_only=True, mmap=True)["state_dict"]
-    module.load_state_dict(state)
+    t.module.load_state_dict(state)
 
 
 def _cached_everywhere(cache: StageCache, folder: Path, module: RankingModule) -> dict | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import http.client
 import inspect
 import logging
@@ -34,6 +33,7 @@ from transfer.tracking import tags as T
 from transfer.util import ranks
 from transfer.util.atomic import process_alive
 from transfer.util.interrupt import Interrupted
+from transfer.util.locks import file_lock
 
 HEALTH_TIMEOUT_S = 5.0
 TRACKING_FLAG = "--tracking-uri"  # what sets the store of the commands that read runs (lift, register)
@@ -139,25 +139,11 @@ def ready_sqlite_store(uri: str, db: Path, setting: str = "tracking.uri") -> Non
     creates or migrates a new store's tables (MLflow's migration races: two runs started together on
     a fresh store fail with 'duplicate column name'); the others wait, then find it ready."""
     db.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(db.with_name(db.name + ".lock")), _quiet(STORE_LOGGERS):
+    with file_lock(db.with_name(db.name + ".lock"), optional=True), _quiet(STORE_LOGGERS):
         try:
             MlflowClient(uri).search_experiments(max_results=1)
         except Exception as exc:  # an old schema, a store of another program: the user's URI, named here
             raise UserError(f"{setting}: cannot open the MLflow tracking store at {uri}: {exc}") from exc
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive `flock` on `path` (created if missing); a folder where it cannot be created
-    (a read-only store) is used without it."""
-    try:
-        handle = path.open("a")
-    except OSError:
-        yield
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, or the process dies
-        yield
 
 
 def _check_artifact_location(experiment, artifact_root: Path | None) -> None:
@@ -179,7 +165,7 @@ def store_lock(uri: str) -> Iterator[None]:
     does not serialize itself (registering a version) happen one process at a time. A server
     serializes its own writes: no lock."""
     db = sqlite_path(uri)
-    with _file_lock(db.with_name(db.name + ".lock")) if db is not None else contextlib.nullcontext():
+    with file_lock(db.with_name(db.name + ".lock"), optional=True) if db is not None else contextlib.nullcontext():  # a read-only store: none
         yield
 
 

@@ -12,6 +12,8 @@ from transfer.evaluation.lift_table import Role  # noqa: F401  (the `role` tag's
 from transfer.evaluation.metrics import lift_percent, transfer_ratio
 
 if TYPE_CHECKING:
+    import torch
+
     from transfer.evaluation.intervals import LiftInterval
     from transfer.evaluation.lift_table import Scores
     from transfer.evaluation.serving import ServingCost
@@ -132,3 +134,14 @@ def serving_metrics(cost: ServingCost) -> dict[str, float]:
     """What scoring one request costs, as metrics (FLOPs only where they were counted)."""
     found = {SERVING_PARAMS: cost.params, SERVING_P50_MS: cost.p50_ms, SERVING_P99_MS: cost.p99_ms}
     return found | ({SERVING_FLOPS: cost.flops} if cost.flops is not None else {})
+
+
+def validation_metrics(validation: Scores | None) -> dict[str, float]:
+    """A VM's scores on its validation slice as `val_*` metrics (none without them)."""
+    return {f"{VALIDATION}{name}": value for name, value in validation.as_dict().items()} if validation is not None else {}
+
+
+def slice_metrics(labels: torch.Tensor) -> dict[str, float]:
+    """A VM's eval slice: labelled rows and positives. labels: [n] (NaN where unlabelled)."""
+    known = labels[~labels.isnan()]
+    return {EVAL_ROWS: float(len(known)), EVAL_POSITIVES: float(known.sum().item())}

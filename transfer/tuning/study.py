@@ -13,12 +13,8 @@ The best trial's recipe is written beside it as `best.yaml`, ready for `gem-tran
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import math
-import os
 import statistics
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +28,7 @@ from transfer.pipeline.engine import recipe_tracker, run_recipe
 from transfer.tracking import tags as T
 from transfer.tuning.space import Knob, stage_knobs
 from transfer.util.atomic import write_text_atomic
+from transfer.util.locks import file_lock
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 TRIAL_TAG = "tune_trial"
@@ -157,19 +154,10 @@ def _fail_abandoned(study: optuna.Study) -> None:
         print(f"  marked trial {trial.number}, left running by a killed run, as failed", flush=True)
 
 
-@contextlib.contextmanager
-def _study_lock(folder: Path) -> Iterator[None]:
-    """Hold the study's lock (`<folder>/study.lock`, an flock released when the process ends) for the
-    block; a second process tuning the same study is refused in one line."""
-    with open(folder / "study.lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise UserError(f"tune: {holder} is already running the study in {folder}; wait for it to finish or stop it") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()}")
-        handle.flush()
-        yield
+def _study_lock(folder: Path):
+    """The study's lock (`<folder>/study.lock`), held for a block; a second process tuning the same
+    study is refused in one line."""
+    def refuse(holder: str) -> None:
+        raise UserError(f"tune: {holder} is already running the study in {folder}; wait for it to finish or stop it")
+
+    return file_lock(folder / "study.lock", refuse)

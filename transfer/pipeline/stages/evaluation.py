@@ -12,11 +12,12 @@ import torch
 from adapters import techniques_tag
 from transfer.data.prepare import PreparedData
 from transfer.evaluation.lift_table import VM_ROLES, VerticalResult, lift_rows, lift_table
+from transfer.evaluation.scoring import labels_of
 from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
 from transfer.pipeline.stages.base import ALWAYS, RunContext, Stage
 from transfer.pipeline.stages.producers import TeacherStage
-from transfer.pipeline.stages.verticals import StudentStage, slice_metrics
+from transfer.pipeline.stages.verticals import VerticalStage
 from transfer.tracking import tags as T
 from transfer.util import ranks
 from transfer.util.atomic import atomic_path
@@ -28,7 +29,7 @@ class EvaluationStage(Stage):
     (scored as each VM finished); written to the run folder and logged on the recipe's run."""
 
     teacher: TeacherStage
-    students: list[StudentStage]
+    students: list[VerticalStage]
     data: PreparedData
     kind: str = "evaluation"
     group: int = 0
@@ -72,12 +73,13 @@ class EvaluationStage(Stage):
         for row in self.output.filter(pl.col("role").is_in(list(VM_ROLES)) & (pl.col("flags") != "")).iter_rows(named=True):
             ctx.tracker.tag_run(row["run_id"], {T.LIFT_FLAGS: row["flags"]})
 
-    def _result(self, ctx: RunContext, student: StudentStage) -> VerticalResult:
+    def _result(self, ctx: RunContext, student: VerticalStage) -> VerticalResult:
         """One VM's row group of the lift table, from its stages' outputs."""
         spec, base, out = student.vertical.spec, student.baseline.output, student.output
         vanilla = student.vanilla.output if student.vanilla is not None else None
         producer = student.teaching.producer.output if out.producer is not None else None
-        counts = slice_metrics(ctx.labels(student.vertical.eval_rows(self.data), spec.task))
+        slices = student.vertical.slices(self.data)
+        counts = T.slice_metrics(labels_of(self.data.log, slices.eval, slices.task))
         run_ids = {T.Role.TEACHER: self.teacher.output.run_id, T.Role.BASELINE: base.run_id, T.Role.STUDENT: out.run_id}
         run_ids |= ({T.Role.VANILLA_KD: vanilla.run_id} if vanilla else {}) | ({T.Role.DOMAIN_FM: producer.run_id} if producer else {})
         vms = {role: o for role, o in ((T.Role.BASELINE, base), (T.Role.STUDENT, out), (T.Role.VANILLA_KD, vanilla)) if o is not None}

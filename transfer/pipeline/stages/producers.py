@@ -31,7 +31,7 @@ from transfer.knowledge.table import Provenance, shard_path
 from transfer.knowledge.traffic import TrafficKnowledge
 from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
-from transfer.pipeline.resumable import building, fit_or_reuse
+from transfer.pipeline.resumable import Training, building, fit_or_reuse
 from transfer.pipeline.stages.base import CACHED, WILL_RUN, RunContext, Stage
 from transfer.tracking import tags as T
 from transfer.tracking.runs import Tracker
@@ -113,9 +113,10 @@ class TeacherStage(Stage):
             rows = self.training_rows
             loader = window_loader(WindowBatches(data.log, rows, model.history_length), cfg.batch_size, shuffle=True,
                                    seed=self.recipe.seed, order=self.recipe.trainer.order)
-            watchers = traffic_watchers(ctx, folder, self, module, run_id, self.cutoff) if self.from_traffic else None
-            trained_by = fit_or_reuse(ctx.cache, folder, module, loader, self.trainer(), cfg.max_epochs, tracker, run_id,
-                                      f"teacher: {cfg.model}", f"on {len(rows):,} impressions", shard=True, watchers=watchers)
+            watchers = traffic_watchers(ctx, folder, self, module, run_id, self.cutoff) if self.from_traffic else ()
+            training = Training(module, loader, self.trainer(), cfg.max_epochs, folder, f"teacher: {cfg.model}",
+                                f"on {len(rows):,} impressions", shard=True, watchers=tuple(watchers))
+            trained_by = fit_or_reuse(training, ctx.cache, tracker, run_id)
             tracker.log_metrics({T.PARAMETERS: parameter_count(model)})
             tracker.log_params({"precision": self.trainer().precision, "compile": cfg.compile})
         self.output = Producer(cfg.model, module, trained_by, self.cutoff, self.scored_rows,
@@ -308,9 +309,10 @@ class DomainFMStage(Stage):
                 self._warm_start(ctx, model, folder / "warm_start", run_id)
             batches = self.teaching.batches(data, target, model.history_length, self.recipe.transfer.max_age_days, self.recipe.seed, tracker)
             loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=self.recipe.seed, order=self.recipe.trainer.order)
-            watchers = traffic_watchers(ctx, folder, self, module, run_id, data.student.end) if self.from_traffic else None
-            trained_by = fit_or_reuse(ctx.cache, folder, module, loader, self.recipe.trainer, cfg.max_epochs,
-                                      tracker, run_id, f"domain FM: {model_name}", f"on {len(target.rows):,} impressions", watchers=watchers)
+            watchers = traffic_watchers(ctx, folder, self, module, run_id, data.student.end) if self.from_traffic else ()
+            training = Training(module, loader, self.recipe.trainer, cfg.max_epochs, folder, f"domain FM: {model_name}",
+                                f"on {len(target.rows):,} impressions", watchers=tuple(watchers))
+            trained_by = fit_or_reuse(training, ctx.cache, tracker, run_id)
             tracker.log_metrics({T.PARAMETERS: parameter_count(module.export())})
         self.output = Producer(model_name, module, trained_by, data.student.end, target.rows)
 
@@ -325,8 +327,9 @@ class DomainFMStage(Stage):
         module = RankingModule(model, data.log.tasks, tasks, lr=cfg.lr, base_rates=data.base_rates(rows, tasks))
         loader = window_loader(WindowBatches(data.log, rows, model.history_length), cfg.batch_size, shuffle=True,
                                seed=self.recipe.seed, order="time")
-        fit_or_reuse(ctx.cache, folder, module, loader, self.recipe.trainer, cfg.max_epochs, ctx.tracker, run_id,
-                     f"domain FM warm start: {self.producer_name}", f"on {len(rows):,} impressions of the teacher's window (labels only)")
+        training = Training(module, loader, self.recipe.trainer, cfg.max_epochs, folder, f"domain FM warm start: {self.producer_name}",
+                            f"on {len(rows):,} impressions of the teacher's window (labels only)")
+        fit_or_reuse(training, ctx.cache, ctx.tracker, run_id)
         ctx.tracker.log_metrics({"warm_start_rows": len(rows)})
 
 

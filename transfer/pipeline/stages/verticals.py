@@ -1,5 +1,6 @@
-"""A vertical model's stages: its no-transfer baseline and its student, each trained, scored on the
-VM's eval slice beside the teacher and its producer, and costed for serving."""
+"""A vertical model's stages: its no-transfer baseline, its student and (when asked) its student's
+vanilla-KD reference. Each runs three phases — train (or reuse), score on the VM's slices beside the
+teacher and its producer, log (metrics, interval, serving cost) — in one `VerticalStage`."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData
 from transfer.evaluation.cost import forward_flops_per_example
 from transfer.evaluation.intervals import LiftInterval, lift_interval, resampling_units
-from transfer.evaluation.lift_table import Scores
-from transfer.evaluation.metrics import normalized_entropy
+from transfer.evaluation.lift_table import Role, Scores
+from transfer.evaluation.scoring import Slices, SliceScores, labels_of, score_slices, validation_ne
 from transfer.evaluation.serving import budget_status, measure, requests
 from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
-from transfer.pipeline.resumable import fit_or_reuse
+from transfer.pipeline.resumable import Training, fit_or_reuse
 from transfer.pipeline.stages.base import RunContext, Stage
 from transfer.pipeline.stages.producers import DomainFMStage, TeacherStage, Teaching, consumer_settings
 from transfer.tracking import tags as T
@@ -64,152 +65,72 @@ class Vertical:
         return ConsumerTarget([self.spec.task], [data.log.tasks.index(self.spec.task)],
                               data.log.surface_rows(data.student_rows, self.spec.surfaces))
 
-    def eval_rows(self, data: PreparedData) -> torch.Tensor:
-        return data.log.surface_rows(data.eval_rows, self.spec.surfaces)
-
-    def recalibration_rows(self, data: PreparedData) -> torch.Tensor:
-        return data.log.surface_rows(data.recalibration_rows, self.spec.surfaces)
-
-    def validation_rows(self, data: PreparedData) -> torch.Tensor:
-        return data.log.surface_rows(data.validation_rows, self.spec.surfaces)
+    def slices(self, data: PreparedData) -> Slices:
+        """Its surfaces' rows of the eval, recalibration and validation windows."""
+        on_surfaces = lambda rows: data.log.surface_rows(rows, self.spec.surfaces)  # noqa: E731
+        return Slices(self.spec.task, on_surfaces(data.eval_rows), on_surfaces(data.recalibration_rows), on_surfaces(data.validation_rows))
 
     def reads(self, data: PreparedData) -> dict[str, str]:
         """What this VM's training reads, for its stage key: its task's labels on the rows it trains on
         (and fits its regression start on), and the validation rows that choose the epoch it keeps
         (rows as digests). A recipe's inline VM can change its task under the same name."""
         return {"task": self.spec.task, "train": keys.rows_digest(self.target(data).rows),
-                "validation": keys.rows_digest(self.validation_rows(data))}
-
-    def evaluate(self, ctx: RunContext, module: RankingModule, validation: bool = True) -> tuple[Scores, torch.Tensor, dict[str, float]]:
-        """`module` on this VM's eval slice, recalibrated on its last training day: its scores, its
-        logits [n], and (with `validation`) its scores on the validation slice as `val_*` metrics
-        (none without one)."""
-        task = self.spec.task
-        shift = ctx.recalibration(module, self.recalibration_rows(ctx.data), task)
-        scores, logits = ctx.evaluate(module, self.eval_rows(ctx.data), task, shift)
-        rows = self.validation_rows(ctx.data)
-        if not validation or not _both_classes(ctx.labels(rows, task)):
-            return scores, logits, {}
-        validation, _ = ctx.evaluate(module, rows, task, shift)
-        return scores, logits, {f"{T.VALIDATION}{name}": value for name, value in validation.as_dict().items()}
-
-    def best_epoch_keeper(self, ctx: RunContext, module: RankingModule) -> KeepBestEpoch | None:
-        """What keeps `module`'s best epoch by its raw NE on this VM's validation slice, scoring its
-        weights now as epoch 0; None when the slice cannot score it (no rows, or one class only)."""
-        task, rows = self.spec.task, self.validation_rows(ctx.data)
-        labels = ctx.labels(rows, task)
-        if not _both_classes(labels):
-            return None
-        return KeepBestEpoch(module, lambda: normalized_entropy(ctx.predict(module, rows, task), labels))
+                "validation": keys.rows_digest(self.slices(data).validation)}
 
     def tags(self, role: str) -> dict[str, str]:
         return {T.ROLE: role, T.VERTICAL: self.spec.name, T.SURFACE: ",".join(self.spec.surfaces), T.TASK: self.spec.task}
 
 
+@dataclass(frozen=True)
+class Beside:
+    """What a VM is scored beside: the teacher on its eval slice (scores, logits [n]), its producer
+    when that is a domain FM, and, for a taught VM, its baseline and vanilla-KD reference."""
+
+    teacher: Scores
+    teacher_logits: torch.Tensor
+    producer: Scores | None = None
+    baseline: VerticalOutcome | None = None
+    vanilla: VerticalOutcome | None = None
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The train phase's result."""
+
+    module: RankingModule
+    run_id: str
+    best_epoch: int | None  # the epoch it kept on the validation slice (0: its start); None without one
+    start_ne: float | None  # its start's NE there
+
+
 @dataclass(eq=False)
-class _VerticalStage(Stage):
-    """What a baseline and a student share: training one VM, scoring it on its slice, serving cost."""
+class VerticalStage(Stage):
+    """One VM's training: its no-transfer baseline (no `teaching`: labels alone), or a model taught by
+    a stage's producer — its student, or its vanilla-KD reference (the gain ratio's denominator,
+    design §7) — scored beside the teacher, its producer and (taught) its baseline."""
 
     vertical: Vertical
     recipe: Recipe
     data: PreparedData
+    role: str  # Role.BASELINE, Role.STUDENT or Role.VANILLA_KD
     group: int = 1
+    teaching: Teaching | None = None
+    baseline: VerticalStage | None = None
+    vanilla: VerticalStage | None = None  # a student's vanilla-KD reference (`transfer.vanilla_reference`)
     output: VerticalOutcome | None = None
 
-    role = ""
+    @property
+    def kind(self) -> str:
+        return self.role
 
     @property
     def name(self) -> str:
         return f"{self.role}:{self.vertical.spec.name}"
 
-    def _train(self, ctx: RunContext, tags: dict[str, str], teacher: tuple[Scores, torch.Tensor], producer: Scores | None,
-               baseline: VerticalOutcome | None, vanilla: VerticalOutcome | None = None) -> None:
-        """Train, score on the eval slice (beside `teacher`: its scores and logits [n], and `producer`)
-        and, for a student, the paired interval of its lift over `baseline` (and of its gain ratio
-        over its `vanilla`-KD reference, when there is one); log it all."""
-        vertical, data, tracker = self.vertical, self.data, ctx.tracker
-        spec, target, eval_rows = vertical.spec, vertical.target(data), vertical.eval_rows(data)
-        if spec.name in {inline.name for inline in self.recipe.verticals}:
-            tags = {**tags, T.DECLARED_IN: "recipe"}
-        with tracker.run(self.name, tags, nested=True) as run_id:
-            L.seed_everything(vertical.seed, verbose=False)
-            model = spec.build(data.log.inputs, vertical.config.sizes)
-            module, batches = self._module_and_batches(model, target, tracker)
-            started = start_at_regression(model, batches, target.task_columns[0])  # a wide & deep VM starts at its regression
-            tracker.log_metrics({"wide_start": float(started)})
-            loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed, order=self.recipe.trainer.order)
-            keeper = vertical.best_epoch_keeper(ctx, module)  # it keeps its best epoch on the validation slice, the start as epoch 0
-            start_ne = keeper.best_score if keeper is not None else None
-            fit_or_reuse(ctx.cache, ctx.cache.folder(self.key), module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs,
-                         tracker, run_id, f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}",
-                         watchers=[keeper] if keeper is not None else None)
-            best_epoch = keeper.best_epoch if keeper is not None else None  # trained now, or read back with reused weights
-            if best_epoch is not None:
-                tracker.log_metrics({T.BEST_EPOCH: float(best_epoch), T.START_VAL_NE: start_ne})
-            scores, logits, validation = vertical.evaluate(ctx, module)
-            interval = None
-            if baseline is not None:
-                units, unit = resampling_units(data.log.users(eval_rows), data.log.ts[eval_rows])
-                interval = lift_interval(ctx.labels(eval_rows, spec.task), baseline.logits, logits, teacher[1], seed=vertical.seed,
-                                         vanilla=vanilla.logits if vanilla is not None else None, units=units, unit=unit)
-                tracker.set_tags({T.RESAMPLED_UNIT: unit})
-            tracker.log_metrics(T.model_metrics(scores, teacher[0], producer, baseline.scores if baseline else scores)
-                                | T.interval_metrics(interval, scores, baseline.scores if baseline else scores, teacher[0],
-                                                     vanilla.scores if vanilla is not None else None)
-                                | validation | slice_metrics(ctx.labels(eval_rows, spec.task)))
-            flops_share = forward_flops_per_example(module.export(), data.log.inputs) / vertical.teacher.forward_flops
-            tracker.log_metrics({T.FLOPS_VS_TEACHER: flops_share})
-            status = _log_serving(tracker, module, spec, WindowBatches(data.log, eval_rows, model.history_length), self.role)
-        self.output = VerticalOutcome(module, run_id, scores, status, teacher[0], producer, logits, teacher[1], interval, validation, flops_share,
-                                      best_epoch)
-        if self.role == T.Role.STUDENT and ctx.on_student is not None:
-            ctx.on_student(spec.name, validation)
-
-    def _module_and_batches(self, model: torch.nn.Module, target: ConsumerTarget, tracker: Tracker) -> tuple[RankingModule, WindowBatches]:
-        raise NotImplementedError
-
-
-@dataclass(eq=False)
-class BaselineStage(_VerticalStage):
-    """A VM's no-transfer baseline: the same model trained on labels alone (no stage, producer or knowledge)."""
-
-    kind: str = T.Role.BASELINE
-    role = T.Role.BASELINE
-
     @property
     def inputs(self) -> tuple[Stage, ...]:
-        return ()
-
-    @functools.cached_property
-    def key(self) -> StageKey:
-        return _vm_key(self.recipe, self.data, self.vertical)
-
-    def run(self, ctx: RunContext) -> None:
-        vertical = self.vertical
-        teacher = vertical.evaluate(ctx, vertical.teacher.output.module, validation=False)[:2]  # scored beside the VM: no val_* of its own
-        producer = None
-        if vertical.producer is not vertical.teacher:
-            producer = vertical.evaluate(ctx, vertical.producer.output.module, validation=False)[0]
-        self._train(ctx, vertical.tags(self.role), teacher, producer, None)
-
-    def _module_and_batches(self, model, target, tracker):
-        module = RankingModule(model, target.tasks, target.task_columns, lr=self.vertical.config.lr, base_rates=target.base_rates(self.data))
-        return module, WindowBatches(self.data.log, target.rows, model.history_length)
-
-
-@dataclass(eq=False)
-class StudentStage(_VerticalStage):
-    """A VM trained with transfer from its producer's knowledge, with its stage's techniques; beside
-    its `vanilla`-KD reference when the recipe asks for one (`transfer.vanilla_reference`)."""
-
-    teaching: Teaching | None = None
-    baseline: BaselineStage | None = None
-    vanilla: VanillaReferenceStage | None = None
-    kind: str = T.Role.STUDENT
-    role = T.Role.STUDENT
-
-    @property
-    def inputs(self) -> tuple[Stage, ...]:
+        if self.teaching is None:
+            return ()
         return (self.teaching.producer, self.teaching.knowledge, *([self.vanilla] if self.vanilla is not None else []))
 
     @functools.cached_property
@@ -217,38 +138,99 @@ class StudentStage(_VerticalStage):
         return _vm_key(self.recipe, self.data, self.vertical, self.teaching)
 
     def run(self, ctx: RunContext) -> None:
-        base = self.baseline.output
-        tags = self.vertical.tags(self.role) | self.teaching.tags(self.recipe, self.data) | {T.BASELINE_RUN_ID: base.run_id}
-        vanilla = self.vanilla.output if self.vanilla is not None else None
-        if vanilla is not None:
-            tags[T.VANILLA_RUN_ID] = vanilla.run_id
-        self._train(ctx, tags, (base.teacher, base.teacher_logits), base.producer, base, vanilla)
+        beside = self._beside(ctx)
+        with ctx.tracker.run(self.name, self._tags(), nested=True) as run_id:
+            trained = self._train(ctx, run_id)
+            scored, interval = self._score(trained, beside)
+            flops_share, status = self._log(ctx.tracker, trained, scored, interval, beside)
+        validation = T.validation_metrics(scored.validation)
+        self.output = VerticalOutcome(trained.module, run_id, scored.scores, status, beside.teacher, beside.producer, scored.logits,
+                                      beside.teacher_logits, interval, validation, flops_share, trained.best_epoch)
+        if self.role == Role.STUDENT and ctx.on_student is not None:
+            ctx.on_student(self.vertical.spec.name, validation)
 
-    def _module_and_batches(self, model, target, tracker):
-        module = self.teaching.module(model, target, self.vertical.config.lr, self.data)
-        batches = self.teaching.batches(self.data, target, model.history_length, self.recipe.transfer.max_age_days, self.vertical.seed, tracker)
+    def _beside(self, ctx: RunContext) -> Beside:
+        """The teacher and its producer scored on this VM's slices (a baseline scores them; a taught
+        VM reuses its baseline's), with the baseline and vanilla-KD reference of a taught VM."""
+        if self.baseline is not None:
+            base = self.baseline.output
+            return Beside(base.teacher, base.teacher_logits, base.producer, base, self.vanilla.output if self.vanilla is not None else None)
+        vertical, log, slices = self.vertical, self.data.log, self.vertical.slices(self.data)
+        teacher = score_slices(vertical.teacher.output.module, log, slices, validation=False)  # beside the VM: no val_* of its own
+        producer = None
+        if vertical.producer is not vertical.teacher:
+            producer = score_slices(vertical.producer.output.module, log, slices, validation=False).scores
+        return Beside(teacher.scores, teacher.logits, producer)
+
+    def _tags(self) -> dict[str, str]:
+        tags = self.vertical.tags(self.role)
+        if self.teaching is not None:
+            tags |= self.teaching.tags(self.recipe, self.data) | {T.BASELINE_RUN_ID: self.baseline.output.run_id}
+        if self.vanilla is not None:
+            tags[T.VANILLA_RUN_ID] = self.vanilla.output.run_id
+        if self.vertical.spec.name in {inline.name for inline in self.recipe.verticals}:
+            tags[T.DECLARED_IN] = "recipe"
+        return tags
+
+    def _train(self, ctx: RunContext, run_id: str) -> Trained:
+        """Build the VM (a wide & deep one starts at its regression), train it keeping its best epoch on
+        the validation slice (its start as epoch 0), or reuse the cached weights."""
+        vertical, data, tracker = self.vertical, self.data, ctx.tracker
+        spec, target = vertical.spec, vertical.target(data)
+        L.seed_everything(vertical.seed, verbose=False)
+        model = spec.build(data.log.inputs, vertical.config.sizes)
+        module, batches = self._module_and_batches(model, target, tracker)
+        tracker.log_metrics({"wide_start": float(start_at_regression(model, batches, target.task_columns[0]))})
+        loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed, order=self.recipe.trainer.order)
+        scorer = validation_ne(module, data.log, vertical.slices(data))
+        keeper = KeepBestEpoch(module, scorer) if scorer is not None else None
+        start_ne = keeper.best_score if keeper is not None else None
+        training = Training(module, loader, self.recipe.trainer, self.recipe.trainer.max_epochs, ctx.cache.folder(self.key),
+                            f"{self.role}: {spec.name}", f"on {len(target.rows):,} impressions of {'/'.join(spec.surfaces)}",
+                            watchers=(keeper,) if keeper is not None else ())
+        fit_or_reuse(training, ctx.cache, tracker, run_id)
+        return Trained(module, run_id, keeper.best_epoch if keeper is not None else None, start_ne)  # kept now, or read back when reused
+
+    def _module_and_batches(self, model: torch.nn.Module, target: ConsumerTarget, tracker: Tracker) -> tuple[RankingModule, WindowBatches]:
+        """Labels alone (a baseline), or the stage's techniques with its producer's knowledge joined."""
+        lr, data = self.vertical.config.lr, self.data
+        if self.teaching is None:
+            return (RankingModule(model, target.tasks, target.task_columns, lr=lr, base_rates=target.base_rates(data)),
+                    WindowBatches(data.log, target.rows, model.history_length))
+        module = self.teaching.module(model, target, lr, data)
+        batches = self.teaching.batches(data, target, model.history_length, self.recipe.transfer.max_age_days, self.vertical.seed, tracker)
         return module, batches
 
+    def _score(self, trained: Trained, beside: Beside) -> tuple[SliceScores, LiftInterval | None]:
+        """On its slices, and a taught VM's paired interval of lift over its baseline (and of its gain
+        over its vanilla-KD reference, when there is one), resampling eval users."""
+        log, slices = self.data.log, self.vertical.slices(self.data)
+        scored = score_slices(trained.module, log, slices)
+        if beside.baseline is None:
+            return scored, None
+        units, unit = resampling_units(log.users(slices.eval), log.ts[slices.eval])
+        interval = lift_interval(labels_of(log, slices.eval, slices.task), beside.baseline.logits, scored.logits, beside.teacher_logits,
+                                 seed=self.vertical.seed, vanilla=beside.vanilla.logits if beside.vanilla is not None else None,
+                                 units=units, unit=unit)
+        return scored, interval
 
-@dataclass(eq=False)
-class VanillaReferenceStage(StudentStage):
-    """A VM's vanilla-KD reference: the student's producer, knowledge, seed and window, with standard
-    distillation only (the gain ratio's denominator, design §7)."""
-
-    kind: str = T.Role.VANILLA_KD
-    role = T.Role.VANILLA_KD
-
-
-def _both_classes(labels: torch.Tensor) -> bool:
-    """Whether labels [n] (NaN where unlabelled) hold both a 0 and a 1: what NE needs to score."""
-    known = labels[~torch.isnan(labels)]
-    return bool(len(known)) and 0 < known.sum().item() < len(known)
-
-
-def slice_metrics(labels: torch.Tensor) -> dict[str, float]:
-    """A VM's eval slice: labelled rows and positives. labels: [n] (NaN where unlabelled)."""
-    known = labels[~torch.isnan(labels)]
-    return {T.EVAL_ROWS: float(len(known)), T.EVAL_POSITIVES: float(known.sum().item())}
+    def _log(self, tracker: Tracker, trained: Trained, scored: SliceScores, interval: LiftInterval | None, beside: Beside) -> tuple[float, str]:
+        """Its metrics beside the teacher, producer and baseline, its kept epoch, interval, FLOPs share
+        and serving cost; → the FLOPs share and the serving budget status."""
+        baseline = beside.baseline.scores if beside.baseline is not None else scored.scores  # a baseline's lift is 0 against itself
+        vanilla = beside.vanilla.scores if beside.vanilla is not None else None
+        slices = self.vertical.slices(self.data)
+        if trained.best_epoch is not None:
+            tracker.log_metrics({T.BEST_EPOCH: float(trained.best_epoch), T.START_VAL_NE: trained.start_ne})
+        if interval is not None:
+            tracker.set_tags({T.RESAMPLED_UNIT: interval.unit})
+        tracker.log_metrics(T.model_metrics(scored.scores, beside.teacher, beside.producer, baseline)
+                            | T.interval_metrics(interval, scored.scores, baseline, beside.teacher, vanilla)
+                            | T.validation_metrics(scored.validation) | T.slice_metrics(labels_of(self.data.log, slices.eval, slices.task)))
+        flops_share = forward_flops_per_example(trained.module.export(), self.data.log.inputs) / self.vertical.teacher.forward_flops
+        tracker.log_metrics({T.FLOPS_VS_TEACHER: flops_share})
+        eval_batches = WindowBatches(self.data.log, slices.eval, trained.module.model.history_length)
+        return flops_share, _log_serving(tracker, trained.module, self.vertical.spec, eval_batches, self.role)
 
 
 def _vm_key(recipe: Recipe, data: PreparedData, vertical: Vertical, teaching: Teaching | None = None) -> StageKey:
