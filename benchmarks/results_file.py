@@ -1,6 +1,7 @@
 """Where a benchmark's figures go, each with the code it was made on: its section of
 benchmarks/RESULTS.md (between its own markers) and its CSVs, written atomically, stamped with the
-git commit and whether the tree had uncommitted changes."""
+git commit and whether the tree had uncommitted changes. Superseded sections (`benchmarks.sections`)
+live in benchmarks/archive/RESULTS.md, and a benchmark that writes one writes it there."""
 
 from __future__ import annotations
 
@@ -15,13 +16,24 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from benchmarks.sections import INDEX_END, INDEX_START, SECTIONS, SUPERSEDED, index
 from transfer.util.atomic import atomic_path, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "RESULTS.md"
+ARCHIVED = "archive/RESULTS.md"  # the superseded sections, relative to RESULTS.md
 HEADER = ("# Benchmark results\n\nEach section is rewritten by the benchmark named in it (`make bench`). Every figure carries "
-          "the commit it was made on (`commit` line and CSV column), and whether the tree had uncommitted changes.\n")
-OUTPUTS = re.compile(r"benchmarks/[^/]+\.(md|csv|png)$")  # what benchmarks write: not code, so not a change to it
+          "the commit it was made on (`commit` line and CSV column), and whether the tree had uncommitted changes. "
+          f"Superseded sections are kept in [`{ARCHIVED}`]({ARCHIVED}).\n")
+ARCHIVE_HEADER = """# Benchmark results: the archive
+
+The sections of [`RESULTS.md`](../RESULTS.md) that a later run superseded, kept as they were: each with the
+command, date, commit and machine it was made on and what it showed then, the history of a claim. The
+evidence to read now is in [`RESULTS.md`](../RESULTS.md), whose index lists every section here with its
+successor. The index below is generated from `benchmarks/sections.py`; a benchmark that writes a
+superseded section writes it here.
+"""
+OUTPUTS = re.compile(r"benchmarks/([^/]+/)?[^/]+\.(md|csv|png)$")  # what benchmarks write (and the archive): not code, so not a change to it
 
 
 @dataclass(frozen=True)
@@ -85,27 +97,54 @@ def write_csv(frame: pl.DataFrame, path: Path) -> None:
         stamped.write_csv(tmp)
 
 
-def write_section(name: str, command: str, body: str) -> None:
-    """Replace (or append) the section `name` with a dated body and the commit it was made on."""
+def write_section(name: str, command: str, body: str, results: Path = RESULTS) -> None:
+    """Replace (or append) the section `name` with a dated body and the commit it was made on: in
+    `results`, or in the archive beside it when `benchmarks.sections` calls the section superseded
+    (said in one line); the indexes of both are regenerated."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = (
         f"<!-- {name}:start -->\n## {name}\n\n"
         f"- command: `{command}`\n- date: {stamp}\n- commit: {commit_line()}\n- machine: {machine()}\n\n{body.strip()}\n"
         f"<!-- {name}:end -->\n"
     )
-    text = RESULTS.read_text() if RESULTS.exists() else HEADER
+    archive = results.parent / ARCHIVED
+    texts = {results: results.read_text() if results.exists() else HEADER, archive: archive.read_text() if archive.exists() else ARCHIVE_HEADER}
+    status, successor = SECTIONS.get(name, ("", ""))
+    target = archive if status == SUPERSEDED else results
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->\n", re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else f"{text}\n{section}"
-    write_text_atomic(RESULTS, with_index(text))
+    texts[target] = pattern.sub(lambda _: section, texts[target]) if pattern.search(texts[target]) else f"{texts[target]}\n{section}"
+    write_text_atomic(results, with_index(texts[results], section_names(texts[archive])))
+    archived = archive_with_index(texts[archive], section_names(texts[results]))
+    if target == archive or (archive.exists() and archived != archive.read_text()):
+        write_text_atomic(archive, archived)
+    if target == archive:
+        print(f"benchmarks: section {name} is superseded ({successor if successor.startswith('the ') else 'by ' + successor}): "
+              f"written to the archive, {archive}", flush=True)
 
 
-def with_index(text: str) -> str:
-    """`text` with its index (`benchmarks.sections`) regenerated below the header."""
-    from benchmarks.sections import INDEX_END, INDEX_START, index
+def section_names(text: str) -> list[str]:
+    """The sections of a results file, in file order."""
+    return [name for name in re.findall(r"<!-- ([\w.-]+):start -->", text) if name != "index"]
 
-    names = re.findall(r"<!-- ([\w.-]+):start -->", text)
-    names = [name for name in names if name != "index"]
-    block = index(names)
+
+def with_index(text: str, archived: list[str]) -> str:
+    """RESULTS.md's `text` with its index (`benchmarks.sections`) regenerated below the header: its own
+    sections, and the `archived` ones, each linked to its heading in the archive."""
+    own = section_names(text)
+    places = {name: f"{ARCHIVED}#{name}" for name in archived} | {name: f"#{name}" for name in own}
+    return _with_block(text, [*own, *(name for name in archived if name not in own)], places)
+
+
+def archive_with_index(text: str, current: list[str]) -> str:
+    """The archive's `text` with its index regenerated: its sections, their successors linked to their
+    headings in RESULTS.md (`current`: its sections)."""
+    own = section_names(text)
+    places = {name: f"../{RESULTS.name}#{name}" for name in current} | {name: f"#{name}" for name in own}
+    return _with_block(text, own, places)
+
+
+def _with_block(text: str, listed: list[str], places: dict[str, str]) -> str:
+    block = index(listed, places)
     if INDEX_START in text:
         return re.sub(rf"{re.escape(INDEX_START)}.*?{re.escape(INDEX_END)}", lambda _: block, text, count=1, flags=re.S)
     first = text.find("<!-- ")
