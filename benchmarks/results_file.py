@@ -1,7 +1,9 @@
 """Where a benchmark's figures go, each with the code it was made on: its section of
-benchmarks/RESULTS.md (between its own markers) and its CSVs, written atomically, stamped with the
-git commit and whether the tree had uncommitted changes. Superseded sections (`benchmarks.sections`)
-live in benchmarks/archive/RESULTS.md, and a benchmark that writes one writes it there."""
+benchmarks/RESULTS.md (between its own markers) and its CSVs and charts, under
+benchmarks/results/<study>/, written atomically, stamped with the git commit and whether the tree had
+uncommitted changes. Superseded sections (`benchmarks.sections`) live in benchmarks/archive/RESULTS.md,
+their CSVs under benchmarks/archive/<study>/; a benchmark that writes a superseded section writes it
+to the archive."""
 
 from __future__ import annotations
 
@@ -30,10 +32,23 @@ ARCHIVE_HEADER = """# Benchmark results: the archive
 The sections of [`RESULTS.md`](../RESULTS.md) that a later run superseded, kept as they were: each with the
 command, date, commit and machine it was made on and what it showed then, the history of a claim. The
 evidence to read now is in [`RESULTS.md`](../RESULTS.md), whose index lists every section here with its
-successor. The index below is generated from `benchmarks/sections.py`; a benchmark that writes a
-superseded section writes it here.
+successor. Their CSVs are under `benchmarks/archive/<study>/`. The index below is generated from
+`benchmarks/sections.py`; a benchmark that writes a superseded section writes it here.
 """
-OUTPUTS = re.compile(r"benchmarks/([^/]+/)?[^/]+\.(md|csv|png)$")  # what benchmarks write (and the archive): not code, so not a change to it
+# what benchmarks write, and the archive of what they wrote: not code, so not a change to it
+OUTPUTS = re.compile(r"benchmarks/((results|archive)/([^/]+/)?)?[^/]+\.(md|csv|png)")
+
+
+def study_dir(study: str) -> Path:
+    """Where a study writes its CSVs and charts: benchmarks/results/<study>/, the study named as its
+    make target (`make bench-<study>`)."""
+    return RESULTS.parent / "results" / study
+
+
+def shown(path: Path) -> str:
+    """`path` as the results files cite it: from the repository's root when it lies inside it."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 @dataclass(frozen=True)
