@@ -128,13 +128,26 @@ def write_section(name: str, command: str, body: str, results: Path = RESULTS) -
     target = archive if status == SUPERSEDED else results
     pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->\n", re.S)
     texts[target] = pattern.sub(lambda _: section, texts[target]) if pattern.search(texts[target]) else f"{texts[target]}\n{section}"
-    write_text_atomic(results, with_index(texts[results], section_names(texts[archive])))
-    archived = archive_with_index(texts[archive], section_names(texts[results]))
-    if target == archive or (archive.exists() and archived != archive.read_text()):
-        write_text_atomic(archive, archived)
+    _write_indexed(results, texts[results], texts[archive])
     if target == archive:
         print(f"benchmarks: section {name} is superseded ({successor if successor.startswith('the ') else 'by ' + successor}): "
               f"written to the archive, {archive}", flush=True)
+
+
+def reindex(results: Path = RESULTS) -> None:
+    """Rewrite the indexes of `results` and of its archive from `benchmarks.sections`, after a section
+    was reclassified or moved by hand: `python -m benchmarks.results_file`."""
+    archive = results.parent / ARCHIVED
+    _write_indexed(results, results.read_text(), archive.read_text() if archive.exists() else ARCHIVE_HEADER)
+
+
+def _write_indexed(results: Path, text: str, archived: str) -> None:
+    """`text` to `results` and `archived` to the archive beside it, each with its index regenerated;
+    each written only if that changes it, the archive only once it holds a section."""
+    archive = results.parent / ARCHIVED
+    for path, new in ((results, with_index(text, section_names(archived))), (archive, archive_with_index(archived, section_names(text)))):
+        if (path.read_text() if path.exists() else None) != new and (path == results or section_names(archived)):
+            write_text_atomic(path, new)
 
 
 def section_names(text: str) -> list[str]:
@@ -164,3 +177,7 @@ def _with_block(text: str, listed: list[str], places: dict[str, str]) -> str:
         return re.sub(rf"{re.escape(INDEX_START)}.*?{re.escape(INDEX_END)}", lambda _: block, text, count=1, flags=re.S)
     first = text.find("<!-- ")
     return f"{text[:first]}{block}\n\n{text[first:]}" if first != -1 else f"{text}\n{block}\n"
+
+
+if __name__ == "__main__":
+    reindex()

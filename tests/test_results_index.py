@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from benchmarks.results_file import ARCHIVED, RESULTS, archive_with_index, section_names, with_index, write_section
+from benchmarks.results_file import (
+    ARCHIVED,
+    RESULTS,
+    archive_with_index,
+    reindex,
+    section_names,
+    with_index,
+    write_section,
+)
 from benchmarks.sections import INDEX_END, INDEX_START, SECTIONS, SUPERSEDED
 
 ARCHIVE = RESULTS.parent / ARCHIVED
@@ -107,4 +115,20 @@ def test_a_superseded_section_is_written_to_the_archive_and_said_so(tmp_path, ca
     assert capsys.readouterr().out == (f"benchmarks: section transfer-staleness is superseded (by transfer-staleness-wide): "
                                        f"written to the archive, {tmp_path / 'archive' / 'RESULTS.md'}\n")
     assert "[`transfer-staleness`](archive/RESULTS.md#transfer-staleness)" in text
+    assert _broken_index_links(results) == [] and _broken_index_links(tmp_path / "archive" / "RESULTS.md") == []
+
+
+def test_reindex_rewrites_both_indexes_after_a_section_is_moved_by_hand(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    write_section("transfer-staleness-wide", "a command", "figures", results=results)
+    write_section("vm-wide-start", "a command", "figures", results=results)
+    text = results.read_text()
+    block = text[text.index("<!-- vm-wide-start:start -->"):text.index("<!-- vm-wide-start:end -->\n") + len("<!-- vm-wide-start:end -->\n")]
+    results.write_text(text.replace(block, ""))  # moved by hand (as if superseded); the indexes are stale
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "RESULTS.md").write_text("# archive\n\n" + block)
+    reindex(results)
+    text, archive = results.read_text(), (tmp_path / "archive" / "RESULTS.md").read_text()
+    assert "[`vm-wide-start`](archive/RESULTS.md#vm-wide-start)" in text and "[`vm-wide-start`](#vm-wide-start)" in archive
+    assert with_index(text, section_names(archive)) == text and archive_with_index(archive, section_names(text)) == archive
     assert _broken_index_links(results) == [] and _broken_index_links(tmp_path / "archive" / "RESULTS.md") == []
