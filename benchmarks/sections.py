@@ -1,7 +1,8 @@
 """What each section of `benchmarks/RESULTS.md` is now: the evidence to read (current), replaced by a
-later run (superseded, with its successor), or a measurement of the engine itself (engineering). The
-index at the top of RESULTS.md is generated from this table whenever a benchmark writes its section
-(`benchmarks.results_file.write_section`); a test checks that every section is listed here."""
+later run (superseded, with its successor), or a measurement of the engine itself (engineering).
+Superseded sections live in `benchmarks/archive/RESULTS.md`, which no benchmark writes. The index at
+the top of each file is generated from this table (`benchmarks.results_file`) whenever a benchmark
+writes its section; a test checks that every section of either file is listed here."""
 
 from __future__ import annotations
 
@@ -52,14 +53,20 @@ SECTIONS: dict[str, tuple[str, str]] = {
 INDEX_START, INDEX_END = "<!-- index:start -->", "<!-- index:end -->"
 
 
-def index(names: list[str]) -> str:
-    """The index block for the sections `names` (in file order): current ones first, then engineering,
-    then superseded with their successors; a section missing from SECTIONS is listed as unclassified."""
+def index(listed: list[str], places: dict[str, str]) -> str:
+    """The index block for the sections `listed` (in file order): current ones first, then engineering,
+    then superseded with their successors; each name links to its heading at `places[name]` (a path and
+    an anchor), a section missing from SECTIONS is listed as unclassified."""
     order = {CURRENT: 0, ENGINEERING: 1, SUPERSEDED: 2}
-    rows = sorted(names, key=lambda name: (order.get(SECTIONS.get(name, ("?", ""))[0], 3), names.index(name)))
+    rows = sorted(listed, key=lambda name: (order.get(SECTIONS.get(name, ("?", ""))[0], 3), listed.index(name)))
     lines = [INDEX_START, "| section | status | what it holds / superseded by |", "|---|---|---|"]
     for name in rows:
         status, what = SECTIONS.get(name, ("unclassified", "add it to benchmarks/sections.py"))
-        successor = f"by `{what}`" if status == SUPERSEDED and not what.startswith("the ") else what
-        lines.append(f"| [`{name}`](#{name}) | {status} | {successor} |")
+        if status == SUPERSEDED and not what.startswith("the "):
+            what = "by " + ", ".join(_link(successor, places) for successor in what.split(", "))
+        lines.append(f"| {_link(name, places)} | {status} | {what} |")
     return "\n".join([*lines, INDEX_END])
+
+
+def _link(name: str, places: dict[str, str]) -> str:
+    return f"[`{name}`]({places[name]})" if name in places else f"`{name}`"

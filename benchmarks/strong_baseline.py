@@ -12,7 +12,7 @@ standard features —
   conversion rates over them, smoothed, as log-odds.
 Every feature comes from strictly earlier timestamps. Scored on the eval window with the lift table's NE,
 and paired per seed with the baseline VM, the vanilla-KD and combination VMs and the teacher of the
-ablation's CSV (`transfer_ablation_{movielens,synthetic}_best_epoch.csv`: VMs started at their regression,
+ablation's CSV (`benchmarks/results/transfer/transfer_ablation_{movielens,synthetic}_best_epoch.csv`: VMs started at their regression,
 `transfer.training.wide_start`, keeping their best epoch on the validation window, the start as epoch 0,
 `transfer.training.best_epoch`; the eval rows must match, seed by seed): NE points (×100), positive = the regression is better, 95 % t-interval over seeds.
 
@@ -44,7 +44,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.results_file import write_csv, write_section  # noqa: E402
+from benchmarks.results_file import shown, study_dir, write_csv, write_section  # noqa: E402
 from benchmarks.synthetic_world import BENCH  # noqa: E402
 from transfer.config.dataset import dataset_config_path, load_dataset_config  # noqa: E402
 from transfer.config.loader import load_recipe  # noqa: E402
@@ -68,7 +68,7 @@ Windows = tuple[datetime, datetime, datetime, datetime]  # the students' window 
 @dataclass(frozen=True)
 class Study:
     name: str
-    ablation_csv: str
+    ablation_csv: Path  # the ablation's committed CSV it pairs with, seed by seed
     slices: tuple[tuple[str, str], ...]  # (surface, task) per VM
     windows: Callable[[], Windows]
     log: Callable[[int], pl.DataFrame]  # seed → the canonical log that seed's ablation runs ran on
@@ -103,9 +103,9 @@ def synthetic_log(seed: int) -> pl.DataFrame:
 
 
 STUDIES = (
-    Study("movielens", "transfer_ablation_movielens_best_epoch.csv", (("weekday_night", "click"), ("weekday_night", "conversion")),
+    Study("movielens", study_dir("transfer") / "transfer_ablation_movielens_best_epoch.csv", (("weekday_night", "click"), ("weekday_night", "conversion")),
           movielens_windows, movielens_log),
-    Study("synthetic", "transfer_ablation_synthetic_best_epoch.csv", (("ig_stories", "click"), ("fb_feed", "conversion")),
+    Study("synthetic", study_dir("transfer") / "transfer_ablation_synthetic_best_epoch.csv", (("ig_stories", "click"), ("fb_feed", "conversion")),
           lambda: _windows(datetime.fromisoformat(BENCH.spec.start), BENCH.cutoff, BENCH.student, BENCH.validation, BENCH.eval),
           synthetic_log),
 )
@@ -271,18 +271,19 @@ def main() -> None:
     sections = []
     for study in STUDIES:
         regression = pl.DataFrame([row for seed in SEEDS for row in seed_rows(study, seed)])
-        ablation = pl.read_csv(REPO / "benchmarks" / study.ablation_csv, infer_schema_length=0).with_columns(
+        ablation = pl.read_csv(study.ablation_csv, infer_schema_length=0).with_columns(
             pl.col("seed").cast(pl.Int64), pl.col("NE").cast(pl.Float64))
         check = regression.join(ablation.filter(pl.col("role") == "baseline", pl.col("variant") == "vanilla KD")
                                 .select("seed", "slice", pl.col("eval rows").cast(pl.Int64).alias("vm eval rows")), on=["seed", "slice"])
         if check.height != regression.height or not (check["eval rows"] == check["vm eval rows"]).all():
-            raise SystemExit(f"strong_baseline: {study.name}: the eval rows differ from {study.ablation_csv}'s: "
+            raise SystemExit(f"strong_baseline: {study.name}: the eval rows differ from {shown(study.ablation_csv)}'s: "
                              f"{check.select('seed', 'slice', 'eval rows', 'vm eval rows')}")  # not the same data: no comparison
-        write_csv(regression, REPO / "benchmarks" / f"strong_baseline_{study.name}.csv")
+        csv = study_dir("baseline") / f"strong_baseline_{study.name}.csv"
+        write_csv(regression, csv)
         strong = strong_baseline_table(regression.filter(pl.col("model") == "tree"), ablation)
         table = paired(regression.filter(pl.col("model") == "regression"), ablation)
         print(f"{study.name}\n{strong}\n\n{table}", flush=True)
-        sections.append(f"**{study.name}** (VMs' NE per seed from `{study.ablation_csv}`; CSV `strong_baseline_{study.name}.csv`)\n\n"
+        sections.append(f"**{study.name}** (VMs' NE per seed from `{shown(study.ablation_csv)}`; CSV `{shown(csv)}`)\n\n"
                         f"Primary: the baseline VM against the tree on its inputs.\n\n{strong}\n\nSecondary: the logistic regression on the "
                         f"six classic features (nested in the VM's own regression start, so not a test of strength) against the VMs.\n\n{table}")
     write_section("strong-baseline", COMMAND, f"{len(SEEDS)} seeds; a gradient-boosted tree on the VM's inputs and a logistic regression "

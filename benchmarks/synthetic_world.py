@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.results_file import write_csv, write_section  # noqa: E402
+from benchmarks.results_file import study_dir, write_csv, write_section  # noqa: E402
 from transfer.data import synthetic as S  # noqa: E402
 from transfer.evaluation.metrics import normalized_entropy, recalibration_shift  # noqa: E402
 
@@ -46,7 +46,7 @@ SEEDS = (0, 1, 2, 3, 4)
 STALENESS = (0, 1, 3, 7)
 SLICES = (("ig_stories", "click"), ("fb_feed", "conversion"), ("fb_feed", "click"), ("msg_inbox", "click"))
 DAY = 86_400
-CSV = Path(__file__).parent / "synthetic_world.csv"
+CSV = study_dir("world") / "synthetic_world.csv"
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.results_file import write_csv, write_section  # noqa: E402
+from benchmarks.results_file import RESULTS, shown, study_dir, write_csv, write_section  # noqa: E402
 from transfer.catalog import catalog  # noqa: E402
 from transfer.config.loader import load_recipe  # noqa: E402
 from transfer.config.recipe import Recipe, UserSampleConfig  # noqa: E402
@@ -52,8 +52,8 @@ COMPARED = ("gem_tiny", "gem_lite", "skeleton_tiny", "counts_mlp", "dcn_v2", "ml
 REFERENCE = "counts_mlp"  # the order-free counting model every teacher is paired against
 MOVIELENS_USERS = 0.8  # share of MovieLens's users each seed samples (so seeds vary its data)
 SCALING = ("gem_lite", "gem_tiny", "gem_base")
-PLOT = REPO / "benchmarks" / "teacher_scaling.png"
-CSV = REPO / "benchmarks" / "teacher_quality.csv"
+PLOT = study_dir("teachers") / "teacher_scaling.png"
+CSV = study_dir("teachers") / "teacher_quality.csv"
 TUNING = REPO / "benchmarks" / ".runs" / "teacher_tuning"
 LR_RANGE = (3e-4, 2e-2)
 WARMUP_STEPS = (0, 100, 300, 1000)
@@ -284,7 +284,7 @@ def scaling_section(results: list[Trained]) -> str:
     for r in results:
         lines.append(f"| {r.model} | {r.params / 1e6:.2f} M | {r.flops_per_example / 1e6:.2f} M | {r.train_flops:.3g} | "
                      f"{r.train_seconds:.0f} | " + " | ".join(f"{r.scores[t]['ne']:.4f}" for t in tasks) + " |")
-    return "\n".join(lines) + f"\n\n![eval NE against training FLOPs]({PLOT.name}) (synthetic default, seed 0, one epoch)"
+    return "\n".join(lines) + f"\n\n![eval NE against training FLOPs]({PLOT.relative_to(RESULTS.parent)}) (synthetic default, seed 0, one epoch)"
 
 
 def main() -> None:
@@ -303,7 +303,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_csv is not None:
         frame = pl.read_csv(args.from_csv)
-        body = (f"Analysed again from `{args.from_csv.name}` (no training; settings as in its run). Seeds vary the data and the models "
+        body = (f"Analysed again from `{shown(args.from_csv)}` (no training; settings as in its run). Seeds vary the data and the models "
                 f"({frame['seed'].n_unique()} seeds).\n\n" + summary_table(frame) + "\n\n" + paired_table(frame, args.reference))
         write_section(args.section or "teacher-quality", COMMAND, body)
         print(body, flush=True)

@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 from adapters.representation import RepresentationConfig  # noqa: E402
 from adapters.sharing import SharingConfig  # noqa: E402
 from adapters.student_adapter import AdapterConfig  # noqa: E402
-from benchmarks.results_file import write_csv, write_section  # noqa: E402
+from benchmarks.results_file import shown, study_dir, write_csv, write_section  # noqa: E402
 from benchmarks.synthetic_world import BENCH  # noqa: E402
 from transfer.config.loader import load_recipe, validate  # noqa: E402
 from transfer.config.recipe import Recipe, StudentConfig, UserSampleConfig  # noqa: E402
@@ -476,7 +476,7 @@ def main() -> None:
     if args.from_csv is not None:
         frame = pl.read_csv(args.from_csv, schema_overrides={"eval positives": pl.String})
         seeds = sorted(set(frame["seed"].to_list()))
-        took = f"analysed again from `{args.from_csv.name}`"
+        took = f"analysed again from `{shown(args.from_csv)}`"
         knobs_file = args.from_csv.with_name(args.from_csv.stem + "_knobs.csv")
         if knobs_file.is_file():  # the knobs a tuned run chose, per dataset
             chosen_knobs = pl.read_csv(knobs_file)
@@ -492,10 +492,10 @@ def main() -> None:
             staleness(seeds, collected, tuple(sorted({0, *args.staleness_days})))
         frame = pl.DataFrame(collected.rows)
         stem = f"transfer_ablation{'_' + '_'.join(args.only) if args.only else ''}{suffix}"
-        write_csv(frame, REPO / "benchmarks" / f"{stem}.csv")
+        write_csv(frame, study_dir("transfer") / f"{stem}.csv")
         if any(knobs.values()):
             write_csv(pl.DataFrame([{"dataset": name, "trials": args.tune, **row} for name, rows in knobs.items() for row in rows],
-                                   infer_schema_length=None), REPO / "benchmarks" / f"{stem}_knobs.csv")
+                                   infer_schema_length=None), study_dir("transfer") / f"{stem}_knobs.csv")
         took = f"{(time.perf_counter() - start) / 60:.0f} min for this run"
     for name in STUDIES:
         if name in chosen:

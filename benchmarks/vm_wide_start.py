@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import transfer_ablation  # noqa: E402
-from benchmarks.results_file import write_csv, write_section  # noqa: E402
+from benchmarks.results_file import shown, study_dir, write_csv, write_section  # noqa: E402
 from transfer.config.loader import load_recipe  # noqa: E402
 from transfer.evaluation.intervals import seed_interval  # noqa: E402
 
@@ -35,6 +35,7 @@ RECIPE = REPO / "recipes" / "movielens_direct.yaml"
 SEEDS = range(5)
 ARMS = {"random start": {"wide": False}, "started at the regression": {}}
 COMMAND = "make bench-vm-start  (python benchmarks/vm_wide_start.py)"
+CSV = study_dir("vm-start") / "vm_wide_start.csv"
 
 
 def run_arm(sizes: dict, seed: int) -> pl.DataFrame:
@@ -71,10 +72,10 @@ def main() -> None:
                       "NE": r["NE"], "AUC": r["AUC"], "calibration": r["calibration"]} for r in lift.iter_rows(named=True)]
             print(f"  seed {seed}: {arm} ({time.perf_counter() - start:.0f} s)", flush=True)
     frame = pl.DataFrame(rows)
-    write_csv(frame, REPO / "benchmarks" / "vm_wide_start.csv")
+    write_csv(frame, CSV)
     body = (f"`{RECIPE.relative_to(REPO)}`, {len(SEEDS)} seeds (recipe `seed` and `data.users`, a seeded 80 % of the users: models "
             f"and data); {(time.perf_counter() - start) / 60:.0f} min for this run (torch on {torch.get_num_threads()} threads). "
-            "CSV `vm_wide_start.csv`.\n\n" + table(frame))
+            f"CSV `{shown(CSV)}`.\n\n" + table(frame))
     write_section("vm-wide-start", COMMAND, body)
     print(body)
 

@@ -79,9 +79,15 @@ def test_code_version_is_the_commit_and_whether_code_changed_since(tmp_path):
     clean = code_version(tmp_path)
     assert len(clean.commit) == 40 and not clean.dirty and str(clean).endswith("(clean tree)")
 
-    (tmp_path / "benchmarks" / "RESULTS.md").write_text("figures\n")  # what benchmarks write is not code
-    (tmp_path / "benchmarks" / "ablation.csv").write_text("a\n1\n")
+    (tmp_path / "benchmarks" / "RESULTS.md").write_text("figures\n")  # what benchmarks write, and their archive, is not code
+    for folder in ("results/transfer", "archive/transfer"):
+        (tmp_path / "benchmarks" / folder).mkdir(parents=True)
+        (tmp_path / "benchmarks" / folder / "ablation.csv").write_text("a\n1\n")
+    (tmp_path / "benchmarks" / "archive" / "RESULTS.md").write_text("older figures\n")
     assert code_version(tmp_path) == clean
+    (tmp_path / "benchmarks" / "results" / "probe.py").write_text("x = 1\n")  # code beside them is code
+    assert code_version(tmp_path).changed == ("benchmarks/results/probe.py",)
+    (tmp_path / "benchmarks" / "results" / "probe.py").unlink()
 
     (tmp_path / "model.py").write_text("x = 2\n")
     edited = code_version(tmp_path)
