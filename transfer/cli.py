@@ -176,7 +176,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     result = run_recipe(recipe, args.recipe)
     print()
-    _print_table(result.table, args.format)
+    if args.format == "markdown":  # the columns a reader needs; CSV keeps every column
+        from transfer.evaluation.lift_table import format_table, reader_view
+
+        print(format_table(reader_view(result.table)))
+        print(f"(AUC, calibration, MDE, eval rows, resampled units, FLOPs, serving budget, run ids: {result.run_dir / 'lift.csv'} and the MLflow runs)")
+    else:
+        _print_table(result.table, args.format)
     print()
     _print_run_ids(result.table)
     print(f"MLflow: experiment '{result.experiment}', parent run {result.parent_run_id} in {result.tracking_uri}")

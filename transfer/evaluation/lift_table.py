@@ -157,6 +157,9 @@ GAIN_COLUMNS = ["gain ratio", "GR 95% CI", "vs vanilla KD"]  # only where a VM h
 SCORE_COLUMNS = ["NE", "lift %", "lift % 95% CI", "vs baseline", "AUC", "calibration", "recal NE", "transfer ratio", "TR 95% CI", *GAIN_COLUMNS,
                  "MDE lift %", *SLICE_COLUMNS, "resampled", "FLOPs vs teacher", "serving budget", "flags", "run_id"]  # after a row's model
 RUN_COLUMNS = ["model", "role", "slice", *SCORE_COLUMNS]
+# what the terminal shows after a run (every column stays in lift.csv and on the MLflow runs)
+READER_COLUMNS = ["model", "role", "slice", "NE", "lift %", "lift % 95% CI", "vs baseline", "recal NE", "transfer ratio", "TR 95% CI",
+                  *GAIN_COLUMNS, "eval positives", "flags"]
 VM_ROLES = (Role.BASELINE, VANILLA_ROLE, Role.STUDENT)  # the rows that are the VM itself
 
 
@@ -201,6 +204,11 @@ def lift_table(results: list[VerticalResult]) -> pl.DataFrame:
     """A recipe run's lift table (lift.csv): model, role, slice, scores, lift, transfer ratio, the
     intervals, the gain ratio (when the recipe trained vanilla-KD references), budget."""
     return without_unused_gain_columns(lift_rows(results).select(RUN_COLUMNS))
+
+
+def reader_view(table: pl.DataFrame) -> pl.DataFrame:
+    """The run table's columns a reader needs first (`READER_COLUMNS`, those the table has)."""
+    return table.select([name for name in READER_COLUMNS if name in table.columns])
 
 
 def without_unused_gain_columns(table: pl.DataFrame) -> pl.DataFrame:
