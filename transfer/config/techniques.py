@@ -52,7 +52,7 @@ class SharingConfig:
     """Producer modules the consumer imports (see `gem-transfer ls sharing`)."""
 
     modules: list[str] = field(default_factory=list)  # e.g. [embeddings.ad_id, history.pooling]
-    freeze: bool = True
+    freeze: bool = True  # true: the imported parts stay as the producer trained them; false: the consumer trains them on
 
     def check(self, key: str, window_days: int) -> None:
         """Nothing here: the names are checked against the built producer and consumer (it needs the
@@ -63,11 +63,11 @@ class SharingConfig:
 class AdapterConfig:
     """The Student Adapter: corrects stale producer logits from the freshest labels."""
 
-    enabled: bool = False
+    enabled: bool = False  # true: fit the adapter and train the second distillation head
     fit_days: int = 3  # the adapter is fit on the last `fit_days` of the consumers' window
     weight: float = 1.0  # weight of the second distillation head, supervised by σ(z_a)
-    hidden: int = 16
-    lr: float = 0.03
+    hidden: int = 16  # the adapter's hidden width
+    lr: float = 0.03  # its learning rate (Adam) while it is fit
     epochs: int = 5  # passes over the fit rows
     placebo: bool = False  # the identity instead of a fitted adapter (the control)
 
