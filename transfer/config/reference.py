@@ -13,6 +13,7 @@ a section, by the first paragraph of its class's docstring (all a section made w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import io
 import sys
@@ -170,6 +171,7 @@ def _field_meaning(cls: type, name: str) -> str:
     return _class_comments(owner).get(name, "")
 
 
+@functools.cache  # each class's source is read and tokenized once
 def _class_comments(cls: type) -> dict[str, str]:
     """Field name → its comments (the lines just above it, then those within its statement) in
     `cls`'s source; {} where there is no source (a class made by `dataclasses.make_dataclass`, say)."""
