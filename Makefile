@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser screenshot quickstart test test-fast bench bench-transfer bench-baseline bench-vm-start bench-teachers bench-knowledge bench-cycle bench-world bench-traffic lint clean
+.PHONY: setup browser screenshot docs quickstart test test-fast bench bench-transfer bench-baseline bench-vm-start bench-teachers bench-knowledge bench-cycle bench-world bench-traffic lint clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,11 @@ browser:
 # Refresh the README's screenshot: the quickstart run's lift chart in the MLflow UI (a real server, headless Chromium).
 screenshot: quickstart browser
 	$(BIN)/python docs/screenshot.py
+
+# The recipe key reference, docs/recipe-keys.md, generated from the recipe schema (tests/docs/test_recipe_keys.py
+# fails until it is regenerated after a change to the schema).
+docs: setup
+	$(BIN)/python -m transfer.config.reference docs/recipe-keys.md
 
 quickstart: setup
 	$(BIN)/gem-transfer run recipes/quickstart.yaml

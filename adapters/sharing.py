@@ -31,7 +31,7 @@ class SharingConfig:
     """Producer modules the consumer imports (see `gem-transfer ls sharing`)."""
 
     modules: list[str] = field(default_factory=list)  # e.g. [embeddings.ad_id, history.pooling]
-    freeze: bool = True  # imported parts keep their values (no gradient)
+    freeze: bool = True  # true: the imported parts stay as the producer trained them; false: the consumer trains them on
 
     def check(self, key: str, window_days: int) -> None:
         """Nothing here: the names are checked against the built producer and consumer (`check_models`)."""

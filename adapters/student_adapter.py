@@ -37,11 +37,11 @@ FIT_BATCH = 1024
 class AdapterConfig:
     """The Student Adapter: corrects stale producer logits from the freshest labels."""
 
-    enabled: bool = False
+    enabled: bool = False  # true: fit the adapter and train the second distillation head
     fit_days: int = 3  # the adapter is fit on the last `fit_days` of the consumers' window
     weight: float = 1.0  # weight of the second distillation head, supervised by σ(z_a)
     hidden: int = 16  # the adapter's hidden width
-    lr: float = 0.03  # the adapter's Adam learning rate
+    lr: float = 0.03  # its learning rate (Adam) while it is fit
     epochs: int = 5  # passes over the fit rows
     placebo: bool = False  # the identity instead of a fitted adapter (the control)
 

@@ -20,7 +20,7 @@ class WindowConfig:
     staleness protocol)."""
 
     start: str | None = None  # YYYY-MM-DD, or YYYY-MM-DDTHH:MM for a window that starts within a day (UTC)
-    days: int = MISSING
+    days: int = MISSING  # the window's length in whole days (plus `hours`)
     hours: int = 0  # added to days: a 3-day log starting at 16:00 splits by hours
 
     @property
@@ -30,10 +30,10 @@ class WindowConfig:
 
 @dataclass
 class SyntheticConfig:
-    rows: int = 300_000
-    days: int = 24
-    start: str = "2026-01-01"
-    seed: int = 0
+    rows: int = 300_000  # impressions the synthetic world generates
+    days: int = 24  # days of log it spans
+    start: str = "2026-01-01"  # its first day, YYYY-MM-DD (UTC)
+    seed: int = 0  # the generator's seed: another seed, another world of the same kind
 
 
 @dataclass
@@ -48,7 +48,7 @@ class UserSampleConfig:
 @dataclass
 class DataConfig:
     dataset: str = "synthetic"  # a built-in dataset name or a path to a dataset YAML
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # the built-in synthetic world's size (dataset: synthetic)
     # the teacher's window at staleness 0; `transfer.staleness_days: d` moves it d days earlier
     train: WindowConfig = field(default_factory=lambda: WindowConfig(days=21))
     # the consumers' (domain FMs', VMs') window: by default right after the teacher's, so the
@@ -59,7 +59,7 @@ class DataConfig:
     # every model's recal NE is fitted (one logit shift) on the students' window's last this-many days (all of it when shorter)
     recalibration_days: int = 1
     users: UserSampleConfig = field(default_factory=UserSampleConfig)
-    cache_dir: str = ".cache/gem-transfer"
+    cache_dir: str = ".cache/gem-transfer"  # where the encoded log, its histories and fetched datasets are cached
     # a VM whose training slice (its surfaces × task in the students' window) has fewer positive
     # labels is warned about before anything trains: its lift would be mostly noise; 0: never warn
     min_train_positives: int = 100
@@ -69,10 +69,10 @@ class DataConfig:
 class TeacherConfig:
     model: str = "skeleton_tiny"  # a teacher of the catalog (`gem-transfer ls teachers`)
     sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the catalog entry's default sizes
-    max_epochs: int = 1
-    lr: float = 2e-3
+    max_epochs: int = 1  # the teacher's passes over its window
+    lr: float = 2e-3  # the teacher's learning rate (Adam)
     warmup_steps: int = 0  # the learning rate rises linearly from lr/warmup_steps to lr over the first steps
-    batch_size: int = 1024
+    batch_size: int = 1024  # examples per training step (over all processes)
     compile: bool = False  # torch.compile the teacher for training and knowledge generation
     precision: str | None = None  # Lightning precision for the teacher (e.g. bf16-mixed); default: trainer.precision
     init_from: str | None = None  # weights (a state-dict .pt) to continue from; the continuous cycle sets it
@@ -84,9 +84,9 @@ class DomainFMConfig:
 
     model: str = "dfm_small"  # a domain FM of the catalog (`gem-transfer ls domain_fms`)
     sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the catalog entry's default sizes
-    max_epochs: int = 1
-    lr: float = 2e-3
-    batch_size: int = 1024
+    max_epochs: int = 1  # each domain FM's passes over its window
+    lr: float = 2e-3  # their learning rate (Adam)
+    batch_size: int = 1024  # examples per training step (over all processes)
     # true: each FM first trains on its domain's rows of the teacher's window (labels only, in time order),
     # then as before on the consumers' window: it sees more of its domain, and its VMs' knowledge (its
     # traffic there) comes from a model that already knows the domain
@@ -129,16 +129,16 @@ class TransferConfig:
 class StudentConfig:
     vertical: str = MISSING  # a vertical model of the catalog (`gem-transfer ls verticals`)
     sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the vertical's default sizes
-    lr: float = 2e-3
-    batch_size: int = 512
+    lr: float = 2e-3  # the VM's learning rate (Adam), its baseline's too
+    batch_size: int = 512  # examples per training step (over all processes)
 
 
 @dataclass
 class BudgetConfig:
     """A VM's serving budget: at most this many parameters and this p99 latency (1,000 candidates, one core)."""
 
-    max_params: int = MISSING
-    max_p99_ms: float = MISSING
+    max_params: int = MISSING  # at most this many parameters
+    max_p99_ms: float = MISSING  # at most this p99 latency (ms) to score one request of 1,000 candidates on one core
 
 
 @dataclass
@@ -146,14 +146,14 @@ class InlineVerticalConfig:
     """A vertical model declared in the recipe itself (no package needed), validated like a catalog
     VM; students target it by `name`. Platform teams that share VMs keep the catalog."""
 
-    name: str = MISSING
+    name: str = MISSING  # the VM's name, which students target (not a catalog name)
     surfaces: list[str] = MISSING  # the dataset's surfaces it serves
     task: str = MISSING  # one of the dataset's tasks
     architecture: str = "mlp"  # a catalog architecture (see `gem-transfer ls architectures`) or a catalog vertical to copy
     sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the architecture's default sizes
-    owner: str = "recipe"
+    owner: str = "recipe"  # the team that owns it
     budget: BudgetConfig | None = None  # none: no serving budget
-    description: str = ""
+    description: str = ""  # one line on what it is for; empty: made from its architecture, task and surfaces
 
 
 ORDERS = ("time", "shuffled")  # how training visits its rows: days in order (shuffled within a day), or all shuffled
@@ -163,18 +163,18 @@ ORDERS = ("time", "shuffled")  # how training visits its rows: days in order (sh
 class TrainerConfig:
     """Passed to Lightning's Trainer (students use max_epochs; the teacher has its own)."""
 
-    max_epochs: int = 2
+    max_epochs: int = 2  # the VMs' and baselines' passes over the students' window
     # torch's intra-op threads per process; 0: $OMP_NUM_THREADS when set, else the cores this process
     # may use shared among the run's processes on this host (a loaded, shared host runs faster on fewer)
     threads: int = 0
-    order: str = "time"  # every model's training: one of ORDERS
-    accelerator: str = "cpu"
-    devices: int | str = 1
+    order: str = "time"  # how every model's training visits its rows: time (days in order, shuffled within a day) or shuffled
+    accelerator: str = "cpu"  # Lightning's accelerator: cpu, gpu, cuda, mps or auto
+    devices: int | str = 1  # processes per node (one per device)
     strategy: str = "auto"  # auto (one process), ddp, or fsdp (the teacher sharded, every other model under ddp; GPUs only)
-    num_nodes: int = 1
+    num_nodes: int = 1  # nodes; every node runs `devices` processes
     sharding: str = "full"  # with fsdp: full (shard over every process) or hybrid (HSDP: shard within a node, replicate across nodes)
-    precision: str = "32-true"
-    progress: bool = True
+    precision: str = "32-true"  # Lightning precision for every model (32-true, bf16-mixed, …)
+    progress: bool = True  # print each stage's training progress (a bar on a terminal, lines elsewhere)
 
 
 @dataclass
@@ -185,17 +185,17 @@ class TrackingConfig:
 
 @dataclass
 class Recipe:
-    name: str = MISSING
-    seed: int = 0
-    output_dir: str = "gem_runs"
-    data: DataConfig = field(default_factory=DataConfig)
-    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    name: str = MISSING  # one folder name: the recipe's outputs go under output_dir/<name>, its runs to the experiment <name>
+    seed: int = 0  # every model's seed (each VM gets its own from it) and the tuner's
+    output_dir: str = "gem_runs"  # the stage cache, every run's outputs and the default MLflow store
+    data: DataConfig = field(default_factory=DataConfig)  # the log: its dataset, windows, user sample and cache
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # the teacher: its catalog model and how it trains
     domain_fms: DomainFMConfig = field(default_factory=DomainFMConfig)
-    transfer: TransferConfig = field(default_factory=TransferConfig)
-    students: list[StudentConfig] = field(default_factory=list)
+    transfer: TransferConfig = field(default_factory=TransferConfig)  # how knowledge moves: strategy, stages, techniques, staleness
+    students: list[StudentConfig] = field(default_factory=list)  # the VMs to train, each beside its no-transfer baseline
     verticals: list[InlineVerticalConfig] = field(default_factory=list)  # VMs declared here, beside the catalog's
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # where the MLflow runs go
 
     def to_yaml(self) -> str:
         return OmegaConf.to_yaml(OmegaConf.structured(self))
