@@ -21,6 +21,13 @@ def test_every_shipped_recipe_validates(recipe, capsys):
     assert f"ok: {recipe}" in out
 
 
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_opens_with_the_command_that_runs_it_and_what_it_shows(recipe):
+    first = recipe.read_text().splitlines()[0]
+    assert first.startswith("# Run: gem-transfer ") and f"recipes/{recipe.name}" in first, first
+    assert "—" in first and len(first.split("—", 1)[1].strip()) > 10, "the line says what the recipe shows after a dash"
+
+
 def test_overrides_reach_the_typed_recipe():
     recipe = load_recipe(QUICKSTART, ["trainer.max_epochs=3", "students.0.lr=3e-3", "teacher.model=skeleton_small"])
     assert recipe.trainer.max_epochs == 3
