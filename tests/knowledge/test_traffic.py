@@ -181,3 +181,37 @@ def test_a_warm_started_domain_fm_learns_its_domain_of_the_teachers_window_first
 
     code, out, _ = run_cli(capsys, "run", str(recipe))  # a rerun reuses the warm start with the rest
     assert code == 0 and "warm start: dfm_tiny:instagram" in out and out.count("already trained") >= 3
+
+
+class _PreStepOutputs(L.Callback):
+    """Records, before each training step of the first epoch, the model's logits for the step's rows."""
+
+    def __init__(self):
+        self.logits: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.current_epoch == 0:
+            with torch.no_grad():
+                out = pl_module.model(batch).logits.float()
+            self.logits |= {int(row): logit for row, logit in zip(batch["row"], out, strict=True)}
+
+
+def test_no_consumer_rows_knowledge_comes_from_a_model_that_trained_on_it(tiny, tmp_path):
+    """Three epochs through time over the teacher's and the consumers' windows: every consumer row's
+    kept logits are exactly the model's output just before its own training step of the first epoch
+    (recorded independently of the keeper), so no row's knowledge saw that row's label."""
+    folder, dataset = tiny
+    data = prepare_data(load_recipe(write_recipe(folder, dataset)).data)
+    module = _teacher(data)
+    rows = torch.cat([data.train_rows, data.student_rows])
+    loader = window_loader(WindowBatches(data.log, rows, module.model.history_length), 128, shuffle=True, seed=0, order="time")
+    wanted = torch.zeros(len(data.log.labels), dtype=torch.bool)
+    wanted[data.student_rows] = True
+    provenance = Provenance("skeleton_tiny", "run", datetime.now(timezone.utc).isoformat(), "now", "hash")
+    path = tmp_path / "teacher.parquet"
+    keeper = TrafficKnowledge(path, wanted, data.log.example_id, data.log.tasks, provenance, module.model.embedding_dim)
+    recorder = _PreStepOutputs()
+    fit(module, loader, TrainerConfig(progress=False), 3, False, watchers=[recorder, keeper])
+    consumer_rows = data.student_rows
+    pre_step = torch.stack([recorder.logits[int(row)] for row in consumer_rows])  # [n, T]
+    torch.testing.assert_close(_kept_logits(path, data, consumer_rows), pre_step, atol=1e-5, rtol=1e-5)
