@@ -48,6 +48,7 @@ CASES = [  # (override, the stages whose keys it changes)
     ("teacher.max_epochs=2", ALL - {"baseline:ig_stories_click", "baseline:fb_feed_conversion"}),
     ("teacher.batch_size=128", ALL - {"baseline:ig_stories_click", "baseline:fb_feed_conversion"}),
     ("teacher.warmup_steps=10", TAUGHT),
+    ("teacher.keep_best_epoch=true", TAUGHT),  # and then the validation rows choose its epoch
     ("teacher.sizes.dim=8", TAUGHT),
     ("teacher.compile=true", TAUGHT),
     ("teacher.precision=bf16-mixed", TAUGHT),

@@ -70,6 +70,7 @@ class TeacherConfig:
     model: str = "skeleton_tiny"  # a teacher of the catalog (`gem-transfer ls teachers`)
     sizes: dict[str, Any] = field(default_factory=dict)  # overrides of the catalog entry's default sizes
     max_epochs: int = 1  # the teacher's passes over its window
+    keep_best_epoch: bool = False  # keep its epoch (its start as 0) with the lowest mean NE over tasks on the validation window, as every VM does
     lr: float = 2e-3  # the teacher's learning rate (Adam)
     warmup_steps: int = 0  # the learning rate rises linearly from lr/warmup_steps to lr over the first steps
     batch_size: int = 1024  # examples per training step (over all processes)

@@ -114,6 +114,9 @@ def _check_windows(recipe: Recipe, path: Path) -> None:
             raise RecipeError(f"{path}: {key}: found days {window.days}, hours {window.hours}; allowed: a window longer than 0 (days + hours > 0)")
         if window.start is not None:
             _moment(path, f"{key}.start", window.start)
+    if recipe.teacher.keep_best_epoch and data.validation.length_days <= 0:
+        raise RecipeError(f"{path}: teacher.keep_best_epoch: found true with no validation window (data.validation.days 0); "
+                          "allowed: false, or a validation window longer than 0")
     _date(path, "data.synthetic.start", recipe.data.synthetic.start)
     _check_synthetic_rows(path, recipe.data.synthetic.rows)
     fraction = data.users.fraction

@@ -87,3 +87,13 @@ def validation_ne(module: nn.Module, log, slices: Slices) -> Callable[[], float]
     if not both_classes(labels):
         return None
     return lambda: normalized_entropy(predict(module, log, slices.validation, slices.task), labels)
+
+
+def mean_validation_ne(module: nn.Module, log, rows: torch.Tensor) -> Callable[[], float] | None:
+    """What scores a multi-task `module`'s current weights by its mean raw NE over the tasks that
+    `rows` (the validation window, [v]) can score (both classes); None where none can."""
+    tasks = [task for task in module.tasks if both_classes(labels_of(log, rows, task))]
+    if not tasks:
+        return None
+    labels = {task: labels_of(log, rows, task) for task in tasks}
+    return lambda: sum(normalized_entropy(predict(module, log, rows, task), labels[task]) for task in tasks) / len(tasks)

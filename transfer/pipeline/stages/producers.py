@@ -19,6 +19,7 @@ from transfer.data.cache import sha256 as file_digest
 from transfer.data.prepare import PreparedData
 from transfer.errors import TrainingError
 from transfer.evaluation.cost import forward_flops_per_example, parameter_count
+from transfer.evaluation.scoring import mean_validation_ne
 from transfer.knowledge.generate import (
     Producer,
     at_precision,
@@ -35,6 +36,7 @@ from transfer.pipeline.resumable import Training, building, fit_or_reuse
 from transfer.pipeline.stages.base import CACHED, WILL_RUN, RunContext, Stage
 from transfer.tracking import tags as T
 from transfer.tracking.runs import Tracker
+from transfer.training.best_epoch import KeepBestEpoch
 from transfer.training.consumer import ConsumerTarget, transfer_module
 from transfer.training.module import RankingModule
 from transfer.util import ranks
@@ -79,7 +81,8 @@ class TeacherStage(Stage):
     @functools.cached_property
     def key(self) -> StageKey:
         window = f"{self.data.train} + {self.data.student} ({TRAFFIC})" if self.from_traffic else str(self.data.train)
-        return keys.key_of(self.kind, teacher_reads(self.recipe, self.data.fingerprint, window, self.entry.builder))
+        validation = self.data.validation_rows if self.recipe.teacher.keep_best_epoch else None
+        return keys.key_of(self.kind, teacher_reads(self.recipe, self.data.fingerprint, window, self.entry.builder, validation))
 
     @property
     def precision(self) -> str | None:
@@ -113,14 +116,25 @@ class TeacherStage(Stage):
             rows = self.training_rows
             loader = window_loader(WindowBatches(data.log, rows, model.history_length), cfg.batch_size, shuffle=True,
                                    seed=self.recipe.seed, order=self.recipe.trainer.order)
-            watchers = traffic_watchers(ctx, folder, self, module, run_id, self.cutoff) if self.from_traffic else ()
+            watchers = traffic_watchers(ctx, folder, self, module, run_id, self.cutoff) if self.from_traffic else []
+            keeper = self._best_epoch_keeper(module)
             training = Training(module, loader, self.trainer(), cfg.max_epochs, folder, f"teacher: {cfg.model}",
-                                f"on {len(rows):,} impressions", shard=True, watchers=tuple(watchers))
+                                f"on {len(rows):,} impressions", shard=True, watchers=(*watchers, *([keeper] if keeper else [])))
             trained_by = fit_or_reuse(training, ctx.cache, tracker, run_id)
+            if keeper is not None and keeper.best_epoch is not None:
+                tracker.log_metrics({T.BEST_EPOCH: float(keeper.best_epoch)})
             tracker.log_metrics({T.PARAMETERS: parameter_count(model)})
             tracker.log_params({"precision": self.trainer().precision, "compile": cfg.compile})
         self.output = Producer(cfg.model, module, trained_by, self.cutoff, self.scored_rows,
                                precision=self.precision, weights=folder / "model.pt")
+
+    def _best_epoch_keeper(self, module: RankingModule) -> KeepBestEpoch | None:
+        """With `teacher.keep_best_epoch`, what keeps its epoch with the lowest mean NE over tasks on the
+        validation window (its start as epoch 0); None otherwise, or where that window cannot score it."""
+        if not self.recipe.teacher.keep_best_epoch:
+            return None
+        scorer = mean_validation_ne(module, self.data.log, self.data.validation_rows)
+        return KeepBestEpoch(module, scorer) if scorer is not None else None
 
     @functools.cached_property
     def forward_flops(self) -> float:
@@ -366,10 +380,10 @@ def traffic_watchers(ctx: RunContext, folder: Path, stage: TeacherStage | Domain
     return [TrafficKnowledge(path, wanted, data.log.example_id, module.tasks, provenance, module.model.embedding_dim)]
 
 
-def teacher_reads(recipe: Recipe, data_fingerprint: str, window: str, builder: str) -> keys.Reads:
+def teacher_reads(recipe: Recipe, data_fingerprint: str, window: str, builder: str, validation: torch.Tensor | None = None) -> keys.Reads:
     """What the teacher reads: the train window (`window`) of the encoded log, its own settings and
-    seed, the trainer settings that change a training (not the VMs' epochs), and the weights it
-    continues from, by content."""
+    seed, the trainer settings that change a training (not the VMs' epochs), the weights it
+    continues from, by content, and with `teacher.keep_best_epoch` the `validation` rows [v] that choose its epoch."""
     cfg = recipe.teacher
     settings = {
         "teacher": {**asdict(cfg), "init_from": None},  # the weights it continues from count by content, below
@@ -377,6 +391,8 @@ def teacher_reads(recipe: Recipe, data_fingerprint: str, window: str, builder: s
         "seed": recipe.seed,
         "trainer": keys.trainer_settings(recipe.trainer, own_epochs=False),
     }
+    if validation is not None:
+        settings["validation"] = keys.rows_digest(validation)
     inputs = {"data": data_fingerprint, "init_from": file_digest(cfg.init_from) if cfg.init_from else None}
     return keys.Reads(settings, inputs, builder=builder)
 
