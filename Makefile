@@ -55,6 +55,11 @@ bench: setup
 bench-transfer: setup
 	$(BIN)/python benchmarks/transfer_ablation.py
 
+# The headroom gate before any transfer claim: does the teacher lead the baseline VM by >= 3 NE points (95% lower
+# bound >= 2, >= 5 seeds) on each claim slice? Reads the current transfer-ablation CSVs (seconds).
+bench-headroom: setup
+	$(BIN)/python benchmarks/headroom.py
+
 # How strong the no-transfer baseline is: a gradient-boosted tree on the VM's inputs (is the VM within 0.5 NE points
 # of it?) and a logistic regression on classic features, against the ablations' VMs and teacher, seed by seed
 # (reads their committed CSVs; a few minutes).

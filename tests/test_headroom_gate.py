@@ -1,0 +1,42 @@
+"""The headroom gate (benchmarks/headroom.py): the teacher's lead over the baseline VM per slice over
+seeds, and the gate's verdict — checked on hand-made rows whose leads are known."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from benchmarks.headroom import headroom, headroom_table
+
+
+def _rows(dataset: str, slice_: str, leads: list[float], variants=("vanilla KD", "combined")) -> list[dict]:
+    """Per seed: a baseline at NE 0.80 and a teacher `lead` NE points better, repeated for each variant
+    (as an ablation CSV holds them), and a student row the gate must ignore."""
+    rows = []
+    for seed, lead in enumerate(leads):
+        for variant in variants:
+            rows += [{"dataset": dataset, "variant": variant, "seed": seed, "role": "baseline", "slice": slice_, "NE": 0.80, "recal NE": 0.79},
+                     {"dataset": dataset, "variant": variant, "seed": seed, "role": "teacher", "slice": slice_, "NE": 0.80 - lead / 100,
+                      "recal NE": 0.79 - lead / 200},
+                     {"dataset": dataset, "variant": variant, "seed": seed, "role": "student", "slice": slice_, "NE": 0.5, "recal NE": 0.5}]
+    return rows
+
+
+def test_the_gate_passes_a_wide_resolved_lead_and_says_why_each_other_slice_fails():
+    frame = pl.DataFrame(_rows("synthetic", "a/click", [4.0, 4.2, 3.8, 4.1, 3.9])        # mean 4.0, tight: passes
+                         + _rows("synthetic", "b/click", [2.0, 2.1, 1.9, 2.0, 2.0])      # resolved, but below 3
+                         + _rows("synthetic", "c/click", [9.0, -3.0, 6.0, 1.0, 2.0])     # mean 3.0, lower bound far below 2
+                         + _rows("movielens", "a/click", [5.0, 5.0, 5.1]))               # too few seeds
+    found = {(s.dataset, s.slice): s for s in headroom(frame)}
+    passing = found["synthetic", "a/click"]
+    assert passing.lead.seeds == 5 and passing.lead.mean == pytest.approx(4.0)
+    assert passing.recal_lead.mean == pytest.approx(2.0)  # half the raw lead, by construction
+    # t(0.975, 4) = 2.7764; sd of [4.0, 4.2, 3.8, 4.1, 3.9] = 0.1581
+    assert passing.lead.low == pytest.approx(4.0 - 2.7764 * 0.1581 / 5**0.5, abs=1e-3)
+    assert passing.problem == ""
+    assert found["synthetic", "b/click"].problem == "mean lead +2.00 NE points, below 3"
+    assert found["synthetic", "c/click"].problem.startswith("95% lower bound") and found["synthetic", "c/click"].lead.mean == pytest.approx(3.0)
+    assert found["movielens", "a/click"].problem == "3 seeds; the gate needs 5"
+    table = headroom_table(list(found.values()))
+    verdicts = {(row["dataset"], row["slice"]): row["gate"] for row in table.iter_rows(named=True)}
+    assert verdicts.pop(("synthetic", "a/click")) == "passes" and all(g.startswith("fails: ") for g in verdicts.values())
