@@ -1,5 +1,6 @@
 """Small vertical models: hashed features + a short history (pooled, and its classic aggregates:
-past action rates, length, recency) → MLP → one serving logit."""
+past action rates, length, recency) → MLP → one serving logit. The same architecture with one output per
+task and the teacher's history is the "scaled VM" teacher, the reference a teacher must not fall below."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from transfer.contract import AD_FEATURE, CATEGORY_FEATURE, InputSpec, ModelOutp
 
 
 class MLPVerticalModel(RankingModelBase):
-    """One surface × task (a `transfer.contract.RankingModel`): logits [B, 1] (the serving head), embedding [B, hidden[-1]]."""
+    """One surface × task (a `transfer.contract.RankingModel`): logits [B, outputs] (the serving head; one for a VM),
+    embedding [B, hidden[-1]]."""
 
     def __init__(
         self,
@@ -27,6 +29,7 @@ class MLPVerticalModel(RankingModelBase):
         aggregates: bool = True,
         wide: bool = True,
         feature_names: tuple[str, ...] = (),
+        outputs: int = 1,
     ):
         super().__init__(history_length=history_length, embedding_dim=hidden[-1], feature_names=feature_names,
                          n_categorical=n_categorical)
@@ -36,10 +39,10 @@ class MLPVerticalModel(RankingModelBase):
         self.dense = dense_projection(n_dense, dim)
         self.aggregates = HistoryAggregates(n_actions, history_length, dim) if aggregates else None
         self.trunk = mlp([(n_categorical + 1) * dim + (4 if aggregates else 3) * dim, *hidden])
-        self.head = nn.Linear(hidden[-1], 1)
+        self.head = nn.Linear(hidden[-1], outputs)
         # wide & deep: a linear term on the dense features and the history's raw aggregates straight into the
         # logit, so the VM holds the logistic regression on them that a small slice can fit without overfitting
-        self.wide = nn.Linear(n_dense + (n_actions + 2 if aggregates else 0), 1, bias=False) if wide else None
+        self.wide = nn.Linear(n_dense + (n_actions + 2 if aggregates else 0), outputs, bias=False) if wide else None
         if self.wide is not None:
             nn.init.zeros_(self.wide.weight)  # neutral until started: an unstarted VM still predicts its base rate
 
@@ -55,7 +58,7 @@ class MLPVerticalModel(RankingModelBase):
         if self.aggregates is not None:
             history.append(self.aggregates(batch))  # [B, d]
         hidden = self.trunk(torch.cat([tokens.flatten(1), self.dense(batch["dense"]), *history], dim=-1))  # [B, H]
-        logits = self.head(hidden)  # [B, 1]
+        logits = self.head(hidden)  # [B, outputs]
         if self.wide is not None:
             logits = logits + self.wide(self.wide_features(batch))
         return ModelOutput(logits, hidden)
@@ -92,4 +95,22 @@ def mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int
         aggregates=aggregates,
         wide=wide,
         feature_names=inputs.categorical_names,
+    )
+
+
+def scaled_vm_teacher(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int]) -> MLPVerticalModel:
+    """The VM architecture as a teacher (one output per task, trained on the teacher's data and window
+    with the teacher's longer history): the reference a teacher must beat to know more than a VM
+    scaled up to its data would."""
+    return MLPVerticalModel(
+        n_categorical=inputs.n_categorical,
+        n_dense=inputs.n_dense,
+        n_surfaces=inputs.n_surfaces,
+        n_actions=inputs.n_tasks + 1,
+        hash_buckets=inputs.hash_buckets,
+        dim=dim,
+        history_length=history_length,
+        hidden=list(hidden),
+        feature_names=inputs.categorical_names,
+        outputs=inputs.n_tasks,
     )

@@ -29,6 +29,9 @@ CATALOG = [
                description="baseline: DCN-v2, 3 cross layers beside an MLP 256 → 64; 256 events mean-pooled"),
     ModelEntry("mlp", _BASELINE, {"dim": 16, "history_length": 256, "hidden": [256, 64], "cross_layers": 0},
                description="baseline: MLP 256 → 64 over features and 256 events mean-pooled"),
+    ModelEntry("scaled_vm", "students.mlp:scaled_vm_teacher", {"dim": 8, "history_length": 256, "hidden": [64, 32]},
+               description="reference: the default VM's architecture and widths with one output per task and 256 events, "
+                           "on the teacher's data and window — a teacher should know more than this"),
     ModelEntry("counts_mlp", _BASELINE, {"dim": 16, "history_length": 256, "hidden": [256, 64], "cross_layers": 0, "match_counts": True},
                description="baseline: the MLP plus the target-match counts of its 256 events — what counting, without order, gives"),
 ]
