@@ -18,10 +18,10 @@ from transfer.data.batches import WindowBatches
 SCORING_BATCH = 4096  # rows per pass when gathering the features
 
 
-def has_wide_term(model: nn.Module) -> bool:
-    """Whether `model` has a wide term to start (`wide`: an nn.Linear into its one logit, `wide_features`)."""
+def has_wide_term(model: nn.Module, outputs: int = 1) -> bool:
+    """Whether `model` has a wide term to start (`wide`: an nn.Linear into each of its `outputs` logits, `wide_features`)."""
     wide = getattr(model, "wide", None)
-    return isinstance(wide, nn.Linear) and wide.out_features == 1 and callable(getattr(model, "wide_features", None))
+    return isinstance(wide, nn.Linear) and wide.out_features == outputs and callable(getattr(model, "wide_features", None))
 
 
 @torch.no_grad()
@@ -56,22 +56,27 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float) -> tuple[torch.Ten
     return weight.detach(), bias.detach()
 
 
-def start_at_regression(model: nn.Module, batches: WindowBatches, task_column: int) -> bool:
-    """Set `model`'s wide weights and output bias to the logistic regression of its training rows'
-    labels (task `task_column`) on its wide features (penalised by one pseudo-row's worth, 1/n, so a
-    slice with few positives cannot push a weight to infinity). The deep part keeps its random start,
-    which adds a small, nearly constant offset to the logit (about ±0.1 on the built-in VM) that the
-    first steps learn away. False (nothing changed) for a model without a wide term, a slice without
-    both classes, or a fit that did not come out finite."""
-    if not has_wide_term(model):
+def start_at_regression(model: nn.Module, batches: WindowBatches, task_columns: list[int]) -> bool:
+    """Set each of `model`'s wide rows and output biases to the logistic regression of its training
+    rows' labels on its wide features: output i predicts the log's task column `task_columns[i]` (a
+    VM has one; a multi-task teacher with a wide term, one per task). Each fit is penalised by one
+    pseudo-row's worth, 1/n, so a slice with few positives cannot push a weight to infinity. The deep
+    part keeps its random start, which adds a small, nearly constant offset to the logit that the
+    first steps learn away. False (nothing changed) for a model without a wide term into every
+    output, a task without both classes, or a fit that did not come out finite."""
+    if not has_wide_term(model, len(task_columns)):
         return False
-    x, y = wide_inputs(model, batches, task_column)
-    if len(y) == 0 or y.min() == y.max():
-        return False
-    weight, bias = fit_logistic(x, y, l2=1.0 / len(y))
-    if not (torch.isfinite(weight).all() and torch.isfinite(bias)):
-        return False
+    fitted = []
+    for column in task_columns:
+        x, y = wide_inputs(model, batches, column)
+        if len(y) == 0 or y.min() == y.max():
+            return False
+        weight, bias = fit_logistic(x, y, l2=1.0 / len(y))
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias)):
+            return False
+        fitted.append((weight, bias))
     with torch.no_grad():
-        model.wide.weight.copy_(weight.to(model.wide.weight.dtype)[None])
-        model.output_layer().bias.fill_(float(bias))
+        for output, (weight, bias) in enumerate(fitted):
+            model.wide.weight[output].copy_(weight.to(model.wide.weight.dtype))
+            model.output_layer().bias[output] = float(bias)
     return True

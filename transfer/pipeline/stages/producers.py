@@ -39,6 +39,7 @@ from transfer.tracking.runs import Tracker
 from transfer.training.best_epoch import KeepBestEpoch
 from transfer.training.consumer import ConsumerTarget, transfer_module
 from transfer.training.module import RankingModule
+from transfer.training.wide_start import start_at_regression
 from transfer.util import ranks
 
 
@@ -114,8 +115,10 @@ class TeacherStage(Stage):
             prior = None if cfg.init_from is not None else data.base_rates(data.train_rows, all_tasks)  # a continued teacher keeps its biases
             module = RankingModule(model, data.log.tasks, all_tasks, lr=cfg.lr, base_rates=prior, warmup_steps=cfg.warmup_steps)
             rows = self.training_rows
-            loader = window_loader(WindowBatches(data.log, rows, model.history_length), cfg.batch_size, shuffle=True,
-                                   seed=self.recipe.seed, order=self.recipe.trainer.order)
+            batches = WindowBatches(data.log, rows, model.history_length)
+            if cfg.init_from is None:  # a teacher with a wide term starts at its regressions, as a VM does (a continued one keeps its weights)
+                tracker.log_metrics({"wide_start": float(start_at_regression(model, batches, all_tasks))})
+            loader = window_loader(batches, cfg.batch_size, shuffle=True, seed=self.recipe.seed, order=self.recipe.trainer.order)
             watchers = traffic_watchers(ctx, folder, self, module, run_id, self.cutoff) if self.from_traffic else []
             keeper = self._best_epoch_keeper(module)
             training = Training(module, loader, self.trainer(), cfg.max_epochs, folder, f"teacher: {cfg.model}",

@@ -180,7 +180,7 @@ class VerticalStage(Stage):
         L.seed_everything(vertical.seed, verbose=False)
         model = spec.build(data.log.inputs, vertical.config.sizes)
         module, batches = self._module_and_batches(model, target, tracker)
-        tracker.log_metrics({"wide_start": float(start_at_regression(model, batches, target.task_columns[0]))})
+        tracker.log_metrics({"wide_start": float(start_at_regression(model, batches, target.task_columns))})
         loader = window_loader(batches, vertical.config.batch_size, shuffle=True, seed=vertical.seed, order=self.recipe.trainer.order)
         scorer = validation_ne(module, data.log, vertical.slices(data))
         keeper = KeepBestEpoch(module, scorer) if scorer is not None else None
