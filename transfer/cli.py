@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    check = data_sub.add_parser("check", help="load, validate and encode a recipe's dataset and cut its windows, without training")
+    check = data_sub.add_parser("check", help="load, validate and encode a recipe's dataset and cut its windows, without training; "
+                                "prints its rows per surface and window and each student's positives")
     check.add_argument("recipe", type=Path)
     check.add_argument("overrides", nargs="*")
     check.set_defaults(handler=_cmd_data_check)
@@ -366,10 +367,12 @@ def _costed(entry) -> str:
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
     recipe = _loaded_recipe(args)
-    from transfer.data.prepare import check_slices, prepare_data, resolve_verticals
+    from transfer.data.prepare import check_slices, describe, prepare_data, resolve_verticals
 
     data = prepare_data(recipe.data, recipe.transfer.staleness_days)
-    check_slices(data, resolve_verticals(args.recipe, recipe, data), recipe.data.min_train_positives)
+    verticals = resolve_verticals(args.recipe, recipe, data)
+    check_slices(data, verticals, recipe.data.min_train_positives)
+    print("\n".join(describe(data, verticals)))
     print(f"ok: {data.summary()}")
     return 0
 

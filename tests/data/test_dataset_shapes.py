@@ -130,6 +130,20 @@ def test_csv_types_can_be_declared_per_column(tmp_path, small_log):
     assert frame["country"].tail(1).to_list() == ["x7"]
 
 
+def test_a_value_its_declared_type_cannot_parse_names_the_file_among_several_and_its_column(tmp_path, capsys, small_log):
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    log = small_log.with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S"), pl.col("bid").cast(pl.String))
+    log.head(1_000).write_csv(parts / "a.csv")
+    log.tail(1_000).with_columns(pl.when(pl.col("example_id") == small_log["example_id"][-3]).then(pl.lit("n/a"))
+                                 .otherwise(pl.col("bid")).alias("bid")).write_csv(parts / "b.csv")
+    dataset = _dataset(tmp_path, source={"files": {"impressions": "parts/*.csv"}}, timestamp={"column": "ts", "unit": "iso"},
+                       tables=[{"file": "impressions", "dtypes": {"bid": "Float64"}}])
+    code, out, err = run_cli(capsys, "data", "check", str(write_recipe(tmp_path, dataset)))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"table 'impressions': cannot read its files: {parts / 'b.csv'}: " in err and "`n/a`" in err and "'bid'" in err, err
+
+
 @pytest.mark.parametrize(("files", "tables", "expected"), [
     ({"impressions": "campaigns/*.csv"}, [{"file": "impressions"}], ["source.files.impressions", "'campaigns/*.csv' matches no file"]),
     ({"impressions": "log.parquet"}, [{"file": "impressions", "dtypes": {"bid": "Decimalish"}}], ["dtypes.bid", "'Decimalish'", "Int64"]),

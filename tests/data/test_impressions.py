@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import polars as pl
 import pytest
 
-from tests.conftest import run_cli, write_dataset, write_recipe
+from tests.conftest import TINY_WINDOWS, run_cli, write_dataset, write_recipe
+from transfer.data.synthetic import SURFACES
 
 
 def _run(tmp_path, capsys, frame: pl.DataFrame, **dataset_overrides) -> str:
@@ -105,3 +108,33 @@ def test_a_vm_with_few_training_positives_is_warned_about_before_anything_trains
     assert "students.0.vertical: 'ig_stories_click' has" in line and "fewer than data.min_train_positives (1000000)" in line
     code, out, _ = run_cli(capsys, "data", "check", str(recipe), "data.min_train_positives=0")
     assert code == 0 and "warning:" not in out
+
+
+def test_data_check_shows_the_log_each_surface_s_rows_per_window_and_each_student_s_positives(tmp_path, capsys, small_log):
+    """Counted here from the parquet file itself: teacher Jan 1–2, students Jan 3–4, no validation, eval Jan 5–6."""
+    assert TINY_WINDOWS == {"train": {"days": 2}, "student": {"days": 2}, "validation": {"days": 0}, "eval": {"days": 2}}
+    recipe = write_recipe(tmp_path, write_dataset(tmp_path, small_log),
+                          students=[{"vertical": "ig_stories_click"}, {"vertical": "fb_feed_conversion"}])
+    code, out, err = run_cli(capsys, "data", "check", str(recipe), "data.min_train_positives=0")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[-1].startswith("ok: tiny:")
+    day = [datetime(2026, 1, d, tzinfo=timezone.utc) for d in (1, 3, 5, 7)]
+    in_window = {name: small_log.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+                 for name, start, end in (("teacher", day[0], day[1]), ("students", day[1], day[2]), ("eval", day[2], day[3]))}
+    log_line = (f"log: {small_log.height:,} impressions of {small_log['user_id'].n_unique():,} users, 2026-01-01 → 2026-01-06; "
+                f"positives: click {small_log['click'].sum():,}, conversion {small_log['conversion'].sum():,}")
+    assert log_line in lines
+    header = lines.index(next(line for line in lines if line.startswith("surface ")))
+    assert lines[header].split() == ["surface", "domain", "teacher", "rows", "students", "rows", "validation", "rows", "eval", "rows"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[header + 1:header + 1 + len(SURFACES)]}
+    assert sorted(rows) == sorted(SURFACES)  # in the dataset YAML's order (write_dataset's is alphabetical)
+    for surface, domain in SURFACES.items():
+        counts = [in_window[name].filter(pl.col("surface") == surface).height for name in ("teacher", "students", "eval")]
+        assert rows[surface] == [domain, f"{counts[0]:,}", f"{counts[1]:,}", "0", f"{counts[2]:,}"]
+    students = lines.index(next(line for line in lines if line.startswith("student ")))
+    for line, (name, surface, task) in zip(lines[students + 1:students + 3],
+                                           [("ig_stories_click", "ig_stories", "click"), ("fb_feed_conversion", "fb_feed", "conversion")],
+                                           strict=True):
+        positives = [in_window[w].filter(pl.col("surface") == surface)[task].sum() for w in ("students", "eval")]
+        assert line.split() == [name, surface, task, f"{positives[0]:,}", f"{positives[1]:,}"]

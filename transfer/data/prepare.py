@@ -260,6 +260,36 @@ def check_slices(data: PreparedData, verticals: list[ModelEntry], min_train_posi
                 )
 
 
+def describe(data: PreparedData, verticals: list[ModelEntry]) -> list[str]:
+    """What `data check` shows before its `ok:` line: the log's size and positives per task, each
+    surface's rows per window, and each VM's positives in its training and eval slices."""
+    log = data.log
+    first, last = (datetime.fromtimestamp(int(t), tz=timezone.utc) for t in (log.ts.min(), log.ts.max()))
+    positives = ", ".join(f"{task} {int((log.labels[:, j] == 1).sum()):,}" for j, task in enumerate(log.tasks))
+    lines = [f"log: {len(log.ts):,} impressions of {len(torch.unique(log.hist_start)):,} users, {first:%Y-%m-%d} → {last:%Y-%m-%d}; "
+             f"positives: {positives}"]
+    windows = (("teacher", data.train_rows), ("students", data.student_rows), ("validation", data.validation_rows), ("eval", data.eval_rows))
+    domain_of = {surface: domain for domain, surfaces in data.domains.items() for surface in surfaces}
+    table = [["surface", "domain", *(f"{name} rows" for name, _ in windows)]]
+    for code, surface in enumerate(log.surfaces):
+        table.append([surface, domain_of[surface], *(f"{int((log.surface[rows] == code).sum()):,}" for _, rows in windows)])
+    lines += _aligned(table)
+    if verticals:
+        table = [["student", "surface(s)", "task", "training positives", "eval positives"]]
+        for spec in verticals:
+            column = log.tasks.index(spec.task)
+            counts = [int((log.labels[log.surface_rows(rows, spec.surfaces), column] == 1).sum()) for rows in (data.student_rows, data.eval_rows)]
+            table.append([spec.name, "/".join(spec.surfaces), spec.task, *(f"{n:,}" for n in counts)])
+        lines += _aligned(table)
+    return lines
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as text lines, each column padded to its widest cell."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
 def _warn_few_positives(data: PreparedData, i: int, spec: ModelEntry, threshold: int) -> None:
     labels = data.log.labels[data.log.surface_rows(data.student_rows, spec.surfaces), data.log.tasks.index(spec.task)]
     positives = int((labels == 1).sum())

@@ -74,8 +74,23 @@ def read_table(table: TableConfig, files: dict[str, list[Path]], cfg_path: Path)
     try:
         frame = pl.concat(scans, how="diagonal_relaxed").collect() if len(scans) > 1 else scans[0].collect()
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise DataError(f"{cfg_path}: table '{table.file}': cannot read its files: {str(exc).splitlines()[0]}") from exc
+        where = _failing_file(scans, files[table.file])
+        raise DataError(f"{cfg_path}: table '{table.file}': cannot read its files: {f'{where}: ' if where else ''}"
+                        f"{str(exc).splitlines()[0]}") from exc
     return derive_columns(frame, table.derive, f"{cfg_path}: table '{table.file}'")
+
+
+def _failing_file(scans: list[pl.LazyFrame], paths: list[Path]) -> Path | None:
+    """The file whose rows could not be read (a value its column's type cannot parse), so that the error
+    names it: the only one, or the first that fails alone; None when each reads alone (they do not concatenate)."""
+    if len(paths) == 1:
+        return paths[0]
+    for scan, path in zip(scans, paths, strict=True):
+        try:
+            scan.collect()
+        except (pl.exceptions.PolarsError, OSError):
+            return path
+    return None
 
 
 def _scan(table: TableConfig, path: Path, cfg_path: Path) -> pl.LazyFrame:
