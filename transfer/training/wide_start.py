@@ -1,11 +1,11 @@
 """Start a wide & deep model at the logistic regression on its wide features.
 
 A VM trained from scratch on a small slice (thousands of rows, tens of steps) lands wherever its last
-batches leave it: on MovieLens its eval NE spread over 0.02–0.04 between seeds and stayed behind a logistic
-regression on the same counters and aggregates. A model with a wide term (`RankingModel`'s optional
-`wide` and `wide_features`) therefore starts where that regression is: its wide weights and output
-bias are fitted to the training rows' labels by L-BFGS before the first step, and training learns
-what the deep part adds from there.
+batches leave it: on MovieLens its eval NE spread widely between seeds and stayed behind a logistic
+regression on the same counters and aggregates (benchmarks/RESULTS.md § vm-wide-start). A model with
+a wide term (`RankingModel`'s optional `wide` and `wide_features`) therefore starts where that
+regression is: its wide weights and output bias are fitted to the training rows' labels by L-BFGS
+before the first step, and training learns what the deep part adds from there.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ def start_at_regression(model: nn.Module, batches: WindowBatches, task_column: i
     """Set `model`'s wide weights and output bias to the logistic regression of its training rows'
     labels (task `task_column`) on its wide features (penalised by one pseudo-row's worth, 1/n, so a
     slice with few positives cannot push a weight to infinity). The deep part keeps its random start,
-    which adds a small, nearly constant offset to the logit (about ±0.1 on the built-in VM) that the
-    first steps learn away. False (nothing changed) for a model without a wide term, a slice without
-    both classes, or a fit that did not come out finite."""
+    which adds a small, nearly constant offset to the logit that the first steps learn away. False
+    (nothing changed) for a model without a wide term, a slice without both classes, or a fit that
+    did not come out finite."""
     if not has_wide_term(model):
         return False
     x, y = wide_inputs(model, batches, task_column)
