@@ -50,10 +50,14 @@ bench: setup
 	$(BIN)/python benchmarks/framework_overhead.py
 	$(BIN)/python benchmarks/sequence_scaling.py
 
-# The transfer ablation (synthetic benchmark world and MovieLens × variants × 5 seeds) and the staleness
-# sweep: hours here; `--only` and `--variants` run parts (see README).
+# The transfer ablation (synthetic benchmark world, MovieLens and the near and far domains × variants × 5 seeds),
+# the staleness sweep, then vanilla KD tuned: hours here. Each writes its current section of benchmarks/RESULTS.md
+# (transfer-ablation-{synthetic,movielens,domains}-best-epoch, transfer-staleness-wide,
+# transfer-ablation-synthetic-best-epoch-tuned) and its CSV under benchmarks/results/transfer/; `--only` and
+# `--variants` run parts (the command quoted in each section is the one that made it).
 bench-transfer: setup
 	$(BIN)/python benchmarks/transfer_ablation.py
+	$(BIN)/python benchmarks/transfer_ablation.py --only synthetic --variants "vanilla KD" --tune 10
 
 # The headroom gate before any transfer claim: does the teacher lead the baseline VM by >= 3 NE points (95% lower
 # bound >= 2, >= 5 seeds) on each claim slice? Reads the current transfer-ablation CSVs (seconds).
@@ -89,7 +93,9 @@ bench-world: setup
 	$(BIN)/python benchmarks/synthetic_world.py
 
 # Teacher quality (GEM vs skeleton, DCN-v2, MLP; 2 datasets × 3 seeds), the scaling curve and the
-# speed options (torch.compile, bf16-mixed): ~45 min here.
+# speed options (torch.compile, bf16-mixed): ~45 min here. Writes teacher-quality-counters-{synthetic,movielens},
+# teacher-scaling and teacher-speed-options in benchmarks/RESULTS.md, the CSVs under benchmarks/results/teachers/
+# (the GEM claim's sections were made with the options quoted in them: tuned, matched compute, 10 seeds).
 bench-teachers: setup
 	$(BIN)/python benchmarks/teacher_quality.py
 

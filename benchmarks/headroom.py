@@ -1,6 +1,6 @@
 """The headroom gate, checked before any transfer claim is tested: on a claim slice, the teacher must
-lead the strong baseline VM by at least 3 NE points, with the 95 % lower bound at least 2, over at
-least 5 seeds that vary the data. Transfer cannot show where the teacher knows little the VM does not;
+lead the strong baseline VM by at least `MIN_LEAD` NE points, with the 95 % lower bound at least
+`MIN_LOW`, over at least `MIN_SEEDS` seeds that vary the data. Transfer cannot show where the teacher knows little the VM does not;
 a slice that fails the gate is not studied, and the table says why.
 
 The lead of a seed is 100 · (NE_baseline − NE_teacher) on the VM's eval slice (raw NE, what the student
@@ -30,7 +30,7 @@ from transfer.evaluation.intervals import SeedInterval, seed_interval  # noqa: E
 MIN_LEAD = 3.0  # NE points: the teacher's mean lead over the baseline VM…
 MIN_LOW = 2.0  # …and its 95 % lower bound over seeds
 MIN_SEEDS = 5
-SECTION = "teacher-headroom-gate"
+SECTION = "headroom-gate"
 CURRENT_CSVS = [study_dir("transfer") / f"transfer_ablation_{study}_best_epoch.csv" for study in ("synthetic", "movielens", "domains")]
 
 
@@ -106,7 +106,7 @@ def main() -> None:
     frame = pl.concat([pl.read_csv(path, infer_schema_length=None).select("dataset", "seed", "role", "slice", "NE", "recal NE")
                        for path in args.csv])
     slices = headroom(frame)
-    write_csv(headroom_table(slices), study_dir("transfer") / "teacher_headroom_gate.csv")
+    write_csv(headroom_table(slices), study_dir("transfer") / "headroom_gate.csv")
     body = section_body(slices, args.csv)
     print(body)
     write_section(args.section, "python benchmarks/headroom.py" + ("" if args.csv == CURRENT_CSVS else " --csv " + " ".join(map(shown, args.csv))), body)

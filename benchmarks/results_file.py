@@ -8,9 +8,12 @@ to the archive."""
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import re
+import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,8 +103,17 @@ def commit_line() -> str:
     return f"{STARTED_ON} at the start; {now} at the end (the code changed during the run: figures may mix both)"
 
 
+def command_line(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> str:
+    """The command a benchmark was started with (`argv`, by default `sys.argv`), as a reader types it
+    at the repository's root: `python <script> <arguments>`, shell-quoted, after `OMP_NUM_THREADS=…`
+    when that is set (it sets torch's threads)."""
+    argv, environ = sys.argv if argv is None else argv, os.environ if environ is None else environ
+    threads = f"OMP_NUM_THREADS={environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in environ else ""
+    return threads + shlex.join(["python", shown(Path(argv[0])), *argv[1:]])
+
+
 def machine() -> str:
-    cpus = len(__import__("os").sched_getaffinity(0))
+    cpus = len(os.sched_getaffinity(0))
     return f"{platform.machine()}, {cpus} CPU cores available, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
 
 

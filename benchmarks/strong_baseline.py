@@ -24,7 +24,7 @@ are), scored on the eval window. "Strong baseline" means the baseline VM is with
 non-inferiority, one-sided t-test of (VM − tree) < MARGIN over the seeds, Holm-adjusted over the
 slices of a study, named before the data.
 
-    python benchmarks/strong_baseline.py        # about two minutes; writes the section strong-baseline (`make bench-baseline`)
+    python benchmarks/strong_baseline.py        # writes the section strong-baseline (`make bench-baseline`)
 """
 
 from __future__ import annotations

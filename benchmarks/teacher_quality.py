@@ -16,8 +16,12 @@ With `--tune TRIALS` each teacher's learning rate and warm-up are first chosen o
 window; with `--matched-compute` cheaper teachers train more epochs, so every teacher spends about the
 training FLOPs of the costliest (the comparison the GEM claim is about).
 
+The quality comparison writes one section of benchmarks/RESULTS.md per dataset (`quality_section`),
+its CSV under benchmarks/results/teachers/ (`quality_csv`); `--from-csv` analyses such a CSV again into it.
+
     python benchmarks/teacher_quality.py [--seeds 3] [--only quality|scaling|speed] [--models NAME …] [--datasets synthetic movielens]
                                          [--tune TRIALS] [--matched-compute] [--reference NAME]
+    python benchmarks/teacher_quality.py --from-csv benchmarks/results/teachers/teacher_quality_counters_synthetic.csv --reference skeleton_tiny
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.results_file import RESULTS, shown, study_dir, write_csv, write_section  # noqa: E402
+from benchmarks.results_file import RESULTS, command_line, shown, study_dir, write_csv, write_section  # noqa: E402
 from transfer.catalog import catalog  # noqa: E402
 from transfer.config.loader import load_recipe  # noqa: E402
 from transfer.config.recipe import Recipe, UserSampleConfig  # noqa: E402
@@ -46,14 +50,12 @@ from transfer.training.module import RankingModule  # noqa: E402
 from transfer.training.trainer import fit, make_trainer  # noqa: E402
 from transfer.util.atomic import atomic_path  # noqa: E402
 
-COMMAND = "make bench-teachers  (python benchmarks/teacher_quality.py)"
 DATASETS = {"synthetic": "recipes/quickstart.yaml", "movielens": "recipes/movielens_direct.yaml"}
 COMPARED = ("gem_tiny", "gem_lite", "skeleton_tiny", "counts_mlp", "dcn_v2", "mlp")
 REFERENCE = "counts_mlp"  # the order-free counting model every teacher is paired against
 MOVIELENS_USERS = 0.8  # share of MovieLens's users each seed samples (so seeds vary its data)
 SCALING = ("gem_lite", "gem_tiny", "gem_base")
 PLOT = study_dir("teachers") / "teacher_scaling.png"
-CSV = study_dir("teachers") / "teacher_quality.csv"
 TUNING = REPO / "benchmarks" / ".runs" / "teacher_tuning"
 LR_RANGE = (3e-4, 2e-2)
 WARMUP_STEPS = (0, 100, 300, 1000)
@@ -287,7 +289,18 @@ def scaling_section(results: list[Trained]) -> str:
     return "\n".join(lines) + f"\n\n![eval NE against training FLOPs]({PLOT.relative_to(RESULTS.parent)}) (synthetic default, seed 0, one epoch)"
 
 
-def main() -> None:
+def quality_section(dataset: str) -> str:
+    """The RESULTS.md section a quality comparison on `dataset` writes: the current one for the
+    teachers' inputs as they ship (the item's running counters; `benchmarks.sections`)."""
+    return f"teacher-quality-counters-{dataset}"
+
+
+def quality_csv(dataset: str) -> Path:
+    """Where a quality comparison on `dataset` writes its CSV: named after its section."""
+    return study_dir("teachers") / f"{quality_section(dataset).replace('-', '_')}.csv"
+
+
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", choices=["quality", "scaling", "speed"])
@@ -298,14 +311,42 @@ def main() -> None:
                         help="choose each teacher's lr and warm-up first: an Optuna study of TRIALS trials on seed 0's validation window")
     parser.add_argument("--matched-compute", action="store_true",
                         help=f"epochs per teacher so each spends about the costliest teacher's training FLOPs (at most {MAX_EPOCHS})")
-    parser.add_argument("--from-csv", type=Path, default=None, help="analyse this run's CSV again (no training) into --section")
-    parser.add_argument("--section", default=None, help="with --from-csv: the RESULTS.md section to write")
-    args = parser.parse_args()
+    parser.add_argument("--from-csv", type=Path, default=None, help="analyse this run's CSV again (no training) into its section")
+    parser.add_argument("--section", default=None,
+                        help="with --from-csv: the RESULTS.md section to write (default: teacher-quality-counters-<dataset>, "
+                             "only from that section's own CSV)")
+    return parser
+
+
+def plan(args: argparse.Namespace) -> dict[str, str]:
+    """What a run with `args` writes: per part — a dataset of the quality comparison, "scaling",
+    "speed"; re-analysing a CSV, the dataset it holds (or "csv" with `--section`) — its RESULTS.md
+    section. A re-analysis writes a dataset's current section (`quality_section`) only from that
+    section's own CSV; any other CSV needs `--section`."""
+    if args.from_csv is not None:
+        if args.section:
+            return {"csv": args.section}
+        held = pl.read_csv(args.from_csv, columns=["dataset"])["dataset"].unique(maintain_order=True).to_list()
+        if len(held) != 1 or args.from_csv.resolve() != quality_csv(held[0]).resolve():
+            raise SystemExit(f"teacher_quality: {shown(args.from_csv)} is not the CSV of a dataset's current section "
+                             f"({', '.join(shown(quality_csv(name)) for name in DATASETS)}): name the section its analysis goes to with --section")
+        return {held[0]: quality_section(held[0])}
+    sections = {name: quality_section(name) for name in args.datasets} if args.only in (None, "quality") else {}
+    if args.only in (None, "scaling"):
+        sections["scaling"] = "teacher-scaling"
+    if args.only in (None, "speed"):
+        sections["speed"] = "teacher-speed-options"
+    return sections
+
+
+def main() -> None:
+    args = arguments().parse_args()
+    sections = plan(args)
     if args.from_csv is not None:
         frame = pl.read_csv(args.from_csv)
         body = (f"Analysed again from `{shown(args.from_csv)}` (no training; settings as in its run). Seeds vary the data and the models "
                 f"({frame['seed'].n_unique()} seeds).\n\n" + summary_table(frame) + "\n\n" + paired_table(frame, args.reference))
-        write_section(args.section or "teacher-quality", COMMAND, body)
+        write_section(next(iter(sections.values())), command_line(), body)
         print(body, flush=True)
         return
     results: list[Trained] = []
@@ -313,25 +354,25 @@ def main() -> None:
         models = [m for m in COMPARED if m in args.models or m == args.reference]
         settings = settings_for(models, args.datasets, args.tune, args.matched_compute)
         results = run_quality(args.seeds, models, args.datasets, settings)
-        frame = pl.DataFrame(as_rows(results))
-        part = ("_tuned" if args.tune else "") + ("" if set(args.datasets) == set(DATASETS) else "_" + "_".join(args.datasets))
-        write_csv(frame, CSV.with_stem(CSV.stem + part))  # a subset of datasets gets its own file and section: runs per dataset do not overwrite each other
-        subset = "" if (models, args.datasets) == (list(COMPARED), list(DATASETS)) else (
-            f"A subset: teachers {', '.join(models)} on {', '.join(args.datasets)}.\n\n")
-        how = ((f"Each teacher's lr and warm-up tuned first ({args.tune} trials each, seeded TPE, on seed 0's validation window). " if args.tune else "")
-               + ("Epochs matched on training FLOPs. " if args.matched_compute else "")) + "Settings:\n\n" + settings_table(settings) + "\n\n"
-        gem = [m for m in models if m.startswith("gem_")]  # the GEM claim: its preset against every other teacher
-        versus_gem = "".join(f"\n\n{paired_table(frame, name)}" for name in gem[:1]
-                             if name != args.reference and len(models) > 2)  # with two teachers it would mirror the table above
-        write_section("teacher-quality" + part.replace("_", "-"), COMMAND, subset + how
-                      + f"Seeds vary the data and the models ({args.seeds} seeds).\n\n" + summary_table(frame) + "\n\n" + paired_table(frame, args.reference)
-                      + versus_gem)
+        subset = "" if models == list(COMPARED) else f"A subset: teachers {', '.join(models)}"
+        for dataset in args.datasets:  # each dataset its own CSV and section
+            frame = pl.DataFrame(as_rows([r for r in results if r.dataset == dataset]))
+            write_csv(frame, quality_csv(dataset))
+            how = ((f"Each teacher's lr and warm-up tuned first ({args.tune} trials each, seeded TPE, on seed 0's validation window). " if args.tune else "")
+                   + ("Epochs matched on training FLOPs. " if args.matched_compute else "")) + "Settings:\n\n" + settings_table(
+                {key: s for key, s in settings.items() if key[0] == dataset}) + "\n\n"
+            gem = [m for m in models if m.startswith("gem_")]  # the GEM claim: its preset against every other teacher
+            versus_gem = "".join(f"\n\n{paired_table(frame, name)}" for name in gem[:1]
+                                 if name != args.reference and len(models) > 2)  # with two teachers it would mirror the table above
+            write_section(sections[dataset], command_line(), (f"{subset} on {dataset}.\n\n" if subset else "") + how
+                          + f"Seeds vary the data and the models ({args.seeds} seeds); CSV `{shown(quality_csv(dataset))}`.\n\n"
+                          + summary_table(frame) + "\n\n" + paired_table(frame, args.reference) + versus_gem)
     if args.only in (None, "scaling"):
-        write_section("teacher-scaling", COMMAND, scaling_section(run_scaling(results)))
+        write_section(sections["scaling"], command_line(), scaling_section(run_scaling(results)))
     if args.only in (None, "speed"):
         from benchmarks.teacher_speed import speed_section
 
-        write_section("teacher-speed-options", COMMAND, speed_section())
+        write_section(sections["speed"], command_line(), speed_section())
     print("results written to benchmarks/RESULTS.md", flush=True)
 
 

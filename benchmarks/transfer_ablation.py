@@ -19,7 +19,11 @@ effect (80% power) of a comparison with vanilla KD.
 With `--tune TRIALS` every variant's technique knobs are first chosen by `gem-transfer tune` with the
 same budget (TRIALS trials on the first seed's validation window), so the comparison is of tuned variants.
 
-    python benchmarks/transfer_ablation.py [--seeds 5] [--only synthetic movielens staleness] [--variants NAME …] [--tune TRIALS]
+Each study writes its current section of benchmarks/RESULTS.md (`section_id`) and its CSV under
+benchmarks/results/transfer/ (`csv_path`); `--from-csv` analyses a section's CSV again into it.
+
+    python benchmarks/transfer_ablation.py [--seeds 5] [--only synthetic movielens domains staleness] [--variants NAME …] [--tune TRIALS]
+    python benchmarks/transfer_ablation.py --from-csv benchmarks/results/transfer/transfer_ablation_synthetic_best_epoch.csv
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ sys.path.insert(0, str(REPO))
 from adapters.representation import RepresentationConfig  # noqa: E402
 from adapters.sharing import SharingConfig  # noqa: E402
 from adapters.student_adapter import AdapterConfig  # noqa: E402
-from benchmarks.results_file import shown, study_dir, write_csv, write_section  # noqa: E402
+from benchmarks.results_file import command_line, shown, study_dir, write_csv, write_section  # noqa: E402
 from benchmarks.synthetic_world import BENCH  # noqa: E402
 from transfer.config.loader import load_recipe, validate  # noqa: E402
 from transfer.config.recipe import Recipe, StudentConfig, UserSampleConfig  # noqa: E402
@@ -57,7 +61,6 @@ from transfer.tuning.study import tune  # noqa: E402
 from transfer.util.atomic import write_text_atomic  # noqa: E402
 
 OUTPUT = REPO / "benchmarks" / ".runs"
-COMMAND = "make bench-transfer  (python benchmarks/transfer_ablation.py)"
 
 
 @dataclass(frozen=True)
@@ -451,39 +454,90 @@ def adapter_controls_table(frame: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def section_id(study: str, scale: str = "bench", tuned: bool = False) -> str:
+    """The RESULTS.md section a run of `study` ("staleness" or a name of STUDIES) writes: the current
+    one for the VMs as they ship (`benchmarks.sections`), on the synthetic world's `scale`
+    (`--synthetic-scale`; MovieLens has one), with its knobs `tuned` (`--tune`; the staleness sweep
+    tunes nothing)."""
+    name = "transfer-staleness-wide" if study == "staleness" else f"transfer-ablation-{study}-best-epoch"
+    return name + ("-400k" if scale == "recipe" and study != "movielens" else "") + ("-tuned" if tuned and study != "staleness" else "")
+
+
+def csv_path(section: str) -> Path:
+    """Where a run writing `section` writes its CSV (its tuned knobs beside it, `_knobs.csv`): named
+    after the section, under benchmarks/results/transfer/."""
+    name = section.removeprefix("transfer-ablation-").removeprefix("transfer-")
+    return study_dir("transfer") / f"transfer_ablation_{name.replace('-', '_')}.csv"
+
+
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--only", choices=[*STUDIES, "staleness"], nargs="+", default=None)
     parser.add_argument("--variants", nargs="+", default=None, help="only these variants (vanilla KD always runs)")
     parser.add_argument("--staleness-days", type=int, nargs="+", default=list(STALENESS_DAYS), help="the staleness sweep's d values (0 always runs)")
-    parser.add_argument("--from-csv", type=Path, default=None, help="analyse this run's CSV again instead of running")
-    parser.add_argument("--section", default=None, help="the RESULTS.md section to write (default: transfer-ablation-<study>[-400k][-tuned])")
+    parser.add_argument("--from-csv", type=Path, default=None,
+                        help="analyse this run's CSV again instead of running (the studies it holds, unless --only)")
+    parser.add_argument("--section", default=None,
+                        help="the RESULTS.md section to write (default: the study's current one, transfer-ablation-<study>-best-epoch[-400k][-tuned] "
+                             "or transfer-staleness-wide[-400k]; needed to re-analyse any CSV but the one that section's run writes)")
     parser.add_argument("--synthetic-scale", choices=["bench", "recipe"], default="bench",
                         help="bench: 1.6M impressions over 40 days, eval 10 days (≥ 2,000 eval positives per slice); recipe: the recipes' 400k")
     parser.add_argument("--movielens-users", type=float, default=0.8,
                         help="below 1: each seed runs MovieLens on its own seeded sample of this share of the users (data.users), so seeds vary the data too")
     parser.add_argument("--tune", type=int, default=0, metavar="TRIALS",
                         help="tune each variant's technique knobs first (gem-transfer tune, TRIALS trials each, on the first seed's validation window)")
-    args = parser.parse_args()
+    return parser
+
+
+def _knobs_file(csv: Path) -> Path:
+    return csv.with_name(csv.stem + "_knobs.csv")
+
+
+def plan(args: argparse.Namespace) -> tuple[list[str], int, dict[str, str]]:
+    """What a run with `args` does: the studies it runs or, re-analysing a CSV, those the CSV holds
+    (unless `--only`); its tuning trials (a re-analysis: those its knobs CSV records); per study, the
+    section it writes — `--section` where given (for the staleness sweep only when it runs alone),
+    else its current one (`section_id`), which a re-analysis writes only from that section's own CSV."""
+    studies = [*STUDIES, "staleness"]
+    trials = args.tune
+    if args.from_csv is not None:
+        held = set(pl.read_csv(args.from_csv, columns=["dataset"])["dataset"].to_list())
+        studies = [name for name in studies if name in held]
+        if _knobs_file(args.from_csv).is_file():
+            trials = trials or int(pl.read_csv(_knobs_file(args.from_csv), columns=["trials"])["trials"][0])
+    chosen = [name for name in studies if not args.only or name in args.only]
+    sections = {}
+    for name in chosen:
+        if args.section and (name != "staleness" or chosen == ["staleness"]):
+            sections[name] = args.section
+            continue
+        sections[name] = section_id(name, args.synthetic_scale, bool(trials))
+        own = csv_path(sections[name])
+        if args.from_csv is not None and args.from_csv.resolve() != own.resolve():
+            raise SystemExit(f"transfer_ablation: {shown(args.from_csv)} is not the CSV of {sections[name]} ({shown(own)}): "
+                             "name the section its analysis goes to with --section")
+    return chosen, trials, sections
+
+
+def main() -> None:
+    args = arguments().parse_args()
+    chosen, args.tune, sections = plan(args)
     SCALE["synthetic"], SCALE["users"] = args.synthetic_scale, args.movielens_users
     seeds = list(range(args.seeds))
     collected = Collected()
     start = time.perf_counter()
-    chosen = args.only or [*STUDIES, "staleness"]
     knobs: dict[str, list[dict]] = {}
-    suffix = "_tuned" if args.tune else ""
+    source: dict[str, str] = {}  # per study, where its figures come from
     if args.from_csv is not None:
         frame = pl.read_csv(args.from_csv, schema_overrides={"eval positives": pl.String})
         seeds = sorted(set(frame["seed"].to_list()))
-        took = f"analysed again from `{shown(args.from_csv)}`"
-        knobs_file = args.from_csv.with_name(args.from_csv.stem + "_knobs.csv")
-        if knobs_file.is_file():  # the knobs a tuned run chose, per dataset
-            chosen_knobs = pl.read_csv(knobs_file)
+        source = dict.fromkeys(chosen, f"analysed again from `{shown(args.from_csv)}`")
+        if _knobs_file(args.from_csv).is_file():  # the knobs a tuned run chose, per dataset
+            chosen_knobs = pl.read_csv(_knobs_file(args.from_csv))
             for name in chosen_knobs["dataset"].unique(maintain_order=True).to_list():
                 knobs[name] = [{k: v for k, v in row.items() if k not in ("dataset", "commit", "dirty") and v is not None}
                                for row in chosen_knobs.filter(pl.col("dataset") == name).iter_rows(named=True)]
-            args.tune = args.tune or int(chosen_knobs["trials"][0])
     else:
         for name, study in STUDIES.items():
             if name in chosen:
@@ -491,12 +545,14 @@ def main() -> None:
         if "staleness" in chosen:
             staleness(seeds, collected, tuple(sorted({0, *args.staleness_days})))
         frame = pl.DataFrame(collected.rows)
-        stem = f"transfer_ablation{'_' + '_'.join(args.only) if args.only else ''}{suffix}"
-        write_csv(frame, study_dir("transfer") / f"{stem}.csv")
-        if any(knobs.values()):
-            write_csv(pl.DataFrame([{"dataset": name, "trials": args.tune, **row} for name, rows in knobs.items() for row in rows],
-                                   infer_schema_length=None), study_dir("transfer") / f"{stem}_knobs.csv")
-        took = f"{(time.perf_counter() - start) / 60:.0f} min for this run"
+        minutes = (time.perf_counter() - start) / 60
+        for section in dict.fromkeys(sections.values()):  # each section's rows (and tuned knobs) in its CSV
+            studies, csv = [name for name in chosen if sections[name] == section], csv_path(section)
+            write_csv(frame.filter(pl.col("dataset").is_in(studies)), csv)
+            if any(knobs.get(name) for name in studies):
+                write_csv(pl.DataFrame([{"dataset": name, "trials": args.tune, **row} for name in studies for row in knobs.get(name, [])],
+                                       infer_schema_length=None), _knobs_file(csv))
+            source |= dict.fromkeys(studies, f"{minutes:.0f} min for this run, CSV `{shown(csv)}`")
     for name in STUDIES:
         if name in chosen:
             synthetic = name != "movielens"
@@ -512,21 +568,19 @@ def main() -> None:
                 tuning = (f" Every variant's technique knobs tuned first with the same budget: `gem-transfer tune`, {args.tune} trials each "
                           f"(seeded TPE, median pruner) on seed {seeds[0]}'s validation window; the knobs chosen:\n\n"
                           + knobs_table(knobs.get(name, [])) + "\n")
-            body = (f"{len(seeds)} seeds ({varies}); {took} (torch on {torch.get_num_threads()} threads).{scale}{tuning}\n\n"
+            body = (f"{len(seeds)} seeds ({varies}); {source[name]} (torch on {torch.get_num_threads()} threads).{scale}{tuning}\n\n"
                     + ablation_table(frame, name) + "\n\n" + claims_table(frame, name)
                     + (f"\n\n{hierarchy}" if (hierarchy := hierarchy_table(frame, name)) else ""))
-            section = args.section or (f"transfer-ablation-{name}" + ("-400k" if synthetic and args.synthetic_scale == "recipe" else "")
-                                       + ("-tuned" if args.tune else ""))
-            write_section(section, COMMAND, body)
+            write_section(sections[name], command_line(), body)
             print(body)
     if "staleness" in chosen:
         world = (f"the benchmark world ({BENCH.spec.rows:,} impressions per {BENCH.spec.days} days, the log starting a week earlier for the stalest teacher; "
                  f"windows teacher 21 / students {BENCH.student} / validation {BENCH.validation} / eval {BENCH.eval} days)"
                  if args.synthetic_scale == "bench" else "the recipe's own world")
-        body = (f"`{STALENESS_RECIPE}` on {world}; {len(seeds)} seeds (models and data); {took} (torch on {torch.get_num_threads()} threads). The students' and eval "
-                "windows are the same at every d: only the teacher's cutoff moves. Effects are means of per-seed paired differences "
+        body = (f"`{STALENESS_RECIPE}` on {world}; {len(seeds)} seeds (models and data); {source['staleness']} (torch on {torch.get_num_threads()} threads). "
+                "The students' and eval windows are the same at every d: only the teacher's cutoff moves. Effects are means of per-seed paired differences "
                 "with their 95% t-interval.\n\n" + staleness_table(frame) + "\n\n" + adapter_controls_table(frame))
-        write_section(args.section if args.section and chosen == ["staleness"] else "transfer-staleness", COMMAND, body)
+        write_section(sections["staleness"], command_line(), body)
         print(body)
 
 

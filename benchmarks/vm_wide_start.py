@@ -11,7 +11,7 @@ Reported per slice and role (baseline: labels only; student: vanilla KD): NE mea
 the teacher beside them, and the paired difference (NE points, positive = the started VM better) with
 its 95 % t-interval.
 
-    python benchmarks/vm_wide_start.py      # about 5 minutes on one core; writes the section vm-wide-start (`make bench-vm-start`)
+    python benchmarks/vm_wide_start.py      # writes the section vm-wide-start, with its run time (`make bench-vm-start`)
 """
 
 from __future__ import annotations

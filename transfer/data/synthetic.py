@@ -24,7 +24,7 @@ The mechanisms GEM's claims rely on exist in it, each on purpose:
 - **Power.** Click rates of a few percent, conversions about a third of that — enough positives
   per slice at a few hundred thousand impressions.
 
-Everything is numpy over whole arrays; 1M impressions take a few seconds.
+Everything is numpy over whole arrays (how fast: benchmarks/RESULTS.md § synthetic-world, `make bench-world`).
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ _DEVICES = ("ios", "android", "web")
 _DAYPARTS = 4  # hour // 6: night, morning, afternoon, evening
 _SECONDS_PER_DAY = 86_400
 _WEEK = 7 * _SECONDS_PER_DAY
-# Purchase journeys (v6: strong enough that the order of the history is worth >1 NE point to a model
-# reading it, `make bench-world`'s "history order value"; v5's were worth ~0 NE points observed)
+# Purchase journeys (v6: strong enough that a model reading the order of the history gains NE from it,
+# where v5's were not: `make bench-world`'s "history order value", benchmarks/RESULTS.md § synthetic-world)
 _JOURNEY_SHARE = 0.8  # share of users who go through a purchase journey during (or around) the log
 _CASUAL_PEAK = 0.8  # interest added to the journey category just before intent (×4 in the near domains' click logit)
 _BOUGHT_DIP = 1.0  # interest taken from it once bought (×4), fading over about two months

@@ -2,7 +2,9 @@
 
 A VM starts at the logistic regression on its raw features (`transfer.training.wide_start`). Trained on
 labels alone, its deep part can drift from that start and end worse than it began: on the synthetic
-world the baseline VM ended 4–7 NE points behind the very regression it started at. So a VM is scored
+world the baseline VM ended behind the very regression it started at (benchmarks/archive/RESULTS.md
+§ strong-baseline-analysis; what keeping the best epoch changed: benchmarks/RESULTS.md
+§ transfer-ablation-synthetic-best-epoch). So a VM is scored
 on its validation slice before training and after each epoch, and it keeps the best of those weights:
 training can improve on the start but never end below it (on the validation slice).
 """

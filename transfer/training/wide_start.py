@@ -1,11 +1,11 @@
 """Start a wide & deep model at the logistic regression on its wide features.
 
 A VM trained from scratch on a small slice (thousands of rows, tens of steps) lands wherever its last
-batches leave it: on MovieLens its eval NE spread over 0.02–0.04 between seeds and stayed behind a logistic
-regression on the same counters and aggregates. A model with a wide term (`RankingModel`'s optional
-`wide` and `wide_features`) therefore starts where that regression is: its wide weights and output
-bias are fitted to the training rows' labels by L-BFGS before the first step, and training learns
-what the deep part adds from there.
+batches leave it: on MovieLens its eval NE spread widely between seeds and stayed behind a logistic
+regression on the same counters and aggregates (benchmarks/RESULTS.md § vm-wide-start). A model with
+a wide term (`RankingModel`'s optional `wide` and `wide_features`) therefore starts where that
+regression is: its wide weights and output bias are fitted to the training rows' labels by L-BFGS
+before the first step, and training learns what the deep part adds from there.
 """
 
 from __future__ import annotations
