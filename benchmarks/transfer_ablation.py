@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 from adapters.representation import RepresentationConfig  # noqa: E402
 from adapters.sharing import SharingConfig  # noqa: E402
 from adapters.student_adapter import AdapterConfig  # noqa: E402
+from benchmarks.headroom import headroom, headroom_table  # noqa: E402
 from benchmarks.results_file import command_line, shown, study_dir, write_csv, write_section  # noqa: E402
 from benchmarks.synthetic_world import BENCH  # noqa: E402
 from transfer.config.loader import load_recipe, validate  # noqa: E402
@@ -172,12 +173,36 @@ def ablation(study: Study, seeds: list[int], collected: Collected, only: list[st
     chosen: list[dict] = []
     if trials:
         variants, chosen = tuned(study, variants, seeds[0], trials)
+    _run(study, {"vanilla KD": variants.pop("vanilla KD")}, seeds, collected)  # it trains the teacher and the baselines the gate reads
+    passing = gated_verticals(pl.DataFrame(collected.rows).filter(pl.col("dataset") == study.name))
+    if not passing:
+        print(f"  {study.name}: the headroom gate passes on no slice: the other {len(variants)} variants are not run", flush=True)
+        return chosen
+    for recipe in variants.values():
+        recipe.students = [student for student in recipe.students if student.vertical in passing]
+    _run(study, variants, seeds, collected)
+    return chosen
+
+
+def _run(study: Study, variants: dict[str, Recipe], seeds: list[int], collected: Collected) -> None:
     for seed in seeds:
         for variant, recipe in variants.items():
             start = time.perf_counter()
             collected.add(study.name, variant, seed, run_quietly(recipe, _study_path(study, variant), seed, {}))
             print(f"  {study.name} seed {seed}: {variant} ({time.perf_counter() - start:.0f} s)", flush=True)
-    return chosen
+
+
+def gated_verticals(frame: pl.DataFrame) -> set[str]:
+    """The VMs whose slice passes the headroom gate on `frame` (one study's rows; `benchmarks.headroom`),
+    each failing one said in a line: only those are studied with the other variants."""
+    verticals = dict(frame.filter(pl.col("role") == "baseline").select("slice", "model").unique().iter_rows())
+    passing = set()
+    for found in headroom(frame):
+        if found.problem:
+            print(f"  headroom gate: {found.dataset} {found.slice} ({verticals[found.slice]}) is not studied: {found.problem}", flush=True)
+        else:
+            passing.add(verticals[found.slice])
+    return passing
 
 
 def _study_path(study: Study, variant: str) -> Path:
@@ -362,6 +387,16 @@ def hierarchy_table(frame: pl.DataFrame, dataset: str) -> str:
         lines.append(f"| {slice_} | {'far (primary)' if far else 'near (secondary)'} | {_with_interval(effect, 2)} | {adjusted[i]:.3f} | "
                      f"{holm_verdict(effect, adjusted[i])} |")
     return "\n".join(lines)
+
+
+def gate_table(frame: pl.DataFrame, dataset: str) -> str:
+    """The headroom gate on this study's seeds (teacher − baseline VM per slice): the variants beyond vanilla
+    KD run only on the VMs whose slice passes it."""
+    table = headroom_table(headroom(frame.filter(pl.col("dataset") == dataset)))
+    with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_rows=-1, tbl_cols=-1,
+                   tbl_width_chars=10_000, fmt_str_lengths=200, tbl_formatting="ASCII_MARKDOWN"):
+        return ("**Headroom gate** (`benchmarks/headroom.py`; the variants beyond vanilla KD run only on the VMs whose slice passes; "
+                "runs made before the gate ran every variant):\n\n" + str(table.drop("dataset")))
 
 
 def _with_interval(interval: SeedInterval, digits: int) -> str:
@@ -569,7 +604,7 @@ def main() -> None:
                           f"(seeded TPE, median pruner) on seed {seeds[0]}'s validation window; the knobs chosen:\n\n"
                           + knobs_table(knobs.get(name, [])) + "\n")
             body = (f"{len(seeds)} seeds ({varies}); {source[name]} (torch on {torch.get_num_threads()} threads).{scale}{tuning}\n\n"
-                    + ablation_table(frame, name) + "\n\n" + claims_table(frame, name)
+                    + gate_table(frame, name) + "\n\n" + ablation_table(frame, name) + "\n\n" + claims_table(frame, name)
                     + (f"\n\n{hierarchy}" if (hierarchy := hierarchy_table(frame, name)) else ""))
             write_section(sections[name], command_line(), body)
             print(body)

@@ -40,3 +40,14 @@ def test_the_gate_passes_a_wide_resolved_lead_and_says_why_each_other_slice_fail
     table = headroom_table(list(found.values()))
     verdicts = {(row["dataset"], row["slice"]): row["gate"] for row in table.iter_rows(named=True)}
     assert verdicts.pop(("synthetic", "a/click")) == "passes" and all(g.startswith("fails: ") for g in verdicts.values())
+
+
+def test_the_ablation_studies_only_the_vms_whose_slice_passes_the_gate(capsys):
+    from benchmarks.transfer_ablation import gated_verticals
+
+    rows = _rows("synthetic", "a/click", [4.0, 4.2, 3.8, 4.1, 3.9]) + _rows("synthetic", "b/click", [2.0, 2.1, 1.9, 2.0, 2.0])
+    for row in rows:
+        row["model"] = {"a/click": "vm_a", "b/click": "vm_b"}[row["slice"]] if row["role"] != "teacher" else "skeleton_tiny"
+    assert gated_verticals(pl.DataFrame(rows)) == {"vm_a"}
+    said = capsys.readouterr().out
+    assert "synthetic b/click (vm_b) is not studied: mean lead +2.00 NE points, below 3" in said and "vm_a" not in said
