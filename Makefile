@@ -64,6 +64,11 @@ bench-transfer: setup
 bench-headroom: setup
 	$(BIN)/python benchmarks/headroom.py
 
+# Which teacher-side lever (more epochs with the best kept, knowledge from training traffic, a wide & deep teacher)
+# gives the teacher a lead over the baseline VM, gate by gate, on the quickstart world over 5 seeds.
+bench-levers: setup
+	$(BIN)/python benchmarks/headroom_levers.py
+
 # How strong the no-transfer baseline is: a gradient-boosted tree on the VM's inputs (is the VM within 0.5 NE points
 # of it?) and a logistic regression on classic features, against the ablations' VMs and teacher, seed by seed
 # (reads their committed CSVs; a few minutes).

@@ -10,6 +10,7 @@ CURRENT, SUPERSEDED, ENGINEERING = "current", "superseded", "engineering"
 
 # section → (status, what it holds or its successor)
 SECTIONS: dict[str, tuple[str, str]] = {
+    "headroom-levers": (CURRENT, "which teacher-side lever gives the teacher a lead over the baseline VM (quickstart world)"),
     "headroom-gate": (CURRENT, "the gate before any transfer claim: does the teacher lead the baseline VM by enough, slice by slice?"),
     "transfer-ablation-synthetic-best-epoch": (CURRENT, "transfer claims on the synthetic world (2×, vanilla KD, combination)"),
     "transfer-ablation-synthetic-best-epoch-tuned": (CURRENT, "tuned vanilla KD on the synthetic world"),

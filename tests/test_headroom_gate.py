@@ -7,6 +7,9 @@ import polars as pl
 import pytest
 
 from benchmarks.headroom import headroom, headroom_table
+from tests.conftest import REPO
+
+REPO_RECIPE = REPO / "recipes" / "quickstart.yaml"
 
 
 def _rows(dataset: str, slice_: str, leads: list[float], variants=("vanilla KD", "combined")) -> list[dict]:
@@ -51,3 +54,14 @@ def test_the_ablation_studies_only_the_vms_whose_slice_passes_the_gate(capsys):
     assert gated_verticals(pl.DataFrame(rows)) == {"vm_a"}
     said = capsys.readouterr().out
     assert "synthetic b/click (vm_b) is not studied: mean lead +2.00 NE points, below 3" in said and "vm_a" not in said
+
+
+def test_each_lever_is_compared_with_todays_teacher_seed_by_seed():
+    from benchmarks.headroom_levers import levers_body
+
+    today = _rows("today", "a/click", [1.0, 1.2, 0.8, 1.1, 0.9], variants=("vanilla KD",))
+    epochs = _rows("epochs", "a/click", [4.0, 4.3, 3.9, 4.1, 3.7], variants=("vanilla KD",))  # today's + [3.0, 3.1, 3.1, 3.0, 2.8]
+    body = levers_body(pl.DataFrame(today + epochs), REPO_RECIPE, minutes=1.0)
+    assert "| epochs | a/click | +3.00 [+2.85, +3.15]" in body and "| better   |" in body  # the per-seed gains: t-interval by hand below
+    # gains [3.0, 3.1, 3.1, 3.0, 2.8]: mean 3.0, sd 0.1225, t(0.975, 4) = 2.7764 → ± 0.152
+    assert "+1.00 [+0.80, +1.20]" in body and "fails: mean lead +1.00 NE points, below 3" in body and body.count("| passes") == 1  # epochs (lead 4.0), not today
