@@ -84,8 +84,6 @@ def _edit(path: Path) -> None:
 # edited file → the stages whose output it can change
 EDITS = {
     "transfer/contract.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # the label loss, the batch keys
-    "transfer/knowledge/table.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # the knowledge writer
-    "transfer/data/batches.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # the batch builder
     "teacher/layers.py": {"teacher", "knowledge", "domain_fm", "student", "baseline"},  # a layer every model uses
     "students/mlp.py": {"student", "baseline"},  # the VM architecture only
     "adapters/student_adapter.py": {"domain_fm", "student"},  # a technique: consumers that transfer only

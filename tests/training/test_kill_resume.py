@@ -75,7 +75,7 @@ def _run(recipe: Path, processes: list[str], cwd: Path) -> str:
 def _recipe(folder: Path, dataset: Path) -> Path:
     folder.mkdir()
     return write_recipe(folder, dataset, name="killme", teacher={"model": "skeleton_tiny", "batch_size": 256},
-                        students=[{"vertical": "ig_stories_click", "batch_size": 32}], trainer={"max_epochs": 3, "progress": False},
+                        students=[{"vertical": "ig_stories_click", "batch_size": 32}], trainer={"max_epochs": 2, "progress": False},
                         tracking={"uri": f"sqlite:///{folder / 'mlflow.db'}"})
 
 

@@ -51,7 +51,7 @@ def _interrupt_when(recipe: Path, cwd: Path, marker: str, then, signum: int) -> 
 def test_a_signal_during_training_stops_with_one_line_and_a_rerun_resumes(tmp_path, signum, exit_code, message):
     dataset = write_dataset(tmp_path, generate(SyntheticSpec(rows=20_000, days=6, seed=5)))
     recipe = write_recipe(tmp_path, dataset, name="ctrlc", teacher={"model": "skeleton_tiny", "batch_size": 256},
-                          students=[{"vertical": "ig_stories_click", "batch_size": 8}], trainer={"max_epochs": 3, "progress": False})
+                          students=[{"vertical": "ig_stories_click", "batch_size": 16}], trainer={"max_epochs": 2, "progress": False})
     runs = tmp_path / "runs"
 
     def training() -> bool:  # its first epoch saved: the baseline is in the middle of training
