@@ -89,3 +89,11 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def pytest_collection_modifyitems(config, items):
+    """The modules with slow end-to-end tests first, each kept whole (its module fixtures are made
+    once): with one worker per core, the longest jobs start early and the short ones fill in behind
+    them, instead of a long test starting last."""
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow") is not None}
+    items.sort(key=lambda item: item.module.__name__ not in slow_modules)

@@ -2,7 +2,8 @@
 a VM's training (after its first epoch checkpoint); rerunning the same command finishes it with the
 same lift table as an uninterrupted run, no half-written or leftover files, and the killed
 attempts' MLflow runs marked FAILED — in one process, and as two DDP processes (every process of
-the run killed at once, as when its machine goes down)."""
+the run killed at once during a VM's training, as when its machine goes down; the kill during
+knowledge generation is the one-process run's)."""
 
 from __future__ import annotations
 
@@ -90,13 +91,15 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, how):
 
     killed = _recipe(tmp_path / "killed", dataset)
     runs = tmp_path / "killed" / "runs"
-    _kill_when(killed, processes, tmp_path, "▸ knowledge: scoring")
+    if not processes:
+        _kill_when(killed, processes, tmp_path, "▸ knowledge: scoring")
 
     def first_epoch_saved() -> bool:
         return any(runs.glob("stages/vm-*/checkpoints/last.ckpt"))
 
     second = _kill_when(killed, processes, tmp_path, "▸ student: ig_stories_click", then=first_epoch_saved)
-    assert "teacher: skeleton_tiny" in second and "already trained" in second  # the teacher was not trained again
+    if not processes:
+        assert "teacher: skeleton_tiny" in second and "already trained" in second  # the teacher was not trained again
 
     final = _run(killed, processes, tmp_path)
     assert "resuming from" in final and "marked" in final and "FAILED" in final
@@ -112,6 +115,6 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path, how):
     client = MlflowClient(f"sqlite:///{tmp_path / 'killed' / 'mlflow.db'}")
     all_runs = client.search_runs([client.get_experiment_by_name("killme").experiment_id])
     failed = [r for r in all_runs if r.info.status == "FAILED"]
-    assert {r.data.tags.get("role") for r in failed} >= {"knowledge", "student"}  # the two killed attempts
+    assert {r.data.tags.get("role") for r in failed} >= ({"student"} if processes else {"knowledge", "student"})  # the killed attempts
     assert all("abandoned" in r.data.tags for r in failed)
     assert not [r for r in all_runs if r.info.status == "RUNNING"]
