@@ -79,6 +79,7 @@ def write_recipe(folder: Path, dataset: Path | str, name: str = "tiny", **sectio
         "trainer": {"max_epochs": 1, "progress": False},
     }
     recipe.update(sections)
+    recipe["tracking"] = {"log_models": False, **recipe.get("tracking", {})}  # tests that register say log_models: true
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path

@@ -17,7 +17,7 @@ def test_an_inline_vm_trains_is_tracked_and_registers_like_a_catalog_one(tmp_pat
     dataset = write_dataset(tmp_path, small_log)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     recipe = write_recipe(tmp_path, dataset, verticals=[POSITION_VM], students=[{"vertical": "position_1_click", "batch_size": 64}],
-                          teacher={"model": "skeleton_tiny", "batch_size": 256}, tracking={"uri": uri, "experiment": "inline"})
+                          teacher={"model": "skeleton_tiny", "batch_size": 256}, tracking={"uri": uri, "experiment": "inline", "log_models": True})
     code, out, err = run_cli(capsys, "run", str(recipe))
     assert code == 0, err
     table = pl.read_csv(next((tmp_path / "runs").rglob("lift.csv")))

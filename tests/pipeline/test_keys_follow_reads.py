@@ -66,6 +66,7 @@ CASES = [  # (override, the stages whose keys it changes)
     ("trainer.precision=bf16-mixed", ALL),
     ("tracking.experiment=elsewhere", NONE),
     ("tracking.uri=sqlite:///elsewhere.db", NONE),
+    ("tracking.log_models=true", NONE),
 ]
 
 

@@ -87,7 +87,7 @@ def test_recipe_register_and_lift_through_a_real_tracking_server(server, tmp_pat
     dataset = write_dataset(tmp_path, small_log)
     recipe = write_recipe(tmp_path, dataset, name="served", teacher={"model": "skeleton_tiny", "batch_size": 256},
                           students=[{"vertical": "ig_stories_click", "batch_size": 64}, {"vertical": "fb_feed_click", "batch_size": 64}],
-                          tracking={"uri": server})
+                          tracking={"uri": server, "log_models": True})
     code, out, err = run_cli(capsys, "run", str(recipe))
     assert code == 0, err
     client = MlflowClient(server)

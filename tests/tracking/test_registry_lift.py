@@ -35,7 +35,7 @@ def tracked(tmp_path_factory, small_log):
     dataset = write_dataset(folder, small_log)
     db = folder / "mlflow.db"
     uri = f"sqlite:///{db}"
-    common = dict(teacher={"model": "skeleton_tiny", "batch_size": 256}, tracking={"uri": uri, "experiment": "lift"})
+    common = dict(teacher={"model": "skeleton_tiny", "batch_size": 256}, tracking={"uri": uri, "experiment": "lift", "log_models": True})
     first = write_recipe(folder, dataset, name="kd", students=[{"vertical": "ig_stories_click", "batch_size": 64}, OVER_BUDGET], **common)
     second = write_recipe(folder, dataset, name="aux", students=[{"vertical": "ig_stories_click", "batch_size": 64}],
                           transfer={"vanilla_reference": True, "stages": [{"producer": "teacher", "consumers": "students",
@@ -143,6 +143,23 @@ def test_register_refuses_with_one_clear_line(tracked, capsys, pick, expected):
     assert code == 2
     (line,) = err.strip().splitlines()
     assert expected in line
+
+
+def test_a_student_run_that_logged_no_model_is_refused_naming_the_recipe_key(tmp_path, capsys):
+    """A finished student run within its budget, from a recipe with tracking.log_models=false: no version
+    is made and the line says which key to set."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("unlogged"), tags={"role": "student", "vertical": "ig_stories_click"})
+    for key, value in {"serving_params": 1_000.0, "serving_p50_ms": 0.1, "serving_p99_ms": 0.2}.items():
+        client.log_metric(run.info.run_id, key, value)
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    capsys.readouterr()  # the store's creation lines
+    code, _, err = run_cli(capsys, "register", run.info.run_id, "--tracking-uri", uri)
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert "logged no serving model" in line and "tracking.log_models=true" in line
+    assert client.search_registered_models() == []
 
 
 def test_lift_is_built_from_the_store_with_recipe_runs_side_by_side(tracked, capsys, tmp_path):

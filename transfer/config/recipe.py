@@ -182,6 +182,7 @@ class TrainerConfig:
 class TrackingConfig:
     uri: str | None = None  # default: sqlite:///<output_dir>/mlflow.db
     experiment: str | None = None  # default: the recipe's name
+    log_models: bool = True  # log each student's serving model (pt2) in its run, for gem-transfer register; false: faster sweeps, nothing to register
 
 
 @dataclass

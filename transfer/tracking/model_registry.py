@@ -68,6 +68,7 @@ def _register(client: MlflowClient, uri: str, run_id: str, alias: str | None) ->
     run = _student_run(client, uri, run_id)
     name = run.data.tags[T.VERTICAL]
     _check_budget(run, name)
+    _check_model_logged(run)
     tags = {key: run.data.tags[key] for key in LINEAGE_TAGS if key in run.data.tags}
     tags |= {key: f"{run.data.metrics[key]:.6g}" for key in LINEAGE_METRICS if key in run.data.metrics}
     tags["run_id"] = run_id
@@ -107,9 +108,15 @@ def _student_run(client: MlflowClient, uri: str, run_id: str) -> Run:
     if role != T.Role.STUDENT:
         what = f"a {role} run" if role else "not a gem-transfer model run"
         raise RegistrationError(f"run '{run_id}' is {what}; only students (VMs trained with transfer, role 'student') can be registered")
-    if run.info.status != "FINISHED" or T.MODEL_URI not in run.data.tags:
+    if run.info.status != "FINISHED":
         raise RegistrationError(f"run '{run_id}' did not finish (status {run.info.status}); there is no trained model to register")
     return run
+
+
+def _check_model_logged(run: Run) -> None:
+    if T.MODEL_URI not in run.data.tags:
+        raise RegistrationError(f"run '{run.info.run_id}' logged no serving model (its recipe set tracking.log_models=false); rerun the "
+                                "recipe with tracking.log_models=true (its trained stages are reused) and register that run")
 
 
 def _check_budget(run: Run, name: str) -> None:

@@ -230,7 +230,8 @@ class VerticalStage(Stage):
         flops_share = forward_flops_per_example(trained.module.export(), self.data.log.inputs) / self.vertical.teacher.forward_flops
         tracker.log_metrics({T.FLOPS_VS_TEACHER: flops_share})
         eval_batches = WindowBatches(self.data.log, slices.eval, trained.module.model.history_length)
-        return flops_share, _log_serving(tracker, trained.module, self.vertical.spec, eval_batches, self.role)
+        log_model = self.role == T.Role.STUDENT and self.recipe.tracking.log_models
+        return flops_share, _log_serving(tracker, trained.module, self.vertical.spec, eval_batches, self.role, log_model)
 
 
 def _vm_key(recipe: Recipe, data: PreparedData, vertical: Vertical, teaching: Teaching | None = None) -> StageKey:
@@ -264,9 +265,10 @@ def vm_reads(recipe: Recipe, data_fingerprint: str, rows: dict[str, str], vertic
     return keys.Reads(settings, inputs, (keys.TECHNIQUES,) if stage is not None else (), builder)
 
 
-def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval_batches: WindowBatches, role: str) -> str:
-    """Measure the serving model's cost on requests from the eval window, log it (and, for a student,
-    the model itself, for `gem-transfer register`) and print it; → its budget status (no measured
+def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval_batches: WindowBatches, role: str,
+                 log_model: bool) -> str:
+    """Measure the serving model's cost on requests from the eval window, log it (and, with
+    `log_model`, the model itself, for `gem-transfer register`) and print it; → its budget status (no measured
     figures in it, so the lift table is the same on every run). Rank 0 measures, every rank gets its status."""
     if not ranks.is_main():
         return ranks.from_main("")
@@ -276,6 +278,6 @@ def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval
     print(f"  serving {role} {spec.name}: {cost.summary()}: {status}", flush=True)
     tracker.log_metrics(T.serving_metrics(cost))
     tracker.set_tags({T.BUDGET_STATUS: status})
-    if role == T.Role.STUDENT:
+    if log_model:
         tracker.set_tags({T.MODEL_URI: tracker.log_serving_model(served, batches[0])})
     return ranks.from_main(status)
