@@ -79,7 +79,8 @@ def write_recipe(folder: Path, dataset: Path | str, name: str = "tiny", **sectio
         "trainer": {"max_epochs": 1, "progress": False},
     }
     recipe.update(sections)
-    recipe["tracking"] = {"log_models": False, **recipe.get("tracking", {})}  # tests that register say log_models: true
+    # tests that register say log_models: true; latency is timed on 8 requests, not 64 (tests read no latency figure)
+    recipe["tracking"] = {"log_models": False, "serving_requests": 8, **recipe.get("tracking", {})}
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path

@@ -82,6 +82,7 @@ STAGE = "transfer: {{stages: [{{producer: teacher, consumers: students, {}}}]}}\
         ("name: t\nstudents: []\n", [], ["students", "at least one"]),
         ("- just\n- a list\n", [], ["must be a YAML mapping"]),
         (BASE + "trainer: {max_epochs: 0}\n", [], ["trainer.max_epochs", "> 0"]),
+        (BASE + "tracking: {serving_requests: 0}\n", [], ["tracking.serving_requests", "> 0"]),
         (BASE + "transfer: {strategy: sideways}\n", [], ["transfer.strategy", "sideways", "direct, hierarchical"]),
         (BASE + STAGE.format("distillation: {head: side}"), [], ["transfer.stages.0.distillation.head", "side", "auxiliary, serving"]),
         (BASE + STAGE.format("representation: {weight: 1, loss: l1}"), [], ["transfer.stages.0.representation.loss", "l1", "cosine, infonce, mse"]),

@@ -19,7 +19,7 @@ from transfer.cli import main
 
 SMALL = ["data.synthetic.rows=20000", "data.synthetic.days=9", "data.train.days=3", "data.student.days=3",
          "data.validation.days=1", "data.eval.days=2",
-         "trainer.max_epochs=1", "trainer.progress=false", "tracking.log_models=false"]
+         "trainer.max_epochs=1", "trainer.progress=false", "tracking.log_models=false", "tracking.serving_requests=8"]
 STRICT = "acme_strict_click"  # tests/example_verticals: a latency budget of 1e-6 ms, which every measurement exceeds
 
 

@@ -67,6 +67,7 @@ CASES = [  # (override, the stages whose keys it changes)
     ("tracking.experiment=elsewhere", NONE),
     ("tracking.uri=sqlite:///elsewhere.db", NONE),
     ("tracking.log_models=true", NONE),
+    ("tracking.serving_requests=16", NONE),
 ]
 
 

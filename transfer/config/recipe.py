@@ -183,6 +183,7 @@ class TrackingConfig:
     uri: str | None = None  # default: sqlite:///<output_dir>/mlflow.db
     experiment: str | None = None  # default: the recipe's name
     log_models: bool = True  # log each student's serving model (pt2) in its run, for gem-transfer register; false: faster sweeps, nothing to register
+    serving_requests: int = 64  # requests (1,000 candidates each, from the eval window) timed for each VM's CPU p50/p99 latency
 
 
 @dataclass

@@ -62,6 +62,7 @@ def validate_values(recipe: Recipe, path: Path) -> None:
         ("domain_fms.batch_size", recipe.domain_fms.batch_size),
         ("trainer.max_epochs", recipe.trainer.max_epochs),
         ("data.recalibration_days", recipe.data.recalibration_days),
+        ("tracking.serving_requests", recipe.tracking.serving_requests),
     ):
         positive(path, key, value)
     non_negative(path, "teacher.warmup_steps", recipe.teacher.warmup_steps)

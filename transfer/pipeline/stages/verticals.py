@@ -231,7 +231,8 @@ class VerticalStage(Stage):
         tracker.log_metrics({T.FLOPS_VS_TEACHER: flops_share})
         eval_batches = WindowBatches(self.data.log, slices.eval, trained.module.model.history_length)
         log_model = self.role == T.Role.STUDENT and self.recipe.tracking.log_models
-        return flops_share, _log_serving(tracker, trained.module, self.vertical.spec, eval_batches, self.role, log_model)
+        return flops_share, _log_serving(tracker, trained.module, self.vertical.spec, eval_batches, self.role,
+                                         self.recipe.tracking.serving_requests, log_model)
 
 
 def _vm_key(recipe: Recipe, data: PreparedData, vertical: Vertical, teaching: Teaching | None = None) -> StageKey:
@@ -266,13 +267,13 @@ def vm_reads(recipe: Recipe, data_fingerprint: str, rows: dict[str, str], vertic
 
 
 def _log_serving(tracker: Tracker, module: RankingModule, spec: ModelEntry, eval_batches: WindowBatches, role: str,
-                 log_model: bool) -> str:
-    """Measure the serving model's cost on requests from the eval window, log it (and, with
+                 count: int, log_model: bool) -> str:
+    """Measure the serving model's cost on `count` requests from the eval window, log it (and, with
     `log_model`, the model itself, for `gem-transfer register`) and print it; → its budget status (no measured
     figures in it, so the lift table is the same on every run). Rank 0 measures, every rank gets its status."""
     if not ranks.is_main():
         return ranks.from_main("")
-    served, batches = module.export(), requests(eval_batches)
+    served, batches = module.export(), requests(eval_batches, count)
     cost = measure(served, batches)
     status = budget_status(cost, spec.budget)
     print(f"  serving {role} {spec.name}: {cost.summary()}: {status}", flush=True)
