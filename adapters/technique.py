@@ -88,9 +88,12 @@ class Knob:
     low: float
     high: float
     log: bool = True
+    whole: bool = False  # a whole number (epochs, steps) from low to high, both included
 
     def suggest(self, trial) -> float:
         """This trial's value (an `optuna.Trial`)."""
+        if self.whole:
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
         return trial.suggest_float(self.key, self.low, self.high, log=self.log)
 
 

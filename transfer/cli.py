@@ -59,10 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     cycle.add_argument("overrides", nargs="*", help="key=value overrides")
     cycle.set_defaults(handler=_cmd_cycle)
 
-    tune = sub.add_parser("tune", help="search a transfer stage's technique knobs (Optuna) on the validation window; writes the best recipe")
+    tune = sub.add_parser("tune", help="search a transfer stage's technique knobs, or the teacher's training (Optuna), on the validation window; writes the best recipe")
     tune.add_argument("recipe", type=Path)
     tune.add_argument("--trials", type=_positive_int, default=20, help="finish this many trials in all (a rerun continues the study)")
-    tune.add_argument("--stage", type=_positive_int, default=None, help="which transfer stage, counted from 1 (default: the last)")
+    target = tune.add_mutually_exclusive_group()
+    target.add_argument("--stage", type=_positive_int, default=None, help="which transfer stage, counted from 1 (default: the last)")
+    target.add_argument("--teacher", action="store_true",
+                        help="tune how the teacher trains instead (epochs, warm-up, learning rate; its best epoch kept on validation)")
     tune.add_argument("overrides", nargs="*", help="key=value overrides, as for run")
     tune.set_defaults(handler=_cmd_tune)
 
@@ -236,11 +239,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     load_recipe(args.recipe, args.overrides, models=False)  # a bad key or value answered before the study's imports
     from transfer.tuning.study import tune  # the study loads and fully validates the recipe itself
 
-    result = tune(args.recipe, args.overrides, args.trials, args.stage)
+    result = tune(args.recipe, args.overrides, args.trials, args.stage, args.teacher)
     finished = [t for t in result.trials if t.value is not None]
+    objective = "teacher mean val NE (over tasks)" if result.target.teacher else "mean val NE"
     print()
-    print(f"{len(finished)} trials finished; best mean val NE {result.best_value:.4f} with "
-          + ", ".join(f"{key}={value:.4g}" for key, value in result.best_params.items()))
+    print(f"{len(finished)} trials finished; best {objective} {result.best_value:.4f} with "
+          + ", ".join(f"{result.target.shown(key)}={value:.4g}" for key, value in result.best_params.items()))
     print(f"Best recipe: {result.best_recipe}  (run it: gem-transfer run {result.best_recipe})")
     print(f"Study: {result.folder / 'study.db'}; MLflow run {result.run_id}")
     return 0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import optuna
+import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -35,9 +36,9 @@ def tunable(tmp_path_factory):
     return folder, recipe
 
 
-def _study(recipe_path):
+def _study(recipe_path, target="stage0"):
     recipe = load_recipe(recipe_path)
-    folder = recipe_path.parent / "runs" / recipe.name / f"tune-{recipe.hash}-stage0"
+    folder = recipe_path.parent / "runs" / recipe.name / f"tune-{recipe.hash}-{target}"
     return optuna.load_study(study_name="tune", storage=f"sqlite:///{folder / 'study.db'}"), folder
 
 
@@ -149,12 +150,49 @@ def test_a_trial_worse_than_the_median_after_its_first_student_is_pruned_and_its
     assert len(students) == 1  # the second student never trained
 
 
+@pytest.mark.slow
+def test_a_teacher_study_trains_only_the_teacher_and_minimizes_its_kept_epochs_validation_ne(tunable, capsys):
+    folder, recipe = tunable
+    code, out, err = run_cli(capsys, "tune", str(recipe), "--teacher", "--trials", "3")
+    assert code == 0, err
+    study, study_folder = _study(recipe, "teacher")
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(finished) == 3
+    train_rows = pl.read_parquet(next(folder.glob("*.parquet"))).height  # the whole log: more than one window's rows
+    for trial in finished:
+        assert set(trial.params) == {"max_epochs", "warmup_steps", "lr"}
+        assert 1 <= trial.params["max_epochs"] <= 8 and 0 <= trial.params["warmup_steps"] <= math.ceil(train_rows / 512)
+
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("tuned").experiment_id])
+    (study_run,) = [r for r in runs if r.data.tags.get("role") == "tune" and r.data.tags.get("stage") == "teacher"]
+    trial_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study_run.info.run_id]
+    assert sorted(r.data.tags["tune_trial"] for r in trial_runs) == ["0", "1", "2"]
+    for run in trial_runs:
+        trial = study.trials[int(run.data.tags["tune_trial"])]
+        inside = [r for r in runs if r.data.tags.get("recipe_run_id") == run.info.run_id]
+        (teacher,) = inside  # the teacher only: no knowledge, baseline or student
+        assert teacher.data.tags["role"] == "teacher"
+        assert int(run.data.params["teacher.max_epochs"]) == trial.params["max_epochs"]
+        assert run.data.params["teacher.keep_best_epoch"] == "True"
+        assert teacher.data.metrics["val_mean_ne"] == pytest.approx(trial.value)  # what the study minimized
+        assert 0 <= teacher.data.metrics["best_epoch"] <= trial.params["max_epochs"]
+        assert not [name for name in teacher.data.metrics if name.startswith("eval")]  # never the eval window
+
+    best = load_recipe(study_folder / "best.yaml")
+    assert best.teacher.keep_best_epoch and best.teacher.max_epochs == study.best_trial.params["max_epochs"]
+    assert best.teacher.warmup_steps == study.best_trial.params["warmup_steps"]
+    assert study.best_value == min(t.value for t in finished)
+    assert f"best teacher mean val NE (over tasks) {study.best_value:.4f}" in out and "teacher.max_epochs=" in out
+
+
 @pytest.mark.parametrize(("change", "args", "expected"), [
     ({"validation": 0}, [], "data.validation.days: found 0; gem-transfer tune chooses knobs on the validation window"),
+    ({"validation": 0}, ["--teacher"], "data.validation.days: found 0; gem-transfer tune chooses knobs on the validation window"),
     ({}, ["--stage", "2"], "--stage: found 2; allowed: 1 to 1"),
     ({"stage": {"producer": "teacher", "consumers": "students", "distillation": {"weight": 0.0}}}, [],
      "transfer.stages.0: turns on no technique with knobs to tune"),
-], ids=["no validation window", "no such stage", "nothing to tune"])
+], ids=["no validation window", "teacher without a validation window", "no such stage", "nothing to tune"])
 def test_a_study_that_cannot_run_is_refused_in_one_line(tmp_path, small_log, capsys, change, args, expected):
     dataset = write_dataset(tmp_path, small_log)
     recipe = write_recipe(tmp_path, dataset, name="refused", transfer={"stages": [change.get("stage", STAGE)]})

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import torch
 from adapters import techniques_tag
 from transfer.config.recipe import Recipe, StageConfig
 from transfer.data.prepare import PreparedData, check_slices, prepare_data, resolve_verticals
+from transfer.knowledge.generate import Producer
 from transfer.pipeline.cache import StageCache
 from transfer.pipeline.launch import recipe_threads
 from transfer.pipeline.plan import Plan, plan_recipe
@@ -61,6 +62,30 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
     the recipe's parent run (the continuous cycle's lineage); `nested`: that run is a child of the
     active MLflow run (a tuning trial); `on_student(vertical, val_metrics)` is called as each student
     is scored (a tuning study's intermediate values)."""
+    with _recipe_run(recipe, recipe_path, extra_tags, nested, on_student) as (ctx, plan, parent_id):
+        for group, stages in itertools.groupby(plan.stages, key=lambda stage: stage.group):
+            with _group_run(ctx, group):
+                for stage in stages:
+                    stage.run(ctx)
+    students = {s.vertical.spec.name: s.output.module for s in plan.evaluation.students}
+    validation = {s.vertical.spec.name: s.output.validation for s in plan.evaluation.students}
+    return RunResult(plan.evaluation.output, parent_id, ctx.tracker.uri, ctx.tracker.experiment, ctx.run_dir,
+                     ctx.tracker.experiment_id, plan.teacher.output.weights, students, validation)
+
+
+def train_teacher(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | None = None, nested: bool = False) -> Producer:
+    """Run only the recipe's teacher stage (trained, or reused from the stage cache) under the
+    recipe's MLflow run, as `run_recipe` would; → the trained teacher (a teacher tuning trial)."""
+    with _recipe_run(recipe, recipe_path, extra_tags, nested) as (ctx, plan, _):
+        plan.teacher.run(ctx)
+    return plan.teacher.output
+
+
+@contextlib.contextmanager
+def _recipe_run(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | None, nested: bool,
+                on_student: Callable[[str, dict[str, float]], None] | None = None) -> Iterator[tuple[RunContext, Plan, str]]:
+    """The recipe planned on its prepared data, inside its MLflow parent run (killed attempts cleaned
+    up first); yields the run context, the plan and the parent run's id."""
     ranks.start()
     torch.set_num_threads(recipe_threads(recipe.trainer))
     if ranks.is_main():  # fails fast, before any data work, on a store it cannot reach (creating nothing yet)
@@ -75,14 +100,7 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
         # on every run below: which recipe run it belongs to (for `lift`, `register`, and cleaning up a killed attempt)
         ctx.tracker.common_tags = {T.RECIPE: recipe.name, T.RECIPE_HASH: recipe.hash, T.RECIPE_RUN_ID: parent_id}
         _log_recipe(ctx)
-        for group, stages in itertools.groupby(plan.stages, key=lambda stage: stage.group):
-            with _group_run(ctx, group):
-                for stage in stages:
-                    stage.run(ctx)
-    students = {s.vertical.spec.name: s.output.module for s in plan.evaluation.students}
-    validation = {s.vertical.spec.name: s.output.validation for s in plan.evaluation.students}
-    return RunResult(plan.evaluation.output, parent_id, tracker.uri, tracker.experiment, ctx.run_dir, tracker.experiment_id,
-                     plan.teacher.output.weights, students, validation)
+        yield ctx, plan, parent_id
 
 
 def recipe_tracker(recipe: Recipe) -> Tracker:

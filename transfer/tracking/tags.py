@@ -78,6 +78,7 @@ NE, AUC, CALIBRATION, RECAL_NE = "ne", "auc", "calibration", "recal_ne"
 VALIDATION: Final = "val_"  # + ne / auc / calibration / recal_ne: a VM on its validation slice (for choosing knobs)
 BEST_EPOCH: Final = "best_epoch"  # the epoch a VM kept, best by NE on its validation slice (0: its start)…
 START_VAL_NE: Final = "val_ne_at_start"  # …and its start's NE there
+VAL_MEAN_NE: Final = "val_mean_ne"  # a teacher's kept epoch: its mean NE over tasks on the validation window (what tune --teacher minimizes)
 LIFT_PCT_LOW: Final = "lift_pct_ci_low"  # a student's 95% interval (paired bootstrap over eval users)
 LIFT_PCT_HIGH: Final = "lift_pct_ci_high"
 TRANSFER_RATIO_LOW: Final = "transfer_ratio_ci_low"

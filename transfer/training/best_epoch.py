@@ -50,14 +50,14 @@ class KeepBestEpoch(Callback):
     def state_dict(self) -> dict:
         return {"epoch": self.best_epoch, "score": self.best_score, "weights": self.best_state}
 
-    def record(self) -> dict[str, int]:
+    def record(self) -> dict[str, float]:
         """What a finished training's stage folder keeps of it (`reused` reads it back)."""
-        return {"kept_epoch": self.best_epoch}
+        return {"kept_epoch": self.best_epoch, "kept_score": self.best_score}
 
     def reused(self, record: dict) -> None:
-        """A finished training's weights were reused: take the epoch it kept from its `record`
-        (None where the folder was written before epochs were recorded)."""
-        self.best_epoch = record.get("kept_epoch")
+        """A finished training's weights were reused: take the epoch it kept, and its score, from its
+        `record` (None where the folder was written before they were recorded)."""
+        self.best_epoch, self.best_score = record.get("kept_epoch"), record.get("kept_score")
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best_epoch, self.best_score, self.best_state = state_dict["epoch"], state_dict["score"], state_dict["weights"]

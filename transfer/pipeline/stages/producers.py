@@ -126,10 +126,13 @@ class TeacherStage(Stage):
             trained_by = fit_or_reuse(training, ctx.cache, tracker, run_id)
             if keeper is not None and keeper.best_epoch is not None:
                 tracker.log_metrics({T.BEST_EPOCH: float(keeper.best_epoch)})
+            validation_ne = keeper.best_score if keeper is not None else None
+            if validation_ne is not None:
+                tracker.log_metrics({T.VAL_MEAN_NE: validation_ne})
             tracker.log_metrics({T.PARAMETERS: parameter_count(model)})
             tracker.log_params({"precision": self.trainer().precision, "compile": cfg.compile})
         self.output = Producer(cfg.model, module, trained_by, self.cutoff, self.scored_rows,
-                               precision=self.precision, weights=folder / "model.pt")
+                               precision=self.precision, weights=folder / "model.pt", validation_ne=validation_ne)
 
     def _best_epoch_keeper(self, module: RankingModule) -> KeepBestEpoch | None:
         """With `teacher.keep_best_epoch`, what keeps its epoch with the lowest mean NE over tasks on the
