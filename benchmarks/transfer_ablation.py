@@ -23,6 +23,7 @@ Each study writes its current section of benchmarks/RESULTS.md (`section_id`) an
 benchmarks/results/transfer/ (`csv_path`); `--from-csv` analyses a section's CSV again into it.
 
     python benchmarks/transfer_ablation.py [--seeds 5] [--only synthetic movielens domains staleness] [--variants NAME …] [--tune TRIALS]
+                                        [--synthetic-scale recipe] [--knowledge training_traffic]
     python benchmarks/transfer_ablation.py --from-csv benchmarks/results/transfer/transfer_ablation_synthetic_best_epoch.csv
 """
 
@@ -82,7 +83,8 @@ STUDIES = {
 }
 STALENESS_RECIPE = "recipes/staleness_study.yaml"
 SCALE = {"synthetic": "bench",  # bench: the synthetic_world BENCH layout; recipe: the recipes' own (400k rows)
-         "users": 1.0}  # a fixed log's share of users per seed (`data.users`); 1.0: seeds vary the models only
+         "users": 1.0,  # a fixed log's share of users per seed (`data.users`); 1.0: seeds vary the models only
+         "knowledge": "separate"}  # `transfer.knowledge`: training_traffic trains the teacher on through the students' window
 CLAIMED = "aux KD + representation + sharing"  # GEM's combined techniques (2× vanilla KD), without the adapter
 WARM = "all combined (hierarchical, warm-started domain FM)"
 COMBINED = (CLAIMED, "all combined (direct)", "all combined (hierarchical)", WARM)
@@ -144,6 +146,8 @@ def bench_recipe(recipe: Recipe, path: Path, seed: int, overrides: dict) -> Reci
             recipe.data.validation.days, recipe.data.eval.days = BENCH.validation, BENCH.eval
     elif SCALE["users"] < 1:  # a fixed log (MovieLens): another sample of its users per seed varies the data
         recipe.data.users = UserSampleConfig(fraction=SCALE["users"], seed=seed)
+    if SCALE["knowledge"] == "training_traffic":  # production's protocol: knowledge scored from the teacher's training traffic
+        recipe.transfer.knowledge, recipe.trainer.order = "training_traffic", "time"
     recipe.transfer.vanilla_reference = False  # the ablation's own "vanilla KD" variant is the reference
     recipe.output_dir = str(OUTPUT)
     recipe.trainer.progress = False
@@ -489,13 +493,14 @@ def adapter_controls_table(frame: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def section_id(study: str, scale: str = "bench", tuned: bool = False) -> str:
+def section_id(study: str, scale: str = "bench", tuned: bool = False, knowledge: str = "separate") -> str:
     """The RESULTS.md section a run of `study` ("staleness" or a name of STUDIES) writes: the current
     one for the VMs as they ship (`benchmarks.sections`), on the synthetic world's `scale`
     (`--synthetic-scale`; MovieLens has one), with its knobs `tuned` (`--tune`; the staleness sweep
-    tunes nothing)."""
+    tunes nothing), its knowledge from the teacher's training traffic (`--knowledge`)."""
     name = "transfer-staleness-wide" if study == "staleness" else f"transfer-ablation-{study}-best-epoch"
-    return name + ("-400k" if scale == "recipe" and study != "movielens" else "") + ("-tuned" if tuned and study != "staleness" else "")
+    return (name + ("-400k" if scale == "recipe" and study != "movielens" else "") + ("-tuned" if tuned and study != "staleness" else "")
+            + ("-traffic" if knowledge == "training_traffic" else ""))
 
 
 def csv_path(section: str) -> Path:
@@ -520,6 +525,9 @@ def arguments() -> argparse.ArgumentParser:
                         help="bench: 1.6M impressions over 40 days, eval 10 days (≥ 2,000 eval positives per slice); recipe: the recipes' 400k")
     parser.add_argument("--movielens-users", type=float, default=0.8,
                         help="below 1: each seed runs MovieLens on its own seeded sample of this share of the users (data.users), so seeds vary the data too")
+    parser.add_argument("--knowledge", choices=["separate", "training_traffic"], default="separate",
+                        help="training_traffic: the teacher trains on through the students' window in time order and scores each batch "
+                             "before it learns from it (production's protocol; the staleness sweep cannot run with it)")
     parser.add_argument("--tune", type=int, default=0, metavar="TRIALS",
                         help="tune each variant's technique knobs first (gem-transfer tune, TRIALS trials each, on the first seed's validation window)")
     return parser
@@ -542,12 +550,15 @@ def plan(args: argparse.Namespace) -> tuple[list[str], int, dict[str, str]]:
         if _knobs_file(args.from_csv).is_file():
             trials = trials or int(pl.read_csv(_knobs_file(args.from_csv), columns=["trials"])["trials"][0])
     chosen = [name for name in studies if not args.only or name in args.only]
+    if args.knowledge == "training_traffic" and "staleness" in chosen:
+        raise SystemExit("transfer_ablation: --knowledge training_traffic: the staleness sweep moves the teacher's cutoff, which "
+                         "knowledge from training traffic does not have; run it with --only and the other studies")
     sections = {}
     for name in chosen:
         if args.section and (name != "staleness" or chosen == ["staleness"]):
             sections[name] = args.section
             continue
-        sections[name] = section_id(name, args.synthetic_scale, bool(trials))
+        sections[name] = section_id(name, args.synthetic_scale, bool(trials), args.knowledge)
         own = csv_path(sections[name])
         if args.from_csv is not None and args.from_csv.resolve() != own.resolve():
             raise SystemExit(f"transfer_ablation: {shown(args.from_csv)} is not the CSV of {sections[name]} ({shown(own)}): "
@@ -558,7 +569,7 @@ def plan(args: argparse.Namespace) -> tuple[list[str], int, dict[str, str]]:
 def main() -> None:
     args = arguments().parse_args()
     chosen, args.tune, sections = plan(args)
-    SCALE["synthetic"], SCALE["users"] = args.synthetic_scale, args.movielens_users
+    SCALE["synthetic"], SCALE["users"], SCALE["knowledge"] = args.synthetic_scale, args.movielens_users, args.knowledge
     seeds = list(range(args.seeds))
     collected = Collected()
     start = time.perf_counter()
@@ -603,7 +614,10 @@ def main() -> None:
                 tuning = (f" Every variant's technique knobs tuned first with the same budget: `gem-transfer tune`, {args.tune} trials each "
                           f"(seeded TPE, median pruner) on seed {seeds[0]}'s validation window; the knobs chosen:\n\n"
                           + knobs_table(knobs.get(name, [])) + "\n")
-            body = (f"{len(seeds)} seeds ({varies}); {source[name]} (torch on {torch.get_num_threads()} threads).{scale}{tuning}\n\n"
+            protocol = (" Knowledge from training traffic (`transfer.knowledge: training_traffic`, `trainer.order: time`): the teacher trains "
+                        "on through the students' window and scores each batch just before it learns from it."
+                        if args.knowledge == "training_traffic" else "")
+            body = (f"{len(seeds)} seeds ({varies}); {source[name]} (torch on {torch.get_num_threads()} threads).{scale}{protocol}{tuning}\n\n"
                     + gate_table(frame, name) + "\n\n" + ablation_table(frame, name) + "\n\n" + claims_table(frame, name)
                     + (f"\n\n{hierarchy}" if (hierarchy := hierarchy_table(frame, name)) else ""))
             write_section(sections[name], command_line(), body)
