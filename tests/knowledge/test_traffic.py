@@ -196,18 +196,24 @@ class _PreStepOutputs(L.Callback):
             self.logits |= {int(row): logit for row, logit in zip(batch["row"], out, strict=True)}
 
 
-def test_no_consumer_rows_knowledge_comes_from_a_model_that_trained_on_it(tiny, tmp_path):
-    """Three epochs through time over the teacher's and the consumers' windows: every consumer row's
-    kept logits are exactly the model's output just before its own training step of the first epoch
-    (recorded independently of the keeper), so no row's knowledge saw that row's label."""
-    folder, dataset = tiny
+def _through_both_windows(folder, dataset):
+    """The tiny recipe's data, an untrained teacher, a loader over the teacher's and the consumers'
+    windows in time order, the consumers' rows as a [n_log] mask, and a provenance."""
     data = prepare_data(load_recipe(write_recipe(folder, dataset)).data)
     module = _teacher(data)
     rows = torch.cat([data.train_rows, data.student_rows])
     loader = window_loader(WindowBatches(data.log, rows, module.model.history_length), 128, shuffle=True, seed=0, order="time")
     wanted = torch.zeros(len(data.log.labels), dtype=torch.bool)
     wanted[data.student_rows] = True
-    provenance = Provenance("skeleton_tiny", "run", datetime.now(timezone.utc).isoformat(), "now", "hash")
+    return data, module, loader, wanted, Provenance("skeleton_tiny", "run", datetime.now(timezone.utc).isoformat(), "now", "hash")
+
+
+def test_no_consumer_rows_knowledge_comes_from_a_model_that_trained_on_it(tiny, tmp_path):
+    """Three epochs through time over the teacher's and the consumers' windows: every consumer row's
+    kept logits are exactly the model's output just before its own training step of the first epoch
+    (recorded independently of the keeper), so no row's knowledge saw that row's label."""
+    folder, dataset = tiny
+    data, module, loader, wanted, provenance = _through_both_windows(folder, dataset)
     path = tmp_path / "teacher.parquet"
     keeper = TrafficKnowledge(path, wanted, data.log.example_id, data.log.tasks, provenance, module.model.embedding_dim)
     recorder = _PreStepOutputs()
@@ -235,13 +241,7 @@ def test_knowledge_a_day_behind_comes_from_the_weights_before_the_day_before_the
     """Lag 1: every consumer row of day D is scored by the model as it was before its first batch of
     day D − 1 (recorded independently), in eval mode — so it learnt from no row of D − 1 or later."""
     folder, dataset = tiny
-    data = prepare_data(load_recipe(write_recipe(folder, dataset)).data)
-    module = _teacher(data)
-    rows = torch.cat([data.train_rows, data.student_rows])
-    loader = window_loader(WindowBatches(data.log, rows, module.model.history_length), 128, shuffle=True, seed=0, order="time")
-    wanted = torch.zeros(len(data.log.labels), dtype=torch.bool)
-    wanted[data.student_rows] = True
-    provenance = Provenance("skeleton_tiny", "run", datetime.now(timezone.utc).isoformat(), "now", "hash")
+    data, module, loader, wanted, provenance = _through_both_windows(folder, dataset)
     path = tmp_path / "lagged.parquet"
     keeper = LaggedTrafficKnowledge(path, wanted, data.log, data.log.tasks, provenance, module.model.embedding_dim,
                                     module.model.history_length, lag_days=1)

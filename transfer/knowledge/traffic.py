@@ -30,6 +30,26 @@ from transfer.knowledge.table import KnowledgeWriter, Provenance
 from transfer.util.atomic import atomic_path
 
 
+class _OpenTable:
+    """A knowledge table being written at a temporary path: `finish` renames it into place with its
+    checksum, `abandon` removes it (a half-written table is never renamed)."""
+
+    def __init__(self, path: Path, tasks: list[str], provenance: Provenance, embedding_dim: int, key_dtype: pl.DataType):
+        self.path, self._stack = path, contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(path))
+        self.writer = KnowledgeWriter(tmp, tasks, provenance, embedding_dim, key_dtype)
+
+    def finish(self) -> None:
+        self.writer.close()
+        self._stack.close()  # renamed into place
+        write_checksum(self.path)
+
+    def abandon(self, exception: BaseException) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        self._stack.__exit__(type(exception), exception, exception.__traceback__)
+
+
 class TrafficKnowledge(Callback):
     """Keeps the teacher's training-step outputs for `wanted` rows (a [n_log] bool mask) of the
     first epoch in a knowledge table at `path` (`example_id`: [n_log] the log's example ids)."""
@@ -38,14 +58,12 @@ class TrafficKnowledge(Callback):
                  embedding_dim: int):
         self.path, self.wanted, self.example_id = path, wanted, example_id
         self.tasks, self.provenance, self.embedding_dim = tasks, provenance, embedding_dim
-        self._open: tuple[contextlib.ExitStack, KnowledgeWriter] | None = None
+        self._open: _OpenTable | None = None
         self.rows = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == 0:  # a training resumed at a later epoch finished its table already
-            stack = contextlib.ExitStack()
-            tmp = stack.enter_context(atomic_path(self.path))
-            self._open = stack, KnowledgeWriter(tmp, self.tasks, self.provenance, self.embedding_dim, self.example_id.dtype)
+            self._open = _OpenTable(self.path, self.tasks, self.provenance, self.embedding_dim, self.example_id.dtype)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if self._open is None:
@@ -54,24 +72,18 @@ class TrafficKnowledge(Callback):
         keep = self.wanted[rows]  # [B]
         if keep.any():
             kept = rows[keep]
-            self._open[1].append(self.example_id.gather(kept.numpy()), outputs["logits"][keep].float(), outputs["embedding"][keep].float())
+            self._open.writer.append(self.example_id.gather(kept.numpy()), outputs["logits"][keep].float(), outputs["embedding"][keep].float())
             self.rows += len(kept)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._open is not None:
-            stack, writer = self._open
+            self._open.finish()
             self._open = None
-            writer.close()
-            stack.close()  # renamed into place
-            write_checksum(self.path)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if self._open is not None:  # the half-written table is removed, never renamed
-            stack, writer = self._open
+        if self._open is not None:
+            self._open.abandon(exception)
             self._open = None
-            with contextlib.suppress(Exception):
-                writer.close()
-            stack.__exit__(type(exception), exception, exception.__traceback__)
 
 
 class LaggedTrafficKnowledge(Callback):
@@ -95,7 +107,7 @@ class LaggedTrafficKnowledge(Callback):
         self.tasks, self.provenance, self.embedding_dim = tasks, provenance, embedding_dim
         self.history_length, self.lag_days, self.scoring_batch = history_length, lag_days, scoring_batch
         self.day_of = log.ts // 86_400  # [n_log] each row's UTC day
-        self._open: tuple[contextlib.ExitStack, KnowledgeWriter] | None = None
+        self._open: _OpenTable | None = None
         self._snapshots: dict[int, dict[str, torch.Tensor]] = {}  # day → the weights before its first batch
         self._pending: dict[int, list[torch.Tensor]] = {}  # day → its wanted rows seen so far
         self._latest_day: int | None = None
@@ -104,9 +116,7 @@ class LaggedTrafficKnowledge(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == 0:
-            stack = contextlib.ExitStack()
-            tmp = stack.enter_context(atomic_path(self.path))
-            self._open = stack, KnowledgeWriter(tmp, self.tasks, self.provenance, self.embedding_dim, self.example_id.dtype)
+            self._open = _OpenTable(self.path, self.tasks, self.provenance, self.embedding_dim, self.example_id.dtype)
             self._scorer = copy.deepcopy(pl_module.model).eval()
             self._snapshots, self._pending, self._latest_day = {}, {}, None
 
@@ -135,19 +145,13 @@ class LaggedTrafficKnowledge(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._open is not None:
             self._score_days_before(None)
-            stack, writer = self._open
+            self._open.finish()
             self._open, self._scorer, self._snapshots = None, None, {}
-            writer.close()
-            stack.close()  # renamed into place
-            write_checksum(self.path)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if self._open is not None:  # the half-written table is removed, never renamed
-            stack, writer = self._open
+        if self._open is not None:
+            self._open.abandon(exception)
             self._open, self._scorer, self._snapshots = None, None, {}
-            with contextlib.suppress(Exception):
-                writer.close()
-            stack.__exit__(type(exception), exception, exception.__traceback__)
 
     def _score_days_before(self, day: int | None) -> None:
         """Score the pending rows of every day before `day` (None: all) with the weights `lag_days`
@@ -166,7 +170,7 @@ class LaggedTrafficKnowledge(Callback):
     @torch.no_grad()
     def _write(self, rows: torch.Tensor) -> None:
         """Score `rows` [k] with the scorer and append them to the table."""
-        writer = self._open[1]
+        writer = self._open.writer
         for chunk in rows.split(self.scoring_batch):
             out = self._scorer(WindowBatches(self.encoded, chunk, self.history_length)[torch.arange(len(chunk))])
             writer.append(self.example_id.gather(chunk.numpy()), out.logits.float(), out.embedding.float())
