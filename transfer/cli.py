@@ -371,9 +371,10 @@ def _costed(entry) -> str:
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
     recipe = _loaded_recipe(args)
+    from transfer.config.recipe import teacher_window_shift_days
     from transfer.data.prepare import check_slices, describe, prepare_data, resolve_verticals
 
-    data = prepare_data(recipe.data, recipe.transfer.staleness_days)
+    data = prepare_data(recipe.data, teacher_window_shift_days(recipe.transfer))
     verticals = resolve_verticals(args.recipe, recipe, data)
     check_slices(data, verticals, recipe.data.min_train_positives)
     print("\n".join(describe(data, verticals)))

@@ -5,7 +5,7 @@ pipeline caches with the teacher (a lost table trains the teacher again)."""
 from __future__ import annotations
 
 import copy
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import lightning as L
 import polars as pl
@@ -18,8 +18,8 @@ from transfer.config.loader import load_recipe
 from transfer.config.recipe import TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import prepare_data
-from transfer.knowledge.table import Provenance, join_knowledge
-from transfer.knowledge.traffic import TrafficKnowledge
+from transfer.knowledge.table import Provenance, join_knowledge, table_provenance
+from transfer.knowledge.traffic import LaggedTrafficKnowledge, TrafficKnowledge
 from transfer.training.module import RankingModule
 from transfer.training.trainer import fit
 
@@ -112,7 +112,7 @@ def test_a_recipe_takes_its_knowledge_from_training_traffic_and_a_rerun_reuses_i
 
 @pytest.mark.parametrize(("sections", "key"), [
     ({"trainer": {"max_epochs": 1, "progress": False, "order": "shuffled"}}, "trainer.order: found 'shuffled'"),
-    ({"transfer": TRAFFIC | {"staleness_days": 2}}, "transfer.staleness_days: found 2"),
+    ({"transfer": TRAFFIC | {"staleness_days": 3}}, "transfer.staleness_days: found 3; with transfer.knowledge 'training_traffic'"),
     ({"transfer": {"knowledge": "online"}}, "transfer.knowledge: unknown name 'online'"),
 ], ids=["shuffled", "stale", "unknown"])
 def test_a_recipe_that_cannot_take_knowledge_from_training_traffic_is_refused_in_one_line(tiny, capsys, sections, key):
@@ -196,18 +196,24 @@ class _PreStepOutputs(L.Callback):
             self.logits |= {int(row): logit for row, logit in zip(batch["row"], out, strict=True)}
 
 
-def test_no_consumer_rows_knowledge_comes_from_a_model_that_trained_on_it(tiny, tmp_path):
-    """Three epochs through time over the teacher's and the consumers' windows: every consumer row's
-    kept logits are exactly the model's output just before its own training step of the first epoch
-    (recorded independently of the keeper), so no row's knowledge saw that row's label."""
-    folder, dataset = tiny
+def _through_both_windows(folder, dataset):
+    """The tiny recipe's data, an untrained teacher, a loader over the teacher's and the consumers'
+    windows in time order, the consumers' rows as a [n_log] mask, and a provenance."""
     data = prepare_data(load_recipe(write_recipe(folder, dataset)).data)
     module = _teacher(data)
     rows = torch.cat([data.train_rows, data.student_rows])
     loader = window_loader(WindowBatches(data.log, rows, module.model.history_length), 128, shuffle=True, seed=0, order="time")
     wanted = torch.zeros(len(data.log.labels), dtype=torch.bool)
     wanted[data.student_rows] = True
-    provenance = Provenance("skeleton_tiny", "run", datetime.now(timezone.utc).isoformat(), "now", "hash")
+    return data, module, loader, wanted, Provenance("skeleton_tiny", "run", datetime.now(timezone.utc).isoformat(), "now", "hash")
+
+
+def test_no_consumer_rows_knowledge_comes_from_a_model_that_trained_on_it(tiny, tmp_path):
+    """Three epochs through time over the teacher's and the consumers' windows: every consumer row's
+    kept logits are exactly the model's output just before its own training step of the first epoch
+    (recorded independently of the keeper), so no row's knowledge saw that row's label."""
+    folder, dataset = tiny
+    data, module, loader, wanted, provenance = _through_both_windows(folder, dataset)
     path = tmp_path / "teacher.parquet"
     keeper = TrafficKnowledge(path, wanted, data.log.example_id, data.log.tasks, provenance, module.model.embedding_dim)
     recorder = _PreStepOutputs()
@@ -215,3 +221,55 @@ def test_no_consumer_rows_knowledge_comes_from_a_model_that_trained_on_it(tiny, 
     consumer_rows = data.student_rows
     pre_step = torch.stack([recorder.logits[int(row)] for row in consumer_rows])  # [n, T]
     torch.testing.assert_close(_kept_logits(path, data, consumer_rows), pre_step, atol=1e-5, rtol=1e-5)
+
+
+class _WeightsAtEachDay(L.Callback):
+    """Records the model's weights before the first training batch of each day of the first epoch
+    (rows arrive in time order), independently of the keeper."""
+
+    def __init__(self, ts: torch.Tensor):
+        self.ts = ts  # [n_log] each row's timestamp, seconds
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        day = int(self.ts[batch["row"]].max() // 86_400)
+        if trainer.current_epoch == 0 and day not in self.weights:
+            self.weights[day] = copy.deepcopy(pl_module.model.state_dict())
+
+
+def test_knowledge_a_day_behind_comes_from_the_weights_before_the_day_before_the_rows_day(tiny, tmp_path):
+    """Lag 1: every consumer row of day D is scored by the model as it was before its first batch of
+    day D − 1 (recorded independently), in eval mode — so it learnt from no row of D − 1 or later."""
+    folder, dataset = tiny
+    data, module, loader, wanted, provenance = _through_both_windows(folder, dataset)
+    path = tmp_path / "lagged.parquet"
+    keeper = LaggedTrafficKnowledge(path, wanted, data.log, data.log.tasks, provenance, module.model.embedding_dim,
+                                    module.model.history_length, lag_days=1)
+    recorder = _WeightsAtEachDay(data.log.ts)
+    fit(module, loader, TrainerConfig(progress=False), 2, False, watchers=[recorder, keeper])
+
+    days = data.log.ts[data.student_rows] // 86_400
+    assert len(days.unique()) == 2  # the consumers' two days
+    scorer = copy.deepcopy(module.model).eval()
+    for day in days.unique().tolist():
+        day_rows = data.student_rows[days == day]
+        scorer.load_state_dict(recorder.weights[day - 1])
+        with torch.no_grad():
+            expected = scorer(WindowBatches(data.log, day_rows, module.model.history_length)[torch.arange(len(day_rows))]).logits.float()
+        torch.testing.assert_close(_kept_logits(path, data, day_rows), expected, atol=1e-5, rtol=1e-5)
+    assert sorted(pl.read_parquet(path)["example_id"].to_list()) == sorted(data.log.example_id.gather(data.student_rows.numpy()).to_list())
+
+
+def test_a_recipe_with_knowledge_from_training_traffic_a_day_behind_keeps_the_teachers_window_and_dates_its_knowledge(
+        tmp_path, small_log, capsys):
+    folder, dataset = tmp_path, write_dataset(tmp_path, small_log)
+    lagged = write_recipe(folder, dataset, name="lagged", teacher={"model": "skeleton_tiny", "batch_size": 256},
+                          transfer=TRAFFIC | {"staleness_days": 1})
+    code, out, err = run_cli(capsys, "run", str(lagged))
+    assert code == 0, err
+    data = prepare_data(load_recipe(lagged).data)  # the windows as written: staleness moves none of them
+    assert f"teacher: skeleton_tiny on {len(data.train_rows) + len(data.student_rows):,} impressions" in out
+    (table,) = folder.rglob("knowledge/skeleton_tiny.parquet")
+    provenance = table_provenance([table])
+    assert datetime.fromisoformat(provenance.cutoff) == data.student.end - timedelta(days=2)  # the last day's rows: weights from before the day before
+    assert len(pl.read_parquet(table)) == len(data.student_rows)

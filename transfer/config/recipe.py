@@ -116,7 +116,10 @@ StageConfig = make_dataclass(
 class TransferConfig:
     strategy: str = "direct"  # direct: teacher → students; hierarchical: teacher → domain FMs → students
     stages: list[StageConfig] = field(default_factory=list)  # empty: the strategy's stages, default techniques
-    staleness_days: int = 0  # the teacher's window ends this many days before the consumers' starts (theirs and eval stay put)
+    # knowledge separate: the teacher's window ends this many days before the consumers' starts (theirs and eval
+    # stay put); training_traffic: each consumer row's knowledge comes from the teacher as it was this many days
+    # before the row's day (0: just before the teacher learnt from the row's batch)
+    staleness_days: int = 0
     max_age_days: int | None = None  # refuse knowledge older than this (consumer window end − cutoff)
     # the teacher's knowledge: separate (a scoring pass over the consumers' window after it trained) or
     # training_traffic (it trains on through the consumers' window in time order, scoring each batch
@@ -124,6 +127,18 @@ class TransferConfig:
     # domain FMs always keep their VMs' knowledge from their training traffic
     knowledge: str = "separate"
     vanilla_reference: bool = False  # also train each VM with vanilla KD only: the lift table's gain ratio (with its interval)
+
+
+def traffic_lag_days(transfer: TransferConfig) -> int:
+    """With knowledge from training traffic, how many days the teacher's knowledge lags the rows it
+    scores (`transfer.staleness_days`; 0: each batch scored just before the teacher learns from it)."""
+    return transfer.staleness_days if transfer.knowledge == "training_traffic" else 0
+
+
+def teacher_window_shift_days(transfer: TransferConfig) -> int:
+    """How many days `transfer.staleness_days` moves the teacher's window earlier: all of them with
+    knowledge from a separate pass; none with knowledge from training traffic (it delays the knowledge instead)."""
+    return 0 if transfer.knowledge == "training_traffic" else transfer.staleness_days
 
 
 @dataclass

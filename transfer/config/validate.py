@@ -140,8 +140,8 @@ def _check_transfer(recipe: Recipe, path: Path) -> None:
         raise RecipeError(f"{path}: transfer.staleness_days: found {transfer.staleness_days}; allowed: >= 0")
     _check_knowledge_source(recipe, path)
     oldest = math.ceil(transfer.staleness_days + recipe.data.student.length_days)  # the knowledge's age at the consumers' window end
-    if transfer.knowledge == "training_traffic":
-        oldest = 0  # every row scored just before the teacher trained on it
+    if transfer.knowledge == "training_traffic":  # every row scored just before the teacher trained on it, or lag days + its day before
+        oldest = transfer.staleness_days + 1 if transfer.staleness_days else 0
     if transfer.max_age_days is not None and recipe.data.student.start is None and oldest > transfer.max_age_days:
         raise RecipeError(
             f"{path}: transfer.max_age_days: {transfer.max_age_days} refuses the knowledge this recipe makes: the consumers' "
@@ -153,8 +153,8 @@ def _check_transfer(recipe: Recipe, path: Path) -> None:
 
 
 def _check_knowledge_source(recipe: Recipe, path: Path) -> None:
-    """Knowledge from training traffic needs a teacher that trains through time: days in order, and
-    no staleness (its knowledge is as fresh as the rows it scores)."""
+    """Knowledge from training traffic needs a teacher that trains through time (days in order); its
+    staleness, a lag behind the rows it scores, must stay inside the teacher's training."""
     transfer = recipe.transfer
     one_of(path, "transfer.knowledge", transfer.knowledge, KNOWLEDGE_SOURCES)
     if transfer.knowledge != "training_traffic":
@@ -162,9 +162,11 @@ def _check_knowledge_source(recipe: Recipe, path: Path) -> None:
     if recipe.trainer.order != "time":
         raise RecipeError(f"{path}: trainer.order: found '{recipe.trainer.order}'; transfer.knowledge 'training_traffic' needs 'time' "
                           "(the teacher scores each day before it trains on it)")
-    if transfer.staleness_days != 0:
-        raise RecipeError(f"{path}: transfer.staleness_days: found {transfer.staleness_days}; transfer.knowledge 'training_traffic' "
-                          "makes knowledge 0 days old and needs 0 (or transfer.knowledge: separate)")
+    teacher_days = recipe.data.train.length_days
+    if transfer.staleness_days > teacher_days:
+        raise RecipeError(f"{path}: transfer.staleness_days: found {transfer.staleness_days}; with transfer.knowledge 'training_traffic' "
+                          f"the knowledge lags the consumers' rows by that many days of the teacher's training, which starts "
+                          f"data.train.days ({teacher_days:g}) before them; allowed: 0 to {math.floor(teacher_days)}")
 
 
 def _check_stage(path: Path, key: str, stage: StageConfig, student_days: int) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from transfer.config.recipe import Recipe, WindowConfig
+from transfer.config.recipe import Recipe, WindowConfig, teacher_window_shift_days
 from transfer.config.verticals import recipe_verticals
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import PreparedData, check_slices, prepare_data, resolve_verticals
@@ -90,12 +90,12 @@ def _check_data_reaches_last_window(recipe: Recipe, recipe_path: Path, windows: 
     with ranks.main_first():  # rank 0 builds the data cache, the others read it
         for cycle in range(windows):
             current = cycle_recipe(recipe, cycle, Path("unused"))
-            data = prepare_data(current.data, current.transfer.staleness_days)  # a clear DataError names an empty window
+            data = prepare_data(current.data, teacher_window_shift_days(current.transfer))  # a clear DataError names an empty window
             check_slices(data, resolve_verticals(recipe_path, current, data), current.data.min_train_positives)
 
 
 def _cycle_rows(cycle: int, recipe: Recipe, result: RunResult, first: RunResult) -> list[dict]:
-    data = prepare_data(recipe.data, recipe.transfer.staleness_days)  # cached: cheap
+    data = prepare_data(recipe.data, teacher_window_shift_days(recipe.transfer))  # cached: cheap
     students = result.table.filter(pl.col("role") == "student")
     rows = []
     for student in recipe.students:

@@ -19,7 +19,7 @@ import polars as pl
 import torch
 
 from adapters import techniques_tag
-from transfer.config.recipe import Recipe, StageConfig
+from transfer.config.recipe import Recipe, StageConfig, teacher_window_shift_days
 from transfer.data.prepare import PreparedData, check_slices, prepare_data, resolve_verticals
 from transfer.knowledge.generate import Producer
 from transfer.pipeline.cache import StageCache
@@ -133,7 +133,7 @@ def _say_data(data: PreparedData) -> None:
 def _prepared_data(recipe: Recipe) -> PreparedData:
     """The recipe's data; in a multi-process run rank 0 builds the cache first and the others read it."""
     with ranks.main_first():
-        return prepare_data(recipe.data, recipe.transfer.staleness_days)
+        return prepare_data(recipe.data, teacher_window_shift_days(recipe.transfer))
 
 
 def _clean_up_killed_attempts(recipe: Recipe, tracker: Tracker) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import lightning as L
@@ -13,7 +13,7 @@ import torch
 
 from adapters import techniques_tag
 from transfer.catalog import ModelEntry
-from transfer.config.recipe import Recipe, StageConfig, TrainerConfig
+from transfer.config.recipe import Recipe, StageConfig, TrainerConfig, traffic_lag_days
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.cache import sha256 as file_digest
 from transfer.data.prepare import PreparedData
@@ -29,7 +29,7 @@ from transfer.knowledge.generate import (
 )
 from transfer.knowledge.join import knowledge_batches
 from transfer.knowledge.table import Provenance, shard_path
-from transfer.knowledge.traffic import TrafficKnowledge
+from transfer.knowledge.traffic import LaggedTrafficKnowledge, TrafficKnowledge
 from transfer.pipeline import keys
 from transfer.pipeline.keys import StageKey
 from transfer.pipeline.resumable import Training, building, fit_or_reuse
@@ -82,6 +82,8 @@ class TeacherStage(Stage):
     @functools.cached_property
     def key(self) -> StageKey:
         window = f"{self.data.train} + {self.data.student} ({TRAFFIC})" if self.from_traffic else str(self.data.train)
+        if lag := traffic_lag_days(self.recipe.transfer):
+            window += f", knowledge {lag} days behind"
         validation = self.data.validation_rows if self.recipe.teacher.keep_best_epoch else None
         return keys.key_of(self.kind, teacher_reads(self.recipe, self.data.fingerprint, window, self.entry.builder, validation))
 
@@ -379,11 +381,18 @@ def traffic_watchers(ctx: RunContext, folder: Path, stage: TeacherStage | Domain
     data = ctx.data
     wanted = torch.zeros(len(data.log.labels), dtype=torch.bool)
     wanted[stage.scored_rows] = True
+    lag = traffic_lag_days(ctx.recipe.transfer) if isinstance(stage, TeacherStage) else 0
+    if lag:  # the last day's rows are scored by the weights from before day last − lag: they saw up to that day's start
+        cutoff -= timedelta(days=lag + 1)
     provenance = Provenance(producer=stage.producer_name, producer_run_id=run_id, cutoff=cutoff.isoformat(),
                             created_at=ranks.from_main(datetime.now(timezone.utc).isoformat(timespec="seconds")),
                             recipe_hash=ctx.recipe.hash)
     path = shard_path(table_folder, stem, ranks.rank(), ranks.world_size())
+    if lag:
+        return [LaggedTrafficKnowledge(path, wanted, data.log, module.tasks, provenance, module.model.embedding_dim,
+                                       module.model.history_length, lag)]
     return [TrafficKnowledge(path, wanted, data.log.example_id, module.tasks, provenance, module.model.embedding_dim)]
+
 
 
 def teacher_reads(recipe: Recipe, data_fingerprint: str, window: str, builder: str, validation: torch.Tensor | None = None) -> keys.Reads:
