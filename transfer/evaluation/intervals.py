@@ -282,7 +282,7 @@ def _bound(value: float, digits: int) -> str:
     return ("−∞" if value < 0 else "+∞") if math.isinf(value) else f"{value:.{digits}f}"
 
 
-def fieller_interval(numerators: list[float], denominators: list[float]) -> RatioInterval:
+def fieller_interval(numerators: list[float], denominators: list[float], level: float = LEVEL) -> RatioInterval:
     """The ratio of the means of paired per-seed `numerators` and `denominators` with its 95% Fieller
     interval (t quantile, n − 1 degrees of freedom): the θ with (x̄ − θȳ)² ≤ t² Var(x̄ − θȳ). It is a
     bounded interval exactly when ȳ is resolvable (ȳ² / Var(ȳ) > t²); the ratio is defined only when ȳ
@@ -296,7 +296,7 @@ def fieller_interval(numerators: list[float], denominators: list[float]) -> Rati
     mx, my = x.mean().item(), y.mean().item()
     vx, vy = x.var().item() / n, y.var().item() / n  # variances of the means
     cxy = ((x - mx) * (y - my)).sum().item() / (n - 1) / n
-    q = float(t.ppf(1 - (1 - LEVEL) / 2, n - 1)) ** 2
+    q = float(t.ppf(1 - (1 - level) / 2, n - 1)) ** 2  # `level`: 0.95, or higher for a Bonferroni-adjusted endpoint
     a, b, c = my * my - q * vy, -2 * (mx * my - q * cxy), mx * mx - q * vx
     ratio = mx / my if my != 0 else math.nan
     if a <= 0:  # the denominator is not resolvable: the set is unbounded
