@@ -32,6 +32,10 @@ MIN_LOW = 2.0  # …and its 95 % lower bound over seeds
 MIN_SEEDS = 5
 SECTION = "headroom-gate"
 CURRENT_CSVS = [study_dir("transfer") / f"transfer_ablation_{study}_best_epoch.csv" for study in ("synthetic", "movielens", "domains")]
+TRAFFIC_CSV = study_dir("transfer") / "transfer_ablation_synthetic_best_epoch_400k_traffic.csv"
+CURRENT_CSVS.append(TRAFFIC_CSV)
+# a CSV whose runs are of another world or protocol than its dataset name says: its rows are gated apart, under this label
+LABELS = {TRAFFIC_CSV: "quickstart world, knowledge from training traffic"}
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,13 @@ def section_body(slices: list[SliceHeadroom], sources: list[Path]) -> str:
             f"seeds that vary the data. From {', '.join(f'`{shown(p)}`' for p in sources)}.\n\n{shown_table}\n\n{verdict}\n")
 
 
+def labelled(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """`frame` (one CSV's rows) with its dataset named by its label where `LABELS` gives one, so
+    runs of another world or protocol are never pooled with the dataset's own."""
+    label = LABELS.get(path.resolve())
+    return frame if label is None else frame.with_columns(pl.col("dataset") + f" ({label})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--csv", type=Path, nargs="+", default=CURRENT_CSVS, help="transfer-ablation CSVs (default: the current ones)")
@@ -103,7 +114,7 @@ def main() -> None:
     missing = [path for path in args.csv if not path.is_file()]
     if missing:
         parser.exit(2, f"headroom: {missing[0]}: no such CSV; allowed: a transfer-ablation CSV (benchmarks/results/transfer/)\n")
-    frame = pl.concat([pl.read_csv(path, infer_schema_length=None).select("dataset", "seed", "role", "slice", "NE", "recal NE")
+    frame = pl.concat([labelled(pl.read_csv(path, infer_schema_length=None).select("dataset", "seed", "role", "slice", "NE", "recal NE"), path)
                        for path in args.csv])
     slices = headroom(frame)
     write_csv(headroom_table(slices), study_dir("transfer") / "headroom_gate.csv")

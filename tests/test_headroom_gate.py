@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from benchmarks.headroom import headroom, headroom_table
+from benchmarks.headroom import TRAFFIC_CSV, headroom, headroom_table, labelled
 from tests.conftest import REPO
 
 REPO_RECIPE = REPO / "recipes" / "quickstart.yaml"
@@ -65,3 +65,15 @@ def test_each_lever_is_compared_with_todays_teacher_seed_by_seed():
     assert "| epochs | a/click | +3.00 [+2.85, +3.15]" in body and "| better   |" in body  # the per-seed gains: t-interval by hand below
     # gains [3.0, 3.1, 3.1, 3.0, 2.8]: mean 3.0, sd 0.1225, t(0.975, 4) = 2.7764 → ± 0.152
     assert "+1.00 [+0.80, +1.20]" in body and "fails: mean lead +1.00 NE points, below 3" in body and body.count("| passes") == 1  # epochs (lead 4.0), not today
+
+
+def test_runs_of_another_world_under_the_same_dataset_name_are_gated_apart():
+    """The quickstart world's training-traffic runs are called "synthetic" in their CSV, like the bench
+    world's: labelled by their file, their seeds are never pooled with the others'."""
+    bench = pl.DataFrame(_rows("synthetic", "a/click", [1.0, 1.0, 1.0, 1.0, 1.0]))
+    traffic = pl.DataFrame(_rows("synthetic", "a/click", [5.0, 5.1, 4.9, 5.0, 5.0]))
+    frame = pl.concat([labelled(bench, REPO / "benchmarks" / "elsewhere.csv"), labelled(traffic, TRAFFIC_CSV)])
+    found = {(s.dataset, s.slice): s for s in headroom(frame)}
+    assert set(found) == {("synthetic", "a/click"), ("synthetic (quickstart world, knowledge from training traffic)", "a/click")}
+    assert found["synthetic", "a/click"].lead.mean == pytest.approx(1.0)
+    assert not found["synthetic (quickstart world, knowledge from training traffic)", "a/click"].problem
