@@ -134,14 +134,13 @@ def adapt(network: nn.ModuleDict, inputs: AdapterInputs) -> torch.Tensor:
     return inputs.logits * torch.exp(log_scale) + shift  # [n, T]
 
 
-def adapter_inputs(log, rows: torch.Tensor, logits: torch.Tensor, cutoff: datetime) -> AdapterInputs:
+def adapter_inputs(log, rows: torch.Tensor, logits: torch.Tensor, age_days: torch.Tensor) -> AdapterInputs:
     """The adapter's inputs for the consumer's `rows` [n] of `log` (an `EncodedLog`), whose producer
-    logits are `logits` [n, T] and whose producer trained up to `cutoff`."""
+    logits are `logits` [n, T] and whose knowledge is `age_days` [n] old at each row."""
     from transfer.contract import CATEGORY_FEATURE
 
-    ts = log.ts[rows]
-    age = ((ts - int(cutoff.timestamp())) / 86400.0).clamp(min=0.0).float()
-    return AdapterInputs(logits.float(), log.surface[rows], age, log.categorical[rows, CATEGORY_FEATURE], log.dense[rows].float(), ts)
+    age = age_days.clamp(min=0.0).float()
+    return AdapterInputs(logits.float(), log.surface[rows], age, log.categorical[rows, CATEGORY_FEATURE], log.dense[rows].float(), log.ts[rows])
 
 
 def fit_adapter(inputs: AdapterInputs, labels: torch.Tensor, n_surfaces: int, cfg: Config, seed: int) -> nn.ModuleDict:
@@ -205,7 +204,7 @@ def corrected_knowledge(inputs: AdapterInputs, labels: torch.Tensor, window_end:
 
 def derive(stage, rows: KnowledgeRows) -> Derived:
     """The adapter, fit on the consumer's freshest labelled rows, and its corrected logits `adapted_logits` [n, T]."""
-    inputs = adapter_inputs(rows.log, rows.rows, rows.logits, rows.cutoff)
+    inputs = adapter_inputs(rows.log, rows.rows, rows.logits, rows.age_days)
     correction = corrected_knowledge(inputs, rows.labels, rows.window_end, rows.n_surfaces, stage.adapter, rows.seed)
     return Derived({"adapted_logits": correction.logits}, correction.metrics())
 

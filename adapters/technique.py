@@ -66,7 +66,7 @@ class KnowledgeRows:
     rows: torch.Tensor  # [n] the consumer's rows of the log
     logits: torch.Tensor  # [n, T] the producer's logits for them
     labels: torch.Tensor  # [n, T] their labels for the consumer's tasks (NaN = none)
-    cutoff: datetime  # the producer saw no example at or after this time
+    age_days: torch.Tensor  # [n] float, each row's knowledge age: days between the end of what the producer saw and the row
     window_end: datetime  # the end of the consumers' window
     n_surfaces: int
     seed: int

@@ -18,6 +18,7 @@ from transfer.config.loader import load_recipe
 from transfer.config.recipe import TrainerConfig
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.prepare import prepare_data
+from transfer.knowledge.join import knowledge_age_days
 from transfer.knowledge.table import Provenance, join_knowledge, table_provenance
 from transfer.knowledge.traffic import LaggedTrafficKnowledge, TrafficKnowledge
 from transfer.training.module import RankingModule
@@ -273,3 +274,31 @@ def test_a_recipe_with_knowledge_from_training_traffic_a_day_behind_keeps_the_te
     provenance = table_provenance([table])
     assert datetime.fromisoformat(provenance.cutoff) == data.student.end - timedelta(days=2)  # the last day's rows: weights from before the day before
     assert len(pl.read_parquet(table)) == len(data.student_rows)
+
+
+def test_a_lag_reaching_the_first_day_scores_with_the_starting_weights_even_when_the_first_batch_spans_days(tiny, tmp_path):
+    """Lag 2 on a 2-day teacher window, in batches of 4,096 rows that span days: every consumer row's
+    day − 2 is at or before the first batch, so every row is scored by the weights training started from."""
+    folder, dataset = tiny
+    data, module, _, wanted, provenance = _through_both_windows(folder, dataset)
+    rows = torch.cat([data.train_rows, data.student_rows])
+    loader = window_loader(WindowBatches(data.log, rows, module.model.history_length), 4096, shuffle=True, seed=0, order="time")
+    first = next(iter(loader))["row"]
+    assert len((data.log.ts[first] // 86_400).unique()) > 1  # the first batch spans days
+    start = copy.deepcopy(module.model).eval()
+    path = tmp_path / "lagged.parquet"
+    keeper = LaggedTrafficKnowledge(path, wanted, data.log, data.log.tasks, provenance, module.model.embedding_dim,
+                                    module.model.history_length, lag_days=2)
+    fit(module, loader, TrainerConfig(progress=False), 1, False, watchers=[keeper])
+    consumers = data.student_rows
+    with torch.no_grad():
+        expected = start(WindowBatches(data.log, consumers, module.model.history_length)[torch.arange(len(consumers))]).logits.float()
+    torch.testing.assert_close(_kept_logits(path, data, consumers), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_rows_knowledge_age_counts_from_its_producers_cutoff_or_from_the_day_its_lag_reaches_back_to():
+    day = 86_400
+    ts = torch.tensor([10 * day + day // 2, 11 * day])  # day 10 at noon, day 11 at midnight
+    cutoff = datetime.fromtimestamp(9 * day, tz=timezone.utc)
+    assert knowledge_age_days(ts, cutoff, 0).tolist() == [1.5, 2.0]
+    assert knowledge_age_days(ts, cutoff, 2).tolist() == [2.5, 2.0]  # from the start of day 8 and day 9

@@ -49,7 +49,8 @@ class UserSampleConfig:
 class DataConfig:
     dataset: str = "synthetic"  # a built-in dataset name or a path to a dataset YAML
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)  # the built-in synthetic world's size (dataset: synthetic)
-    # the teacher's window at staleness 0; `transfer.staleness_days: d` moves it d days earlier
+    # the teacher's window at staleness 0; `transfer.staleness_days: d` moves it d days earlier (knowledge from
+    # training traffic: it stays put, and the knowledge lags d days instead)
     train: WindowConfig = field(default_factory=lambda: WindowConfig(days=21))
     # the consumers' (domain FMs', VMs') window: by default right after the teacher's, so the
     # knowledge they learn from is scored by a teacher that never trained on their rows

@@ -143,11 +143,12 @@ def _check_transfer(recipe: Recipe, path: Path) -> None:
     if transfer.knowledge == "training_traffic":  # every row scored just before the teacher trained on it, or lag days + its day before
         oldest = transfer.staleness_days + 1 if transfer.staleness_days else 0
     if transfer.max_age_days is not None and recipe.data.student.start is None and oldest > transfer.max_age_days:
-        raise RecipeError(
-            f"{path}: transfer.max_age_days: {transfer.max_age_days} refuses the knowledge this recipe makes: the consumers' "
-            f"window ends transfer.staleness_days ({transfer.staleness_days}) + data.student.days ({recipe.data.student.days}) "
-            f"days after the teacher's cutoff; allowed: max_age_days >= {oldest}"
-        )
+        made = (f"knowledge from training traffic transfer.staleness_days ({transfer.staleness_days}) behind is up to {oldest} days old"
+                if transfer.knowledge == "training_traffic" else
+                f"the consumers' window ends transfer.staleness_days ({transfer.staleness_days}) + data.student.days "
+                f"({recipe.data.student.days}) days after the teacher's cutoff")
+        raise RecipeError(f"{path}: transfer.max_age_days: {transfer.max_age_days} refuses the knowledge this recipe makes: {made}; "
+                          f"allowed: max_age_days >= {oldest}")
     for i, stage in enumerate(transfer.stages):
         _check_stage(path, f"transfer.stages.{i}", stage, recipe.data.student.days)
 
@@ -167,6 +168,9 @@ def _check_knowledge_source(recipe: Recipe, path: Path) -> None:
         raise RecipeError(f"{path}: transfer.staleness_days: found {transfer.staleness_days}; with transfer.knowledge 'training_traffic' "
                           f"the knowledge lags the consumers' rows by that many days of the teacher's training, which starts "
                           f"data.train.days ({teacher_days:g}) before them; allowed: 0 to {math.floor(teacher_days)}")
+    if transfer.staleness_days and recipe.trainer.strategy == "fsdp":
+        raise RecipeError(f"{path}: trainer.strategy: found 'fsdp'; knowledge from training traffic {transfer.staleness_days} days behind "
+                          "keeps whole copies of the teacher's weights; allowed: auto or ddp (or transfer.staleness_days 0)")
 
 
 def _check_stage(path: Path, key: str, stage: StageConfig, student_days: int) -> None:

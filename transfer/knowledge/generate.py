@@ -37,6 +37,7 @@ class Producer:
     rows: torch.Tensor  # [n] the rows of the consumers' window it scores
     precision: str | None = None  # Lightning precision it scores with (default: the recipe trainer's)
     weights: Path | None = None  # its saved state dict (the teacher's, in the stage cache)
+    lag_days: int = 0  # with knowledge from training traffic: how many days its knowledge lags the rows it scored
     validation_ne: float | None = None  # with teacher.keep_best_epoch: its kept epoch's mean NE over tasks on the validation window
 
     @property

@@ -21,6 +21,7 @@ from pathlib import Path
 import lightning as L
 import polars as pl
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import Callback
 
 from transfer.data.batches import WindowBatches
@@ -68,11 +69,13 @@ class TrafficKnowledge(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if self._open is None:
             return
-        rows = batch["row"]  # [B]
+        rows = batch["row"].cpu()  # [B]
         keep = self.wanted[rows]  # [B]
         if keep.any():
             kept = rows[keep]
-            self._open.writer.append(self.example_id.gather(kept.numpy()), outputs["logits"][keep].float(), outputs["embedding"][keep].float())
+            on_device = keep.to(outputs["logits"].device)
+            self._open.writer.append(self.example_id.gather(kept.numpy()), outputs["logits"][on_device].float().cpu(),
+                                     outputs["embedding"][on_device].float().cpu())
             self.rows += len(kept)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -89,12 +92,14 @@ class TrafficKnowledge(Callback):
 class LaggedTrafficKnowledge(Callback):
     """Knowledge `lag_days` behind the training traffic: a wanted row of day D (the UTC day of its
     timestamp) is scored, in eval mode, by the model as it was before its first training batch
-    holding a row of day D − `lag_days` — it had learnt from every earlier day and from none after.
-    A row's knowledge is so between `lag_days` and `lag_days` + 1 days old. The teacher must train
-    through time (days in order): once a batch's earliest day is m, every row of a day before m has
-    been seen, so those days are scored then and the snapshots no later day needs are dropped —
-    at most `lag_days` + 1 copies of the weights are held. Writes the table as `TrafficKnowledge`
-    does (first epoch only, renamed into place with its checksum at the epoch's end).
+    holding a row of day D − `lag_days` — it had learnt from every earlier day and from none after
+    (a day before the training's first is scored by the weights it started from). A row's knowledge
+    is so between `lag_days` and `lag_days` + 1 days old. The teacher must train through time (days
+    in order): once a batch's earliest day is m, every row of a day before m has been seen, so those
+    days are scored then and the snapshots no later day needs are dropped — at most `lag_days` + 2
+    copies of the weights (kept on the CPU) and the starting weights are held. Every process takes
+    its snapshot at the same step (the newest day of the step is agreed over them). Writes the table
+    as `TrafficKnowledge` does (first epoch only, renamed into place with its checksum at the end).
 
     wanted: [n_log] bool, the rows to keep; `log` the encoded log they index (their features, histories,
     example ids and timestamps); `history_length` the model's."""
@@ -108,60 +113,70 @@ class LaggedTrafficKnowledge(Callback):
         self.history_length, self.lag_days, self.scoring_batch = history_length, lag_days, scoring_batch
         self.day_of = log.ts // 86_400  # [n_log] each row's UTC day
         self._open: _OpenTable | None = None
-        self._snapshots: dict[int, dict[str, torch.Tensor]] = {}  # day → the weights before its first batch
+        self._reset()
+        self.rows = 0
+
+    def _reset(self) -> None:
+        self._snapshots: dict[int, dict[str, torch.Tensor]] = {}  # day → the weights before its first batch (CPU)
+        self._start: tuple[int, dict[str, torch.Tensor]] | None = None  # the first day and the weights training started from
         self._pending: dict[int, list[torch.Tensor]] = {}  # day → its wanted rows seen so far
         self._latest_day: int | None = None
         self._scorer: torch.nn.Module | None = None
-        self.rows = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == 0:
             self._open = _OpenTable(self.path, self.tasks, self.provenance, self.embedding_dim, self.example_id.dtype)
+            self._reset()
             self._scorer = copy.deepcopy(pl_module.model).eval()
-            self._snapshots, self._pending, self._latest_day = {}, {}, None
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if self._open is None:
             return
-        newest = int(self.day_of[batch["row"]].max())
-        if self._latest_day is None or newest > self._latest_day:
-            weights = {name: tensor.detach().clone() for name, tensor in pl_module.model.state_dict().items()}
-            first = newest if self._latest_day is None else self._latest_day + 1
-            for day in range(first, newest + 1):  # days without rows share the weights of the next day that has some
-                self._snapshots[day] = weights
-            self._latest_day = newest
+        days = self.day_of[batch["row"].cpu()]
+        newest = int(trainer.strategy.reduce(torch.tensor(int(days.max()), device=pl_module.device), reduce_op="max"))
+        if self._latest_day is not None and newest <= self._latest_day:
+            return
+        weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in pl_module.model.state_dict().items()}
+        if self._latest_day is None:
+            self._start = int(days.min()), weights
+        first = int(days.min()) if self._latest_day is None else self._latest_day + 1
+        for day in range(first, newest + 1):  # days without rows of their own share the next day's weights
+            self._snapshots[day] = weights
+        self._latest_day = newest
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if self._open is None:
             return
-        rows = batch["row"]  # [B]
+        rows = batch["row"].cpu()  # [B]
         kept = rows[self.wanted[rows]]
         days = self.day_of[kept]
         for day in days.unique().tolist():
             self._pending.setdefault(day, []).append(kept[days == day])
-        earliest = int(self.day_of[rows].min())
-        self._score_days_before(earliest)
+        self._score_days_before(int(self.day_of[rows].min()))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._open is not None:
             self._score_days_before(None)
             self._open.finish()
-            self._open, self._scorer, self._snapshots = None, None, {}
+            self._open = None
+            self._reset()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if self._open is not None:
             self._open.abandon(exception)
-            self._open, self._scorer, self._snapshots = None, None, {}
+            self._open = None
+            self._reset()
+
+    def _weights_before(self, day: int) -> dict[str, torch.Tensor]:
+        """The weights from before the first batch of `day` (before training started, for an earlier day)."""
+        first_day, start = self._start
+        return self._snapshots[day] if day >= first_day else start
 
     def _score_days_before(self, day: int | None) -> None:
         """Score the pending rows of every day before `day` (None: all) with the weights `lag_days`
         earlier, then drop the snapshots no later day needs."""
         for done in sorted(d for d in self._pending if day is None or d < day):
-            source = done - self.lag_days
-            if source not in self._snapshots:
-                raise RuntimeError(f"knowledge for day {done} needs the weights of day {source}, before the training's first day: "
-                                   "the lag reaches before the teacher's window")
-            self._scorer.load_state_dict(self._snapshots[source])
+            self._scorer.load_state_dict(self._weights_before(done - self.lag_days))
             self._write(torch.cat(self._pending.pop(done)))
         if day is not None:
             for old in [d for d in self._snapshots if d < day - self.lag_days]:
@@ -169,9 +184,10 @@ class LaggedTrafficKnowledge(Callback):
 
     @torch.no_grad()
     def _write(self, rows: torch.Tensor) -> None:
-        """Score `rows` [k] with the scorer and append them to the table."""
-        writer = self._open.writer
+        """Score `rows` [k] with the scorer (on its device) and append them to the table."""
+        writer, device = self._open.writer, next(self._scorer.parameters()).device
         for chunk in rows.split(self.scoring_batch):
-            out = self._scorer(WindowBatches(self.encoded, chunk, self.history_length)[torch.arange(len(chunk))])
-            writer.append(self.example_id.gather(chunk.numpy()), out.logits.float(), out.embedding.float())
+            batch = move_data_to_device(WindowBatches(self.encoded, chunk, self.history_length)[torch.arange(len(chunk))], device)
+            out = self._scorer(batch)
+            writer.append(self.example_id.gather(chunk.numpy()), out.logits.float().cpu(), out.embedding.float().cpu())
             self.rows += len(chunk)

@@ -76,8 +76,13 @@ class TeacherStage(Stage):
 
     @property
     def cutoff(self) -> datetime:
-        """The end of the data it trained on."""
-        return self.data.student.end if self.from_traffic else self.data.train.end
+        """The end of the data its knowledge saw: of the data it trained on, or with knowledge from
+        training traffic `lag` days behind (`transfer.staleness_days`), the start of the day before the
+        consumers' last day's knowledge was taken (that day's rows are scored by the weights from then)."""
+        if not self.from_traffic:
+            return self.data.train.end
+        lag = traffic_lag_days(self.recipe.transfer)
+        return self.data.student.end - timedelta(days=lag + 1) if lag else self.data.student.end
 
     @functools.cached_property
     def key(self) -> StageKey:
@@ -134,7 +139,8 @@ class TeacherStage(Stage):
             tracker.log_metrics({T.PARAMETERS: parameter_count(model)})
             tracker.log_params({"precision": self.trainer().precision, "compile": cfg.compile})
         self.output = Producer(cfg.model, module, trained_by, self.cutoff, self.scored_rows,
-                               precision=self.precision, weights=folder / "model.pt", validation_ne=validation_ne)
+                               precision=self.precision, weights=folder / "model.pt",
+                               lag_days=traffic_lag_days(self.recipe.transfer), validation_ne=validation_ne)
 
     def _best_epoch_keeper(self, module: RankingModule) -> KeepBestEpoch | None:
         """With `teacher.keep_best_epoch`, what keeps its epoch with the lowest mean NE over tasks on the
@@ -250,7 +256,7 @@ class Teaching:
         """The consumer's training batches with its knowledge joined (columns techniques derive, such as
         the Student Adapter's, computed with `seed`, and their metrics logged to the consumer's run)."""
         producer = self.producer.output
-        batches, metrics = knowledge_batches(data, target, history_length, self.config, (producer.name, producer.run_id, producer.cutoff),
+        batches, metrics = knowledge_batches(data, target, history_length, self.config, (producer.name, producer.run_id, producer.cutoff, producer.lag_days),
                                              self.knowledge.output, max_age_days, seed)
         if metrics:
             tracker.log_metrics(metrics)
@@ -382,8 +388,6 @@ def traffic_watchers(ctx: RunContext, folder: Path, stage: TeacherStage | Domain
     wanted = torch.zeros(len(data.log.labels), dtype=torch.bool)
     wanted[stage.scored_rows] = True
     lag = traffic_lag_days(ctx.recipe.transfer) if isinstance(stage, TeacherStage) else 0
-    if lag:  # the last day's rows are scored by the weights from before day last − lag: they saw up to that day's start
-        cutoff -= timedelta(days=lag + 1)
     provenance = Provenance(producer=stage.producer_name, producer_run_id=run_id, cutoff=cutoff.isoformat(),
                             created_at=ranks.from_main(datetime.now(timezone.utc).isoformat(timespec="seconds")),
                             recipe_hash=ctx.recipe.hash)
