@@ -17,5 +17,9 @@ class TrainingError(UserError):
     """Training cannot go on (e.g. a NaN loss); the message names the model and the step."""
 
 
+class DivergedError(TrainingError):
+    """The training loss became non-finite (a tuning study fails that trial and goes on)."""
+
+
 class RunStopped(Exception):
     """A run stopped on purpose before its end (a pruned tuning trial): its MLflow runs end KILLED, not FAILED."""

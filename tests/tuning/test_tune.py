@@ -203,3 +203,25 @@ def test_a_study_that_cannot_run_is_refused_in_one_line(tmp_path, small_log, cap
     (line,) = err.strip().splitlines()
     assert str(recipe) in line and expected in line
     assert "trial" not in out  # refused before any trial ran
+
+
+def test_a_trial_whose_training_diverges_fails_and_the_study_goes_on_until_as_many_diverged_as_it_was_to_finish(
+        tunable, monkeypatch, capsys):
+    """Every teacher trial's loss becomes non-finite (as a too-high learning rate makes it): each is told
+    FAILED with one line and the next one runs; after as many as the study was to finish it stops."""
+    from transfer.errors import DivergedError
+    from transfer.tuning import study as study_module
+
+    def diverging(*args, **kwargs):
+        raise DivergedError("teacher: the training loss became nan at step 3")
+
+    monkeypatch.setattr(study_module, "train_teacher", diverging)
+    folder, recipe = tunable
+    other = folder / "diverging.yaml"
+    other.write_text(recipe.read_text().replace("name: tuned", "name: diverging"))
+    code, out, err = run_cli(capsys, "tune", str(other), "--teacher", "--trials", "2")
+    assert code == 2
+    assert out.count("failed, its training diverged: teacher: the training loss became nan") == 2
+    assert "tune: 2 trials diverged" in err
+    study, _ = _study(other, "teacher")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2

@@ -5,7 +5,7 @@ Latency is measured so that the verdict does not depend on how busy the machine 
 timed in CPU time of the scoring thread (`time.thread_time`, torch on one thread), so time spent
 waiting for a core while other processes run is not counted; each request is scored `REPEATS`
 times and costs its fastest repeat (interrupts and cache misses only ever add time); p50/p99 are
-taken across `REQUESTS` different requests. Parameters and FLOPs are counted, not timed, so they
+taken across the recipe's `tracking.serving_requests` different requests (`REQUESTS` by default). Parameters and FLOPs are counted, not timed, so they
 are the same on every run.
 """
 

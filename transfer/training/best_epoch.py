@@ -58,6 +58,8 @@ class KeepBestEpoch(Callback):
         """A finished training's weights were reused: take the epoch it kept, and its score, from its
         `record` (None where the folder was written before they were recorded)."""
         self.best_epoch, self.best_score = record.get("kept_epoch"), record.get("kept_score")
+        if self.best_score is None:  # written before scores were recorded: the reused weights are the kept ones
+            self.best_score = ranks.from_main(self.score())
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best_epoch, self.best_score, self.best_state = state_dict["epoch"], state_dict["score"], state_dict["weights"]

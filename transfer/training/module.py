@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from transfer.contract import label_loss
-from transfer.errors import TrainingError
+from transfer.errors import DivergedError
 from transfer.evaluation.metrics import eval_metrics
 from transfer.training.techniques import StageTechniques
 
@@ -88,9 +88,9 @@ class RankingModule(L.LightningModule):
     def _stop_on_bad_loss(self, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         where = f"step {self.global_step + 1} (epoch {self.current_epoch + 1})"
         if torch.isfinite(loss):
-            raise TrainingError(f"{self.label}: another process's training loss became non-finite at {where}")
+            raise DivergedError(f"{self.label}: another process's training loss became non-finite at {where}")
         values = ", ".join(f"{name} {value.item():.4g}" for name, value in parts.items())
-        raise TrainingError(
+        raise DivergedError(
             f"{self.label}: the training loss became {loss.item()} at step {self.global_step + 1} (epoch {self.current_epoch + 1}; "
             f"{values}); lower the learning rate or check the data for extreme values"
         )

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import torch
 
 import adapters
 from transfer.config.loader import load_recipe
 from transfer.config.recipe import Recipe, StageConfig
-from transfer.errors import RecipeError, RunStopped, UserError
+from transfer.errors import DivergedError, RecipeError, RunStopped, TrainingError, UserError
 from transfer.pipeline.engine import planned, recipe_tracker, run_recipe, train_teacher
 from transfer.tracking import tags as T
 from transfer.tuning.space import Knob, stage_knobs
@@ -95,17 +96,21 @@ def tune(recipe_path: Path, overrides: list[str], trials: int, stage: int | None
 def _run_study(recipe: Recipe, recipe_path: Path, overrides: list[str], trials: int, target: Target, folder: Path) -> TuneResult:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=f"sqlite:///{folder / 'study.db'}", study_name="tune", direction="minimize",
-                                sampler=optuna.samplers.TPESampler(seed=recipe.seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3), load_if_exists=True)
+    study.sampler = optuna.samplers.TPESampler(seed=recipe.seed + len(study.trials))  # a rerun does not repeat earlier trials' draws
     _fail_abandoned(study)
     tracker = recipe_tracker(recipe)
     tags = {T.ROLE: "tune", T.RECIPE: recipe.name, T.RECIPE_HASH: recipe.hash, T.STAGE: target.tag}
     with tracker.run(f"tune:{recipe.name}", tags) as run_id:
-        tracker.log_params({"trials": trials, "target": target.label, "knobs": ", ".join(target.prefix + k.key for k in target.knobs),
+        tracker.log_params({"trials": trials, "stage": target.tag, "knobs": ", ".join(target.prefix + k.key for k in target.knobs),
                             "study": str(folder)})
+        diverged = 0
         while (done := _finished(study)) < trials:
             print(f"▸ tune: trial {done + 1} of {trials}", flush=True)
-            _run_trial(study, recipe_path, overrides, target)
+            diverged += not _run_trial(study, recipe_path, overrides, target)
+            if diverged >= trials:
+                raise TrainingError(f"tune: {diverged} trials diverged (a non-finite training loss) in this run, as many as it was to "
+                                    "finish; lower the learning rate or narrow what the recipe lets the knobs reach")
         best = study.best_trial
         best_recipe = folder / "best.yaml"
         write_text_atomic(best_recipe, _trial_recipe(recipe_path, overrides, target, best.params).to_yaml())
@@ -115,7 +120,8 @@ def _run_study(recipe: Recipe, recipe_path: Path, overrides: list[str], trials: 
     return TuneResult(folder, best_recipe, best.value, best.params, study.trials, run_id, target)
 
 
-def _run_trial(study: optuna.Study, recipe_path: Path, overrides: list[str], target: Target) -> None:
+def _run_trial(study: optuna.Study, recipe_path: Path, overrides: list[str], target: Target) -> bool:
+    """Run one trial; → False when its training diverged (the trial failed, the study goes on)."""
     trial = study.ask()
     params = {knob.key: knob.suggest(trial) for knob in target.knobs}
     recipe = _trial_recipe(recipe_path, overrides, target, params)
@@ -136,12 +142,17 @@ def _run_trial(study: optuna.Study, recipe_path: Path, overrides: list[str], tar
     except Pruned:
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         print(f"  ✗ trial {trial.number} pruned (mean val NE so far {statistics.fmean(seen):.4f})", flush=True)
-        return
+        return True
+    except DivergedError as exc:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        print(f"  ✗ trial {trial.number} failed, its training diverged: {exc}", flush=True)
+        return False
     except BaseException:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         raise
     study.tell(trial, value)
     print(f"  ✓ trial {trial.number}: mean val NE {value:.4f}  " + "  ".join(f"{k}={v:.3g}" for k, v in params.items()), flush=True)
+    return True
 
 
 def _objective(validation: dict[str, dict[str, float]], recipe_path: Path) -> float:
@@ -185,10 +196,19 @@ def _stage_target(recipe: Recipe, recipe_path: Path, stage: int | None) -> Targe
     return Target(f"stage{index}", f"transfer.stages.{index}.", knobs)
 
 
+def _check_teacher_validation(labels: torch.Tensor, recipe_path: Path) -> None:
+    """Before any trial trains: the validation window's labels [v, T] (NaN: none) must hold both classes on some task."""
+    scorable = [bool((column == 0).any() and (column == 1).any()) for column in labels.T]
+    if not any(scorable):
+        raise RecipeError(f"{recipe_path}: data.validation: its {len(labels):,} rows hold both classes on no task; gem-transfer tune "
+                          "--teacher scores each trial there; allowed: a validation window with clicks and non-clicks")
+
+
 def _teacher_target(recipe: Recipe, recipe_path: Path) -> Target:
     """The teacher's epochs, warm-up (up to one epoch of steps on its window) and learning rate; every
     trial keeps its best epoch on the validation window."""
-    _, plan = planned(recipe, recipe_path)
+    ctx, plan = planned(recipe, recipe_path)
+    _check_teacher_validation(ctx.data.log.labels[ctx.data.validation_rows], recipe_path)
     steps_per_epoch = math.ceil(len(plan.teacher.training_rows) / recipe.teacher.batch_size)
     knobs = [Knob("max_epochs", *TEACHER_EPOCHS, log=False, whole=True),
              Knob("warmup_steps", 0, steps_per_epoch, log=False, whole=True),
