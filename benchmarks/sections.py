@@ -19,6 +19,8 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "transfer-ablation-movielens-best-epoch": (CURRENT, "transfer claims on MovieLens-100K"),
     "transfer-ablation-domains-best-epoch": (CURRENT, "hierarchical against direct, near and far domains"),
     "transfer-staleness-wide": (CURRENT, "the Student Adapter and staleness"),
+    "transfer-staleness-wide-400k-traffic": (CURRENT, "the Student Adapter where staleness is a lag on knowledge from training traffic "
+                                                      "(the staleness recipe's world)"),
     "teacher-quality-counters-synthetic": (CURRENT, "GEM teacher against the skeleton, synthetic"),
     "teacher-quality-counters-movielens": (CURRENT, "GEM teacher against the skeleton, MovieLens"),
     "strong-baseline": (CURRENT, "the baseline VM against a tuned tree on its inputs"),

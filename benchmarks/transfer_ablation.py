@@ -592,9 +592,6 @@ def plan(args: argparse.Namespace) -> tuple[list[str], int, dict[str, str]]:
         if _knobs_file(args.from_csv).is_file():
             trials = trials or int(pl.read_csv(_knobs_file(args.from_csv), columns=["trials"])["trials"][0])
     chosen = [name for name in studies if not args.only or name in args.only]
-    if args.knowledge == "training_traffic" and "staleness" in chosen:
-        raise SystemExit("transfer_ablation: --knowledge training_traffic: the staleness sweep moves the teacher's cutoff, which "
-                         "knowledge from training traffic does not have; run it with --only and the other studies")
     sections = {}
     for name in chosen:
         if args.section and (name != "staleness" or chosen == ["staleness"]):
@@ -669,8 +666,12 @@ def main() -> None:
         world = (f"the benchmark world ({BENCH.spec.rows:,} impressions per {BENCH.spec.days} days, the log starting a week earlier for the stalest teacher; "
                  f"windows teacher 21 / students {BENCH.student} / validation {BENCH.validation} / eval {BENCH.eval} days)"
                  if args.synthetic_scale == "bench" else "the recipe's own world")
+        lag = (" Knowledge from training traffic (`transfer.knowledge: training_traffic`, `trainer.order: time`): at every d the "
+               "teacher trains on its window and the students' in time order, and each student row of day D is scored by the teacher "
+               "as it was before day D − d (d = 0: just before it learnt from the row's batch); the windows never move."
+               if args.knowledge == "training_traffic" else " The students' and eval windows are the same at every d: only the teacher's cutoff moves.")
         body = (f"`{STALENESS_RECIPE}` on {world}; {len(seeds)} seeds (models and data); {source['staleness']} (torch on {torch.get_num_threads()} threads). "
-                "The students' and eval windows are the same at every d: only the teacher's cutoff moves. Effects are means of per-seed paired differences "
+                f"{lag} Effects are means of per-seed paired differences "
                 "with their 95% t-interval.\n\n" + staleness_table(frame) + "\n\n" + adapter_controls_table(frame))
         write_section(sections["staleness"], command_line(), body)
         print(body)

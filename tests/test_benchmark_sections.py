@@ -70,8 +70,8 @@ def test_a_section_id_follows_the_options():
     assert transfer_ablation.section_id("domains", "recipe") == "transfer-ablation-domains-best-epoch-400k"
     assert (transfer_ablation.section_id("synthetic", "recipe", knowledge="training_traffic")
             == "transfer-ablation-synthetic-best-epoch-400k-traffic")
-    with pytest.raises(SystemExit, match="staleness sweep moves the teacher's cutoff"):
-        written("python benchmarks/transfer_ablation.py --knowledge training_traffic")
+    assert (transfer_ablation.section_id("staleness", "recipe", knowledge="training_traffic")
+            == "transfer-staleness-wide-400k-traffic")
     assert transfer_ablation.csv_path("transfer-staleness-wide").name == "transfer_ablation_staleness_wide.csv"
     assert transfer_ablation.csv_path("transfer-ablation-synthetic-best-epoch-tuned").name == "transfer_ablation_synthetic_best_epoch_tuned.csv"
     assert transfer_ablation.csv_path("elsewhere").name == "transfer_ablation_elsewhere.csv"  # a section named by hand: its own CSV
