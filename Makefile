@@ -54,13 +54,15 @@ bench: setup
 # the staleness sweep, then vanilla KD tuned: hours here. Each writes its current section of benchmarks/RESULTS.md
 # (transfer-ablation-{synthetic,movielens,domains}-best-epoch, transfer-staleness-wide,
 # transfer-ablation-synthetic-best-epoch-tuned), then the claims on the quickstart world with knowledge from training
-# traffic, where the headroom gate passes (transfer-ablation-synthetic-best-epoch-400k-traffic), and the staleness sweep
+# traffic on the benchmark world and the quickstart world, where the headroom gate passes
+# (transfer-ablation-synthetic-best-epoch-traffic, -400k-traffic), and the staleness sweep
 # as a lag on that knowledge (transfer-staleness-wide-400k-traffic); each writes its CSV
 # under benchmarks/results/transfer/; `--only` and
 # `--variants` run parts (the command quoted in each section is the one that made it).
 bench-transfer: setup
 	$(BIN)/python benchmarks/transfer_ablation.py
 	$(BIN)/python benchmarks/transfer_ablation.py --only synthetic --variants "vanilla KD" --tune 10
+	$(BIN)/python benchmarks/transfer_ablation.py --only synthetic --knowledge training_traffic --variants "aux KD + representation + sharing"
 	$(BIN)/python benchmarks/transfer_ablation.py --only synthetic --synthetic-scale recipe --knowledge training_traffic --variants "aux KD" "aux KD + representation + sharing"
 	$(BIN)/python benchmarks/transfer_ablation.py --only staleness --synthetic-scale recipe --knowledge training_traffic
 

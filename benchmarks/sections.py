@@ -14,6 +14,8 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "headroom-gate": (CURRENT, "the gate before any transfer claim: does the teacher lead the baseline VM by enough, slice by slice?"),
     "transfer-ablation-synthetic-best-epoch": (CURRENT, "transfer claims on the synthetic world (2×, vanilla KD, combination)"),
     "transfer-ablation-synthetic-best-epoch-tuned": (CURRENT, "tuned vanilla KD on the synthetic world"),
+    "transfer-ablation-synthetic-best-epoch-traffic": (CURRENT, "transfer claims on the benchmark world with knowledge from training "
+                                                       "traffic (production's protocol)"),
     "transfer-ablation-synthetic-best-epoch-400k-traffic": (CURRENT, "transfer claims where the headroom gate passes: the quickstart "
                                                             "world, knowledge from training traffic"),
     "transfer-ablation-movielens-best-epoch": (CURRENT, "transfer claims on MovieLens-100K"),
