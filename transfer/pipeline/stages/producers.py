@@ -76,9 +76,9 @@ class TeacherStage(Stage):
 
     @property
     def cutoff(self) -> datetime:
-        """The end of the data its knowledge saw: of the data it trained on, or with knowledge from
-        training traffic `lag` days behind (`transfer.staleness_days`), the start of the day before the
-        consumers' last day's knowledge was taken (that day's rows are scored by the weights from then)."""
+        """The end of the data its knowledge saw: its training window's end; with knowledge from
+        training traffic, the consumers' window's end — or, `lag` days behind (`transfer.staleness_days`),
+        `lag` + 1 days before it (their last day is scored by the weights from before day last − lag)."""
         if not self.from_traffic:
             return self.data.train.end
         lag = traffic_lag_days(self.recipe.transfer)
