@@ -28,6 +28,7 @@ import adapters
 from transfer.config.loader import load_recipe
 from transfer.config.recipe import Recipe, StageConfig
 from transfer.errors import DivergedError, RecipeError, RunStopped, TrainingError, UserError
+from transfer.evaluation.scoring import both_classes, labels_of
 from transfer.pipeline.engine import planned, recipe_tracker, run_recipe, train_teacher
 from transfer.tracking import tags as T
 from transfer.tuning.space import Knob, stage_knobs
@@ -196,11 +197,11 @@ def _stage_target(recipe: Recipe, recipe_path: Path, stage: int | None) -> Targe
     return Target(f"stage{index}", f"transfer.stages.{index}.", knobs)
 
 
-def _check_teacher_validation(labels: torch.Tensor, recipe_path: Path) -> None:
-    """Before any trial trains: the validation window's labels [v, T] (NaN: none) must hold both classes on some task."""
-    scorable = [bool((column == 0).any() and (column == 1).any()) for column in labels.T]
-    if not any(scorable):
-        raise RecipeError(f"{recipe_path}: data.validation: its {len(labels):,} rows hold both classes on no task; gem-transfer tune "
+def _check_teacher_validation(log, rows: torch.Tensor, recipe_path: Path) -> None:
+    """Before any trial trains: the validation window's `rows` [v] of `log` must hold both classes on
+    some task (what `mean_validation_ne` scores the teacher on)."""
+    if not any(both_classes(labels_of(log, rows, task)) for task in log.tasks):
+        raise RecipeError(f"{recipe_path}: data.validation: its {len(rows):,} rows hold both classes on no task; gem-transfer tune "
                           "--teacher scores each trial there; allowed: a validation window with clicks and non-clicks")
 
 
@@ -208,7 +209,7 @@ def _teacher_target(recipe: Recipe, recipe_path: Path) -> Target:
     """The teacher's epochs, warm-up (up to one epoch of steps on its window) and learning rate; every
     trial keeps its best epoch on the validation window."""
     ctx, plan = planned(recipe, recipe_path)
-    _check_teacher_validation(ctx.data.log.labels[ctx.data.validation_rows], recipe_path)
+    _check_teacher_validation(ctx.data.log, ctx.data.validation_rows, recipe_path)
     steps_per_epoch = math.ceil(len(plan.teacher.training_rows) / recipe.teacher.batch_size)
     knobs = [Knob("max_epochs", *TEACHER_EPOCHS, log=False, whole=True),
              Knob("warmup_steps", 0, steps_per_epoch, log=False, whole=True),
