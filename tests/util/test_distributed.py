@@ -6,6 +6,8 @@
   `gem-transfer run … trainer.strategy=ddp trainer.devices=2` gives the single-process lift table;
   each rank writes its own knowledge shard (every example once, the same provenance in each); only
   rank 0 tracks in MLflow.
+- Knowledge from training traffic a day behind (`transfer.staleness_days: 1`) on two processes is
+  the one-process table.
 - Bad multi-process settings end in one line and exit code 2.
 - The processes of a single-host run listen on 127.0.0.1 only (stores and gloo), not on every interface.
 """
@@ -266,3 +268,32 @@ def test_a_two_process_run_listens_on_loopback_only(tmp_path, small_log):
     assert process.returncode == 0, out[-3000:]
     assert len(sockets) == 3 and all(sockets.values()), sockets  # the launcher's store, each rank's gloo
     assert all(address.startswith("127.0.0.1:") for found in sockets.values() for address in found), sockets
+
+
+@pytest.mark.slow
+def test_knowledge_a_day_behind_the_training_traffic_on_two_processes_is_the_one_process_table(tmp_path, small_log):
+    """Lag 1 on knowledge from training traffic, two DDP processes: each rank scores its half of the
+    consumers' rows with the weights of the day its lag reaches back to (every rank snapshots at the
+    same step), so the two shards together are the one-process table — every consumer row once, the
+    same logits up to DDP's rounding, the same provenance and cutoff."""
+    dataset = write_dataset(tmp_path, small_log)
+    recipe = write_recipe(tmp_path, dataset, name="lagged_ranks", teacher={"model": "skeleton_tiny", "batch_size": 256},
+                          transfer={"knowledge": "training_traffic", "staleness_days": 1})
+    one, two = tmp_path / "one", tmp_path / "two"
+    for folder, extra in ((one, []), (two, ["trainer.strategy=ddp", "trainer.devices=2"])):
+        done = subprocess.run([sys.executable, "-m", "transfer.cli", "run", str(recipe), f"output_dir={folder}", *extra],
+                              cwd=REPO, capture_output=True, text=True, timeout=time_limit(600), env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    (whole,), shards = sorted(one.rglob("knowledge/skeleton_tiny*.parquet")), sorted(two.rglob("knowledge/skeleton_tiny*.parquet"))
+    assert [p.name for p in shards] == ["skeleton_tiny.rank0-of-2.parquet", "skeleton_tiny.rank1-of-2.parquet"]
+    expected = pl.read_parquet(whole).sort("example_id")
+    parts = [pl.read_parquet(p) for p in shards]
+    assert all(part.height > 0 for part in parts)
+    joined = pl.concat(parts).sort("example_id")
+    assert joined["example_id"].to_list() == expected["example_id"].to_list()  # every consumer row once, over both ranks
+    for column in [c for c in expected.columns if c.startswith("logit_")]:
+        assert joined[column].to_numpy() == pytest.approx(expected[column].to_numpy(), abs=1e-4), column
+    provenances = [json.loads(pl.read_parquet_metadata(p)[PROVENANCE_KEY]) for p in [whole, *shards]]
+    assert provenances[1] == provenances[2]
+    assert provenances[1]["cutoff"] == provenances[0]["cutoff"]
