@@ -9,7 +9,7 @@ combination (aux KD + representation + sharing, no adapter), all combined (direc
 stage cache. Every run is a real recipe run tracked in MLflow (`benchmarks/.runs`).
 
 Seeds vary the models (recipe `seed`) and, on the synthetic world, the data (`data.synthetic.seed`);
-MovieLens is one fixed log, so each seed runs on its own seeded sample of a share F of its users
+MovieLens (100K; 1M with `--only movielens1m`) is one fixed log, so each seed runs on its own seeded sample of a share F of its users
 (`data.users`, `--movielens-users F`, default 0.8) and its seeds vary the data too (F = 1: models only). Every effect is the mean of per-seed
 paired differences with its 95% t-interval over seeds; a verdict is "better"/"worse" only when the
 interval excludes 0. For GEM's "2×" claim the interval is that of gain_combined − 2·gain_vanilla (NE
@@ -22,7 +22,7 @@ same budget (TRIALS trials on the first seed's validation window), so the compar
 Each study writes its current section of benchmarks/RESULTS.md (`section_id`) and its CSV under
 benchmarks/results/transfer/ (`csv_path`); `--from-csv` analyses a section's CSV again into it.
 
-    python benchmarks/transfer_ablation.py [--seeds 5] [--only synthetic movielens domains staleness] [--variants NAME …] [--tune TRIALS]
+    python benchmarks/transfer_ablation.py [--seeds 5] [--only synthetic movielens movielens1m domains staleness] [--variants NAME …] [--tune TRIALS]
                                         [--synthetic-scale recipe] [--knowledge training_traffic]
     python benchmarks/transfer_ablation.py --from-csv benchmarks/results/transfer/transfer_ablation_synthetic_best_epoch.csv
 """
@@ -76,11 +76,13 @@ class Study:
 STUDIES = {
     "synthetic": Study("synthetic", "recipes/direct_all_techniques.yaml", "recipes/hierarchical_all_techniques.yaml"),
     "movielens": Study("movielens", "recipes/movielens_all_techniques.yaml", "recipes/movielens_hierarchical.yaml"),
+    "movielens1m": Study("movielens1m", "recipes/movielens1m_all_techniques.yaml", "recipes/movielens1m_hierarchical.yaml"),
     # near and far domains (#15): the recipes' VMs (instagram, facebook: most of the teacher's traffic) beside
     # messenger's, the far domain (it launches during the log, with its own mechanics)
     "domains": Study("domains", "recipes/direct_all_techniques.yaml", "recipes/hierarchical_all_techniques.yaml",
                      ("ig_stories_click", "fb_feed_conversion", "msg_inbox_click", "msg_inbox_conversion")),
 }
+ON_REQUEST = {"movielens1m"}  # run only when `--only` names it (hours here; the Makefile runs it under production's protocol)
 STALENESS_RECIPE = "recipes/staleness_study.yaml"
 SCALE = {"synthetic": "bench",  # bench: the synthetic_world BENCH layout; recipe: the recipes' own (400k rows)
          "users": 1.0,  # a fixed log's share of users per seed (`data.users`); 1.0: seeds vary the models only
@@ -541,7 +543,7 @@ def section_id(study: str, scale: str = "bench", tuned: bool = False, knowledge:
     (`--synthetic-scale`; MovieLens has one), with its knobs `tuned` (`--tune`; the staleness sweep
     tunes nothing), its knowledge from the teacher's training traffic (`--knowledge`)."""
     name = "transfer-staleness-wide" if study == "staleness" else f"transfer-ablation-{study}-best-epoch"
-    return (name + ("-400k" if scale == "recipe" and study != "movielens" else "") + ("-tuned" if tuned and study != "staleness" else "")
+    return (name + ("-400k" if scale == "recipe" and not study.startswith("movielens") else "") + ("-tuned" if tuned and study != "staleness" else "")
             + ("-traffic" if knowledge == "training_traffic" else ""))
 
 
@@ -555,7 +557,8 @@ def csv_path(section: str) -> Path:
 def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--only", choices=[*STUDIES, "staleness"], nargs="+", default=None)
+    parser.add_argument("--only", choices=[*STUDIES, "staleness"], nargs="+", default=None,
+                        help=f"only these studies (default: all but {', '.join(sorted(ON_REQUEST))})")
     parser.add_argument("--variants", nargs="+", default=None, help="only these variants (vanilla KD always runs)")
     parser.add_argument("--staleness-days", type=int, nargs="+", default=list(STALENESS_DAYS), help="the staleness sweep's d values (0 always runs)")
     parser.add_argument("--from-csv", type=Path, default=None,
@@ -591,7 +594,7 @@ def plan(args: argparse.Namespace) -> tuple[list[str], int, dict[str, str]]:
         studies = [name for name in studies if name in held]
         if _knobs_file(args.from_csv).is_file():
             trials = trials or int(pl.read_csv(_knobs_file(args.from_csv), columns=["trials"])["trials"][0])
-    chosen = [name for name in studies if not args.only or name in args.only]
+    chosen = [name for name in studies if (name in args.only if args.only else name not in ON_REQUEST)]
     sections = {}
     for name in chosen:
         if args.section and (name != "staleness" or chosen == ["staleness"]):
@@ -640,7 +643,7 @@ def main() -> None:
             source |= dict.fromkeys(studies, f"{minutes:.0f} min for this run, CSV `{shown(csv)}`")
     for name in STUDIES:
         if name in chosen:
-            synthetic = name != "movielens"
+            synthetic = not name.startswith("movielens")
             varies = "recipe `seed` and `data.synthetic.seed`: models and data" if synthetic else (
                 f"recipe `seed` and `data.users` (a seeded {args.movielens_users:.0%} of the users): models and data" if args.movielens_users < 1
                 else "recipe `seed`: models only (one fixed log)")

@@ -70,6 +70,8 @@ def test_a_section_id_follows_the_options():
     assert transfer_ablation.section_id("domains", "recipe") == "transfer-ablation-domains-best-epoch-400k"
     assert (transfer_ablation.section_id("synthetic", "recipe", knowledge="training_traffic")
             == "transfer-ablation-synthetic-best-epoch-400k-traffic")
+    assert (transfer_ablation.section_id("movielens1m", "recipe", knowledge="training_traffic")
+            == "transfer-ablation-movielens1m-best-epoch-traffic")  # one scale
     assert (transfer_ablation.section_id("staleness", "recipe", knowledge="training_traffic")
             == "transfer-staleness-wide-400k-traffic")
     assert transfer_ablation.csv_path("transfer-staleness-wide").name == "transfer_ablation_staleness_wide.csv"
@@ -77,6 +79,9 @@ def test_a_section_id_follows_the_options():
     assert transfer_ablation.csv_path("elsewhere").name == "transfer_ablation_elsewhere.csv"  # a section named by hand: its own CSV
     assert written("python benchmarks/transfer_ablation.py --only staleness --section elsewhere") == {"elsewhere"}
     assert written("python benchmarks/transfer_ablation.py --only synthetic staleness --section elsewhere") == {"elsewhere", "transfer-staleness-wide"}
+    assert "transfer-ablation-movielens1m-best-epoch" not in written("python benchmarks/transfer_ablation.py")  # on request only
+    assert written("python benchmarks/transfer_ablation.py --only movielens1m --knowledge training_traffic") == {
+        "transfer-ablation-movielens1m-best-epoch-traffic"}
     assert written("python benchmarks/teacher_quality.py --only quality --datasets movielens") == {"teacher-quality-counters-movielens"}
 
 
