@@ -264,6 +264,8 @@ def paired(regression: pl.DataFrame, ablation: pl.DataFrame) -> str:
         for label, (role, variant) in references.items():
             other = ablation.filter((pl.col("slice") == slice_name[0]) & (pl.col("role") == role) & (pl.col("variant") == variant))
             joined = rows.join(other.select("seed", pl.col("NE").alias("other")), on="seed")
+            if joined.is_empty():  # a variant the ablation did not run on this slice (its headroom gate failed)
+                continue
             interval = seed_interval((100 * (joined["other"] - joined["NE"])).to_list())
             lines.append(f"| {slice_name[0]} | {positives} | {own} | {label} | {joined['other'].mean():.4f} | "
                          f"{interval.mean:+.2f} [{interval.low:.2f}, {interval.high:.2f}] | {interval.verdict} |")
