@@ -109,7 +109,7 @@ def test_a_recipe_whose_vm_takes_the_teachers_embeddings_as_inputs(tiny, capsys,
                           transfer={"strategy": "direct", "stages": [STAGE]}, tracking={"log_models": True})
     code, out, err = run_cli(capsys, "run", str(recipe))
     assert code == 0, err
-    (table_path,) = folder.rglob("skeleton_tiny.user_id_embeddings.2d.parquet")
+    (table_path,) = folder.rglob("embeddings/skeleton_tiny.user_id.2d.parquet")
     table = read_embedding_table(table_path, "skeleton_tiny")
     data = prepare_data(load_recipe(recipe).data)
     cutoff = data.student.start  # the teacher's cutoff: its window ends where the students' starts

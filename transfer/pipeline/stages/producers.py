@@ -255,8 +255,8 @@ class Teaching:
                                self.feature_source(data))
 
     def feature_source(self, data: PreparedData) -> FeatureSource:
-        """The producer's embedding tables, made once beside its knowledge (`transfer.knowledge.embedding_table`):
-        each over its last days before its cutoff, keyed by the log's hashed ids."""
+        """The producer's embedding tables, made once in its knowledge's folder (`embeddings/<producer>.<feature>.<days>d.parquet`,
+        `transfer.knowledge.embedding_table`): each over its last days before its cutoff, keyed by the log's hashed ids."""
         producer = self.producer.output
         folder, prefix = self.knowledge.output[0].parent, f"transfer.stages.{self.index - 1}"  # index counts stages from 1
         provenance = Provenance(producer=producer.name, producer_run_id=producer.run_id, cutoff=producer.cutoff.isoformat(),
@@ -264,7 +264,8 @@ class Teaching:
 
         def table(feature: str, days: int) -> EmbeddingTable:
             rows = data.log.window_rows(producer.cutoff - timedelta(days=days), producer.cutoff)
-            return embedding_table(folder / f"{producer.table_stem}.{feature}_embeddings.{days}d.parquet", producer.module.model,
+            (folder / "embeddings").mkdir(exist_ok=True)
+            return embedding_table(folder / "embeddings" / f"{producer.table_stem}.{feature}.{days}d.parquet", producer.module.model,
                                    data.log, rows, data.log.categorical_names.index(feature), provenance, days)
 
         age = (data.student.end - producer.cutoff).total_seconds() / 86400
