@@ -8,8 +8,8 @@ table (`teacher.layers.EmbeddingFeature`): an id the table does not know gets a 
 vector, with a known flag beside it; the vector is projected to the width of the consumer's id
 tokens and added to that id's token, so the user's (the ad's) representation is its own id
 embedding plus what the producer knew of it. The table, its lookup and the projection are part of
-the serving model: the VM's parameters, FLOPs and measured latency include them (the table itself
-is a buffer: its memory per million ids is `table_bytes_per_million`).
+the serving model: the VM's parameters (the table's vectors are frozen weights), FLOPs, measured
+latency and serving budget include them; the table's memory per million ids is `table_bytes_per_million`.
 
 Knowledge as a feature has an age, as soft labels do: `max_age_days` refuses a table whose
 producer's cutoff is older than that at the end of the consumers' window. The producer must not have
@@ -84,7 +84,7 @@ def table_bytes_per_million(embedding_dim: int) -> int:
     return 1_000_000 * (2 * embedding_dim + KEY_BYTES)
 
 
-SERVING = ("a lookup and a projection in the served VM (in its parameters, FLOPs and p99), and its table: 2·E + 8 bytes "
+SERVING = ("a lookup, its table and a projection in the served VM (in its parameters, FLOPs, p99 and budget); the table: 2·E + 8 bytes "
            f"per id, {table_bytes_per_million(64) / 1e6:.0f} MB per million users at E = 64 (the skeleton teachers' embedding)")
 
 

@@ -29,8 +29,8 @@ class SharedTable(nn.Module):
 
 class EmbeddingFeature(nn.Module):
     """A producer's embedding of each id as an input to a consumer (embeddings as features): the ids'
-    vectors looked up in a table of known ids (`keys` [U] sorted int64, `vectors` [U, E]; persistent
-    buffers, so the serving model carries the table), a learned default vector for ids it does not
+    vectors looked up in a table of known ids (`keys` [U] sorted int64, a buffer; `vectors` [U, E], frozen
+    weights: the serving model carries the table, and its parameters count it), a learned default vector for ids it does not
     know, the known flag beside it, projected to the consumer's width `dim` (linear, or through a
     hidden layer of `width`); a frozen projection stays the random map it starts as. ids [...] → [..., dim]"""
 
@@ -39,7 +39,8 @@ class EmbeddingFeature(nn.Module):
         if len(keys) == 0:  # one row no id matches (ids are ≥ 0): every id gets the default
             keys, vectors = torch.tensor([-1]), torch.zeros(1, vectors.shape[1])
         self.register_buffer("keys", keys.to(torch.int64).contiguous())  # [U]
-        self.register_buffer("vectors", vectors.to(torch.float16).contiguous())  # [U, E]
+        # [U, E] frozen weights, like a frozen shared table: counted in the served VM's parameters (and its budget)
+        self.vectors = nn.Parameter(vectors.to(torch.float16).contiguous(), requires_grad=False)
         self.default = nn.Parameter(torch.zeros(vectors.shape[1]))  # [E] for an id the table does not know
         n_in = vectors.shape[1] + 1  # the vector and the known flag
         self.project = nn.Linear(n_in, dim) if width == 0 else nn.Sequential(nn.Linear(n_in, width), nn.ReLU(), nn.Linear(width, dim))
