@@ -82,12 +82,13 @@ class KnowledgeRows:
 @dataclass(frozen=True)
 class FeatureSource:
     """What `add_inputs` reads of a consumer's producer: its embedding table of one id feature over its
-    last days (`table(feature name, days)`, made once and reused), its cutoff and the age of what it
+    last days (`table(feature name, days)`, made once and reused), its cutoff, the consumers' window's start, and the age of what it
     knows at the end of the consumers' window, and how to refuse a setting (`refusal(field, message)`
     → the exception to raise, naming the stage's key)."""
 
     table: Callable[[str, int], object]  # → a `transfer.knowledge.embedding_table.EmbeddingTable` (keys [U], vectors [U, E])
     cutoff: datetime
+    consumers_start: datetime  # the start of the consumers' window
     age_days: float
     refusal: Callable[[str, str], Exception]
 
