@@ -62,6 +62,27 @@ def test_a_hand_built_table_gives_known_ids_their_vectors_and_unknown_ids_the_le
     assert not any(p.requires_grad for p in frozen.project.parameters()) and frozen.default.requires_grad
 
 
+def test_ad_embeddings_reach_the_ads_token_and_its_history_events_and_add_to_a_shared_table():
+    """`ads: true` looks the ad up wherever the consumer embeds an ad id (its token and its history
+    events, `FeatureEmbedding.lookup`); a feature that also imports a shared table gets both, summed."""
+    from teacher.layers import FeatureEmbedding, SharedTable
+    from transfer.contract import AD_FEATURE
+
+    features = FeatureEmbedding(n_features=3, buckets=16, dim=4)
+    ids = torch.tensor([[1, 5, 2], [3, 9, 0]])  # [B, F]: ad ids 5 (in the table) and 9 (not)
+    history = torch.tensor([[5, 9, 5]])  # [1, L] history events' ad ids
+    own_tokens, own_events = features(ids), features.lookup(AD_FEATURE, history)
+    lookup = EmbeddingFeature(torch.tensor([5]), torch.tensor([[1.0, -1.0]]), dim=4)
+    features.add_input(AD_FEATURE, lookup)
+    with torch.no_grad():
+        torch.testing.assert_close(features(ids)[:, AD_FEATURE], own_tokens[:, AD_FEATURE] + lookup(ids[:, AD_FEATURE]))
+        torch.testing.assert_close(features(ids)[:, 0], own_tokens[:, 0])  # the user's token is untouched
+        torch.testing.assert_close(features.lookup(AD_FEATURE, history), own_events + lookup(history))
+        shared = SharedTable(torch.randn(16, 4), 4, freeze=True)
+        features.add_input(AD_FEATURE, shared)  # parameter sharing on the same feature: both added
+        torch.testing.assert_close(features(ids)[:, AD_FEATURE], own_tokens[:, AD_FEATURE] + lookup(ids[:, AD_FEATURE]) + shared(ids[:, AD_FEATURE]))
+
+
 def test_an_empty_table_gives_every_id_the_default():
     lookup = EmbeddingFeature(torch.zeros(0, dtype=torch.long), torch.zeros(0, 3), dim=2)
     found, known = lookup.looked_up(torch.tensor([1, 2]))
