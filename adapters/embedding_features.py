@@ -88,9 +88,15 @@ SERVING = ("a lookup, its table and a projection in the served VM (in its parame
            f"per id, {table_bytes_per_million(64) / 1e6:.0f} MB per million users at E = 64 (the skeleton teachers' embedding)")
 
 
-def check_context(stage, producer: str, consumers: str, knowledge: str) -> None:
-    """Only a producer that never trained on the consumers' rows can give their inputs (a `ValueError`
-    naming the field)."""
+def check_context(stage, producer: str, consumers: str, knowledge: str, age_days: float | None) -> None:
+    """Only a producer that never trained on the consumers' rows can give their inputs, and no older
+    than `max_age_days` when the recipe fixes its age (`age_days` at the consumers' window end; None
+    when it does not) — a `ValueError` naming the field."""
+    cfg = stage.embedding_features
+    if cfg.max_age_days is not None and age_days is not None and age_days > cfg.max_age_days:
+        raise ValueError(f"max_age_days: {cfg.max_age_days} refuses the embeddings this recipe makes: the teacher's cutoff is "
+                         f"{age_days:g} days before the consumers' window ends (transfer.staleness_days + data.student.days); "
+                         f"allowed: max_age_days >= {age_days:g}")
     if producer != "teacher":
         raise ValueError(f"enabled: found true on a stage {producer} → {consumers}; allowed: only teacher → students "
                          "(a domain FM trains on its VMs' window, so its table would hold what their labels taught it)")

@@ -26,9 +26,10 @@ and, optionally, hooks into a consumer's training (every hook takes the whole `s
   are created first, then every other head: a fixed order, so a recipe's random initialisation
   never depends on which file a technique lives in;
 - `loss(stage, heads, step) -> {name: weighted term}`: its part of one training step;
-- `check_context(stage, producer, consumers, knowledge)`: raise `ValueError` (message starting with
-  the field at fault) if it cannot apply to a stage of this producer and consumers (`teacher`,
-  `domain_fms`, `students`) with this `transfer.knowledge`; run when the recipe is checked;
+- `check_context(stage, producer, consumers, knowledge, age_days)`: raise `ValueError` (message starting
+  with the field at fault) if it cannot apply to a stage of this producer and consumers (`teacher`,
+  `domain_fms`, `students`) with this `transfer.knowledge`, its knowledge `age_days` old at the end of
+  the consumers' window (None where the recipe does not fix it); run when the recipe is checked;
 - `add_inputs(stage, consumer, source)`: give the consumer new inputs from its producer before
   training (embeddings as features), reading the producer's tables through a `FeatureSource`.
 

@@ -176,8 +176,8 @@ def _logged_model(run):
 
 
 @pytest.mark.parametrize(("stage", "transfer", "found"), [
-    (STAGE | {"embedding_features": {"enabled": True, "max_age_days": 0}}, {}, "transfer.stages.0.embedding_features.max_age_days: "
-     "the producer's embeddings (cutoff"),
+    (STAGE | {"embedding_features": {"enabled": True, "max_age_days": 1}}, {}, "transfer.stages.0.embedding_features.max_age_days: "
+     "1 refuses the embeddings this recipe makes: the teacher's cutoff is 2 days before the consumers' window ends"),
     (STAGE, {"knowledge": "training_traffic"}, "transfer.stages.0.embedding_features.enabled: found true with transfer.knowledge "
      "'training_traffic'; allowed: 'separate'"),
     (STAGE | {"producer": "domain_fms"}, {"strategy": "hierarchical", "stages": [{"producer": "teacher", "consumers": "domain_fms"}]},
