@@ -77,8 +77,9 @@ bench-levers: setup
 	$(BIN)/python benchmarks/headroom_levers.py
 
 # How strong the no-transfer baseline is: a gradient-boosted tree on the VM's inputs (is the VM within 0.5 NE points
-# of it?) and a logistic regression on classic features, against the ablations' VMs and teacher, seed by seed
-# (reads their committed CSVs; a few minutes).
+# of it?), a second tree with long-history aggregates added (what the world holds beyond the VM's inputs, and does the
+# teacher reach it?) and a logistic regression on classic features, against the ablations' VMs and teacher, seed by
+# seed (reads their committed CSVs, training-traffic ablations included; ~20 min).
 bench-baseline: setup
 	$(BIN)/python -m pip install --quiet 'lightgbm>=4,<5'  # the tree reference: a benchmark-only extra
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/strong_baseline.py

@@ -88,12 +88,21 @@ SERVING = ("a lookup, its table and a projection in the served VM (in its parame
            f"per id, {table_bytes_per_million(64) / 1e6:.0f} MB per million users at E = 64 (the skeleton teachers' embedding)")
 
 
-def check_context(stage, producer: str, consumers: str, knowledge: str) -> None:
-    """Only a producer that never trained on the consumers' rows can give their inputs (a `ValueError`
-    naming the field)."""
-    if producer != "teacher" or consumers != "students":
+def check_context(stage, producer: str, consumers: str, knowledge: str, age_days: float | None) -> None:
+    """Only a producer that never trained on the consumers' rows can give their inputs, and no older
+    than `max_age_days` when the recipe fixes its age (`age_days` at the consumers' window end; None
+    when it does not) — a `ValueError` naming the field."""
+    cfg = stage.embedding_features
+    if cfg.max_age_days is not None and age_days is not None and age_days > cfg.max_age_days:
+        raise ValueError(f"max_age_days: {cfg.max_age_days} refuses the embeddings this recipe makes: the teacher's cutoff is "
+                         f"{age_days:g} days before the consumers' window ends (transfer.staleness_days + data.student.days); "
+                         f"allowed: max_age_days >= {age_days:g}")
+    if producer != "teacher":
         raise ValueError(f"enabled: found true on a stage {producer} → {consumers}; allowed: only teacher → students "
                          "(a domain FM trains on its VMs' window, so its table would hold what their labels taught it)")
+    if consumers != "students":
+        raise ValueError(f"enabled: found true on a stage {producer} → {consumers}; allowed: only teacher → students "
+                         "(the served VMs take the inputs; a domain FM warm-started on the teacher's window would train on rows its table was made from)")
     if knowledge != "separate":
         raise ValueError(f"enabled: found true with transfer.knowledge '{knowledge}'; allowed: 'separate' (a teacher that "
                          "trains on through the consumers' window would put their labels into their inputs)")
@@ -110,6 +119,10 @@ def add_inputs(stage, consumer: nn.Module, source: FeatureSource) -> None:
     from teacher.layers import EmbeddingFeature
 
     cfg = stage.embedding_features
+    if source.cutoff > source.consumers_start:
+        raise source.refusal(f"{KEY}.enabled", f"the producer's cutoff ({source.cutoff.isoformat()}) is after the consumers' window "
+                             f"starts ({source.consumers_start.isoformat()}): its table would hold what their labels taught it; "
+                             "allowed: a producer window that ends where the consumers' begins, or earlier")
     if cfg.max_age_days is not None and source.age_days > cfg.max_age_days:
         raise source.refusal(f"{KEY}.max_age_days", f"the producer's embeddings (cutoff {source.cutoff.isoformat()}) are "
                              f"{source.age_days:.1f} days old at the end of the consumers' window; allowed: {cfg.max_age_days}")

@@ -26,9 +26,10 @@ and, optionally, hooks into a consumer's training (every hook takes the whole `s
   are created first, then every other head: a fixed order, so a recipe's random initialisation
   never depends on which file a technique lives in;
 - `loss(stage, heads, step) -> {name: weighted term}`: its part of one training step;
-- `check_context(stage, producer, consumers, knowledge)`: raise `ValueError` (message starting with
-  the field at fault) if it cannot apply to a stage of this producer and consumers (`teacher`,
-  `domain_fms`, `students`) with this `transfer.knowledge`; run when the recipe is checked;
+- `check_context(stage, producer, consumers, knowledge, age_days)`: raise `ValueError` (message starting
+  with the field at fault) if it cannot apply to a stage of this producer and consumers (`teacher`,
+  `domain_fms`, `students`) with this `transfer.knowledge`, its knowledge `age_days` old at the end of
+  the consumers' window (None where the recipe does not fix it); run when the recipe is checked;
 - `add_inputs(stage, consumer, source)`: give the consumer new inputs from its producer before
   training (embeddings as features), reading the producer's tables through a `FeatureSource`.
 
@@ -82,12 +83,13 @@ class KnowledgeRows:
 @dataclass(frozen=True)
 class FeatureSource:
     """What `add_inputs` reads of a consumer's producer: its embedding table of one id feature over its
-    last days (`table(feature name, days)`, made once and reused), its cutoff and the age of what it
+    last days (`table(feature name, days)`, made once and reused), its cutoff, the consumers' window's start, and the age of what it
     knows at the end of the consumers' window, and how to refuse a setting (`refusal(field, message)`
     → the exception to raise, naming the stage's key)."""
 
     table: Callable[[str, int], object]  # → a `transfer.knowledge.embedding_table.EmbeddingTable` (keys [U], vectors [U, E])
     cutoff: datetime
+    consumers_start: datetime  # the start of the consumers' window
     age_days: float
     refusal: Callable[[str, str], Exception]
 

@@ -52,12 +52,12 @@ class EmbeddingFeature(nn.Module):
         flat = ids.reshape(-1).contiguous()
         where = torch.searchsorted(self.keys, flat).clamp(max=len(self.keys) - 1)  # [n]
         known = self.keys[where] == flat
-        vectors = torch.where(known[:, None], self.vectors[where].float(), self.default)  # [n, E]
+        vectors = torch.where(known[:, None], self.vectors[where].to(self.default.dtype), self.default)  # [n, E], the training dtype
         return vectors.reshape(*ids.shape, -1), known.reshape(ids.shape)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         vectors, known = self.looked_up(ids)
-        return self.project(torch.cat([vectors, known[..., None].float()], dim=-1))
+        return self.project(torch.cat([vectors, known[..., None].to(vectors.dtype)], dim=-1))
 
 
 class AddedInputs(nn.Module):

@@ -244,7 +244,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     finished = [t for t in result.trials if t.value is not None]
     objective = "teacher mean val NE (over tasks)" if result.target.teacher else "mean val NE"
     print()
-    print(f"{len(finished)} trials finished; best {objective} {result.best_value:.4f} with "
+    print(f"{len(finished)} trial{'' if len(finished) == 1 else 's'} finished; best {objective} {result.best_value:.4f} with "
           + ", ".join(f"{result.target.shown(key)}={value:.4g}" for key, value in result.best_params.items()))
     print(f"Best recipe: {result.best_recipe}  (run it: gem-transfer run {result.best_recipe})")
     print(f"Study: {result.folder / 'study.db'}; MLflow run {result.run_id}")

@@ -62,6 +62,27 @@ def test_a_hand_built_table_gives_known_ids_their_vectors_and_unknown_ids_the_le
     assert not any(p.requires_grad for p in frozen.project.parameters()) and frozen.default.requires_grad
 
 
+def test_ad_embeddings_reach_the_ads_token_and_its_history_events_and_add_to_a_shared_table():
+    """`ads: true` looks the ad up wherever the consumer embeds an ad id (its token and its history
+    events, `FeatureEmbedding.lookup`); a feature that also imports a shared table gets both, summed."""
+    from teacher.layers import FeatureEmbedding, SharedTable
+    from transfer.contract import AD_FEATURE
+
+    features = FeatureEmbedding(n_features=3, buckets=16, dim=4)
+    ids = torch.tensor([[1, 5, 2], [3, 9, 0]])  # [B, F]: ad ids 5 (in the table) and 9 (not)
+    history = torch.tensor([[5, 9, 5]])  # [1, L] history events' ad ids
+    own_tokens, own_events = features(ids), features.lookup(AD_FEATURE, history)
+    lookup = EmbeddingFeature(torch.tensor([5]), torch.tensor([[1.0, -1.0]]), dim=4)
+    features.add_input(AD_FEATURE, lookup)
+    with torch.no_grad():
+        torch.testing.assert_close(features(ids)[:, AD_FEATURE], own_tokens[:, AD_FEATURE] + lookup(ids[:, AD_FEATURE]))
+        torch.testing.assert_close(features(ids)[:, 0], own_tokens[:, 0])  # the user's token is untouched
+        torch.testing.assert_close(features.lookup(AD_FEATURE, history), own_events + lookup(history))
+        shared = SharedTable(torch.randn(16, 4), 4, freeze=True)
+        features.add_input(AD_FEATURE, shared)  # parameter sharing on the same feature: both added
+        torch.testing.assert_close(features(ids)[:, AD_FEATURE], own_tokens[:, AD_FEATURE] + lookup(ids[:, AD_FEATURE]) + shared(ids[:, AD_FEATURE]))
+
+
 def test_an_empty_table_gives_every_id_the_default():
     lookup = EmbeddingFeature(torch.zeros(0, dtype=torch.long), torch.zeros(0, 3), dim=2)
     found, known = lookup.looked_up(torch.tensor([1, 2]))
@@ -85,10 +106,10 @@ def test_the_table_holds_each_ids_mean_embedding_over_its_rows_and_reads_back(ti
         torch.testing.assert_close(vectors[k], each[users == keys[k]].mean(0), atol=1e-5, rtol=1e-5)
 
     path = tmp_path / "user_embeddings.parquet"
-    write_embedding_table(path, keys, vectors, _provenance(), EmbeddingTableInfo("user_id", 2, len(rows)))
+    write_embedding_table(path, keys, vectors, _provenance(), EmbeddingTableInfo("user_id", 2, len(rows), vectors.shape[1]))
     back = read_embedding_table(path, "skeleton_tiny", "run-1")
     assert torch.equal(back.keys, keys) and torch.equal(back.vectors, vectors.to(torch.float16))
-    assert back.info == EmbeddingTableInfo("user_id", 2, len(rows)) and back.provenance.cutoff == "2026-01-03T00:00:00+00:00"
+    assert back.info == EmbeddingTableInfo("user_id", 2, len(rows), vectors.shape[1]) and back.provenance.cutoff == "2026-01-03T00:00:00+00:00"
     assert (tmp_path / "user_embeddings.parquet.sha256").is_file()
 
     with pytest.raises(DataError, match="knowledge was produced by 'skeleton_tiny', but the recipe's producer is 'gem_tiny'"):
@@ -126,21 +147,23 @@ def test_a_recipe_whose_vm_takes_the_teachers_embeddings_as_inputs(tiny, capsys,
     # (and the budget sees them), its FLOPs the projection
     assert student.data.metrics["serving_params"] - baseline.data.metrics["serving_params"] > len(table.keys) * table.dim
     assert student.data.metrics["flops_vs_teacher"] > baseline.data.metrics["flops_vs_teacher"]
-    # the logged serving graph (pt2) carries the table and the lookup: it gives the run's eval NE on the
-    # eval rows, and other outputs when the same rows come with user ids the table does not know
+    # the logged serving graph (pt2) carries the table and the lookup: its weights hold the table, it gives the run's
+    # eval NE on the eval rows, and other outputs once the table's vectors are zeroed (the same ids, the same rows)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'runs' / 'mlflow.db'}")
     info = mlflow.models.get_model_info(student.data.tags["model_uri"])
     served, inputs = mlflow.pytorch.load_model(student.data.tags["model_uri"]), info.signature.inputs.input_names()
+    state = served.state_dict()
+    assert torch.equal(state["model.features.imported.0.keys"], table.keys)
+    assert torch.equal(state["model.features.imported.0.vectors"], table.vectors)
     rows = data.log.surface_rows(data.eval_rows, "ig_stories")
     batch = WindowBatches(data.log, rows, info.metadata["history_length"])[torch.arange(len(rows))]
     with torch.no_grad():
         logits = served(*[batch[name] for name in inputs])[:, 0]
-        unknown = batch["categorical"].clone()
-        unknown[:, 0] = int(table.keys.max()) + 1
-        strangers = served(*[unknown if name == "categorical" else batch[name] for name in inputs])[:, 0]
+        state["model.features.imported.0.vectors"].zero_()
+        without = served(*[batch[name] for name in inputs])[:, 0]
     labels = batch["labels"][:, data.log.tasks.index("click")]
     assert normalized_entropy(logits, labels) == pytest.approx(student.data.metrics["eval_ne"], abs=1e-6)
-    assert (logits - strangers).abs().max() > 1e-4
+    assert (logits - without).abs().max() > 1e-4
 
     code, out, _ = run_cli(capsys, "run", str(recipe))  # a rerun reuses the VM and the table
     assert code == 0 and "already trained" in out
@@ -153,8 +176,8 @@ def _logged_model(run):
 
 
 @pytest.mark.parametrize(("stage", "transfer", "found"), [
-    (STAGE | {"embedding_features": {"enabled": True, "max_age_days": 0}}, {}, "transfer.stages.0.embedding_features.max_age_days: "
-     "the producer's embeddings (cutoff"),
+    (STAGE | {"embedding_features": {"enabled": True, "max_age_days": 1}}, {}, "transfer.stages.0.embedding_features.max_age_days: "
+     "1 refuses the embeddings this recipe makes: the teacher's cutoff is 2 days before the consumers' window ends"),
     (STAGE, {"knowledge": "training_traffic"}, "transfer.stages.0.embedding_features.enabled: found true with transfer.knowledge "
      "'training_traffic'; allowed: 'separate'"),
     (STAGE | {"producer": "domain_fms"}, {"strategy": "hierarchical", "stages": [{"producer": "teacher", "consumers": "domain_fms"}]},
@@ -167,6 +190,17 @@ def test_a_table_too_old_or_a_producer_that_trained_on_the_consumers_rows_is_ref
     code, _, err = run_cli(capsys, "run", str(recipe))
     assert code == 2
     assert found in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_teacher_window_running_into_the_consumers_window_is_refused_in_one_line(tiny, capsys):
+    folder, dataset = tiny
+    overlapping = {"dataset": str(dataset), "cache_dir": str(folder / "cache"), "train": {"days": 2},
+                   "student": {"start": "2026-01-02", "days": 2}, "validation": {"days": 0}, "eval": {"days": 2}}
+    recipe = write_recipe(folder, dataset, name="overlap", data=overlapping, teacher={"model": "skeleton_tiny", "batch_size": 256},
+                          transfer={"strategy": "direct", "stages": [STAGE]})
+    code, _, err = run_cli(capsys, "run", str(recipe))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "transfer.stages.0.embedding_features.enabled: the producer's cutoff (2026-01-03T00:00:00+00:00) is after the consumers' window starts" in err
 
 
 def test_the_technique_states_its_table_memory_per_million_ids():

@@ -16,6 +16,7 @@ producer's run id agree.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ class EmbeddingTableInfo:
     feature: str  # the categorical feature whose ids key the table (user_id, ad_id)
     days: int
     rows_scored: int  # the producer's impressions its means were taken over
+    dim: int  # the embedding's width E (an empty table keeps it)
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,9 @@ class EmbeddingTable:
 @torch.no_grad()
 def mean_embeddings(model: torch.nn.Module, log: EncodedLog, rows: torch.Tensor, feature: int,
                     batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score `rows` [n] with `model` in eval mode and average its embeddings by the rows' ids of
-    categorical `feature`. → (keys [U] sorted int64, vectors [U, E] float32)."""
-    was_training = model.training
-    model.eval()
+    """Score `rows` [n] with `model` in eval mode, in float32 (a copy, whatever precision it trained at),
+    and average its embeddings by the rows' ids of categorical `feature`. → (keys [U] sorted int64, vectors [U, E] float32)."""
+    model = copy.deepcopy(model).float().eval()
     device = next(model.parameters()).device
     batches = WindowBatches(log, rows, model.history_length)
     parts = []
@@ -73,7 +74,6 @@ def mean_embeddings(model: torch.nn.Module, log: EncodedLog, rows: torch.Tensor,
         positions = torch.arange(start, min(start + batch_size, len(rows)))
         batch = {name: value.to(device) for name, value in batches[positions].items()}
         parts.append(model(batch).embedding.float().cpu())
-    model.train(was_training)
     embeddings = torch.cat(parts) if parts else torch.zeros(0, model.embedding_dim)  # [n, E]
     keys, which = torch.unique(log.categorical[rows, feature], sorted=True, return_inverse=True)  # [U], [n]
     sums = torch.zeros(len(keys), embeddings.shape[1]).index_add_(0, which, embeddings)
@@ -103,8 +103,9 @@ def read_embedding_table(path: Path, producer: str, run_id: str | None = None) -
     frame = pl.read_parquet(path)
     if frame.columns != ["key", "embedding"] or frame["key"].dtype != pl.Int64 or not frame["key"].is_sorted():
         raise DataError(f"{path}: found columns {frame.columns} ({frame.dtypes}); allowed: key (int64, sorted), embedding (float16 array)")
-    vectors = torch.from_numpy(frame["embedding"].to_numpy().astype("float16").reshape(frame.height, -1).copy())
-    return EmbeddingTable(torch.from_numpy(frame["key"].to_numpy().copy()), vectors, provenance, EmbeddingTableInfo(**json.loads(meta[TABLE_KEY])))
+    info = EmbeddingTableInfo(**json.loads(meta[TABLE_KEY]))
+    vectors = torch.from_numpy(frame["embedding"].to_numpy().astype("float16").reshape(frame.height, info.dim).copy())
+    return EmbeddingTable(torch.from_numpy(frame["key"].to_numpy().copy()), vectors, provenance, info)
 
 
 def embedding_table(path: Path, model: torch.nn.Module, log: EncodedLog, rows: torch.Tensor, feature: int,
@@ -118,7 +119,7 @@ def embedding_table(path: Path, model: torch.nn.Module, log: EncodedLog, rows: t
         if found.provenance.producer_run_id == provenance.producer_run_id and found.info.feature == name and found.info.days == days:
             return found
     keys, vectors = mean_embeddings(model, log, rows, feature)
-    info = EmbeddingTableInfo(name, days, len(rows))
+    info = EmbeddingTableInfo(name, days, len(rows), vectors.shape[1])
     if ranks.is_main():
         write_embedding_table(path, keys, vectors, provenance, info)
     return EmbeddingTable(keys, vectors.to(torch.float16), provenance, info)

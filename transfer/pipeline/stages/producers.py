@@ -269,7 +269,7 @@ class Teaching:
                                    data.log, rows, data.log.categorical_names.index(feature), provenance, days)
 
         age = (data.student.end - producer.cutoff).total_seconds() / 86400
-        return FeatureSource(table, producer.cutoff, age, lambda field, message: DataError(f"{prefix}.{field}: {message}"))
+        return FeatureSource(table, producer.cutoff, data.student.start, age, lambda field, message: DataError(f"{prefix}.{field}: {message}"))
 
     def batches(self, data: PreparedData, target: ConsumerTarget, history_length: int, max_age_days: int | None,
                 seed: int, tracker: Tracker) -> WindowBatches:
