@@ -56,7 +56,8 @@ bench: setup
 # transfer-ablation-synthetic-best-epoch-tuned), then the claims on the quickstart world with knowledge from training
 # traffic on the benchmark world and the quickstart world, where the headroom gate passes
 # (transfer-ablation-synthetic-best-epoch-traffic, -400k-traffic), and the staleness sweep
-# as a lag on that knowledge (transfer-staleness-wide-400k-traffic); each writes its CSV
+# as a lag on that knowledge (transfer-staleness-wide-400k-traffic), and the teacher's embeddings as a VM input on the
+# quickstart world (transfer-embedding-features-400k: every slice, the gate reported); each writes its CSV
 # under benchmarks/results/transfer/; `--only` and
 # `--variants` run parts (the command quoted in each section is the one that made it).
 bench-transfer: setup
@@ -65,6 +66,7 @@ bench-transfer: setup
 	$(BIN)/python benchmarks/transfer_ablation.py --only synthetic --knowledge training_traffic --variants "aux KD + representation + sharing"
 	$(BIN)/python benchmarks/transfer_ablation.py --only synthetic --synthetic-scale recipe --knowledge training_traffic --variants "aux KD" "aux KD + representation + sharing"
 	$(BIN)/python benchmarks/transfer_ablation.py --only staleness --synthetic-scale recipe --knowledge training_traffic
+	$(BIN)/python benchmarks/transfer_ablation.py --only synthetic --synthetic-scale recipe --variants "embedding features" "embedding features + vanilla KD" --ungated --section transfer-embedding-features-400k
 
 # The headroom gate before any transfer claim: does the teacher lead the baseline VM by >= 3 NE points (95% lower
 # bound >= 2, >= 5 seeds) on each claim slice? Reads the current transfer-ablation CSVs (seconds).
