@@ -51,20 +51,24 @@ bench: setup
 	$(BIN)/python benchmarks/sequence_scaling.py
 
 # The transfer ablation (synthetic benchmark world, MovieLens and the near and far domains × variants × 5 seeds),
-# the staleness sweep, then vanilla KD tuned: hours here. Each writes its current section of benchmarks/RESULTS.md
+# the staleness sweep, MovieLens-1M with knowledge from training traffic (transfer-ablation-movielens1m-best-epoch-traffic),
+# then vanilla KD tuned: hours here. Each writes its current section of benchmarks/RESULTS.md
 # (transfer-ablation-{synthetic,movielens,domains}-best-epoch, transfer-staleness-wide,
 # transfer-ablation-synthetic-best-epoch-tuned), then the claims on the quickstart world with knowledge from training
 # traffic on the benchmark world and the quickstart world, where the headroom gate passes
 # (transfer-ablation-synthetic-best-epoch-traffic, -400k-traffic), and the staleness sweep
-# as a lag on that knowledge (transfer-staleness-wide-400k-traffic); each writes its CSV
+# as a lag on that knowledge (transfer-staleness-wide-400k-traffic), and the teacher's embeddings as a VM input on the
+# quickstart world (transfer-embedding-features-400k: every slice, the gate reported); each writes its CSV
 # under benchmarks/results/transfer/; `--only` and
 # `--variants` run parts (the command quoted in each section is the one that made it).
 bench-transfer: setup
 	$(BIN)/python benchmarks/transfer_ablation.py
+	$(BIN)/python benchmarks/transfer_ablation.py --only movielens1m --knowledge training_traffic --variants "aux KD + representation + sharing"
 	$(BIN)/python benchmarks/transfer_ablation.py --only synthetic --variants "vanilla KD" --tune 10
 	$(BIN)/python benchmarks/transfer_ablation.py --only synthetic --knowledge training_traffic --variants "aux KD + representation + sharing"
 	$(BIN)/python benchmarks/transfer_ablation.py --only synthetic --synthetic-scale recipe --knowledge training_traffic --variants "aux KD" "aux KD + representation + sharing"
 	$(BIN)/python benchmarks/transfer_ablation.py --only staleness --synthetic-scale recipe --knowledge training_traffic
+	$(BIN)/python benchmarks/transfer_ablation.py --only synthetic --synthetic-scale recipe --variants "embedding features" "embedding features + vanilla KD" --ungated --section transfer-embedding-features-400k
 
 # The headroom gate before any transfer claim: does the teacher lead the baseline VM by >= 3 NE points (95% lower
 # bound >= 2, >= 5 seeds) on each claim slice? Reads the current transfer-ablation CSVs (seconds).
@@ -77,8 +81,9 @@ bench-levers: setup
 	$(BIN)/python benchmarks/headroom_levers.py
 
 # How strong the no-transfer baseline is: a gradient-boosted tree on the VM's inputs (is the VM within 0.5 NE points
-# of it?) and a logistic regression on classic features, against the ablations' VMs and teacher, seed by seed
-# (reads their committed CSVs; a few minutes).
+# of it?), a second tree with long-history aggregates added (what the world holds beyond the VM's inputs, and does the
+# teacher reach it?) and a logistic regression on classic features, against the ablations' VMs and teacher, seed by
+# seed (reads their committed CSVs, training-traffic ablations included; ~20 min).
 bench-baseline: setup
 	$(BIN)/python -m pip install --quiet 'lightgbm>=4,<5'  # the tree reference: a benchmark-only extra
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/strong_baseline.py

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 KEY = "distillation"
+SUMMARY = "soft labels from the producer's logits, on the serving head (vanilla KD) or an auxiliary head"
+SERVING = "none: an auxiliary head is dropped at export"
 HEADS = ("serving", "auxiliary")  # where the soft-label loss goes
 
 

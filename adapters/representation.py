@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 KEY = "representation"
+SUMMARY = "the consumer's hidden state aligned with the producer's embedding through a projection head"
+SERVING = "none: the projection head is dropped at export"
 LOSSES = ("cosine", "mse", "infonce")
 
 

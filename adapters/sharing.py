@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from transfer.contract import RankingModel
 
 KEY = "sharing"
+SUMMARY = "named producer parts (embedding tables, modules) imported, frozen or fine-tuned"
+SERVING = "the imported parts' parameters (and a projection where widths differ) are in the served VM"
 
 
 @dataclass

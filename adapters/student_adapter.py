@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from torch import nn
 
 KEY = "adapter"
+SUMMARY = "the Student Adapter: stale producer logits corrected on the freshest labels, supervising a second head"
+SERVING = "none: the adapter and its head are training-only"
 CATEGORY_BUCKETS = 1024  # the adapter's own small table over the (hashed) ad category
 FIT_BATCH = 1024
 

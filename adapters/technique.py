@@ -4,6 +4,7 @@ build or compute with tensors import it when called.
 
 A technique module provides:
 
+- `SUMMARY` (one line) and `SERVING` (what it costs the served model), for `gem-transfer ls techniques`;
 - `KEY`: its key under a recipe's transfer stage (`transfer.stages.N.<KEY>`), and `Config`: its
   knobs, a dataclass with defaults and `check(key, window_days)` (raises `ValueError` naming
   `key.<field>`: `window_days` is the consumers' window);
@@ -24,13 +25,20 @@ and, optionally, hooks into a consumer's training (every hook takes the whole `s
   Every technique's distillation heads (logits [B, T], whose bias starts at the task's base rate)
   are created first, then every other head: a fixed order, so a recipe's random initialisation
   never depends on which file a technique lives in;
-- `loss(stage, heads, step) -> {name: weighted term}`: its part of one training step.
+- `loss(stage, heads, step) -> {name: weighted term}`: its part of one training step;
+- `check_context(stage, producer, consumers, knowledge, age_days)`: raise `ValueError` (message starting
+  with the field at fault) if it cannot apply to a stage of this producer and consumers (`teacher`,
+  `domain_fms`, `students`) with this `transfer.knowledge`, its knowledge `age_days` old at the end of
+  the consumers' window (None where the recipe does not fix it); run when the recipe is checked;
+- `add_inputs(stage, consumer, source)`: give the consumer new inputs from its producer before
+  training (embeddings as features), reading the producer's tables through a `FeatureSource`.
 
 The engine names no technique: it reaches them through `adapters.TECHNIQUES`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -70,6 +78,20 @@ class KnowledgeRows:
     window_end: datetime  # the end of the consumers' window
     n_surfaces: int
     seed: int
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """What `add_inputs` reads of a consumer's producer: its embedding table of one id feature over its
+    last days (`table(feature name, days)`, made once and reused), its cutoff, the consumers' window's start, and the age of what it
+    knows at the end of the consumers' window, and how to refuse a setting (`refusal(field, message)`
+    → the exception to raise, naming the stage's key)."""
+
+    table: Callable[[str, int], object]  # → a `transfer.knowledge.embedding_table.EmbeddingTable` (keys [U], vectors [U, E])
+    cutoff: datetime
+    consumers_start: datetime  # the start of the consumers' window
+    age_days: float
+    refusal: Callable[[str, str], Exception]
 
 
 @dataclass(frozen=True)

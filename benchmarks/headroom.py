@@ -34,7 +34,8 @@ SECTION = "headroom-gate"
 CURRENT_CSVS = [study_dir("transfer") / f"transfer_ablation_{study}_best_epoch.csv" for study in ("synthetic", "movielens", "domains")]
 TRAFFIC_CSV = study_dir("transfer") / "transfer_ablation_synthetic_best_epoch_400k_traffic.csv"
 BENCH_TRAFFIC_CSV = study_dir("transfer") / "transfer_ablation_synthetic_best_epoch_traffic.csv"
-CURRENT_CSVS += [BENCH_TRAFFIC_CSV, TRAFFIC_CSV]
+ML1M_TRAFFIC_CSV = study_dir("transfer") / "transfer_ablation_movielens1m_best_epoch_traffic.csv"
+CURRENT_CSVS += [BENCH_TRAFFIC_CSV, TRAFFIC_CSV, ML1M_TRAFFIC_CSV]
 # a CSV whose runs are of another world or protocol than its dataset name says: its rows are gated apart, under this label
 LABELS = {TRAFFIC_CSV: "quickstart world, knowledge from training traffic", BENCH_TRAFFIC_CSV: "knowledge from training traffic"}
 

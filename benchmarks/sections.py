@@ -19,6 +19,9 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "transfer-ablation-synthetic-best-epoch-400k-traffic": (CURRENT, "transfer claims where the headroom gate passes: the quickstart "
                                                             "world, knowledge from training traffic"),
     "transfer-ablation-movielens-best-epoch": (CURRENT, "transfer claims on MovieLens-100K"),
+    "transfer-ablation-movielens1m-best-epoch-traffic": (CURRENT, "transfer claims on MovieLens-1M, knowledge from training traffic"),
+    "transfer-embedding-features-400k": (CURRENT, "the teacher's user embeddings as a VM input, with and without vanilla KD "
+                                                  "(the quickstart world)"),
     "transfer-ablation-domains-best-epoch": (CURRENT, "hierarchical against direct, near and far domains"),
     "transfer-staleness-wide": (CURRENT, "the Student Adapter and staleness"),
     "transfer-staleness-wide-400k-traffic": (CURRENT, "the Student Adapter where staleness is a lag on knowledge from training traffic "

@@ -24,6 +24,14 @@ are), scored on the eval window. "Strong baseline" means the baseline VM is with
 non-inferiority, one-sided t-test of (VM − tree) < MARGIN over the seeds, Holm-adjusted over the
 slices of a study, named before the data.
 
+A second tree, (b), reads the same inputs plus long-history aggregates a 16-event VM cannot see: the
+user's click and conversion rates and event counts over the last LONG events (the teacher's history)
+and over their whole history before the row. What (b) gains over (a) is knowledge the world holds
+beyond the VM's inputs; a teacher behind (b) leaves some of it on the table. Both trees are paired, seed
+by seed, with the baseline VM and the teacher of each ablation CSV on the same eval rows — the separate-
+knowledge ablations and those with knowledge from training traffic (the benchmark world and the
+quickstart world, where the headroom gate passes), whose worlds and windows are the same per seed.
+
     python benchmarks/strong_baseline.py        # writes the section strong-baseline (`make bench-baseline`)
 """
 
@@ -58,6 +66,7 @@ from transfer.evaluation.metrics import normalized_entropy  # noqa: E402
 from transfer.training.wide_start import fit_logistic  # noqa: E402
 
 TASKS, HISTORY, SEEDS = ("click", "conversion"), 16, range(5)
+LONG = 256  # the teacher's history length (skeleton_tiny): tree (b)'s long window
 MARGIN = 0.5  # NE points: a baseline VM within this of the tree on its inputs is a strong baseline
 TREE = {"objective": "binary", "learning_rate": 0.05, "feature_fraction": 0.8,
         "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0, "num_threads": 1, "deterministic": True, "verbosity": -1}
@@ -72,6 +81,7 @@ class Study:
     slices: tuple[tuple[str, str], ...]  # (surface, task) per VM
     windows: Callable[[], Windows]
     log: Callable[[int], pl.DataFrame]  # seed → the canonical log that seed's ablation runs ran on
+    world: str = ""  # studies of the same world (log and windows per seed) share their trees; default: the name
 
 
 def movielens_windows() -> Windows:
@@ -102,26 +112,49 @@ def synthetic_log(seed: int) -> pl.DataFrame:
     return generate(spec).with_columns(pl.col(t).cast(pl.Float32) for t in TASKS)
 
 
+def quickstart_log(seed: int) -> pl.DataFrame:
+    """The all-techniques recipe's own world of seed `seed` (`--synthetic-scale recipe`: 400k impressions)."""
+    spec = load_recipe(REPO / "recipes" / "direct_all_techniques.yaml").data.synthetic
+    world = SyntheticSpec(rows=spec.rows, days=spec.days, start=str(spec.start), seed=seed)
+    return generate(world).with_columns(pl.col(t).cast(pl.Float32) for t in TASKS)
+
+
+def quickstart_windows() -> Windows:
+    data = load_recipe(REPO / "recipes" / "direct_all_techniques.yaml").data
+    return _windows(datetime.fromisoformat(str(data.train.start)), data.train.days, data.student.days, data.validation.days, data.eval.days)
+
+
+def bench_windows() -> Windows:
+    return _windows(datetime.fromisoformat(BENCH.spec.start), BENCH.cutoff, BENCH.student, BENCH.validation, BENCH.eval)
+
+
+SYNTHETIC_SLICES = (("ig_stories", "click"), ("fb_feed", "conversion"))
 STUDIES = (
     Study("movielens", study_dir("transfer") / "transfer_ablation_movielens_best_epoch.csv", (("weekday_night", "click"), ("weekday_night", "conversion")),
           movielens_windows, movielens_log),
-    Study("synthetic", study_dir("transfer") / "transfer_ablation_synthetic_best_epoch.csv", (("ig_stories", "click"), ("fb_feed", "conversion")),
-          lambda: _windows(datetime.fromisoformat(BENCH.spec.start), BENCH.cutoff, BENCH.student, BENCH.validation, BENCH.eval),
-          synthetic_log),
+    Study("synthetic", study_dir("transfer") / "transfer_ablation_synthetic_best_epoch.csv", SYNTHETIC_SLICES, bench_windows, synthetic_log),
+    Study("synthetic, knowledge from training traffic", study_dir("transfer") / "transfer_ablation_synthetic_best_epoch_traffic.csv",
+          SYNTHETIC_SLICES, bench_windows, synthetic_log, world="synthetic"),
+    Study("quickstart world, knowledge from training traffic", study_dir("transfer") / "transfer_ablation_synthetic_best_epoch_400k_traffic.csv",
+          SYNTHETIC_SLICES, quickstart_windows, quickstart_log, world="quickstart"),
 )
 
 
 def features(log: pl.DataFrame) -> pl.DataFrame:
-    """Per impression: the user's rates over their last 16 events and that count (`u_*`, `u_count`), and
-    the item's running counters (`ad_id.*`, `transfer.data.counters`). "Earlier" is strictly before
-    the row's timestamp, as the VMs' histories are (events at the same instant, e.g. a burst of ratings
-    in one second, never inform each other)."""
+    """Per impression: the user's rates over their last 16 events and that count (`u_*`, `u_count`), the
+    same over their last LONG events (`u{LONG}_*`) and their whole history (`uall_*`), and the item's
+    running counters (`ad_id.*`, `transfer.data.counters`). "Earlier" is strictly before the row's
+    timestamp, as the VMs' histories are (events at the same instant, e.g. a burst of ratings in one
+    second, never inform each other)."""
     log = log.sort("user_id", "ts", "example_id")
     log = log.with_columns(counter_features(log, ["ad_id"], list(TASKS)))
     before, start = _strictly_earlier(log, "user_id")  # [N] events before each row, [N] its user's first row
-    recent = np.minimum(before, HISTORY)
-    return log.with_columns(u_count=pl.Series(recent.astype(np.float64)),
-                            **{f"u_{task}": _window_mean(log[task], start + before - recent, start + before) for task in TASKS})
+    columns = {}
+    for prefix, length in (("u", HISTORY), (f"u{LONG}", LONG), ("uall", None)):
+        recent = before if length is None else np.minimum(before, length)
+        columns[f"{prefix}_count"] = pl.Series(recent.astype(np.float64))
+        columns |= {f"{prefix}_{task}": _window_mean(log[task], start + before - recent, start + before) for task in TASKS}
+    return log.with_columns(**columns)
 
 
 def _strictly_earlier(log: pl.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -152,10 +185,11 @@ def matrix(rows: pl.DataFrame) -> torch.Tensor:
 
 
 def seed_rows(study: Study, seed: int) -> list[dict]:
-    """The regression's and the tree's eval NE per VM slice on seed `seed`'s log."""
+    """The regression's and both trees' eval NE per VM slice on seed `seed`'s log."""
     student, student_end, evaluation, evaluation_end = study.windows()
     table = features(study.log(seed))
     columns, categorical = tree_columns(study, table)
+    longer = [*columns, *LONG_HISTORY]
     table = table.with_columns(pl.col(c).cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int32) for c in categorical)
     rows = []
     for surface, task in study.slices:
@@ -168,21 +202,23 @@ def seed_rows(study: Study, seed: int) -> list[dict]:
         common = {"dataset": study.name, "seed": seed, "slice": f"{surface}/{task}", "train rows": train.height,
                   "eval rows": test.height, "eval positives": int(labels.sum())}
         rows.append(common | {"model": "regression", "NE": normalized_entropy((matrix(test) @ weights + bias).float(), labels)})
-        rows.append(common | {"model": "tree", "NE": normalized_entropy(tree_logits(train, validation, test, columns, categorical, task, seed),
-                                                                         labels)})
+        for model, inputs in (("tree", columns), ("tree (b)", longer)):
+            rows.append(common | {"model": model, "NE": normalized_entropy(tree_logits(train, validation, test, inputs, categorical, task, seed),
+                                                                          labels)})
     return rows
 
 
 def tree_columns(study: Study, table: pl.DataFrame) -> tuple[list[str], list[str]]:
     """The VM's inputs as tree features: the six classic features, the dataset's dense columns, and its
     categorical columns with the ad's category (as categories). → (all columns, the categorical ones)."""
-    config = load_dataset_config(dataset_config_path("synthetic" if study.name == "synthetic" else "movielens100k"))
+    config = load_dataset_config(dataset_config_path("movielens100k" if study.name == "movielens" else "synthetic"))
     categorical = [c for c in [*config.categorical, "ad_category"] if c in table.columns]
     dense = [c for c in config.dense if c in table.columns]
     return [*CLASSIC, *dense, *categorical], categorical
 
 
 CLASSIC = ["u_click", "u_conversion", "u_count", "ad_id.impressions", "ad_id.click_rate", "ad_id.conversion_rate"]
+LONG_HISTORY = [f"{prefix}_{name}" for prefix in (f"u{LONG}", "uall") for name in (*TASKS, "count")]  # tree (b)'s extra inputs
 
 
 GRID = [{"num_leaves": leaves, "min_data_in_leaf": least} for leaves in (2, 4, 15, 63) for least in (50, 200)]  # chosen on validation
@@ -228,6 +264,8 @@ def paired(regression: pl.DataFrame, ablation: pl.DataFrame) -> str:
         for label, (role, variant) in references.items():
             other = ablation.filter((pl.col("slice") == slice_name[0]) & (pl.col("role") == role) & (pl.col("variant") == variant))
             joined = rows.join(other.select("seed", pl.col("NE").alias("other")), on="seed")
+            if joined.is_empty():  # a variant the ablation did not run on this slice (its headroom gate failed)
+                continue
             interval = seed_interval((100 * (joined["other"] - joined["NE"])).to_list())
             lines.append(f"| {slice_name[0]} | {positives} | {own} | {label} | {joined['other'].mean():.4f} | "
                          f"{interval.mean:+.2f} [{interval.low:.2f}, {interval.high:.2f}] | {interval.verdict} |")
@@ -260,6 +298,26 @@ def strong_baseline_table(tree: pl.DataFrame, ablation: pl.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def long_history_table(trees: pl.DataFrame, ablation: pl.DataFrame) -> str:
+    """Markdown: per slice, what the long-history aggregates are worth to a tree — tree (a) − tree (b)
+    in NE points (positive: (b) is better) — and where the baseline VM and the teacher stand against
+    tree (b) (positive: the tree is better; a teacher behind it leaves knowledge on the table), each
+    with its 95% interval over seeds."""
+    lines = ["| slice | tree (b) NE (mean ± sd) | tree (a) − tree (b), NE points [95% CI] | baseline VM − tree (b) [95% CI] "
+             "| teacher − tree (b) [95% CI] | teacher vs tree (b) |", "|---|---|---|---|---|---|"]
+    for (slice_name,), own in trees.filter(pl.col("model") == "tree (b)").group_by("slice", maintain_order=True):
+        joined = (own.join(trees.filter(pl.col("model") == "tree", pl.col("slice") == slice_name).select("seed", pl.col("NE").alias("a")), on="seed")
+                  .join(_ablation_ne(ablation, slice_name, "baseline"), on="seed").join(_ablation_ne(ablation, slice_name, "teacher"), on="seed"))
+        gain, vm, teacher = (seed_interval((100 * (joined[column] - joined["NE"])).to_list()) for column in ("a", "baseline", "teacher"))
+        where = ("behind: knowledge left on the table" if teacher.low > 0 else "ahead of it" if teacher.high < 0 else "not distinguishable")
+        lines.append(f"| {slice_name} | {own['NE'].mean():.4f} ± {own['NE'].std():.4f} | {_cell(gain)} | {_cell(vm)} | {_cell(teacher)} | {where} |")
+    return "\n".join(lines)
+
+
+def _cell(interval) -> str:
+    return f"{interval.mean:+.2f} [{interval.low:.2f}, {interval.high:.2f}]"
+
+
 def _ablation_ne(ablation: pl.DataFrame, slice_name: str, role: str) -> pl.DataFrame:
     """The ablation's `role` model's NE on `slice_name`, per seed (a column named after the role)."""
     chosen = (pl.col("slice") == slice_name) & (pl.col("role") == role) & (pl.col("variant") == "vanilla KD")
@@ -268,9 +326,12 @@ def _ablation_ne(ablation: pl.DataFrame, slice_name: str, role: str) -> pl.DataF
 
 def main() -> None:
     torch.set_num_threads(1)
-    sections = []
+    sections, by_world = [], {}
     for study in STUDIES:
-        regression = pl.DataFrame([row for seed in SEEDS for row in seed_rows(study, seed)])
+        world = study.world or study.name
+        if world not in by_world:  # the same log and windows per seed: the same trees
+            by_world[world] = pl.DataFrame([row for seed in SEEDS for row in seed_rows(study, seed)])
+        regression = by_world[world].with_columns(dataset=pl.lit(study.name))
         ablation = pl.read_csv(study.ablation_csv, infer_schema_length=0).with_columns(
             pl.col("seed").cast(pl.Int64), pl.col("NE").cast(pl.Float64))
         check = regression.join(ablation.filter(pl.col("role") == "baseline", pl.col("variant") == "vanilla KD")
@@ -278,16 +339,19 @@ def main() -> None:
         if check.height != regression.height or not (check["eval rows"] == check["vm eval rows"]).all():
             raise SystemExit(f"strong_baseline: {study.name}: the eval rows differ from {shown(study.ablation_csv)}'s: "
                              f"{check.select('seed', 'slice', 'eval rows', 'vm eval rows')}")  # not the same data: no comparison
-        csv = study_dir("baseline") / f"strong_baseline_{study.name}.csv"
-        write_csv(regression, csv)
+        csv = study_dir("baseline") / f"strong_baseline_{world}.csv"
+        write_csv(by_world[world], csv)
         strong = strong_baseline_table(regression.filter(pl.col("model") == "tree"), ablation)
         table = paired(regression.filter(pl.col("model") == "regression"), ablation)
-        print(f"{study.name}\n{strong}\n\n{table}", flush=True)
+        long = long_history_table(regression, ablation)
+        print(f"{study.name}\n{strong}\n\n{long}\n\n{table}", flush=True)
         sections.append(f"**{study.name}** (VMs' NE per seed from `{shown(study.ablation_csv)}`; CSV `{shown(csv)}`)\n\n"
-                        f"Primary: the baseline VM against the tree on its inputs.\n\n{strong}\n\nSecondary: the logistic regression on the "
+                        f"Primary: the baseline VM against the tree on its inputs, (a).\n\n{strong}\n\nSecondary: tree (b), the VM's inputs "
+                        f"plus the user's rates and counts over the last {LONG} events and the whole history, against tree (a), "
+                        f"the baseline VM and the teacher.\n\n{long}\n\nSecondary: the logistic regression on the "
                         f"six classic features (nested in the VM's own regression start, so not a test of strength) against the VMs.\n\n{table}")
-    write_section("strong-baseline", COMMAND, f"{len(SEEDS)} seeds; a gradient-boosted tree on the VM's inputs and a logistic regression "
-                  "on 6 classic features (the script's docstring), each trained on the VM's own rows, against the ablations' VMs and "
+    write_section("strong-baseline", COMMAND, f"{len(SEEDS)} seeds; gradient-boosted trees on the VM's inputs, (a), and on them plus "
+                  "long-history aggregates, (b), and a logistic regression on 6 classic features (the script's docstring), each trained on the VM's own rows, against the ablations' VMs and "
                   "teacher on the same eval rows.\n\n" + "\n\n".join(sections))
 
 

@@ -27,6 +27,51 @@ class SharedTable(nn.Module):
         return self.project(self.table(ids))
 
 
+class EmbeddingFeature(nn.Module):
+    """A producer's embedding of each id as an input to a consumer (embeddings as features): the ids'
+    vectors looked up in a table of known ids (`keys` [U] sorted int64, a buffer; `vectors` [U, E], frozen
+    weights: the serving model carries the table, and its parameters count it), a learned default vector for ids it does not
+    know, the known flag beside it, projected to the consumer's width `dim` (linear, or through a
+    hidden layer of `width`); a frozen projection stays the random map it starts as. ids [...] → [..., dim]"""
+
+    def __init__(self, keys: torch.Tensor, vectors: torch.Tensor, dim: int, width: int = 0, freeze: bool = False):
+        super().__init__()
+        if len(keys) == 0:  # one row no id matches (ids are ≥ 0): every id gets the default
+            keys, vectors = torch.tensor([-1]), torch.zeros(1, vectors.shape[1])
+        self.register_buffer("keys", keys.to(torch.int64).contiguous())  # [U]
+        # [U, E] frozen weights, like a frozen shared table: counted in the served VM's parameters (and its budget)
+        self.vectors = nn.Parameter(vectors.to(torch.float16).contiguous(), requires_grad=False)
+        self.default = nn.Parameter(torch.zeros(vectors.shape[1]))  # [E] for an id the table does not know
+        n_in = vectors.shape[1] + 1  # the vector and the known flag
+        self.project = nn.Linear(n_in, dim) if width == 0 else nn.Sequential(nn.Linear(n_in, width), nn.ReLU(), nn.Linear(width, dim))
+        if freeze:
+            self.project.requires_grad_(False)
+
+    def looked_up(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ids' vectors (the default where unknown) and whether each was known. ids [...] → ([..., E], [...] bool)"""
+        flat = ids.reshape(-1).contiguous()
+        where = torch.searchsorted(self.keys, flat).clamp(max=len(self.keys) - 1)  # [n]
+        known = self.keys[where] == flat
+        vectors = torch.where(known[:, None], self.vectors[where].to(self.default.dtype), self.default)  # [n, E], the training dtype
+        return vectors.reshape(*ids.shape, -1), known.reshape(ids.shape)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        vectors, known = self.looked_up(ids)
+        return self.project(torch.cat([vectors, known[..., None].to(vectors.dtype)], dim=-1))
+
+
+class AddedInputs(nn.Module):
+    """Several modules' outputs on the same ids, summed (a feature taking a shared table and an
+    embedding feature both). ids [...] → [..., dim]"""
+
+    def __init__(self, *parts: nn.Module):
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return sum(part(ids) for part in self.parts)
+
+
 class FeatureEmbedding(nn.Module):
     """Hashed categorical features → tokens, one table row range per feature.
 
@@ -75,7 +120,12 @@ class FeatureEmbedding(nn.Module):
         rows: the imported knowledge is a prior the consumer's own rows refine."""
         if weight.shape[0] != self.buckets:
             raise ValueError(f"the producer's table has {weight.shape[0]} rows, the consumer's {self.buckets} hash buckets")
-        self.imported[str(feature)] = SharedTable(weight, self.table.embedding_dim, freeze)
+        self.add_input(feature, SharedTable(weight, self.table.embedding_dim, freeze))
+
+    def add_input(self, feature: int, part: nn.Module) -> None:
+        """Add `part`'s output (ids [...] → [..., d]) to `feature`'s tokens, beside any added before."""
+        key = str(feature)
+        self.imported[key] = AddedInputs(self.imported[key], part) if key in self.imported else part
 
 
 class EventEmbedding(nn.Module):

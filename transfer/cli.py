@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("recipes", nargs="+", help="recipe files, then key=value overrides applied to each, as for run")
     validate.set_defaults(handler=_cmd_validate)
 
-    ls = sub.add_parser("ls", help="list recipes, the catalog (verticals, teachers, domain FMs) and datasets")
-    ls.add_argument("what", nargs="?", choices=["recipes", "verticals", "students", "architectures", "teachers", "domain_fms", "datasets"],
+    ls = sub.add_parser("ls", help="list recipes, the catalog (verticals, teachers, domain FMs), transfer techniques and datasets")
+    ls.add_argument("what", nargs="?", choices=["recipes", "verticals", "students", "architectures", "teachers", "domain_fms", "techniques",
+                                                "datasets"],
                     default=None)
     ls.add_argument("--recipes-dir", type=Path, default=Path("recipes"))
     ls.add_argument("--dataset", default=None, help="with verticals: only what this dataset (a name or a YAML) can train, "
@@ -243,7 +244,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     finished = [t for t in result.trials if t.value is not None]
     objective = "teacher mean val NE (over tasks)" if result.target.teacher else "mean val NE"
     print()
-    print(f"{len(finished)} trials finished; best {objective} {result.best_value:.4f} with "
+    print(f"{len(finished)} trial{'' if len(finished) == 1 else 's'} finished; best {objective} {result.best_value:.4f} with "
           + ", ".join(f"{result.target.shown(key)}={value:.4g}" for key, value in result.best_params.items()))
     print(f"Best recipe: {result.best_recipe}  (run it: gem-transfer run {result.best_recipe})")
     print(f"Study: {result.folder / 'study.db'}; MLflow run {result.run_id}")
@@ -327,6 +328,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
                                   for name, (builder, sizes) in architectures().items() if name not in catalog("vertical")],
         "teachers": lambda: [_costed(entry) for entry in catalog("teacher").values()],
         "domain_fms": lambda: [_costed(entry) for entry in catalog("domain_fm").values()],
+        "techniques": _techniques,
         "datasets": lambda: [*builtin_datasets(), "(or a path to a dataset YAML)"],
     }
     what = "verticals" if args.what == "students" else args.what
@@ -335,6 +337,13 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         for line in sections[name]():
             print(f"  {line}")
     return 0
+
+
+def _techniques() -> list[str]:
+    """Each transfer technique: its recipe key, what it does, and what it costs the served VM."""
+    from adapters import TECHNIQUES
+
+    return [f"{t.KEY}: {t.SUMMARY} [serving cost: {t.SERVING}]" for t in TECHNIQUES]
 
 
 def _verticals_for(dataset: str | None) -> list[str]:

@@ -199,7 +199,7 @@ def test_every_technique_field_of_the_recipe_has_its_module_and_every_module_its
     from adapters import TECHNIQUES
     from transfer.config.validate import TECHNIQUE_FIELDS
 
-    assert [t.KEY for t in TECHNIQUES] == TECHNIQUE_FIELDS == ["distillation", "representation", "sharing", "adapter"]
+    assert [t.KEY for t in TECHNIQUES] == TECHNIQUE_FIELDS == ["distillation", "embedding_features", "representation", "sharing", "adapter"]
     config_types = {f.name: f.default_factory for f in fields(StageConfig)}
     assert [name for name in config_types if name not in TECHNIQUE_FIELDS] == ["producer", "consumers"]
     for technique in TECHNIQUES:

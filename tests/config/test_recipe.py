@@ -195,6 +195,16 @@ def test_ls_lists_recipes_teachers_and_students(capsys, monkeypatch):
         assert fragment in out
 
 
+def test_ls_techniques_lists_each_technique_with_what_it_costs_the_served_vm(capsys):
+    code, out, _ = run_cli(capsys, "ls", "techniques")
+    assert code == 0
+    lines = out.splitlines()[1:]
+    assert [line.split(":")[0].strip() for line in lines] == ["distillation", "embedding_features", "representation", "sharing", "adapter"]
+    assert all("[serving cost: " in line for line in lines)
+    embeddings = next(line for line in lines if line.strip().startswith("embedding_features"))
+    assert "136 MB per million users at E = 64" in embeddings  # a float16 vector of 64 and an int64 key per user
+
+
 def test_a_listing_whose_reader_has_gone_ends_quietly(tmp_path):
     """`gem-transfer ls verticals | head -1`, the reader gone before the listing is written: no
     traceback, the exit code of a tool stopped by a closed pipe."""

@@ -2,10 +2,10 @@
 
 - Evaluation over two ranks gives the metrics of one process (each rank scores its own rows,
   torchmetrics syncs the states), and DDP training hands its trained weights back.
-- A whole recipe (every technique, the Student Adapter included) run as two processes by
-  `gem-transfer run … trainer.strategy=ddp trainer.devices=2` gives the single-process lift table;
-  each rank writes its own knowledge shard (every example once, the same provenance in each); only
-  rank 0 tracks in MLflow.
+- A whole recipe (every technique, the Student Adapter and embedding features included) run as two
+  processes by `gem-transfer run … trainer.strategy=ddp trainer.devices=2` gives the single-process
+  lift table; each rank writes its own knowledge shard (every example once, the same provenance in
+  each), the embedding table is the one-process table; only rank 0 tracks in MLflow.
 - Knowledge from training traffic a day behind (`transfer.staleness_days: 1`) on two processes is
   the one-process table.
 - Bad multi-process settings end in one line and exit code 2.
@@ -72,6 +72,7 @@ ALL_TECHNIQUES = {
         "representation": {"weight": 1.0, "loss": "cosine"},
         "sharing": {"modules": ["events.context"], "freeze": True},
         "adapter": {"enabled": True, "fit_days": 2},
+        "embedding_features": {"enabled": True, "days": 2},
     }]},
     "students": [{"vertical": "ig_stories_click"}, {"vertical": "fb_feed_conversion"}],
     "trainer": {"max_epochs": 2, "progress": False},
@@ -139,6 +140,11 @@ def test_a_recipe_on_two_processes_gives_the_single_process_results(recipe, tmp_
     provenances = [json.loads(pl.read_parquet_metadata(p)[PROVENANCE_KEY]) for p in shards]
     assert provenances[0] == provenances[1]
     assert provenances[0]["producer"] == "skeleton_tiny"
+    # the teacher's user embeddings (every rank computes the table, the first writes it): the one-process table
+    (single_table,), (double_table,) = (list(folder.rglob("embeddings/skeleton_tiny.user_id.2d.parquet")) for folder in (one, two))
+    embedded = [pl.read_parquet(path) for path in (single_table, double_table)]
+    assert embedded[1]["key"].to_list() == embedded[0]["key"].to_list() and embedded[0].height > 0
+    assert (embedded[1]["embedding"].to_numpy().astype("float32") == pytest.approx(embedded[0]["embedding"].to_numpy().astype("float32"), abs=1e-2))
 
     # only rank 0 tracked: the same runs as one process, every one finished; nothing half-written left
     def runs(folder):

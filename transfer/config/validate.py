@@ -16,7 +16,7 @@ import re
 from datetime import date, datetime
 from pathlib import Path
 
-from adapters import TECHNIQUES
+from adapters import TECHNIQUES, enabled
 from transfer.config.dataset import builtin_datasets, dataset_config_path, load_dataset_config
 from transfer.config.recipe import ORDERS, STRATEGY_STAGES, Recipe, StageConfig
 from transfer.errors import RecipeError
@@ -149,8 +149,9 @@ def _check_transfer(recipe: Recipe, path: Path) -> None:
                 f"({recipe.data.student.days}) days after the teacher's cutoff")
         raise RecipeError(f"{path}: transfer.max_age_days: {transfer.max_age_days} refuses the knowledge this recipe makes: {made}; "
                           f"allowed: max_age_days >= {oldest}")
+    age = oldest if recipe.data.student.start is None else None  # the knowledge's age at the consumers' window end, when the recipe fixes it
     for i, stage in enumerate(transfer.stages):
-        _check_stage(path, f"transfer.stages.{i}", stage, recipe.data.student.days)
+        _check_stage(path, f"transfer.stages.{i}", stage, recipe.data.student.days, transfer.knowledge, age)
 
 
 def _check_knowledge_source(recipe: Recipe, path: Path) -> None:
@@ -173,10 +174,17 @@ def _check_knowledge_source(recipe: Recipe, path: Path) -> None:
                           "keeps whole copies of the teacher's weights; allowed: auto or ddp (or transfer.staleness_days 0)")
 
 
-def _check_stage(path: Path, key: str, stage: StageConfig, student_days: int) -> None:
-    """Each technique's config checks its own knobs (a `ValueError` naming the key)."""
+def _check_stage(path: Path, key: str, stage: StageConfig, student_days: int, knowledge: str, age_days: float | None) -> None:
+    """Each technique's config checks its own knobs, and an enabled technique that depends on where
+    the stage sits (`check_context`) checks that (a `ValueError` naming the key)."""
     for name in TECHNIQUE_FIELDS:
         _in_file(path, getattr(stage, name).check, f"{key}.{name}", student_days)
+    for technique in enabled(stage):
+        if hasattr(technique, "check_context"):
+            try:
+                technique.check_context(stage, stage.producer, stage.consumers, knowledge, age_days)
+            except ValueError as exc:
+                raise RecipeError(f"{path}: {key}.{technique.KEY}.{exc}") from None
 
 
 def _arrows(shape: list[tuple[str, str]]) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adapters.technique import ConsumerShape
+from adapters.technique import ConsumerShape, FeatureSource
 from transfer.config.recipe import StageConfig
 from transfer.data.prepare import PreparedData
 from transfer.training.module import RankingModule
@@ -29,8 +29,9 @@ class ConsumerTarget:
 
 
 def transfer_module(model: nn.Module, target: ConsumerTarget, lr: float, stage: StageConfig, producer_model: nn.Module,
-                    n_surfaces: int, base_rates: torch.Tensor) -> RankingModule:
-    """A consumer's training module with the stage's techniques, taught by `producer_model`."""
+                    n_surfaces: int, base_rates: torch.Tensor, source: FeatureSource | None = None) -> RankingModule:
+    """A consumer's training module with the stage's techniques, taught by `producer_model` (whose
+    tables techniques that add inputs read through `source`)."""
     shape = ConsumerShape(model.embedding_dim, len(target.tasks), producer_model.embedding_dim, n_surfaces)
-    techniques = StageTechniques(stage, producer_model, model, shape)
+    techniques = StageTechniques(stage, producer_model, model, shape, source)
     return RankingModule(model, target.tasks, target.task_columns, lr, techniques, base_rates)

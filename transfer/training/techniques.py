@@ -8,23 +8,28 @@ import torch
 from torch import nn
 
 import adapters
-from adapters.technique import ConsumerShape, Step
+from adapters.technique import ConsumerShape, FeatureSource, Step
 
 
 class StageTechniques(nn.Module):
     """The enabled techniques of `stage` (a recipe `StageConfig`) for one consumer.
 
     Built in a fixed order: every technique's `prepare` (producer parts imported), then every
+    technique's `add_inputs` (inputs from the producer's tables, read through `source`), then every
     technique's distillation heads, then every other head, so a recipe's random initialisation never
     depends on which file a technique lives in.
     """
 
-    def __init__(self, stage, producer: nn.Module, consumer: nn.Module, shape: ConsumerShape):
+    def __init__(self, stage, producer: nn.Module, consumer: nn.Module, shape: ConsumerShape, source: FeatureSource | None = None):
         super().__init__()
         self.stage = stage
         self.keys = [technique.KEY for technique in adapters.enabled(stage)]  # names, not modules: this object deep-copies and pickles
         for technique in self._with("prepare"):
             technique.prepare(stage, producer, consumer)
+        for technique in self._with("add_inputs"):
+            if source is None:
+                raise ValueError(f"{technique.KEY}: needs its producer's tables (a FeatureSource), and none was given")
+            technique.add_inputs(stage, consumer, source)
         self.distill = nn.ModuleDict({t.KEY: nn.ModuleDict(t.distill_heads(stage, shape)) for t in self._with("distill_heads")})
         self.plain = nn.ModuleDict({t.KEY: nn.ModuleDict(t.heads(stage, shape)) for t in self._with("heads")})
 

@@ -12,14 +12,16 @@ import lightning as L
 import torch
 
 from adapters import techniques_tag
+from adapters.technique import FeatureSource
 from transfer.catalog import ModelEntry
 from transfer.config.recipe import Recipe, StageConfig, TrainerConfig, traffic_lag_days
 from transfer.data.batches import WindowBatches, window_loader
 from transfer.data.cache import sha256 as file_digest
 from transfer.data.prepare import PreparedData
-from transfer.errors import TrainingError
+from transfer.errors import DataError, TrainingError
 from transfer.evaluation.cost import forward_flops_per_example, parameter_count
 from transfer.evaluation.scoring import mean_validation_ne
+from transfer.knowledge.embedding_table import EmbeddingTable, embedding_table
 from transfer.knowledge.generate import (
     Producer,
     at_precision,
@@ -249,7 +251,25 @@ class Teaching:
 
     def module(self, model: torch.nn.Module, target: ConsumerTarget, lr: float, data: PreparedData) -> RankingModule:
         producer = self.producer.output.module.model
-        return transfer_module(model, target, lr, self.config, producer, len(data.log.surfaces), target.base_rates(data))
+        return transfer_module(model, target, lr, self.config, producer, len(data.log.surfaces), target.base_rates(data),
+                               self.feature_source(data))
+
+    def feature_source(self, data: PreparedData) -> FeatureSource:
+        """The producer's embedding tables, made once in its knowledge's folder (`embeddings/<producer>.<feature>.<days>d.parquet`,
+        `transfer.knowledge.embedding_table`): each over its last days before its cutoff, keyed by the log's hashed ids."""
+        producer = self.producer.output
+        folder, prefix = self.knowledge.output[0].parent, f"transfer.stages.{self.index - 1}"  # index counts stages from 1
+        provenance = Provenance(producer=producer.name, producer_run_id=producer.run_id, cutoff=producer.cutoff.isoformat(),
+                                created_at=datetime.now(timezone.utc).isoformat(), recipe_hash="")
+
+        def table(feature: str, days: int) -> EmbeddingTable:
+            rows = data.log.window_rows(producer.cutoff - timedelta(days=days), producer.cutoff)
+            (folder / "embeddings").mkdir(exist_ok=True)
+            return embedding_table(folder / "embeddings" / f"{producer.table_stem}.{feature}.{days}d.parquet", producer.module.model,
+                                   data.log, rows, data.log.categorical_names.index(feature), provenance, days)
+
+        age = (data.student.end - producer.cutoff).total_seconds() / 86400
+        return FeatureSource(table, producer.cutoff, data.student.start, age, lambda field, message: DataError(f"{prefix}.{field}: {message}"))
 
     def batches(self, data: PreparedData, target: ConsumerTarget, history_length: int, max_age_days: int | None,
                 seed: int, tracker: Tracker) -> WindowBatches:

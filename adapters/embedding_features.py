@@ -1,0 +1,133 @@
+"""Embeddings as features (design §8): the producer's embedding of each user (and, with `ads`, of each
+ad) becomes an input of the consumer.
+
+The producer writes one embedding table per id feature (`transfer.knowledge.embedding_table`): an
+id's vector is the mean of the producer's embeddings of that id's impressions over its last `days`
+days before its cutoff, scored as it was at the cutoff. The consumer looks its rows' ids up in the
+table (`teacher.layers.EmbeddingFeature`): an id the table does not know gets a learned default
+vector, with a known flag beside it; the vector is projected to the width of the consumer's id
+tokens and added to that id's token, so the user's (the ad's) representation is its own id
+embedding plus what the producer knew of it. The table, its lookup and the projection are part of
+the serving model: the VM's parameters (the table's vectors are frozen weights), FLOPs, measured
+latency and serving budget include them; the table's memory per million ids is `table_bytes_per_million`.
+
+Knowledge as a feature has an age, as soft labels do: `max_age_days` refuses a table whose
+producer's cutoff is older than that at the end of the consumers' window. The producer must not have
+trained on the consumers' rows (its table would hold what their labels taught it): the technique
+needs the teacher as producer, the students as consumers and knowledge scored in a separate pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from adapters.technique import FeatureSource, Knob
+from transfer.util.checks import check_non_negative, check_positive
+
+if TYPE_CHECKING:
+    from torch import nn
+
+KEY = "embedding_features"
+KEY_BYTES = 8  # an int64 id per table row
+SUMMARY = "the producer's embedding of each user (and ad) as an input feature of the consumer"
+
+
+@dataclass
+class EmbeddingFeaturesConfig:
+    """Feed the producer's embedding of each user (and ad) into the consumer as an input feature."""
+
+    enabled: bool = False  # true: the consumer takes the producer's embedding of each user as an input (teacher → students only)
+    ads: bool = False  # also the ad's embedding, added to the ad's token (its history events' too)
+    days: int = 7  # the producer's last days before its cutoff whose impressions make each id's vector
+    width: int = 0  # a hidden layer of this width in the projection (0: one linear map)
+    freeze: bool = False  # true: the projection stays the random map it starts as (the default vector still learns)
+    max_age_days: int | None = None  # refuse a table whose cutoff is older than this at the consumers' window end
+
+    def check(self, key: str, window_days: int) -> None:
+        check_positive(f"{key}.days", self.days)
+        check_non_negative(f"{key}.width", self.width)
+        if self.max_age_days is not None:
+            check_non_negative(f"{key}.max_age_days", self.max_age_days)
+
+
+Config = EmbeddingFeaturesConfig  # every technique's knobs go by this name (`adapters.technique`)
+
+
+def enabled(stage) -> bool:
+    return stage.embedding_features.enabled
+
+
+def tag(stage) -> str:
+    return "embedding_features_user_ad" if stage.embedding_features.ads else "embedding_features_user"
+
+
+def reference(stage) -> Config:
+    return Config()  # off
+
+
+def columns(stage) -> tuple[str, ...]:
+    return ()  # an input of the model, looked up by id: no knowledge column
+
+
+def knobs(stage) -> list[Knob]:
+    return []  # its knobs are choices (which ids, width, frozen), not a range to search
+
+
+def features(stage) -> tuple[str, ...]:
+    """The id features whose embeddings the consumer takes."""
+    return ("user_id", "ad_id") if stage.embedding_features.ads else ("user_id",)
+
+
+def table_bytes_per_million(embedding_dim: int) -> int:
+    """What one table holds per million ids: a float16 vector of `embedding_dim` and an int64 key each."""
+    return 1_000_000 * (2 * embedding_dim + KEY_BYTES)
+
+
+SERVING = ("a lookup, its table and a projection in the served VM (in its parameters, FLOPs, p99 and budget); the table: 2·E + 8 bytes "
+           f"per id, {table_bytes_per_million(64) / 1e6:.0f} MB per million users at E = 64 (the skeleton teachers' embedding)")
+
+
+def check_context(stage, producer: str, consumers: str, knowledge: str, age_days: float | None) -> None:
+    """Only a producer that never trained on the consumers' rows can give their inputs, and no older
+    than `max_age_days` when the recipe fixes its age (`age_days` at the consumers' window end; None
+    when it does not) — a `ValueError` naming the field."""
+    cfg = stage.embedding_features
+    if cfg.max_age_days is not None and age_days is not None and age_days > cfg.max_age_days:
+        raise ValueError(f"max_age_days: {cfg.max_age_days} refuses the embeddings this recipe makes: the teacher's cutoff is "
+                         f"{age_days:g} days before the consumers' window ends (transfer.staleness_days + data.student.days); "
+                         f"allowed: max_age_days >= {age_days:g}")
+    if producer != "teacher":
+        raise ValueError(f"enabled: found true on a stage {producer} → {consumers}; allowed: only teacher → students "
+                         "(a domain FM trains on its VMs' window, so its table would hold what their labels taught it)")
+    if consumers != "students":
+        raise ValueError(f"enabled: found true on a stage {producer} → {consumers}; allowed: only teacher → students "
+                         "(the served VMs take the inputs; a domain FM warm-started on the teacher's window would train on rows its table was made from)")
+    if knowledge != "separate":
+        raise ValueError(f"enabled: found true with transfer.knowledge '{knowledge}'; allowed: 'separate' (a teacher that "
+                         "trains on through the consumers' window would put their labels into their inputs)")
+
+
+def check_models(stage, producer, consumer) -> None:
+    if not hasattr(getattr(consumer, "features", None), "add_input"):
+        raise ValueError(f"enabled: the consumer {type(consumer).__name__} has no feature tables to add the embeddings to "
+                         "(a `features` with `add_input`, teacher.layers.FeatureEmbedding)")
+
+
+def add_inputs(stage, consumer: nn.Module, source: FeatureSource) -> None:
+    """Look each configured id up in the producer's table and add its projection to that id's token."""
+    from teacher.layers import EmbeddingFeature
+
+    cfg = stage.embedding_features
+    if source.cutoff > source.consumers_start:
+        raise source.refusal(f"{KEY}.enabled", f"the producer's cutoff ({source.cutoff.isoformat()}) is after the consumers' window "
+                             f"starts ({source.consumers_start.isoformat()}): its table would hold what their labels taught it; "
+                             "allowed: a producer window that ends where the consumers' begins, or earlier")
+    if cfg.max_age_days is not None and source.age_days > cfg.max_age_days:
+        raise source.refusal(f"{KEY}.max_age_days", f"the producer's embeddings (cutoff {source.cutoff.isoformat()}) are "
+                             f"{source.age_days:.1f} days old at the end of the consumers' window; allowed: {cfg.max_age_days}")
+    for name in features(stage):
+        table = source.table(name, cfg.days)
+        feature = consumer.feature_names.index(name)
+        consumer.features.add_input(feature, EmbeddingFeature(table.keys, table.vectors, consumer.features.table.embedding_dim,
+                                                              cfg.width, cfg.freeze))

@@ -1,0 +1,207 @@
+"""Embeddings as features: the producer's embedding table (per-id means over its last days, versioned
+with its provenance), the consumer's lookup (known ids, the learned default for unknown ones, the
+known flag), the age and provenance refusals, and a recipe whose VM takes them as inputs — the
+serving model carries the lookup, and its parameters and FLOPs count it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import lightning as L
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from adapters import embedding_features
+from teacher.layers import EmbeddingFeature
+from tests.conftest import run_cli, write_dataset, write_recipe
+from transfer.catalog import catalog
+from transfer.config.loader import load_recipe
+from transfer.data.batches import WindowBatches
+from transfer.data.prepare import prepare_data
+from transfer.errors import DataError
+from transfer.evaluation.metrics import normalized_entropy
+from transfer.knowledge.embedding_table import (
+    EmbeddingTableInfo,
+    embedding_table,
+    mean_embeddings,
+    read_embedding_table,
+    write_embedding_table,
+)
+from transfer.knowledge.table import Provenance
+
+STAGE = {"producer": "teacher", "consumers": "students", "distillation": {"weight": 0.0},
+         "embedding_features": {"enabled": True, "days": 2}}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, small_log):
+    folder = tmp_path_factory.mktemp("embedding_features")
+    return folder, write_dataset(folder, small_log)
+
+
+def _provenance(run_id: str = "run-1") -> Provenance:
+    return Provenance("skeleton_tiny", run_id, "2026-01-03T00:00:00+00:00", datetime.now(timezone.utc).isoformat(), "")
+
+
+def test_a_hand_built_table_gives_known_ids_their_vectors_and_unknown_ids_the_learned_default():
+    keys, vectors = torch.tensor([3, 7, 11]), torch.tensor([[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]])
+    lookup = EmbeddingFeature(keys, vectors, dim=4)
+    with torch.no_grad():
+        lookup.default.copy_(torch.tensor([0.5, -0.5]))
+    found, known = lookup.looked_up(torch.tensor([[7, 5], [3, 12]]))  # 5 and 12 are not in the table
+    assert known.tolist() == [[True, False], [True, False]]
+    assert found.tolist() == [[[0.0, 2.0], [0.5, -0.5]], [[1.0, 0.0], [0.5, -0.5]]]
+    # the projection reads the vector and the known flag: two unknown ids get the same token, a known one another
+    out = lookup(torch.tensor([5, 12, 7]))
+    assert out.shape == (3, 4)
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], out[2])
+    assert lookup.default.requires_grad and not lookup.vectors.requires_grad  # the default learns; the table is the producer's
+    frozen = EmbeddingFeature(keys, vectors, dim=4, width=8, freeze=True)
+    assert not any(p.requires_grad for p in frozen.project.parameters()) and frozen.default.requires_grad
+
+
+def test_ad_embeddings_reach_the_ads_token_and_its_history_events_and_add_to_a_shared_table():
+    """`ads: true` looks the ad up wherever the consumer embeds an ad id (its token and its history
+    events, `FeatureEmbedding.lookup`); a feature that also imports a shared table gets both, summed."""
+    from teacher.layers import FeatureEmbedding, SharedTable
+    from transfer.contract import AD_FEATURE
+
+    features = FeatureEmbedding(n_features=3, buckets=16, dim=4)
+    ids = torch.tensor([[1, 5, 2], [3, 9, 0]])  # [B, F]: ad ids 5 (in the table) and 9 (not)
+    history = torch.tensor([[5, 9, 5]])  # [1, L] history events' ad ids
+    own_tokens, own_events = features(ids), features.lookup(AD_FEATURE, history)
+    lookup = EmbeddingFeature(torch.tensor([5]), torch.tensor([[1.0, -1.0]]), dim=4)
+    features.add_input(AD_FEATURE, lookup)
+    with torch.no_grad():
+        torch.testing.assert_close(features(ids)[:, AD_FEATURE], own_tokens[:, AD_FEATURE] + lookup(ids[:, AD_FEATURE]))
+        torch.testing.assert_close(features(ids)[:, 0], own_tokens[:, 0])  # the user's token is untouched
+        torch.testing.assert_close(features.lookup(AD_FEATURE, history), own_events + lookup(history))
+        shared = SharedTable(torch.randn(16, 4), 4, freeze=True)
+        features.add_input(AD_FEATURE, shared)  # parameter sharing on the same feature: both added
+        torch.testing.assert_close(features(ids)[:, AD_FEATURE], own_tokens[:, AD_FEATURE] + lookup(ids[:, AD_FEATURE]) + shared(ids[:, AD_FEATURE]))
+
+
+def test_an_empty_table_gives_every_id_the_default():
+    lookup = EmbeddingFeature(torch.zeros(0, dtype=torch.long), torch.zeros(0, 3), dim=2)
+    found, known = lookup.looked_up(torch.tensor([1, 2]))
+    assert not known.any() and torch.equal(found, torch.zeros(2, 3))
+
+
+def test_the_table_holds_each_ids_mean_embedding_over_its_rows_and_reads_back(tiny, tmp_path):
+    folder, dataset = tiny
+    data = prepare_data(load_recipe(write_recipe(folder, dataset)).data)
+    L.seed_everything(0, verbose=False)
+    model = catalog("teacher")["skeleton_tiny"].build(data.log.inputs, {}).eval()
+    rows = data.train_rows
+    keys, vectors = mean_embeddings(model, data.log, rows, feature=0, batch_size=97)  # batches that do not divide the rows
+
+    # expected, independently: every row scored at once, then a Python mean per user id
+    with torch.no_grad():
+        each = model(WindowBatches(data.log, rows, model.history_length)[torch.arange(len(rows))]).embedding
+    users = data.log.categorical[rows, 0]
+    assert keys.tolist() == sorted(set(users.tolist()))
+    for k in (0, len(keys) // 2, len(keys) - 1):
+        torch.testing.assert_close(vectors[k], each[users == keys[k]].mean(0), atol=1e-5, rtol=1e-5)
+
+    path = tmp_path / "user_embeddings.parquet"
+    write_embedding_table(path, keys, vectors, _provenance(), EmbeddingTableInfo("user_id", 2, len(rows), vectors.shape[1]))
+    back = read_embedding_table(path, "skeleton_tiny", "run-1")
+    assert torch.equal(back.keys, keys) and torch.equal(back.vectors, vectors.to(torch.float16))
+    assert back.info == EmbeddingTableInfo("user_id", 2, len(rows), vectors.shape[1]) and back.provenance.cutoff == "2026-01-03T00:00:00+00:00"
+    assert (tmp_path / "user_embeddings.parquet.sha256").is_file()
+
+    with pytest.raises(DataError, match="knowledge was produced by 'skeleton_tiny', but the recipe's producer is 'gem_tiny'"):
+        read_embedding_table(path, "gem_tiny")
+    with pytest.raises(DataError, match="comes from run run-1 of 'skeleton_tiny', expected run run-2"):
+        read_embedding_table(path, "skeleton_tiny", "run-2")
+
+    # made once: a second call with the same producer run reuses the file; another run of the producer makes it again
+    made = embedding_table(path, model, data.log, rows[:10], 0, _provenance(), 2)
+    assert torch.equal(made.keys, keys)  # the file's table, not one over the 10 rows asked now
+    remade = embedding_table(path, model, data.log, rows[:10], 0, _provenance("run-2"), 2)
+    assert len(remade.keys) < len(keys) and read_embedding_table(path, "skeleton_tiny").provenance.producer_run_id == "run-2"
+
+
+def test_a_recipe_whose_vm_takes_the_teachers_embeddings_as_inputs(tiny, capsys, monkeypatch):
+    folder, dataset = tiny
+    recipe = write_recipe(folder, dataset, name="embeddings", teacher={"model": "skeleton_tiny", "batch_size": 256},
+                          transfer={"strategy": "direct", "stages": [STAGE]}, tracking={"log_models": True})
+    code, out, err = run_cli(capsys, "run", str(recipe))
+    assert code == 0, err
+    (table_path,) = folder.rglob("embeddings/skeleton_tiny.user_id.2d.parquet")
+    table = read_embedding_table(table_path, "skeleton_tiny")
+    data = prepare_data(load_recipe(recipe).data)
+    cutoff = data.student.start  # the teacher's cutoff: its window ends where the students' starts
+    assert datetime.fromisoformat(table.provenance.cutoff) == cutoff
+    made_from = data.log.window_rows(cutoff - timedelta(days=2), cutoff)
+    assert table.keys.tolist() == sorted(set(data.log.categorical[made_from, 0].tolist())) and table.info.rows_scored == len(made_from)
+
+    client = MlflowClient(f"sqlite:///{folder / 'runs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("embeddings").experiment_id])
+    by_role = {r.data.tags.get("role"): r for r in runs if r.data.tags.get("vertical") == "ig_stories_click"}
+    student, baseline = by_role["student"], by_role["baseline"]
+    assert "embedding_features_user" in student.data.tags["techniques"]
+    # the serving model carries the table, its lookup and the projection: its parameters count the table's vectors
+    # (and the budget sees them), its FLOPs the projection
+    assert student.data.metrics["serving_params"] - baseline.data.metrics["serving_params"] > len(table.keys) * table.dim
+    assert student.data.metrics["flops_vs_teacher"] > baseline.data.metrics["flops_vs_teacher"]
+    # the logged serving graph (pt2) carries the table and the lookup: its weights hold the table, it gives the run's
+    # eval NE on the eval rows, and other outputs once the table's vectors are zeroed (the same ids, the same rows)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'runs' / 'mlflow.db'}")
+    info = mlflow.models.get_model_info(student.data.tags["model_uri"])
+    served, inputs = mlflow.pytorch.load_model(student.data.tags["model_uri"]), info.signature.inputs.input_names()
+    state = served.state_dict()
+    assert torch.equal(state["model.features.imported.0.keys"], table.keys)
+    assert torch.equal(state["model.features.imported.0.vectors"], table.vectors)
+    rows = data.log.surface_rows(data.eval_rows, "ig_stories")
+    batch = WindowBatches(data.log, rows, info.metadata["history_length"])[torch.arange(len(rows))]
+    with torch.no_grad():
+        logits = served(*[batch[name] for name in inputs])[:, 0]
+        state["model.features.imported.0.vectors"].zero_()
+        without = served(*[batch[name] for name in inputs])[:, 0]
+    labels = batch["labels"][:, data.log.tasks.index("click")]
+    assert normalized_entropy(logits, labels) == pytest.approx(student.data.metrics["eval_ne"], abs=1e-6)
+    assert (logits - without).abs().max() > 1e-4
+
+    code, out, _ = run_cli(capsys, "run", str(recipe))  # a rerun reuses the VM and the table
+    assert code == 0 and "already trained" in out
+
+
+def _logged_model(run):
+    import mlflow
+
+    return mlflow.pytorch.load_model(run.data.tags["model_uri"])
+
+
+@pytest.mark.parametrize(("stage", "transfer", "found"), [
+    (STAGE | {"embedding_features": {"enabled": True, "max_age_days": 1}}, {}, "transfer.stages.0.embedding_features.max_age_days: "
+     "1 refuses the embeddings this recipe makes: the teacher's cutoff is 2 days before the consumers' window ends"),
+    (STAGE, {"knowledge": "training_traffic"}, "transfer.stages.0.embedding_features.enabled: found true with transfer.knowledge "
+     "'training_traffic'; allowed: 'separate'"),
+    (STAGE | {"producer": "domain_fms"}, {"strategy": "hierarchical", "stages": [{"producer": "teacher", "consumers": "domain_fms"}]},
+     "transfer.stages.1.embedding_features.enabled: found true on a stage domain_fms → students; allowed: only teacher → students"),
+], ids=["too old", "training traffic", "domain FM"])
+def test_a_table_too_old_or_a_producer_that_trained_on_the_consumers_rows_is_refused_in_one_line(tiny, capsys, stage, transfer, found):
+    folder, dataset = tiny
+    recipe = write_recipe(folder, dataset, name="refused", teacher={"model": "skeleton_tiny", "batch_size": 256},
+                          transfer={"strategy": "direct", **transfer, "stages": [*transfer.get("stages", []), stage]}, trainer={"max_epochs": 1, "progress": False, "order": "time"})
+    code, _, err = run_cli(capsys, "run", str(recipe))
+    assert code == 2
+    assert found in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_teacher_window_running_into_the_consumers_window_is_refused_in_one_line(tiny, capsys):
+    folder, dataset = tiny
+    overlapping = {"dataset": str(dataset), "cache_dir": str(folder / "cache"), "train": {"days": 2},
+                   "student": {"start": "2026-01-02", "days": 2}, "validation": {"days": 0}, "eval": {"days": 2}}
+    recipe = write_recipe(folder, dataset, name="overlap", data=overlapping, teacher={"model": "skeleton_tiny", "batch_size": 256},
+                          transfer={"strategy": "direct", "stages": [STAGE]})
+    code, _, err = run_cli(capsys, "run", str(recipe))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "transfer.stages.0.embedding_features.enabled: the producer's cutoff (2026-01-03T00:00:00+00:00) is after the consumers' window starts" in err
+
+
+def test_the_technique_states_its_table_memory_per_million_ids():
+    assert embedding_features.table_bytes_per_million(64) == 136_000_000  # a float16 vector of 64 and an int64 key per id
