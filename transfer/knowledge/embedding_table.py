@@ -9,7 +9,7 @@ consumer's own features use), so serving looks up the same key it already has.
 
 One parquet file per (producer, feature, days): columns `key` (int64, sorted) and `embedding`
 (float16 fixed-size list), with the knowledge table's provenance (`gem_transfer.provenance`) and
-the table's own metadata (`gem_transfer.embedding_table`: feature, days, rows scored); written under a
+the table's own metadata (`gem_transfer.embedding_table`: feature, days, rows scored, width); written under a
 temporary name, renamed into place with its checksum beside it, and reused while the checksum and the
 producer's run id agree.
 """
