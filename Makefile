@@ -75,8 +75,9 @@ bench-transfer: setup
 bench-headroom: setup
 	$(BIN)/python benchmarks/headroom.py
 
-# Which teacher-side lever (more epochs with the best kept, knowledge from training traffic, a wide & deep teacher)
-# gives the teacher a lead over the baseline VM, gate by gate, on the quickstart world over 5 seeds.
+# Which teacher-side lever (more epochs with the best kept, knowledge from training traffic, a wide & deep teacher,
+# 1,024 events of history, the larger skeleton) gives the teacher a lead over the baseline VM, gate by gate, on the
+# quickstart world over 5 seeds (`--levers NAME ...` reruns some and keeps the others' rows).
 bench-levers: setup
 	$(BIN)/python benchmarks/headroom_levers.py
 

@@ -117,9 +117,12 @@ def machine() -> str:
     return f"{platform.machine()}, {cpus} CPU cores available, torch {torch.__version__} ({torch.get_num_threads()} threads), Python {platform.python_version()}"
 
 
-def write_csv(frame: pl.DataFrame, path: Path) -> None:
-    """`frame` as a CSV, atomically, each row stamped with the code it was made on (`commit`, `dirty`)."""
+def write_csv(frame: pl.DataFrame, path: Path, kept: pl.DataFrame | None = None) -> None:
+    """`frame` as a CSV, atomically, each row stamped with the code it was made on (`commit`, `dirty`);
+    `kept` rows of an earlier run (already stamped, same columns) follow with their own stamps."""
     stamped = frame.with_columns(pl.lit(STARTED_ON.commit).alias("commit"), pl.lit(STARTED_ON.dirty).alias("dirty"))
+    if kept is not None and len(kept):
+        stamped = pl.concat([stamped, kept.select(stamped.columns).cast(stamped.schema)])
     with atomic_path(path) as tmp:
         stamped.write_csv(tmp)
 

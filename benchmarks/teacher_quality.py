@@ -3,7 +3,8 @@ counting model (`counts_mlp`: MLP + target-match counts), a DCN-v2-style and an 
 same training budget (same examples, same epochs, same batch size, same optimiser), on the synthetic
 default and on MovieLens-100K, over seeds that vary the data as well as the models (the synthetic
 world's seed; a seeded 80 % of MovieLens's users); a scaling curve of eval NE against training FLOPs
-for gem_lite → gem_tiny → gem_base; and the speed options (torch.compile, bf16-mixed) measured on the
+and history length over seeds (the skeleton at 128 → 1,024 events and its larger size, gem_lite → gem_tiny
+→ gem_base), trained under production's protocol, with GEM against the skeleton at matched compute; and the speed options (torch.compile, bf16-mixed) measured on the
 GEM teacher's training steps.
 
 Every model is trained by the same Lightning path a recipe uses (`transfer.training.trainer.fit`) and
@@ -20,7 +21,7 @@ The quality comparison writes one section of benchmarks/RESULTS.md per dataset (
 its CSV under benchmarks/results/teachers/ (`quality_csv`); `--from-csv` analyses such a CSV again into it.
 
     python benchmarks/teacher_quality.py [--seeds 3] [--only quality|scaling|speed] [--models NAME …] [--datasets synthetic movielens]
-                                         [--tune TRIALS] [--matched-compute] [--reference NAME]
+                                         [--tune TRIALS] [--matched-compute] [--reference NAME] [--points TEACHER@HISTORY …]
     python benchmarks/teacher_quality.py --from-csv benchmarks/results/teachers/teacher_quality_counters_synthetic.csv --reference skeleton_tiny
 """
 
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import lightning as L
 import polars as pl
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -54,7 +56,13 @@ DATASETS = {"synthetic": "recipes/quickstart.yaml", "movielens": "recipes/moviel
 COMPARED = ("gem_tiny", "gem_lite", "skeleton_tiny", "counts_mlp", "dcn_v2", "mlp")
 REFERENCE = "counts_mlp"  # the order-free counting model every teacher is paired against
 MOVIELENS_USERS = 0.8  # share of MovieLens's users each seed samples (so seeds vary its data)
-SCALING = ("gem_lite", "gem_tiny", "gem_base")
+# the scaling curve's points: (teacher, history length) — the skeleton at 128 → 1,024 events, its larger
+# size, and the GEM presets at their own history lengths
+SCALING = (("skeleton_tiny", 128), ("skeleton_tiny", 256), ("skeleton_tiny", 1024), ("skeleton_small", 1024),
+           ("gem_lite", 128), ("gem_tiny", 256), ("gem_base", 512))
+# GEM against the skeleton at matched compute (forward FLOPs within 1.6×): the curve's primary endpoints, named before the run
+MATCHED = (("gem_lite@128", "skeleton_tiny@256"), ("gem_tiny@256", "skeleton_tiny@1024"))
+HISTORY_REFERENCE = "skeleton_tiny@256"  # today's teacher: every other point is paired against it (secondary)
 PLOT = study_dir("teachers") / "teacher_scaling.png"
 TUNING = REPO / "benchmarks" / ".runs" / "teacher_tuning"
 LR_RANGE = (3e-4, 2e-2)
@@ -76,14 +84,17 @@ class Trained:
     scores: dict[str, dict[str, float]]  # task → {"ne", "auc", "calibration", "knowledge_ne", "knowledge_auc"}
 
 
-def train_and_score(name: str, recipe: Recipe, data: PreparedData, seed: int, dataset: str) -> Trained:
-    """Train `name` on the recipe's teacher window as a recipe would, then score the eval window."""
+def train_and_score(name: str, recipe: Recipe, data: PreparedData, seed: int, dataset: str, sizes: dict | None = None,
+                    rows: torch.Tensor | None = None, order: str = "shuffled", label: str | None = None) -> Trained:
+    """Train `name` (its catalog sizes, `sizes` overriding some) on `rows` (default: the recipe's teacher
+    window) visited in `order` as a recipe would, then score the eval window; `label` names it in the results."""
     cfg = recipe.teacher
     L.seed_everything(seed, verbose=False)
-    model = catalog("teacher")[name].build(data.log.inputs)
+    model = catalog("teacher")[name].build(data.log.inputs, sizes)
+    rows = data.train_rows if rows is None else rows
     tasks = list(range(len(data.log.tasks)))
-    module = RankingModule(model, data.log.tasks, tasks, lr=cfg.lr, base_rates=data.base_rates(data.train_rows, tasks), warmup_steps=cfg.warmup_steps)
-    train = window_loader(WindowBatches(data.log, data.train_rows, model.history_length), cfg.batch_size, shuffle=True, seed=seed)
+    module = RankingModule(model, data.log.tasks, tasks, lr=cfg.lr, base_rates=data.base_rates(rows, tasks), warmup_steps=cfg.warmup_steps)
+    train = window_loader(WindowBatches(data.log, rows, model.history_length), cfg.batch_size, shuffle=True, seed=seed, order=order)
     trainer_cfg = replace(recipe.trainer, progress=False)
     start = time.perf_counter()
     fit(module, train, trainer_cfg, cfg.max_epochs, logger=False)
@@ -97,8 +108,8 @@ def train_and_score(name: str, recipe: Recipe, data: PreparedData, seed: int, da
         for task in data.log.tasks:
             scores[task] |= {f"{prefix}{m}": float(logged[f"eval_{task}_{m}"]) for m in ("ne", "auc", "calibration")}
     flops = forward_flops_per_example(model.eval(), data.log.inputs)
-    examples = len(data.train_rows) * cfg.max_epochs
-    return Trained(dataset, name, seed, parameter_count(model), flops, 3 * flops * examples, seconds, scores)
+    examples = len(rows) * cfg.max_epochs
+    return Trained(dataset, label or name, seed, parameter_count(model), flops, 3 * flops * examples, seconds, scores)
 
 
 def as_rows(results: list[Trained]) -> list[dict]:
@@ -246,47 +257,103 @@ def run_quality(seeds: int, models: list[str], datasets: list[str], settings: di
     return results
 
 
-def run_scaling(done: list[Trained]) -> list[Trained]:
-    """Seed 0 on the synthetic default; presets the quality comparison already trained are reused."""
-    data = prepare_data(seeded_recipe("synthetic", 0).data)
-    recipe = seeded_recipe("synthetic", 0)
-    reuse = {r.model: r for r in done if r.dataset == "synthetic" and r.seed == 0}
+def point_label(name: str, history: int) -> str:
+    return f"{name}@{history}"
+
+
+def run_scaling(seeds: int, points: list[str]) -> list[Trained]:
+    """Each point of the curve on `seeds` quickstart worlds, trained as production's protocol trains the
+    teacher: one pass over its window and on through the students' window, days in time order; scored on
+    the eval window (after the validation day, which no point trains on)."""
+    chosen = [(name, history) for name, history in SCALING if point_label(name, history) in points]
     results = []
-    for name in SCALING:
-        results.append(trained := reuse.get(name) or train_and_score(name, recipe, data, 0, "synthetic"))
-        print(f"scaling {name}: {trained.train_flops:.3g} FLOPs, " + ", ".join(f"{t} NE {s['ne']:.4f}" for t, s in trained.scores.items()), flush=True)
+    for seed in range(seeds):
+        recipe = seeded_recipe("synthetic", seed)
+        data = prepare_data(recipe.data)
+        stream = torch.cat([data.train_rows, data.student_rows])
+        for name, history in chosen:
+            label = point_label(name, history)
+            results.append(trained := train_and_score(name, recipe, data, seed, "synthetic", {"history_length": history}, stream, "time", label))
+            print(f"scaling seed {seed} {label}: {trained.train_flops:.3g} FLOPs, {trained.train_seconds:.0f} s, "
+                  + ", ".join(f"{t} NE {s['ne']:.4f}" for t, s in trained.scores.items()), flush=True)
     return results
 
 
-def scaling_section(results: list[Trained]) -> str:
+def scaling_csv() -> Path:
+    return study_dir("teachers") / "teacher_scaling.csv"
+
+
+def scaling_section(frame: pl.DataFrame) -> str:
+    """The curve: per point its size, cost and eval NE over seeds (a PNG of NE against training FLOPs),
+    GEM against the skeleton at matched compute (primary, Holm), every point against today's teacher
+    (secondary, Holm)."""
+    tasks = frame["task"].unique(maintain_order=True).to_list()
+    agg = frame.group_by("model", "task", maintain_order=True).agg(
+        pl.col("ne").mean().alias("ne"), pl.col("ne").std().alias("sd"), pl.col("params").first(), pl.col("flops_per_example").first(),
+        pl.col("train_flops").first(), pl.col("train_seconds").median(), pl.col("seed").n_unique().alias("seeds"))
+    _scaling_plot(agg, tasks)
+    lines = ["| point (teacher@history) | params | FLOPs/example | training FLOPs | median train s | " + " | ".join(f"{t} NE (mean ± sd)" for t in tasks)
+             + " | seeds |", "|---|---|---|---|---|" + "---|" * len(tasks) + "---|"]
+    for (model,), group in agg.group_by("model", maintain_order=True):
+        by_task = {row["task"]: row for row in group.iter_rows(named=True)}
+        first = by_task[tasks[0]]
+        lines.append(f"| {model} | {first['params'] / 1e6:.2f} M | {first['flops_per_example'] / 1e6:.2f} M | {first['train_flops']:.3g} | "
+                     f"{first['train_seconds']:.0f} | " + " | ".join(f"{by_task[t]['ne']:.4f} ± {by_task[t]['sd']:.4f}" for t in tasks)
+                     + f" | {first['seeds']} |")
+    matched = [(a, b) for a, b in MATCHED if {a, b} <= set(agg["model"].to_list())]
+    versus = [(m, HISTORY_REFERENCE) for m in agg["model"].unique(maintain_order=True).to_list() if m != HISTORY_REFERENCE]
+    return ("\n".join(lines) + f"\n\n![eval NE against training FLOPs]({PLOT.relative_to(RESULTS.parent)})\n\n"
+            + "**GEM against the skeleton at matched compute** (primary endpoints, named before the run; NE points, positive = the first is "
+              "better; Holm over the table):\n\n" + _pairs_table(frame, matched, tasks)
+            + f"\n\nSecondary (every point against today's teacher `{HISTORY_REFERENCE}`, Holm over the table):\n\n" + _pairs_table(frame, versus, tasks))
+
+
+def scaling_intro(seeds: int, minutes: float | None) -> str:
+    timing = f"{minutes:.0f} min for this run" if minutes is not None else f"analysed again from `{shown(scaling_csv())}`"
+    return (f"The quickstart world (`recipes/quickstart.yaml`, 400k impressions; seed s = another world and other models), {seeds} seeds; "
+            f"{timing}, torch on {torch.get_num_threads()} threads. Production's protocol for the teacher: one pass over its 21 days and on "
+            f"through the students' 7, days in time order, recipe lr and batch; scored on the 3 eval days. Each point is a teacher at a "
+            f"history length (`teacher.sizes.history_length`). CSV `{shown(scaling_csv())}`.\n\n")
+
+
+def _pairs_table(frame: pl.DataFrame, pairs: list[tuple[str, str]], tasks: list[str]) -> str:
+    rows = []
+    for first, second in pairs:
+        for task in tasks:
+            a = frame.filter((pl.col("model") == first) & (pl.col("task") == task)).select("seed", "ne")
+            b = frame.filter((pl.col("model") == second) & (pl.col("task") == task)).select("seed", pl.col("ne").alias("ne_b"))
+            joined = a.join(b, on="seed")
+            rows.append((first, second, task, seed_interval((100 * (joined["ne_b"] - joined["ne"])).to_list())))
+    adjusted = holm_adjusted([row[3].p_value for row in rows])
+    lines = ["| point | against | task | NE points [95% CI] | Holm-adjusted p | verdict | seeds |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {task} | {_interval(i)} | {p:.3f} | {holm_verdict(i, p)} | {i.seeds} |" for (a, b, task, i), p in zip(rows, adjusted, strict=True)]
+    return "\n".join(lines)
+
+
+def _scaling_plot(agg: pl.DataFrame, tasks: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(results[0].scores)
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2))
     for ax, task in zip(axes, tasks, strict=True):
-        xs = [r.train_flops for r in results]
-        ys = [r.scores[task]["ne"] for r in results]
-        ax.plot(xs, ys, marker="o")
-        for r, x, y in zip(results, xs, ys, strict=True):
-            ax.annotate(r.model, (x, y), textcoords="offset points", xytext=(5, 5))
+        points = agg.filter(pl.col("task") == task)
+        for family, marker in (("skeleton", "o"), ("gem", "s")):
+            part = points.filter(pl.col("model").str.starts_with(family))
+            ax.errorbar(part["train_flops"].to_list(), part["ne"].to_list(), yerr=part["sd"].fill_null(0).to_list(), marker=marker,
+                        linestyle="none", capsize=3, label=family)
+            for row in part.iter_rows(named=True):
+                ax.annotate(row["model"], (row["train_flops"], row["ne"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ax.set_xscale("log")
         ax.set_xlabel("training FLOPs (3 × forward × examples)")
-        ax.set_ylabel(f"eval NE, {task} (lower is better)")
-        ax.set_title(f"GEM teacher scaling: {task}")
+        ax.set_ylabel(f"eval NE, {task} (lower is better; mean ± sd over seeds)")
         ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     with atomic_path(PLOT) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    lines = ["| preset | params | FLOPs/example | training FLOPs | train s | " + " | ".join(f"{t} NE" for t in tasks) + " |",
-             "|---|---|---|---|---|" + "---|" * len(tasks)]
-    for r in results:
-        lines.append(f"| {r.model} | {r.params / 1e6:.2f} M | {r.flops_per_example / 1e6:.2f} M | {r.train_flops:.3g} | "
-                     f"{r.train_seconds:.0f} | " + " | ".join(f"{r.scores[t]['ne']:.4f}" for t in tasks) + " |")
-    return "\n".join(lines) + f"\n\n![eval NE against training FLOPs]({PLOT.relative_to(RESULTS.parent)}) (synthetic default, seed 0, one epoch)"
 
 
 def quality_section(dataset: str) -> str:
@@ -311,6 +378,8 @@ def arguments() -> argparse.ArgumentParser:
                         help="choose each teacher's lr and warm-up first: an Optuna study of TRIALS trials on seed 0's validation window")
     parser.add_argument("--matched-compute", action="store_true",
                         help=f"epochs per teacher so each spends about the costliest teacher's training FLOPs (at most {MAX_EPOCHS})")
+    parser.add_argument("--points", nargs="+", choices=[point_label(n, h) for n, h in SCALING], default=[point_label(n, h) for n, h in SCALING],
+                        help="the scaling curve's points (teacher@history)")
     parser.add_argument("--from-csv", type=Path, default=None, help="analyse this run's CSV again (no training) into its section")
     parser.add_argument("--section", default=None,
                         help="with --from-csv: the RESULTS.md section to write (default: teacher-quality-counters-<dataset>, "
@@ -324,6 +393,8 @@ def plan(args: argparse.Namespace) -> dict[str, str]:
     section. A re-analysis writes a dataset's current section (`quality_section`) only from that
     section's own CSV; any other CSV needs `--section`."""
     if args.from_csv is not None:
+        if args.from_csv.resolve() == scaling_csv().resolve():
+            return {"scaling": "teacher-scaling"}
         if args.section:
             return {"csv": args.section}
         held = pl.read_csv(args.from_csv, columns=["dataset"])["dataset"].unique(maintain_order=True).to_list()
@@ -342,6 +413,10 @@ def plan(args: argparse.Namespace) -> dict[str, str]:
 def main() -> None:
     args = arguments().parse_args()
     sections = plan(args)
+    if "scaling" in sections and args.from_csv is not None:
+        frame = pl.read_csv(args.from_csv)
+        write_section(sections["scaling"], command_line(), scaling_intro(frame["seed"].n_unique(), None) + scaling_section(frame))
+        return
     if args.from_csv is not None:
         frame = pl.read_csv(args.from_csv)
         body = (f"Analysed again from `{shown(args.from_csv)}` (no training; settings as in its run). Seeds vary the data and the models "
@@ -368,7 +443,10 @@ def main() -> None:
                           + f"Seeds vary the data and the models ({args.seeds} seeds); CSV `{shown(quality_csv(dataset))}`.\n\n"
                           + summary_table(frame) + "\n\n" + paired_table(frame, args.reference) + versus_gem)
     if args.only in (None, "scaling"):
-        write_section(sections["scaling"], command_line(), scaling_section(run_scaling(results)))
+        start = time.perf_counter()
+        frame = pl.DataFrame(as_rows(run_scaling(args.seeds, args.points)))
+        write_csv(frame, scaling_csv())
+        write_section(sections["scaling"], command_line(), scaling_intro(args.seeds, (time.perf_counter() - start) / 60) + scaling_section(frame))
     if args.only in (None, "speed"):
         from benchmarks.teacher_speed import speed_section
 

@@ -3,6 +3,8 @@ seeds, and the gate's verdict — checked on hand-made rows whose leads are know
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 
@@ -62,9 +64,22 @@ def test_each_lever_is_compared_with_todays_teacher_seed_by_seed():
     today = _rows("today", "a/click", [1.0, 1.2, 0.8, 1.1, 0.9], variants=("vanilla KD",))
     epochs = _rows("epochs", "a/click", [4.0, 4.3, 3.9, 4.1, 3.7], variants=("vanilla KD",))  # today's + [3.0, 3.1, 3.1, 3.0, 2.8]
     body = levers_body(pl.DataFrame(today + epochs), REPO_RECIPE, minutes=1.0)
-    assert "| epochs | a/click | +3.00 [+2.85, +3.15]" in body and "| better   |" in body  # the per-seed gains: t-interval by hand below
+    assert "| epochs | a/click | today         | +3.00 [+2.85, +3.15]                | better  |" in body  # t-interval by hand below
     # gains [3.0, 3.1, 3.1, 3.0, 2.8]: mean 3.0, sd 0.1225, t(0.975, 4) = 2.7764 → ± 0.152
     assert "+1.00 [+0.80, +1.20]" in body and "fails: mean lead +1.00 NE points, below 3" in body and body.count("| passes") == 1  # epochs (lead 4.0), not today
+
+
+def test_a_lever_on_top_of_training_traffic_is_compared_with_training_traffic_not_today():
+    from benchmarks.headroom_levers import levers_body
+
+    today = _rows("today", "a/click", [1.0, 1.0, 1.0, 1.0, 1.0], variants=("vanilla KD",))
+    traffic = _rows("traffic", "a/click", [4.0, 4.0, 4.0, 4.0, 4.0], variants=("vanilla KD",))
+    longer = _rows("traffic_history_1024", "a/click", [4.5, 4.4, 4.6, 4.5, 4.5], variants=("vanilla KD",))
+    body = levers_body(pl.DataFrame(today + traffic + longer), REPO_RECIPE, minutes=1.0, ran=["traffic_history_1024"])
+    # gains over traffic [0.5, 0.4, 0.6, 0.5, 0.5]: mean 0.5, sd 0.0707, t(0.975, 4) = 2.7764 → ± 0.088
+    assert "| traffic_history_1024 | a/click | traffic       | +0.50 [+0.41, +0.59]" in body
+    assert re.search(r"\| traffic +\| a/click \| today +\| \+3\.00 \[", body)  # traffic itself is still against today's teacher
+    assert "other levers' rows kept from the CSV's earlier run" in body and "- `traffic_history_1024`: knowledge from training traffic and 1,024" in body
 
 
 def test_runs_of_another_world_under_the_same_dataset_name_are_gated_apart():
