@@ -74,3 +74,12 @@ def columns(stage) -> set[str]:
 def knobs(stage) -> list[Knob]:
     """What `gem-transfer tune` searches for this stage: the knobs of the techniques it turns on."""
     return [knob for technique in enabled(stage) for knob in technique.knobs(stage)]
+
+
+def take_earlier_versions(stage, folders: list[str]) -> None:
+    """Hand the stage's techniques that read earlier producer versions the knowledge folders of the
+    continuous cycle's earlier cycles, newest first (`take_earlier_versions` hooks)."""
+    for technique in enabled(stage):
+        hook = getattr(technique, "take_earlier_versions", None)
+        if hook is not None:
+            hook(stage, folders)

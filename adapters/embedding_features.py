@@ -11,6 +11,13 @@ embedding plus what the producer knew of it. The table, its lookup and the proje
 the serving model: the VM's parameters (the table's vectors are frozen weights), FLOPs, measured
 latency and serving budget include them; the table's memory per million ids is `table_bytes_per_million`.
 
+With `versions: K` the consumer takes the id's vectors from the K newest producer versions — this
+run's producer and the K − 1 before it (LoopFM's embeddings from successive cycles): `gem-transfer
+cycle` passes each cycle the knowledge folders of the cycles before it (`earlier`, newest first); a
+version missing there (the first cycles) gives every id its learned default. Each version has its own
+lookup, default and projection; the consumer pools the K projections with learned weights
+(`teacher.layers.PooledVersions`).
+
 Knowledge as a feature has an age, as soft labels do: `max_age_days` refuses a table whose
 producer's cutoff is older than that at the end of the consumers' window. The producer must not have
 trained on the consumers' rows (its table would hold what their labels taught it): the technique
@@ -19,7 +26,8 @@ needs the teacher as producer, the students as consumers and knowledge scored in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from adapters.technique import FeatureSource, Knob
@@ -43,10 +51,17 @@ class EmbeddingFeaturesConfig:
     width: int = 0  # a hidden layer of this width in the projection (0: one linear map)
     freeze: bool = False  # true: the projection stays the random map it starts as (the default vector still learns)
     max_age_days: int | None = None  # refuse a table whose cutoff is older than this at the consumers' window end
+    versions: int = 1  # the newest producer versions whose vectors the consumer pools (>1: successive cycles of `gem-transfer cycle`)
+    earlier: list[str] = field(default_factory=list)  # knowledge folders of earlier producer versions, newest first (`gem-transfer cycle` sets it)
 
     def check(self, key: str, window_days: int) -> None:
         check_positive(f"{key}.days", self.days)
         check_non_negative(f"{key}.width", self.width)
+        if not (isinstance(self.versions, int) and self.versions >= 1):
+            raise ValueError(f"{key}.versions: found {self.versions}; allowed: a whole number >= 1")
+        if len(self.earlier) > self.versions - 1:
+            raise ValueError(f"{key}.earlier: found {len(self.earlier)} folders with versions {self.versions}; "
+                             f"allowed: at most versions - 1 = {self.versions - 1}")
         if self.max_age_days is not None:
             check_non_negative(f"{key}.max_age_days", self.max_age_days)
 
@@ -85,7 +100,8 @@ def table_bytes_per_million(embedding_dim: int) -> int:
 
 
 SERVING = ("a lookup, its table and a projection in the served VM (in its parameters, FLOPs, p99 and budget); the table: 2·E + 8 bytes "
-           f"per id, {table_bytes_per_million(64) / 1e6:.0f} MB per million users at E = 64 (the skeleton teachers' embedding)")
+           f"per id, {table_bytes_per_million(64) / 1e6:.0f} MB per million users at E = 64 (the skeleton teachers' embedding); "
+           "K of each with `versions: K`")
 
 
 def check_context(stage, producer: str, consumers: str, knowledge: str, age_days: float | None) -> None:
@@ -114,9 +130,17 @@ def check_models(stage, producer, consumer) -> None:
                          "(a `features` with `add_input`, teacher.layers.FeatureEmbedding)")
 
 
+def take_earlier_versions(stage, folders: list[str]) -> None:
+    """With `versions` K > 1, the K − 1 newest earlier versions' knowledge folders become `earlier`."""
+    cfg = stage.embedding_features
+    if cfg.versions > 1:
+        cfg.earlier = list(folders[: cfg.versions - 1])
+
+
 def add_inputs(stage, consumer: nn.Module, source: FeatureSource) -> None:
-    """Look each configured id up in the producer's table and add its projection to that id's token."""
-    from teacher.layers import EmbeddingFeature
+    """Look each configured id up in the producer's table (and, with `versions`, in its earlier versions'
+    tables) and add its projection to that id's token."""
+    from teacher.layers import EmbeddingFeature, PooledVersions
 
     cfg = stage.embedding_features
     if source.cutoff > source.consumers_start:
@@ -126,8 +150,30 @@ def add_inputs(stage, consumer: nn.Module, source: FeatureSource) -> None:
     if cfg.max_age_days is not None and source.age_days > cfg.max_age_days:
         raise source.refusal(f"{KEY}.max_age_days", f"the producer's embeddings (cutoff {source.cutoff.isoformat()}) are "
                              f"{source.age_days:.1f} days old at the end of the consumers' window; allowed: {cfg.max_age_days}")
+    dim = consumer.features.table.embedding_dim
     for name in features(stage):
         table = source.table(name, cfg.days)
-        feature = consumer.feature_names.index(name)
-        consumer.features.add_input(feature, EmbeddingFeature(table.keys, table.vectors, consumer.features.table.embedding_dim,
-                                                              cfg.width, cfg.freeze))
+        lookups = [EmbeddingFeature(table.keys, table.vectors, dim, cfg.width, cfg.freeze)]
+        if cfg.versions > 1:
+            earlier = [_earlier_table(source, cfg, folder, name, table) for folder in cfg.earlier]
+            missing = cfg.versions - 1 - len(earlier)  # versions not made yet: every id gets that version's default
+            lookups += [EmbeddingFeature(t.keys, t.vectors, dim, cfg.width, cfg.freeze) for t in earlier]
+            lookups += [EmbeddingFeature(table.keys[:0], table.vectors[:0], dim, cfg.width, cfg.freeze) for _ in range(missing)]
+        consumer.features.add_input(consumer.feature_names.index(name), lookups[0] if len(lookups) == 1 else PooledVersions(*lookups))
+
+
+def _earlier_table(source: FeatureSource, cfg: Config, folder: str, name: str, current):
+    """An earlier producer version's table of feature `name` (same days) in its knowledge `folder`,
+    refused unless its cutoff is before the current version's and, with `max_age_days`, young enough."""
+    older = source.earlier_table(folder, name, cfg.days)  # refused in one line when missing or another producer's
+    cutoff = datetime.fromisoformat(older.provenance.cutoff)
+    if cutoff >= source.cutoff:
+        raise source.refusal(f"{KEY}.earlier", f"{folder}: its table's cutoff ({cutoff.isoformat()}) is not before this producer's "
+                             f"({source.cutoff.isoformat()}); allowed: knowledge folders of earlier versions of the producer")
+    age = (source.consumers_end - cutoff).total_seconds() / 86400
+    if cfg.max_age_days is not None and age > cfg.max_age_days:
+        raise source.refusal(f"{KEY}.max_age_days", f"an earlier version's embeddings ({folder}, cutoff {cutoff.isoformat()}) are "
+                             f"{age:.1f} days old at the end of the consumers' window; allowed: {cfg.max_age_days}")
+    if older.dim != current.dim:
+        raise source.refusal(f"{KEY}.earlier", f"{folder}: its table's width is {older.dim}; allowed: this producer's, {current.dim}")
+    return older

@@ -60,6 +60,21 @@ class EmbeddingFeature(nn.Module):
         return self.project(torch.cat([vectors, known[..., None].to(vectors.dtype)], dim=-1))
 
 
+class PooledVersions(nn.Module):
+    """The same ids looked up in several producer versions' tables (newest first), each with its own
+    lookup, default and projection (an `EmbeddingFeature`), pooled with learned weights (a softmax over
+    the versions, equal at the start). ids [...] → [..., dim]"""
+
+    def __init__(self, *versions: nn.Module):
+        super().__init__()
+        self.versions = nn.ModuleList(versions)
+        self.weights = nn.Parameter(torch.zeros(len(versions)))  # [K] logits of each version's share
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        projected = torch.stack([version(ids) for version in self.versions], dim=-1)  # [..., dim, K]
+        return projected @ torch.softmax(self.weights, dim=0).to(projected.dtype)  # [..., dim]
+
+
 class AddedInputs(nn.Module):
     """Several modules' outputs on the same ids, summed (a feature taking a shared table and an
     embedding feature both). ids [...] → [..., dim]"""
