@@ -267,8 +267,11 @@ class HistoryAggregates(nn.Module):
         levels = torch.arange(1, self.n_actions, device=mask.device)  # [A − 1]
         reached = (batch["hist_action"].unsqueeze(-1) >= levels) & mask.unsqueeze(-1)  # [B, L, A − 1]
         rates = reached.sum(dim=1).float() / count.clamp(min=1.0)  # [B, A − 1]
-        size = torch.log1p(count) / math.log1p(self.history_length)  # [B, 1] in [0, 1]
-        last_age = torch.where(mask[:, -1], batch["hist_age"][:, -1], 0).float().unsqueeze(-1) / AGE_BUCKETS  # [B, 1]
+        size = torch.log1p(count) / math.log1p(max(self.history_length, 1))  # [B, 1] in [0, 1]; 0 with no history read
+        if mask.shape[1] == 0:  # a model that reads no history (history_length 0): every row's is empty
+            last_age = torch.zeros_like(count)
+        else:
+            last_age = torch.where(mask[:, -1], batch["hist_age"][:, -1], 0).float().unsqueeze(-1) / AGE_BUCKETS  # [B, 1]
         empty = (count == 0).float()  # [B, 1]
         return torch.cat([rates, size, last_age, empty], dim=-1)
 
