@@ -11,12 +11,13 @@ embedding plus what the producer knew of it. The table, its lookup and the proje
 the serving model: the VM's parameters (the table's vectors are frozen weights), FLOPs, measured
 latency and serving budget include them; the table's memory per million ids is `table_bytes_per_million`.
 
-With `versions: K` the consumer takes the id's vectors from the K newest producer versions — this
+With `versions: K` the consumer takes the id's vectors from up to K newest producer versions — this
 run's producer and the K − 1 before it (LoopFM's embeddings from successive cycles): `gem-transfer
-cycle` passes each cycle the knowledge folders of the cycles before it (`earlier`, newest first); a
-version missing there (the first cycles) gives every id its learned default. Each version has its own
-lookup, default and projection; the consumer pools the K projections with learned weights
-(`teacher.layers.PooledVersions`).
+cycle` passes each cycle the knowledge folders of the cycles before it (`earlier`, newest first), and
+the consumer pools the versions that exist (one in a plain run and in the first cycle, then more as
+cycles pass). Each version has its own lookup, default and projection; the projections are pooled
+with learned weights (`teacher.layers.PooledVersions`). An earlier version counts in the consumer's
+stage key by its content (its tables' checksums), not by its folder.
 
 Knowledge as a feature has an age, as soft labels do: `max_age_days` refuses a table whose
 producer's cutoff is older than that at the end of the consumers' window. The producer must not have
@@ -26,8 +27,10 @@ needs the teacher as producer, the students as consumers and knowledge scored in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adapters.technique import FeatureSource, Knob
@@ -57,11 +60,13 @@ class EmbeddingFeaturesConfig:
     def check(self, key: str, window_days: int) -> None:
         check_positive(f"{key}.days", self.days)
         check_non_negative(f"{key}.width", self.width)
-        if not (isinstance(self.versions, int) and self.versions >= 1):
+        if isinstance(self.versions, bool) or not (isinstance(self.versions, int) and self.versions >= 1):
             raise ValueError(f"{key}.versions: found {self.versions}; allowed: a whole number >= 1")
         if len(self.earlier) > self.versions - 1:
             raise ValueError(f"{key}.earlier: found {len(self.earlier)} folders with versions {self.versions}; "
                              f"allowed: at most versions - 1 = {self.versions - 1}")
+        if len(set(self.earlier)) != len(self.earlier):
+            raise ValueError(f"{key}.earlier: found a folder twice; allowed: each earlier version's folder once, newest first")
         if self.max_age_days is not None:
             check_non_negative(f"{key}.max_age_days", self.max_age_days)
 
@@ -74,7 +79,8 @@ def enabled(stage) -> bool:
 
 
 def tag(stage) -> str:
-    return "embedding_features_user_ad" if stage.embedding_features.ads else "embedding_features_user"
+    cfg = stage.embedding_features
+    return ("embedding_features_user_ad" if cfg.ads else "embedding_features_user") + (f"_v{cfg.versions}" if cfg.versions > 1 else "")
 
 
 def reference(stage) -> Config:
@@ -130,6 +136,26 @@ def check_models(stage, producer, consumer) -> None:
                          "(a `features` with `add_input`, teacher.layers.FeatureEmbedding)")
 
 
+def reads(stage, knobs: dict, folder_content: Callable[[Path], object]) -> dict:
+    """The knobs in the consumer's stage key: each earlier folder as its content (the checksums of the
+    tables it holds, `folder_content`), wherever the folder is."""
+    return knobs | {"earlier": [folder_content(Path(folder)) for folder in knobs["earlier"]]}
+
+
+def check_cycle(stage, cycles: int, step_days: float, age_days: float) -> None:
+    """Under `gem-transfer cycle` the earlier versions are the cycle's own: a hand-set `earlier` is
+    refused, and so is a `max_age_days` the oldest pooled version would exceed in the last cycle."""
+    cfg = stage.embedding_features
+    if cfg.earlier:
+        raise ValueError(f"earlier: found {len(cfg.earlier)} folder(s); under gem-transfer cycle each cycle's earlier versions are "
+                         "the cycles before it; allowed: an empty list")
+    oldest = age_days + min(cycles - 1, cfg.versions - 1) * step_days
+    if cfg.max_age_days is not None and oldest > cfg.max_age_days:
+        raise ValueError(f"max_age_days: {cfg.max_age_days} refuses the embeddings this cycle pools: by cycle {cycles - 1} the oldest of "
+                         f"its {min(cycles, cfg.versions)} versions is {oldest:g} days old at the end of the consumers' window; "
+                         f"allowed: max_age_days >= {oldest:g}, or fewer versions")
+
+
 def take_earlier_versions(stage, folders: list[str]) -> None:
     """With `versions` K > 1, the K − 1 newest earlier versions' knowledge folders become `earlier`."""
     cfg = stage.embedding_features
@@ -154,11 +180,8 @@ def add_inputs(stage, consumer: nn.Module, source: FeatureSource) -> None:
     for name in features(stage):
         table = source.table(name, cfg.days)
         lookups = [EmbeddingFeature(table.keys, table.vectors, dim, cfg.width, cfg.freeze)]
-        if cfg.versions > 1:
-            earlier = [_earlier_table(source, cfg, folder, name, table) for folder in cfg.earlier]
-            missing = cfg.versions - 1 - len(earlier)  # versions not made yet: every id gets that version's default
-            lookups += [EmbeddingFeature(t.keys, t.vectors, dim, cfg.width, cfg.freeze) for t in earlier]
-            lookups += [EmbeddingFeature(table.keys[:0], table.vectors[:0], dim, cfg.width, cfg.freeze) for _ in range(missing)]
+        earlier = [_earlier_table(source, cfg, folder, name, table) for folder in cfg.earlier]  # the versions that exist
+        lookups += [EmbeddingFeature(t.keys, t.vectors, dim, cfg.width, cfg.freeze) for t in earlier]
         consumer.features.add_input(consumer.feature_names.index(name), lookups[0] if len(lookups) == 1 else PooledVersions(*lookups))
 
 

@@ -33,7 +33,13 @@ and, optionally, hooks into a consumer's training (every hook takes the whole `s
 - `add_inputs(stage, consumer, source)`: give the consumer new inputs from its producer before
   training (embeddings as features), reading the producer's tables through a `FeatureSource`;
 - `take_earlier_versions(stage, folders)`: in a continuous cycle, take the knowledge folders of the
-  producer's earlier versions (the cycles before, newest first), setting its own knobs.
+  producer's earlier versions (the cycles before, newest first), setting its own knobs;
+- `reads(stage, knobs, folder_content) -> dict`: its knobs as the consumer's stage key holds them, a
+  knob that names a folder replaced by `folder_content(folder)` (its files' checksums), so the key
+  follows the content, not the place;
+- `check_cycle(stage, cycles, step_days, age_days)`: raise `ValueError` (message starting with the field
+  at fault) if it cannot run through a continuous cycle of `cycles` cycles `step_days` apart, its
+  producer's knowledge `age_days` old at the end of the consumers' window; run before the cycle trains.
 
 The engine names no technique: it reaches them through `adapters.TECHNIQUES`.
 """

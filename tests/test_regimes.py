@@ -39,3 +39,21 @@ def test_a_transfer_ratio_is_undefined_where_the_teachers_lead_is_not_resolvable
     teacher = [0.89, 0.92, 0.915]  # lead +1, −1, +0.5: not resolvable
     (found,) = cell_slices(pl.DataFrame(_rows("lag 7", baseline, teacher, {VANILLA: [0.895, 0.905, 0.915]})))
     assert "undefined (lead not resolvable)" in lift_table([found])
+
+
+def test_the_primary_endpoints_are_one_holm_family_and_pair_by_seed():
+    """Two cells, two endpoints each: four p-values adjusted together (Holm: the smallest × 4, …), and a
+    variant's rows listed out of seed order still pair with their own seed's baseline."""
+    baseline = [0.90, 0.91, 0.92]
+    teacher = [0.86, 0.87, 0.88]
+    students = {VANILLA: [0.89, 0.90, 0.91], EMBEDDINGS_KD: [0.885, 0.895, 0.903], COMBINED: [0.88, 0.89, 0.90]}
+    rows = _rows("centre", baseline, teacher, students) + _rows("history 0", baseline, teacher, students)
+    frame = pl.DataFrame(rows).sample(fraction=1.0, shuffle=True, seed=3)  # any row order
+    slices = cell_slices(frame)
+    assert [s.cell for s in slices] == ["centre", "history 0"] and slices[0].seeds == [0, 1, 2]
+    assert [round(g, 6) for g in slices[0].gains[EMBEDDINGS_KD]] == [1.5, 1.5, 1.7]
+    primary = primary_table(slices)
+    # emb+KD − KD: 0.5, 0.5, 0.7 → t = 0.5667 / (0.1155 / √3) = 8.5, p = 0.01356 (t, 2 df); two such endpoints
+    # and two exact zeros (p = 1): Holm gives 4 × 0.01356 = 0.054, then max(0.054, 3 × 0.01356) = 0.054
+    assert primary.count("| 0.054 | not distinguishable |") == 2, primary
+    assert primary.count("| 1.000 | not distinguishable |") == 2

@@ -251,7 +251,7 @@ def _consumer():
     return consumer
 
 
-def test_a_consumer_of_three_versions_takes_the_earlier_folders_tables_newest_first_and_defaults_for_a_missing_one(tmp_path):
+def test_a_consumer_of_three_versions_pools_the_versions_that_exist_newest_first(tmp_path):
     from types import SimpleNamespace
 
     from teacher.layers import PooledVersions
@@ -261,12 +261,35 @@ def test_a_consumer_of_three_versions_takes_the_earlier_folders_tables_newest_fi
     consumer = _consumer()
     embedding_features.add_inputs(stage, consumer, source)
     pooled = consumer.features.imported["0"]
-    assert isinstance(pooled, PooledVersions) and len(pooled.versions) == 3
-    newest, earlier, missing = pooled.versions
+    assert isinstance(pooled, PooledVersions) and len(pooled.versions) == 2  # this run's and the one earlier version made so far
+    newest, earlier = pooled.versions
     assert newest.keys.tolist() == [1, 2, 3] and earlier.keys.tolist() == [2] and earlier.vectors.tolist() == [[3.0, 3.0]]
-    assert missing.keys.tolist() == [-1]  # a version not made yet (the first cycles): every id gets its default
-    # the served VM carries every version's table: its parameters count them
-    assert sum(p.numel() for p in pooled.parameters()) > sum(p.numel() for p in newest.parameters()) + 2 * 2
+    # the served VM carries both tables: its parameters are both lookups' (vectors, default, projection) and the 2 pooling weights
+    per_version = {v: 2 * len(v.keys) + 2 + (2 + 1) * 4 + 4 for v in (newest, earlier)}
+    assert sum(p.numel() for p in pooled.parameters()) == sum(per_version.values()) + 2
+
+    alone = _consumer()  # no earlier version yet (a plain run, the first cycle): the lookup of `versions: 1`
+    embedding_features.add_inputs(SimpleNamespace(embedding_features=embedding_features.Config(enabled=True, days=2, versions=3)), alone, source)
+    assert isinstance(alone.features.imported["0"], EmbeddingFeature)
+
+
+def test_earlier_versions_count_in_the_consumers_key_by_their_tables_content_not_their_folder(tmp_path):
+    from transfer.config.recipe import Recipe, StageConfig
+    from transfer.pipeline.stages.producers import consumer_settings
+
+    for name in ("here", "there"):
+        (tmp_path / name / "embeddings").mkdir(parents=True)
+        (tmp_path / name / "embeddings" / "skeleton_tiny.user_id.2d.parquet.sha256").write_text("abc\n")
+        (tmp_path / name / "skeleton_tiny.parquet.sha256").write_text("def\n")  # its knowledge table
+
+    def settings(folder: str) -> dict:  # what the consumer's stage key reads of its settings
+        stage = StageConfig(embedding_features=embedding_features.Config(enabled=True, versions=2, earlier=[str(tmp_path / folder)]))
+        return consumer_settings(Recipe(name="r"), "w", stage)
+
+    assert settings("here") == settings("there")  # the same table elsewhere: the same key
+    (tmp_path / "there" / "embeddings" / "skeleton_tiny.user_id.2d.parquet.sha256").write_text("abd\n")
+    assert settings("here") != settings("there")  # another table in the same place: another key
+    assert str(tmp_path) not in repr(settings("here"))
 
 
 @pytest.mark.parametrize(("cutoffs", "dims", "max_age", "found"), [
@@ -291,7 +314,8 @@ def test_an_earlier_version_that_is_not_earlier_too_old_or_of_another_width_is_r
     ({"versions": 0}, "transfer.stages.0.embedding_features.versions: found 0; allowed: a whole number >= 1"),
     ({"versions": 2, "earlier": ["a", "b"]}, "transfer.stages.0.embedding_features.earlier: found 2 folders with versions 2; "
      "allowed: at most versions - 1 = 1"),
-], ids=["no version", "more folders than versions"])
+    ({"versions": 3, "earlier": ["a", "a"]}, "transfer.stages.0.embedding_features.earlier: found a folder twice"),
+], ids=["no version", "more folders than versions", "a folder twice"])
 def test_versions_settings_are_checked_before_anything_runs(tiny, capsys, knobs, found):
     folder, dataset = tiny
     stage = STAGE | {"embedding_features": {"enabled": True, "days": 2, **knobs}}

@@ -104,3 +104,18 @@ def test_a_cycle_refuses_windows_by_the_hour_in_one_line(tmp_path, log, capsys):
     assert code == 2
     (line,) = err.strip().splitlines()
     assert "the continuous cycle moves its windows by whole days" in line
+
+
+@pytest.mark.parametrize(("embedding", "found"), [
+    ({"versions": 2, "earlier": ["somewhere"]}, "transfer.stages.0.embedding_features.earlier: found 1 folder(s); under gem-transfer "
+     "cycle each cycle's earlier versions are the cycles before it; allowed: an empty list"),
+    ({"versions": 3, "max_age_days": 3}, "transfer.stages.0.embedding_features.max_age_days: 3 refuses the embeddings this cycle pools: "
+     "by cycle 2 the oldest of its 3 versions is 4 days old"),
+], ids=["hand-set earlier versions", "the oldest version too old by the last cycle"])
+def test_embedding_versions_a_cycle_cannot_make_are_refused_before_any_training(tmp_path, log, capsys, embedding, found):
+    transfer = {"strategy": "direct", "stages": [{"producer": "teacher", "consumers": "students", "distillation": {"weight": 1.0},
+                                                  "embedding_features": {"enabled": True, "days": 1, **embedding}}]}
+    code, _, err = run_cli(capsys, "cycle", str(_recipe(tmp_path, log, transfer=transfer)), "--windows", "3")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert found in err
+    assert not (tmp_path / "runs").exists()

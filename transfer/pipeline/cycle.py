@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from adapters import take_earlier_versions
+from adapters import check_cycle, take_earlier_versions
 from transfer.config.recipe import Recipe, WindowConfig, teacher_window_shift_days
 from transfer.config.verticals import recipe_verticals
 from transfer.data.batches import WindowBatches, window_loader
@@ -66,6 +66,7 @@ def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
     if len(str(recipe.data.train.start)) != len("YYYY-MM-DD") or any(w.hours for w in spans):
         raise RecipeError(f"{recipe_path}: data: the continuous cycle moves its windows by whole days; found a start time or "
                           "hours; allowed: data.train.start YYYY-MM-DD and windows in days")
+    _check_techniques_through_the_cycle(recipe, recipe_path, windows)
     ranks.start()
     _check_data_reaches_last_window(recipe, recipe_path, windows)
     rows: list[dict] = []
@@ -89,6 +90,16 @@ def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
         with atomic_path(csv) as tmp:
             table.write_csv(tmp)
     return CycleResult(table, csv, run_ids)
+
+
+def _check_techniques_through_the_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> None:
+    """Fail before any training when a technique cannot run through `windows` cycles (one line naming the key)."""
+    age = teacher_window_shift_days(recipe.transfer) + recipe.data.student.length_days  # the knowledge's age at the consumers' window end
+    for index, stage in enumerate(recipe.transfer.stages):
+        try:
+            check_cycle(stage, windows, recipe.data.eval.days, age)
+        except ValueError as exc:
+            raise RecipeError(f"{recipe_path}: transfer.stages.{index}.{exc}") from None
 
 
 def _check_data_reaches_last_window(recipe: Recipe, recipe_path: Path, windows: int) -> None:
