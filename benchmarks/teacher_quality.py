@@ -312,9 +312,10 @@ def scaling_section(frame: pl.DataFrame) -> str:
 
 
 def scaling_intro(seeds: int, minutes: float | None) -> str:
-    timing = f"{minutes:.0f} min for this run" if minutes is not None else f"analysed again from `{shown(scaling_csv())}`"
+    timing = (f"{minutes:.0f} min for this run, torch on {torch.get_num_threads()} threads" if minutes is not None
+              else f"analysed again from `{shown(scaling_csv())}` (train seconds as its run measured them)")
     return (f"The quickstart world (`recipes/quickstart.yaml`, 400k impressions; seed s = another world and other models), {seeds} seeds; "
-            f"{timing}, torch on {torch.get_num_threads()} threads. Production's protocol for the teacher: one pass over its 21 days and on "
+            f"{timing}. Production's protocol for the teacher: one pass over its 21 days and on "
             f"through the students' 7, days in time order, recipe lr and batch; scored on the 3 eval days. Each point is a teacher at a "
             f"history length (`teacher.sizes.history_length`). CSV `{shown(scaling_csv())}`.\n\n")
 
