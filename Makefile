@@ -110,8 +110,9 @@ bench-cycle: setup
 bench-world: setup
 	$(BIN)/python benchmarks/synthetic_world.py
 
-# Teacher quality (GEM vs skeleton, DCN-v2, MLP; 2 datasets × 3 seeds), the scaling curve and the
-# speed options (torch.compile, bf16-mixed): ~45 min here. Writes teacher-quality-counters-{synthetic,movielens},
+# Teacher quality (GEM vs skeleton, DCN-v2, MLP; 2 datasets × 3 seeds), the scaling curve (teacher NE against training
+# FLOPs and history length, 3 seeds, production's protocol; gem_base and skeleton_small take hours here) and the
+# speed options (torch.compile, bf16-mixed). Writes teacher-quality-counters-{synthetic,movielens},
 # teacher-scaling and teacher-speed-options in benchmarks/RESULTS.md, the CSVs under benchmarks/results/teachers/
 # (the GEM claim's sections were made with the options quoted in them: tuned, matched compute, 10 seeds).
 bench-teachers: setup

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
+from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 from adapters.technique import Knob
@@ -74,3 +76,40 @@ def columns(stage) -> set[str]:
 def knobs(stage) -> list[Knob]:
     """What `gem-transfer tune` searches for this stage: the knobs of the techniques it turns on."""
     return [knob for technique in enabled(stage) for knob in technique.knobs(stage)]
+
+
+def take_earlier_versions(stage, folders: list[str]) -> None:
+    """Hand the stage's techniques that read earlier producer versions the knowledge folders of the
+    continuous cycle's earlier cycles, newest first (`take_earlier_versions` hooks)."""
+    for technique in enabled(stage):
+        hook = getattr(technique, "take_earlier_versions", None)
+        if hook is not None:
+            hook(stage, folders)
+
+
+def check_cycle(stage, cycles: int, step_days: float, age_days: float) -> None:
+    """Before a continuous cycle of `cycles` cycles, each `step_days` later, trains anything: each
+    enabled technique that reads earlier producer versions checks it can (`check_cycle` hooks; a
+    `ValueError` whose message starts with `<KEY>.<field>`). `age_days`: the producer's knowledge's age at
+    the end of the consumers' window in one cycle."""
+    for technique in enabled(stage):
+        hook = getattr(technique, "check_cycle", None)
+        if hook is not None:
+            try:
+                hook(stage, cycles, step_days, age_days)
+            except ValueError as exc:
+                raise ValueError(f"{technique.KEY}.{exc}") from None
+
+
+def stage_reads(stage, folder_content: Callable[[Path], object]) -> dict:
+    """What a consumer's stage key holds of its stage: every technique's knobs (`asdict`), where an
+    enabled technique's `reads(stage, knobs, folder_content)` hook replaces a folder it names by the
+    folder's content (`folder_content(folder)`: its files' checksums), so the key follows the content."""
+    from dataclasses import asdict
+
+    settings = asdict(stage)
+    for technique in enabled(stage):
+        hook = getattr(technique, "reads", None)
+        if hook is not None:
+            settings[technique.KEY] = hook(stage, settings[technique.KEY], folder_content)
+    return settings

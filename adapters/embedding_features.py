@@ -11,6 +11,14 @@ embedding plus what the producer knew of it. The table, its lookup and the proje
 the serving model: the VM's parameters (the table's vectors are frozen weights), FLOPs, measured
 latency and serving budget include them; the table's memory per million ids is `table_bytes_per_million`.
 
+With `versions: K` the consumer takes the id's vectors from up to K newest producer versions — this
+run's producer and the K − 1 before it (LoopFM's embeddings from successive cycles): `gem-transfer
+cycle` passes each cycle the knowledge folders of the cycles before it (`earlier`, newest first), and
+the consumer pools the versions that exist (one in a plain run and in the first cycle, then more as
+cycles pass). Each version has its own lookup, default and projection; the projections are pooled
+with learned weights (`teacher.layers.PooledVersions`). An earlier version counts in the consumer's
+stage key by its content (its tables' checksums), not by its folder.
+
 Knowledge as a feature has an age, as soft labels do: `max_age_days` refuses a table whose
 producer's cutoff is older than that at the end of the consumers' window. The producer must not have
 trained on the consumers' rows (its table would hold what their labels taught it): the technique
@@ -19,7 +27,10 @@ needs the teacher as producer, the students as consumers and knowledge scored in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adapters.technique import FeatureSource, Knob
@@ -43,10 +54,19 @@ class EmbeddingFeaturesConfig:
     width: int = 0  # a hidden layer of this width in the projection (0: one linear map)
     freeze: bool = False  # true: the projection stays the random map it starts as (the default vector still learns)
     max_age_days: int | None = None  # refuse a table whose cutoff is older than this at the consumers' window end
+    versions: int = 1  # the newest producer versions whose vectors the consumer pools (>1: successive cycles of `gem-transfer cycle`)
+    earlier: list[str] = field(default_factory=list)  # knowledge folders of earlier producer versions, newest first (`gem-transfer cycle` sets it)
 
     def check(self, key: str, window_days: int) -> None:
         check_positive(f"{key}.days", self.days)
         check_non_negative(f"{key}.width", self.width)
+        if isinstance(self.versions, bool) or not (isinstance(self.versions, int) and self.versions >= 1):
+            raise ValueError(f"{key}.versions: found {self.versions}; allowed: a whole number >= 1")
+        if len(self.earlier) > self.versions - 1:
+            raise ValueError(f"{key}.earlier: found {len(self.earlier)} folders with versions {self.versions}; "
+                             f"allowed: at most versions - 1 = {self.versions - 1}")
+        if len(set(self.earlier)) != len(self.earlier):
+            raise ValueError(f"{key}.earlier: found a folder twice; allowed: each earlier version's folder once, newest first")
         if self.max_age_days is not None:
             check_non_negative(f"{key}.max_age_days", self.max_age_days)
 
@@ -59,7 +79,8 @@ def enabled(stage) -> bool:
 
 
 def tag(stage) -> str:
-    return "embedding_features_user_ad" if stage.embedding_features.ads else "embedding_features_user"
+    cfg = stage.embedding_features
+    return ("embedding_features_user_ad" if cfg.ads else "embedding_features_user") + (f"_v{cfg.versions}" if cfg.versions > 1 else "")
 
 
 def reference(stage) -> Config:
@@ -85,7 +106,8 @@ def table_bytes_per_million(embedding_dim: int) -> int:
 
 
 SERVING = ("a lookup, its table and a projection in the served VM (in its parameters, FLOPs, p99 and budget); the table: 2·E + 8 bytes "
-           f"per id, {table_bytes_per_million(64) / 1e6:.0f} MB per million users at E = 64 (the skeleton teachers' embedding)")
+           f"per id, {table_bytes_per_million(64) / 1e6:.0f} MB per million users at E = 64 (the skeleton teachers' embedding); "
+           "K of each with `versions: K`")
 
 
 def check_context(stage, producer: str, consumers: str, knowledge: str, age_days: float | None) -> None:
@@ -114,9 +136,37 @@ def check_models(stage, producer, consumer) -> None:
                          "(a `features` with `add_input`, teacher.layers.FeatureEmbedding)")
 
 
+def reads(stage, knobs: dict, folder_content: Callable[[Path], object]) -> dict:
+    """The knobs in the consumer's stage key: each earlier folder as its content (the checksums of the
+    tables it holds, `folder_content`), wherever the folder is."""
+    return knobs | {"earlier": [folder_content(Path(folder)) for folder in knobs["earlier"]]}
+
+
+def check_cycle(stage, cycles: int, step_days: float, age_days: float) -> None:
+    """Under `gem-transfer cycle` the earlier versions are the cycle's own: a hand-set `earlier` is
+    refused, and so is a `max_age_days` the oldest pooled version would exceed in the last cycle."""
+    cfg = stage.embedding_features
+    if cfg.earlier:
+        raise ValueError(f"earlier: found {len(cfg.earlier)} folder(s); under gem-transfer cycle each cycle's earlier versions are "
+                         "the cycles before it; allowed: an empty list")
+    oldest = age_days + min(cycles - 1, cfg.versions - 1) * step_days
+    if cfg.max_age_days is not None and oldest > cfg.max_age_days:
+        raise ValueError(f"max_age_days: {cfg.max_age_days} refuses the embeddings this cycle pools: by cycle {cycles - 1} the oldest of "
+                         f"its {min(cycles, cfg.versions)} versions is {oldest:g} days old at the end of the consumers' window; "
+                         f"allowed: max_age_days >= {oldest:g}, or fewer versions")
+
+
+def take_earlier_versions(stage, folders: list[str]) -> None:
+    """With `versions` K > 1, the K − 1 newest earlier versions' knowledge folders become `earlier`."""
+    cfg = stage.embedding_features
+    if cfg.versions > 1:
+        cfg.earlier = list(folders[: cfg.versions - 1])
+
+
 def add_inputs(stage, consumer: nn.Module, source: FeatureSource) -> None:
-    """Look each configured id up in the producer's table and add its projection to that id's token."""
-    from teacher.layers import EmbeddingFeature
+    """Look each configured id up in the producer's table (and, with `versions`, in its earlier versions'
+    tables) and add its projection to that id's token."""
+    from teacher.layers import EmbeddingFeature, PooledVersions
 
     cfg = stage.embedding_features
     if source.cutoff > source.consumers_start:
@@ -126,8 +176,27 @@ def add_inputs(stage, consumer: nn.Module, source: FeatureSource) -> None:
     if cfg.max_age_days is not None and source.age_days > cfg.max_age_days:
         raise source.refusal(f"{KEY}.max_age_days", f"the producer's embeddings (cutoff {source.cutoff.isoformat()}) are "
                              f"{source.age_days:.1f} days old at the end of the consumers' window; allowed: {cfg.max_age_days}")
+    dim = consumer.features.table.embedding_dim
     for name in features(stage):
         table = source.table(name, cfg.days)
-        feature = consumer.feature_names.index(name)
-        consumer.features.add_input(feature, EmbeddingFeature(table.keys, table.vectors, consumer.features.table.embedding_dim,
-                                                              cfg.width, cfg.freeze))
+        lookups = [EmbeddingFeature(table.keys, table.vectors, dim, cfg.width, cfg.freeze)]
+        earlier = [_earlier_table(source, cfg, folder, name, table) for folder in cfg.earlier]  # the versions that exist
+        lookups += [EmbeddingFeature(t.keys, t.vectors, dim, cfg.width, cfg.freeze) for t in earlier]
+        consumer.features.add_input(consumer.feature_names.index(name), lookups[0] if len(lookups) == 1 else PooledVersions(*lookups))
+
+
+def _earlier_table(source: FeatureSource, cfg: Config, folder: str, name: str, current):
+    """An earlier producer version's table of feature `name` (same days) in its knowledge `folder`,
+    refused unless its cutoff is before the current version's and, with `max_age_days`, young enough."""
+    older = source.earlier_table(folder, name, cfg.days)  # refused in one line when missing or another producer's
+    cutoff = datetime.fromisoformat(older.provenance.cutoff)
+    if cutoff >= source.cutoff:
+        raise source.refusal(f"{KEY}.earlier", f"{folder}: its table's cutoff ({cutoff.isoformat()}) is not before this producer's "
+                             f"({source.cutoff.isoformat()}); allowed: knowledge folders of earlier versions of the producer")
+    age = (source.consumers_end - cutoff).total_seconds() / 86400
+    if cfg.max_age_days is not None and age > cfg.max_age_days:
+        raise source.refusal(f"{KEY}.max_age_days", f"an earlier version's embeddings ({folder}, cutoff {cutoff.isoformat()}) are "
+                             f"{age:.1f} days old at the end of the consumers' window; allowed: {cfg.max_age_days}")
+    if older.dim != current.dim:
+        raise source.refusal(f"{KEY}.earlier", f"{folder}: its table's width is {older.dim}; allowed: this producer's, {current.dim}")
+    return older

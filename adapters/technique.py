@@ -31,7 +31,15 @@ and, optionally, hooks into a consumer's training (every hook takes the whole `s
   `domain_fms`, `students`) with this `transfer.knowledge`, its knowledge `age_days` old at the end of
   the consumers' window (None where the recipe does not fix it); run when the recipe is checked;
 - `add_inputs(stage, consumer, source)`: give the consumer new inputs from its producer before
-  training (embeddings as features), reading the producer's tables through a `FeatureSource`.
+  training (embeddings as features), reading the producer's tables through a `FeatureSource`;
+- `take_earlier_versions(stage, folders)`: in a continuous cycle, take the knowledge folders of the
+  producer's earlier versions (the cycles before, newest first), setting its own knobs;
+- `reads(stage, knobs, folder_content) -> dict`: its knobs as the consumer's stage key holds them, a
+  knob that names a folder replaced by `folder_content(folder)` (its files' checksums), so the key
+  follows the content, not the place;
+- `check_cycle(stage, cycles, step_days, age_days)`: raise `ValueError` (message starting with the field
+  at fault) if it cannot run through a continuous cycle of `cycles` cycles `step_days` apart, its
+  producer's knowledge `age_days` old at the end of the consumers' window; run before the cycle trains.
 
 The engine names no technique: it reaches them through `adapters.TECHNIQUES`.
 """
@@ -83,7 +91,7 @@ class KnowledgeRows:
 @dataclass(frozen=True)
 class FeatureSource:
     """What `add_inputs` reads of a consumer's producer: its embedding table of one id feature over its
-    last days (`table(feature name, days)`, made once and reused), its cutoff, the consumers' window's start, and the age of what it
+    last days (`table(feature name, days)`, made once and reused) and its earlier versions' (`earlier_table`), its cutoff, the consumers' window's start, and the age of what it
     knows at the end of the consumers' window, and how to refuse a setting (`refusal(field, message)`
     → the exception to raise, naming the stage's key)."""
 
@@ -92,6 +100,10 @@ class FeatureSource:
     consumers_start: datetime  # the start of the consumers' window
     age_days: float
     refusal: Callable[[str, str], Exception]
+    # an earlier producer version's table of one feature over its last days, read from its knowledge folder
+    # (`earlier_table(folder, feature name, days)`), refused in one line when missing or another producer's
+    earlier_table: Callable[[str, str, int], object] | None = None
+    consumers_end: datetime | None = None  # the end of the consumers' window (the ages are measured there)
 
 
 @dataclass(frozen=True)

@@ -1,17 +1,20 @@
 """Which teacher-side lever gives the teacher a lead over the baseline VM? (`make bench-levers`)
 
 Each lever is a set of recipe overrides on the teacher's side only — the baseline VM keeps its counters,
-regression start and best epoch, and is the same model for every lever of a seed (its stage is reused).
+regression start and best epoch, and is the same model for every lever of a seed that trains the same way
+(its stage is reused; the levers from training traffic visit the rows in time order, the VMs too).
 For every lever and seed (the recipe `seed` and `data.synthetic.seed`: models and data vary), the
 direct vanilla-KD recipe runs and the headroom gate (`benchmarks/headroom.py`) is read off its teacher and
 baseline rows: the teacher's lead over the baseline VM per slice, with its 95 % t-interval over seeds.
-The primary endpoint, named before the run: each lever's lead on each slice, against the gate; the
-levers are compared with today's teacher (one epoch, separate knowledge) as secondary findings.
+The primary endpoint, named before the run: each lever's lead on each slice, against the gate; each
+lever is compared with the lever it builds on (today's teacher: one epoch, separate knowledge; or
+knowledge from training traffic) as secondary findings.
 
     python benchmarks/headroom_levers.py [--seeds 5] [--levers NAME ...] [--recipe recipes/quickstart.yaml] [--from-csv]
 
 With `--levers`, only those levers train; the CSV keeps the other levers' rows from its earlier run
-(each row stamped with its commit), and the section reads them all.
+(each row stamped with its commit, every seed it holds), and the section reads them all; they must
+come from the same recipe (the default one).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from transfer.evaluation.intervals import seed_interval  # noqa: E402
 
 SECTION = "headroom-levers"
 CSV = study_dir("transfer") / "headroom_levers.csv"
+DEFAULT_RECIPE = REPO / "recipes" / "quickstart.yaml"  # the recipe the CSV's rows come from
 COLUMNS = ("dataset", "seed", "model", "role", "slice", "NE", "recal NE", "eval positives")
 TODAY = "today"
 TRAFFIC = "traffic"
@@ -61,7 +65,8 @@ LEVERS: dict[str, Lever] = {
     "history_1024": Lever("the teacher reads 1,024 events of each user's history instead of 256 (`teacher.sizes`)", LONG_HISTORY),
     "traffic_history_1024": Lever("knowledge from training traffic and 1,024 events of history", TRAFFIC_PROTOCOL | LONG_HISTORY, TRAFFIC),
     "traffic_capacity": Lever("knowledge from training traffic and the larger skeleton (`skeleton_small`: embeddings twice as wide, "
-                              "dense layers 512-256-64, 1,024 events)", TRAFFIC_PROTOCOL | {"teacher.model": "skeleton_small"}, TRAFFIC),
+                              "dense layers 512-256-64, 1,024 events: against 1,024 events with the tiny one)",
+                              TRAFFIC_PROTOCOL | {"teacher.model": "skeleton_small"}, "traffic_history_1024"),
 }
 
 
@@ -114,19 +119,19 @@ def _per_seed_lead(frame: pl.DataFrame, lever: str, slice_: str) -> pl.DataFrame
     return wide.select("seed", ((pl.col("baseline") - pl.col("teacher")) * 100).alias("lead"))
 
 
-def _earlier_rows(ran: list[str], seeds: int) -> pl.DataFrame | None:
-    """The CSV's rows of the levers this run does not train, on the same seeds (None: no CSV yet)."""
+def _earlier_rows(ran: list[str]) -> pl.DataFrame | None:
+    """The CSV's rows of the levers this run does not train, all its seeds (None: no CSV yet)."""
     if not CSV.exists():
         return None
     earlier = pl.read_csv(CSV, infer_schema_length=None)
-    return earlier.filter(~pl.col("dataset").is_in(ran) & (pl.col("seed") < seeds))
+    return earlier.filter(~pl.col("dataset").is_in(ran))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--levers", nargs="+", choices=list(LEVERS), default=list(LEVERS))
-    parser.add_argument("--recipe", type=Path, default=REPO / "recipes" / "quickstart.yaml")
+    parser.add_argument("--recipe", type=Path, default=DEFAULT_RECIPE)
     parser.add_argument("--from-csv", action="store_true", help=f"analyse {shown(CSV)} again instead of running")
     args = parser.parse_args()
     ran = None
@@ -137,7 +142,7 @@ def main() -> None:
         start = time.perf_counter()
         fresh = run(args.recipe, ran, list(range(args.seeds)))
         minutes = (time.perf_counter() - start) / 60
-        kept = _earlier_rows(ran, args.seeds)
+        kept = _earlier_rows(ran) if args.recipe.resolve() == DEFAULT_RECIPE.resolve() else None  # another recipe: the CSV holds this run's rows only
         write_csv(fresh.select(*COLUMNS), CSV, kept=kept)
         frame = pl.read_csv(CSV, infer_schema_length=None)
     body = levers_body(frame, args.recipe, minutes, ran)

@@ -60,7 +60,8 @@ MOVIELENS_USERS = 0.8  # share of MovieLens's users each seed samples (so seeds 
 # size, and the GEM presets at their own history lengths
 SCALING = (("skeleton_tiny", 128), ("skeleton_tiny", 256), ("skeleton_tiny", 1024), ("skeleton_small", 1024),
            ("gem_lite", 128), ("gem_tiny", 256), ("gem_base", 512))
-# GEM against the skeleton at matched compute (forward FLOPs within 1.6×): the curve's primary endpoints, named before the run
+# GEM against the skeleton at about matched compute (the closest preset pairs: GEM's forward FLOPs about 1.5× the
+# skeleton's, the ratio printed beside each): the curve's primary endpoints, named before the run
 MATCHED = (("gem_lite@128", "skeleton_tiny@256"), ("gem_tiny@256", "skeleton_tiny@1024"))
 HISTORY_REFERENCE = "skeleton_tiny@256"  # today's teacher: every other point is paired against it (secondary)
 PLOT = study_dir("teachers") / "teacher_scaling.png"
@@ -289,7 +290,7 @@ def scaling_section(frame: pl.DataFrame) -> str:
     (secondary, Holm)."""
     tasks = frame["task"].unique(maintain_order=True).to_list()
     agg = frame.group_by("model", "task", maintain_order=True).agg(
-        pl.col("ne").mean().alias("ne"), pl.col("ne").std().alias("sd"), pl.col("params").first(), pl.col("flops_per_example").first(),
+        pl.col("ne").mean().alias("ne"), pl.col("ne").std().fill_null(0.0).alias("sd"), pl.col("params").first(), pl.col("flops_per_example").first(),
         pl.col("train_flops").first(), pl.col("train_seconds").median(), pl.col("seed").n_unique().alias("seeds"))
     _scaling_plot(agg, tasks)
     lines = ["| point (teacher@history) | params | FLOPs/example | training FLOPs | median train s | " + " | ".join(f"{t} NE (mean ± sd)" for t in tasks)
@@ -301,22 +302,28 @@ def scaling_section(frame: pl.DataFrame) -> str:
                      f"{first['train_seconds']:.0f} | " + " | ".join(f"{by_task[t]['ne']:.4f} ± {by_task[t]['sd']:.4f}" for t in tasks)
                      + f" | {first['seeds']} |")
     matched = [(a, b) for a, b in MATCHED if {a, b} <= set(agg["model"].to_list())]
-    versus = [(m, HISTORY_REFERENCE) for m in agg["model"].unique(maintain_order=True).to_list() if m != HISTORY_REFERENCE]
+    models = agg["model"].unique(maintain_order=True).to_list()
+    versus = [(m, HISTORY_REFERENCE) for m in models if m != HISTORY_REFERENCE] if HISTORY_REFERENCE in models else []
     return ("\n".join(lines) + f"\n\n![eval NE against training FLOPs]({PLOT.relative_to(RESULTS.parent)})\n\n"
-            + "**GEM against the skeleton at matched compute** (primary endpoints, named before the run; NE points, positive = the first is "
-              "better; Holm over the table):\n\n" + _pairs_table(frame, matched, tasks)
+            + "**GEM against the skeleton at matched compute** (primary endpoints, named before the run; the closest pairs the presets "
+              "allow, GEM's forward FLOPs per example the ratio shown over the skeleton's; NE points, positive = the first is better; Holm "
+              "over the table):\n\n" + _pairs_table(frame, matched, tasks)
             + f"\n\nSecondary (every point against today's teacher `{HISTORY_REFERENCE}`, Holm over the table):\n\n" + _pairs_table(frame, versus, tasks))
 
 
 def scaling_intro(seeds: int, minutes: float | None) -> str:
-    timing = f"{minutes:.0f} min for this run" if minutes is not None else f"analysed again from `{shown(scaling_csv())}`"
+    timing = (f"{minutes:.0f} min for this run, torch on {torch.get_num_threads()} threads" if minutes is not None
+              else f"analysed again from `{shown(scaling_csv())}` (train seconds as its run measured them)")
     return (f"The quickstart world (`recipes/quickstart.yaml`, 400k impressions; seed s = another world and other models), {seeds} seeds; "
-            f"{timing}, torch on {torch.get_num_threads()} threads. Production's protocol for the teacher: one pass over its 21 days and on "
+            f"{timing}. Production's protocol for the teacher: one pass over its 21 days and on "
             f"through the students' 7, days in time order, recipe lr and batch; scored on the 3 eval days. Each point is a teacher at a "
             f"history length (`teacher.sizes.history_length`). CSV `{shown(scaling_csv())}`.\n\n")
 
 
 def _pairs_table(frame: pl.DataFrame, pairs: list[tuple[str, str]], tasks: list[str]) -> str:
+    """Each pair's per-seed NE difference (points, positive = the first better) with its t-interval,
+    Holm over the table, and the first's forward FLOPs per example over the second's."""
+    flops = dict(frame.group_by("model").agg(pl.col("flops_per_example").first()).iter_rows())
     rows = []
     for first, second in pairs:
         for task in tasks:
@@ -325,8 +332,9 @@ def _pairs_table(frame: pl.DataFrame, pairs: list[tuple[str, str]], tasks: list[
             joined = a.join(b, on="seed")
             rows.append((first, second, task, seed_interval((100 * (joined["ne_b"] - joined["ne"])).to_list())))
     adjusted = holm_adjusted([row[3].p_value for row in rows])
-    lines = ["| point | against | task | NE points [95% CI] | Holm-adjusted p | verdict | seeds |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {a} | {b} | {task} | {_interval(i)} | {p:.3f} | {holm_verdict(i, p)} | {i.seeds} |" for (a, b, task, i), p in zip(rows, adjusted, strict=True)]
+    lines = ["| point | against | FLOPs ratio | task | NE points [95% CI] | Holm-adjusted p | verdict | seeds |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {flops[a] / flops[b]:.2f}× | {task} | {_interval(i)} | {p:.3f} | {holm_verdict(i, p)} | {i.seeds} |"
+              for (a, b, task, i), p in zip(rows, adjusted, strict=True)]
     return "\n".join(lines)
 
 

@@ -60,6 +60,21 @@ class EmbeddingFeature(nn.Module):
         return self.project(torch.cat([vectors, known[..., None].to(vectors.dtype)], dim=-1))
 
 
+class PooledVersions(nn.Module):
+    """The same ids looked up in several producer versions' tables (newest first), each with its own
+    lookup, default and projection (an `EmbeddingFeature`), pooled with learned weights (a softmax over
+    the versions, equal at the start). ids [...] → [..., dim]"""
+
+    def __init__(self, *versions: nn.Module):
+        super().__init__()
+        self.versions = nn.ModuleList(versions)
+        self.weights = nn.Parameter(torch.zeros(len(versions)))  # [K] logits of each version's share
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        projected = torch.stack([version(ids) for version in self.versions], dim=-1)  # [..., dim, K]
+        return projected @ torch.softmax(self.weights, dim=0).to(projected.dtype)  # [..., dim]
+
+
 class AddedInputs(nn.Module):
     """Several modules' outputs on the same ids, summed (a feature taking a shared table and an
     embedding feature both). ids [...] → [..., dim]"""
@@ -252,8 +267,11 @@ class HistoryAggregates(nn.Module):
         levels = torch.arange(1, self.n_actions, device=mask.device)  # [A − 1]
         reached = (batch["hist_action"].unsqueeze(-1) >= levels) & mask.unsqueeze(-1)  # [B, L, A − 1]
         rates = reached.sum(dim=1).float() / count.clamp(min=1.0)  # [B, A − 1]
-        size = torch.log1p(count) / math.log1p(self.history_length)  # [B, 1] in [0, 1]
-        last_age = torch.where(mask[:, -1], batch["hist_age"][:, -1], 0).float().unsqueeze(-1) / AGE_BUCKETS  # [B, 1]
+        size = torch.log1p(count) / math.log1p(max(self.history_length, 1))  # [B, 1] in [0, 1]; 0 with no history read
+        if mask.shape[1] == 0:  # a model that reads no history (history_length 0): every row's is empty
+            last_age = torch.zeros_like(count)
+        else:
+            last_age = torch.where(mask[:, -1], batch["hist_age"][:, -1], 0).float().unsqueeze(-1) / AGE_BUCKETS  # [B, 1]
         empty = (count == 0).float()  # [B, 1]
         return torch.cat([rates, size, last_age, empty], dim=-1)
 

@@ -205,3 +205,121 @@ def test_a_teacher_window_running_into_the_consumers_window_is_refused_in_one_li
 
 def test_the_technique_states_its_table_memory_per_million_ids():
     assert embedding_features.table_bytes_per_million(64) == 136_000_000  # a float16 vector of 64 and an int64 key per id
+
+
+def test_versions_are_pooled_with_learned_weights_equal_at_the_start():
+    """LoopFM's variant: each producer version has its own lookup (an id one version lacks gets that
+    version's default) and projection; the consumer pools them with learned softmax weights."""
+    from teacher.layers import PooledVersions
+
+    newest = EmbeddingFeature(torch.tensor([3, 7]), torch.tensor([[1.0, 0.0], [0.0, 2.0]]), dim=4)
+    older = EmbeddingFeature(torch.tensor([7]), torch.tensor([[-1.0, 1.0]]), dim=4)
+    pooled = PooledVersions(newest, older)
+    ids = torch.tensor([3, 7, 9])
+    with torch.no_grad():
+        torch.testing.assert_close(pooled(ids), (newest(ids) + older(ids)) / 2)
+        pooled.weights.copy_(torch.tensor([torch.log(torch.tensor(3.0)), 0.0]))  # shares 3/4 and 1/4
+        torch.testing.assert_close(pooled(ids), 0.75 * newest(ids) + 0.25 * older(ids))
+    pooled(ids).sum().backward()
+    assert pooled.weights.grad is not None and pooled.weights.grad.abs().sum() > 0  # the shares learn
+
+
+def _versioned_source(tmp_path, cutoffs: dict[str, str], current_cutoff: str, dims: dict[str, int] | None = None):
+    """A FeatureSource whose current table (cutoff `current_cutoff`) is keyed 1..3 and whose earlier
+    versions are parquet tables in folders named by `cutoffs` (folder → its cutoff), each keyed [2]."""
+    from adapters.technique import FeatureSource
+    from transfer.knowledge.embedding_table import EmbeddingTable
+
+    for name, cutoff in cutoffs.items():
+        (tmp_path / name).mkdir(exist_ok=True)
+        dim = (dims or {}).get(name, 2)
+        write_embedding_table(tmp_path / name / "t.parquet", torch.tensor([2]), torch.full((1, dim), float(len(name))),
+                              Provenance("skeleton_tiny", f"run-{name}", cutoff, "", ""), EmbeddingTableInfo("user_id", 2, 1, dim))
+    current = EmbeddingTable(torch.tensor([1, 2, 3]), torch.ones(3, 2, dtype=torch.float16),
+                             Provenance("skeleton_tiny", "run-now", current_cutoff, "", ""), EmbeddingTableInfo("user_id", 2, 3, 2))
+    at = datetime.fromisoformat(current_cutoff)
+    return FeatureSource(lambda feature, days: current, at, at, 2.0, lambda field, message: DataError(f"stage.{field}: {message}"),
+                         lambda folder, feature, days: read_embedding_table(tmp_path / folder / "t.parquet", "skeleton_tiny"),
+                         at + timedelta(days=2))
+
+
+def _consumer():
+    from teacher.layers import FeatureEmbedding
+
+    consumer = torch.nn.Module()
+    consumer.features, consumer.feature_names = FeatureEmbedding(n_features=2, buckets=8, dim=4), ["user_id", "ad_id"]
+    return consumer
+
+
+def test_a_consumer_of_three_versions_pools_the_versions_that_exist_newest_first(tmp_path):
+    from types import SimpleNamespace
+
+    from teacher.layers import PooledVersions
+
+    source = _versioned_source(tmp_path, {"one": "2026-01-02T00:00:00+00:00"}, "2026-01-05T00:00:00+00:00")
+    stage = SimpleNamespace(embedding_features=embedding_features.Config(enabled=True, days=2, versions=3, earlier=["one"]))
+    consumer = _consumer()
+    embedding_features.add_inputs(stage, consumer, source)
+    pooled = consumer.features.imported["0"]
+    assert isinstance(pooled, PooledVersions) and len(pooled.versions) == 2  # this run's and the one earlier version made so far
+    newest, earlier = pooled.versions
+    assert newest.keys.tolist() == [1, 2, 3] and earlier.keys.tolist() == [2] and earlier.vectors.tolist() == [[3.0, 3.0]]
+    # the served VM carries both tables: its parameters are both lookups' (vectors, default, projection) and the 2 pooling weights
+    per_version = {v: 2 * len(v.keys) + 2 + (2 + 1) * 4 + 4 for v in (newest, earlier)}
+    assert sum(p.numel() for p in pooled.parameters()) == sum(per_version.values()) + 2
+
+    alone = _consumer()  # no earlier version yet (a plain run, the first cycle): the lookup of `versions: 1`
+    embedding_features.add_inputs(SimpleNamespace(embedding_features=embedding_features.Config(enabled=True, days=2, versions=3)), alone, source)
+    assert isinstance(alone.features.imported["0"], EmbeddingFeature)
+
+
+def test_earlier_versions_count_in_the_consumers_key_by_their_tables_content_not_their_folder(tmp_path):
+    from transfer.config.recipe import Recipe, StageConfig
+    from transfer.pipeline.stages.producers import consumer_settings
+
+    for name in ("here", "there"):
+        (tmp_path / name / "embeddings").mkdir(parents=True)
+        (tmp_path / name / "embeddings" / "skeleton_tiny.user_id.2d.parquet.sha256").write_text("abc\n")
+        (tmp_path / name / "skeleton_tiny.parquet.sha256").write_text("def\n")  # its knowledge table
+
+    def settings(folder: str) -> dict:  # what the consumer's stage key reads of its settings
+        stage = StageConfig(embedding_features=embedding_features.Config(enabled=True, versions=2, earlier=[str(tmp_path / folder)]))
+        return consumer_settings(Recipe(name="r"), "w", stage)
+
+    assert settings("here") == settings("there")  # the same table elsewhere: the same key
+    (tmp_path / "there" / "embeddings" / "skeleton_tiny.user_id.2d.parquet.sha256").write_text("abd\n")
+    assert settings("here") != settings("there")  # another table in the same place: another key
+    assert str(tmp_path) not in repr(settings("here"))
+
+
+@pytest.mark.parametrize(("cutoffs", "dims", "max_age", "found"), [
+    ({"same": "2026-01-05T00:00:00+00:00"}, None, None, "stage.embedding_features.earlier: same: its table's cutoff "
+     "(2026-01-05T00:00:00+00:00) is not before this producer's"),
+    ({"old": "2026-01-01T00:00:00+00:00"}, None, 5, "stage.embedding_features.max_age_days: an earlier version's embeddings "
+     "(old, cutoff 2026-01-01T00:00:00+00:00) are 6.0 days old at the end of the consumers' window; allowed: 5"),
+    ({"wide": "2026-01-02T00:00:00+00:00"}, {"wide": 3}, None, "stage.embedding_features.earlier: wide: its table's width is 3; allowed: "
+     "this producer's, 2"),
+], ids=["not earlier", "too old", "another width"])
+def test_an_earlier_version_that_is_not_earlier_too_old_or_of_another_width_is_refused(tmp_path, cutoffs, dims, max_age, found):
+    from types import SimpleNamespace
+
+    source = _versioned_source(tmp_path, cutoffs, "2026-01-05T00:00:00+00:00", dims)
+    config = embedding_features.Config(enabled=True, days=2, versions=2, earlier=list(cutoffs), max_age_days=max_age)
+    with pytest.raises(DataError) as refused:
+        embedding_features.add_inputs(SimpleNamespace(embedding_features=config), _consumer(), source)
+    assert str(refused.value) == found or str(refused.value).startswith(found)
+
+
+@pytest.mark.parametrize(("knobs", "found"), [
+    ({"versions": 0}, "transfer.stages.0.embedding_features.versions: found 0; allowed: a whole number >= 1"),
+    ({"versions": 2, "earlier": ["a", "b"]}, "transfer.stages.0.embedding_features.earlier: found 2 folders with versions 2; "
+     "allowed: at most versions - 1 = 1"),
+    ({"versions": 3, "earlier": ["a", "a"]}, "transfer.stages.0.embedding_features.earlier: found a folder twice"),
+], ids=["no version", "more folders than versions", "a folder twice"])
+def test_versions_settings_are_checked_before_anything_runs(tiny, capsys, knobs, found):
+    folder, dataset = tiny
+    stage = STAGE | {"embedding_features": {"enabled": True, "days": 2, **knobs}}
+    recipe = write_recipe(folder, dataset, name="versions", transfer={"strategy": "direct", "stages": [stage]})
+    code, _, err = run_cli(capsys, "validate", str(recipe))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert found in err

@@ -5,6 +5,7 @@ on the newest days, and the table comparing refreshed VMs with VMs trained once.
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -12,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import run_cli, write_dataset, write_recipe
 from transfer.data.synthetic import SyntheticSpec, generate
+from transfer.knowledge.embedding_table import read_embedding_table
 
 
 @pytest.fixture(scope="module")
@@ -19,18 +21,24 @@ def log():
     return generate(SyntheticSpec(rows=3_000, days=9, seed=1))  # every cycle's eval slice has positives (a slice without any is refused)
 
 
-def _recipe(tmp_path, log):
+def _recipe(tmp_path, log, **sections):
     dataset = write_dataset(tmp_path, log)
-    return write_recipe(tmp_path, dataset, name="cyc", teacher={"model": "skeleton_tiny", "batch_size": 256},
+    return write_recipe(tmp_path, dataset, name="cyc", teacher={"model": "skeleton_tiny", "batch_size": 256}, **sections,
                         data={"dataset": str(dataset), "train": {"start": "2026-01-01", "days": 2}, "student": {"days": 2},
                               "validation": {"days": 0}, "eval": {"days": 1}, "cache_dir": str(tmp_path / "cache")},
                         students=[{"vertical": "ig_stories_click", "batch_size": 64}],
                         tracking={"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
 
 
+# the VMs also take the teacher's user embeddings from its 3 newest versions (LoopFM's variant): each cycle's VMs get
+# the knowledge folders of the cycles before it
+VERSIONED = {"strategy": "direct", "stages": [{"producer": "teacher", "consumers": "students", "distillation": {"weight": 1.0},
+                                               "embedding_features": {"enabled": True, "days": 1, "versions": 3}}]}
+
+
 @pytest.mark.slow
 def test_cycles_refresh_teacher_and_vms_with_lineage(tmp_path, log, capsys):
-    code, out, err = run_cli(capsys, "cycle", str(_recipe(tmp_path, log)), "--windows", "3")
+    code, out, err = run_cli(capsys, "cycle", str(_recipe(tmp_path, log, transfer=VERSIONED)), "--windows", "3")
     assert code == 0, err
     table = pl.read_csv(next((tmp_path / "runs" / "cyc").glob("cycle-*-3.csv")))
     assert table["cycle"].to_list() == [0, 1, 2]
@@ -51,6 +59,15 @@ def test_cycles_refresh_teacher_and_vms_with_lineage(tmp_path, log, capsys):
     for parent in parents[1:]:
         assert teachers[parent.info.run_id].data.tags["continued_from"].endswith("model.pt")
         assert parent.data.params["data.train.days"] == "1"  # the teacher trains on the newest day only
+
+    # the embedding versions: cycle k's VMs read the tables of cycles k-1, k-2 (newest first), each made by its own
+    # cycle's teacher at its own cutoff (one day apart); cycle 0 has none (its VMs' older versions are the defaults)
+    key = "transfer.stages.0.embedding_features.earlier"
+    earlier = [[p.data.params[f"{key}.{i}"] for i in range(3) if f"{key}.{i}" in p.data.params] for p in parents]
+    assert [len(folders) for folders in earlier] == [0, 1, 2] and earlier[2][1] == earlier[1][0]
+    cutoffs = [read_embedding_table(Path(folder) / "embeddings" / "skeleton_tiny.user_id.1d.parquet", "skeleton_tiny").provenance.cutoff
+               for folder in earlier[2]]
+    assert cutoffs == ["2026-01-04T00:00:00+00:00", "2026-01-03T00:00:00+00:00"]  # cycle 1's teacher, then cycle 0's
 
 
 def test_a_cycle_longer_than_the_data_fails_before_training(tmp_path, log, capsys):
@@ -87,3 +104,18 @@ def test_a_cycle_refuses_windows_by_the_hour_in_one_line(tmp_path, log, capsys):
     assert code == 2
     (line,) = err.strip().splitlines()
     assert "the continuous cycle moves its windows by whole days" in line
+
+
+@pytest.mark.parametrize(("embedding", "found"), [
+    ({"versions": 2, "earlier": ["somewhere"]}, "transfer.stages.0.embedding_features.earlier: found 1 folder(s); under gem-transfer "
+     "cycle each cycle's earlier versions are the cycles before it; allowed: an empty list"),
+    ({"versions": 3, "max_age_days": 3}, "transfer.stages.0.embedding_features.max_age_days: 3 refuses the embeddings this cycle pools: "
+     "by cycle 2 the oldest of its 3 versions is 4 days old"),
+], ids=["hand-set earlier versions", "the oldest version too old by the last cycle"])
+def test_embedding_versions_a_cycle_cannot_make_are_refused_before_any_training(tmp_path, log, capsys, embedding, found):
+    transfer = {"strategy": "direct", "stages": [{"producer": "teacher", "consumers": "students", "distillation": {"weight": 1.0},
+                                                  "embedding_features": {"enabled": True, "days": 1, **embedding}}]}
+    code, _, err = run_cli(capsys, "cycle", str(_recipe(tmp_path, log, transfer=transfer)), "--windows", "3")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert found in err
+    assert not (tmp_path / "runs").exists()

@@ -9,7 +9,7 @@ import torch
 
 from students.mlp import mlp_vm
 from teacher.layers import HistoryAggregates
-from transfer.contract import AGE_BUCKETS, InputSpec
+from transfer.contract import AD_FEATURE, AGE_BUCKETS, CATEGORY_FEATURE, InputSpec
 from transfer.data.batches import random_batch
 
 INPUTS = InputSpec(n_categorical=6, n_dense=3, n_surfaces=4, n_tasks=2, hash_buckets=1000)
@@ -64,3 +64,23 @@ def test_the_wide_term_is_a_linear_model_of_the_dense_features_and_raw_aggregate
     narrow = mlp_vm(INPUTS, dim=8, history_length=16, hidden=[64, 32], wide=False)
     assert narrow.wide is None
     assert sum(p.numel() for p in vm.parameters()) - sum(p.numel() for p in narrow.parameters()) == 3 + 5
+
+
+def test_a_vm_that_reads_no_history_sees_every_history_as_empty_and_learns():
+    """history_length 0 (the regime map's VM without history): the aggregates say "empty" on every
+    row, the pooled history is zeros, and the model trains to finite logits."""
+    batch = random_batch(6, 3, 4, 3, 1000, batch_size=32, history_length=0, seed=2)
+    assert batch["hist_mask"].shape == (32, 0)
+    vm = mlp_vm(INPUTS, dim=8, history_length=0, hidden=[64, 32])
+    features = vm.aggregates.features(batch)
+    torch.testing.assert_close(features, torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0]]).expand(32, 5))
+    tokens = vm.features(batch["categorical"])
+    pooled = vm.pooling(vm.events(batch), batch["hist_mask"], tokens[:, AD_FEATURE] + tokens[:, CATEGORY_FEATURE])
+    assert torch.equal(pooled, torch.zeros(32, 24))
+    optimizer = torch.optim.Adam(vm.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(vm(batch).logits[:, 0], batch["labels"][:, 0])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(vm(batch).logits).all()

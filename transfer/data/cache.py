@@ -90,6 +90,12 @@ def write_checksum(path: Path) -> None:
     write_text_atomic(checksum_file(path), sha256(path))
 
 
+def recorded_checksums(folder: Path) -> list[tuple[str, str]]:
+    """(file relative to `folder`, its recorded sha256) for every file under `folder` with a checksum
+    beside it, sorted: the folder's content, wherever the folder is (empty for a missing folder)."""
+    return sorted((str(p.relative_to(folder))[: -len(CHECKSUM_SUFFIX)], p.read_text().strip()) for p in folder.rglob(f"*{CHECKSUM_SUFFIX}"))
+
+
 def checksum_matches(path: Path) -> bool:
     """True when `path` and its recorded checksum exist and agree."""
     return damage(path) is None

@@ -6,7 +6,8 @@ knowledge for the students' window ending at the new cutoff, the Student Adapter
 it) is refit on the freshest labels as part of each VM's training, and the VMs are retrained; all
 are scored on the next eval window. Beside them, the VMs trained once in cycle 0 are scored on every
 later eval window, which shows what refreshing buys. Each cycle is one MLflow recipe run tagged
-`cycle` and `previous_cycle_run_id`.
+`cycle` and `previous_cycle_run_id`. A stage whose techniques read the producer's earlier versions (embeddings from
+several versions) is handed the knowledge folders of the cycles before it, newest first.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from adapters import check_cycle, take_earlier_versions
 from transfer.config.recipe import Recipe, WindowConfig, teacher_window_shift_days
 from transfer.config.verticals import recipe_verticals
 from transfer.data.batches import WindowBatches, window_loader
@@ -39,8 +41,9 @@ class CycleResult:
     runs: list[str]  # the cycles' parent run ids
 
 
-def cycle_recipe(recipe: Recipe, cycle: int, teacher_weights: Path | None) -> Recipe:
-    """The recipe of cycle `cycle` (0 = as written): windows moved forward, teacher continuing."""
+def cycle_recipe(recipe: Recipe, cycle: int, teacher_weights: Path | None, earlier: dict[int, list[Path]] | None = None) -> Recipe:
+    """The recipe of cycle `cycle` (0 = as written): windows moved forward, teacher continuing; each
+    stage taking several versions' embeddings given `earlier[stage]`, its earlier cycles' knowledge folders (newest first)."""
     if cycle == 0:
         return recipe
     step = recipe.data.eval.days
@@ -49,6 +52,8 @@ def cycle_recipe(recipe: Recipe, cycle: int, teacher_weights: Path | None) -> Re
     moved.data.student = WindowConfig(start=None, days=recipe.data.student.days)  # follows the teacher's window
     moved.data.train = WindowConfig(start=str(first_cutoff + timedelta(days=(cycle - 1) * step)), days=step)  # the newest days
     moved.teacher.init_from = str(teacher_weights)
+    for index, stage in enumerate(moved.transfer.stages):
+        take_earlier_versions(stage, [str(folder) for folder in (earlier or {}).get(index, [])])
     return moved
 
 
@@ -61,14 +66,16 @@ def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
     if len(str(recipe.data.train.start)) != len("YYYY-MM-DD") or any(w.hours for w in spans):
         raise RecipeError(f"{recipe_path}: data: the continuous cycle moves its windows by whole days; found a start time or "
                           "hours; allowed: data.train.start YYYY-MM-DD and windows in days")
+    _check_techniques_through_the_cycle(recipe, recipe_path, windows)
     ranks.start()
     _check_data_reaches_last_window(recipe, recipe_path, windows)
     rows: list[dict] = []
     run_ids: list[str] = []
     first: RunResult | None = None
     previous: RunResult | None = None
+    earlier: dict[int, list[Path]] = {}  # stage → the knowledge folders of the cycles so far, newest first
     for cycle in range(windows):
-        current = cycle_recipe(recipe, cycle, previous.teacher_weights if previous else None)
+        current = cycle_recipe(recipe, cycle, previous.teacher_weights if previous else None, earlier)
         print(f"▸ cycle {cycle + 1}/{windows}: teacher window {current.data.train.start} + {current.data.train.days} days", flush=True)
         tags = {T.CYCLE: str(cycle), T.CYCLE_OF: recipe.name, T.PREVIOUS_CYCLE_RUN_ID: previous.parent_run_id if previous else ""}
         result = run_recipe(current, recipe_path, extra_tags=tags)
@@ -76,12 +83,23 @@ def run_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> CycleResult:
         rows += _cycle_rows(cycle, current, result, first)
         run_ids.append(result.parent_run_id)
         previous = result
+        earlier = {index: [folder, *earlier.get(index, [])] for index, folder in result.knowledge_folders.items()}
     table = pl.DataFrame(rows)
     csv = Path(recipe.output_dir) / recipe.name / f"cycle-{recipe.hash}-{windows}.csv"
     if ranks.is_main():
         with atomic_path(csv) as tmp:
             table.write_csv(tmp)
     return CycleResult(table, csv, run_ids)
+
+
+def _check_techniques_through_the_cycle(recipe: Recipe, recipe_path: Path, windows: int) -> None:
+    """Fail before any training when a technique cannot run through `windows` cycles (one line naming the key)."""
+    age = teacher_window_shift_days(recipe.transfer) + recipe.data.student.length_days  # the knowledge's age at the consumers' window end
+    for index, stage in enumerate(recipe.transfer.stages):
+        try:
+            check_cycle(stage, windows, recipe.data.eval.days, age)
+        except ValueError as exc:
+            raise RecipeError(f"{recipe_path}: transfer.stages.{index}.{exc}") from None
 
 
 def _check_data_reaches_last_window(recipe: Recipe, recipe_path: Path, windows: int) -> None:

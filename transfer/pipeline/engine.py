@@ -44,6 +44,7 @@ class RunResult:
     teacher_weights: Path | None = None
     students: dict[str, RankingModule] = field(default_factory=dict)  # vertical → its trained student
     validation: dict[str, dict[str, float]] = field(default_factory=dict)  # vertical → its student's val_* metrics
+    knowledge_folders: dict[int, Path] = field(default_factory=dict)  # recipe stage (from 0) → its students' knowledge folder
 
 
 def planned(recipe: Recipe, recipe_path: Path) -> tuple[RunContext, Plan]:
@@ -69,8 +70,9 @@ def run_recipe(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | N
                     stage.run(ctx)
     students = {s.vertical.spec.name: s.output.module for s in plan.evaluation.students}
     validation = {s.vertical.spec.name: s.output.validation for s in plan.evaluation.students}
+    folders = {s.teaching.index - 1: s.teaching.knowledge.output[0].parent for s in plan.evaluation.students if s.teaching is not None}
     return RunResult(plan.evaluation.output, parent_id, ctx.tracker.uri, ctx.tracker.experiment, ctx.run_dir,
-                     ctx.tracker.experiment_id, plan.teacher.output.weights, students, validation)
+                     ctx.tracker.experiment_id, plan.teacher.output.weights, students, validation, folders)
 
 
 def train_teacher(recipe: Recipe, recipe_path: Path, extra_tags: dict[str, str] | None = None, nested: bool = False) -> Producer:

@@ -11,17 +11,18 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from adapters import techniques_tag
+from adapters import stage_reads, techniques_tag
 from adapters.technique import FeatureSource
 from transfer.catalog import ModelEntry
 from transfer.config.recipe import Recipe, StageConfig, TrainerConfig, traffic_lag_days
 from transfer.data.batches import WindowBatches, window_loader
+from transfer.data.cache import checksum_matches, recorded_checksums
 from transfer.data.cache import sha256 as file_digest
 from transfer.data.prepare import PreparedData
 from transfer.errors import DataError, TrainingError
 from transfer.evaluation.cost import forward_flops_per_example, parameter_count
 from transfer.evaluation.scoring import mean_validation_ne
-from transfer.knowledge.embedding_table import EmbeddingTable, embedding_table
+from transfer.knowledge.embedding_table import EmbeddingTable, embedding_table, read_embedding_table
 from transfer.knowledge.generate import (
     Producer,
     at_precision,
@@ -268,8 +269,19 @@ class Teaching:
             return embedding_table(folder / "embeddings" / f"{producer.table_stem}.{feature}.{days}d.parquet", producer.module.model,
                                    data.log, rows, data.log.categorical_names.index(feature), provenance, days)
 
+        def earlier_table(earlier: str, feature: str, days: int) -> EmbeddingTable:
+            path = Path(earlier) / "embeddings" / f"{producer.table_stem}.{feature}.{days}d.parquet"
+            if not (path.is_file() and checksum_matches(path)):
+                raise DataError(f"{prefix}.embedding_features.earlier: {path}: found no complete embedding table; allowed: the knowledge "
+                                f"folder of an earlier run of '{producer.name}' whose consumers took {feature} embeddings over {days} days")
+            try:
+                return read_embedding_table(path, producer.name)
+            except DataError as exc:
+                raise DataError(f"{prefix}.embedding_features.earlier: {exc}; allowed: folders of earlier runs of '{producer.name}'") from None
+
         age = (data.student.end - producer.cutoff).total_seconds() / 86400
-        return FeatureSource(table, producer.cutoff, data.student.start, age, lambda field, message: DataError(f"{prefix}.{field}: {message}"))
+        return FeatureSource(table, producer.cutoff, data.student.start, age, lambda field, message: DataError(f"{prefix}.{field}: {message}"),
+                             earlier_table, data.student.end)
 
     def batches(self, data: PreparedData, target: ConsumerTarget, history_length: int, max_age_days: int | None,
                 seed: int, tracker: Tracker) -> WindowBatches:
@@ -451,7 +463,7 @@ def consumer_settings(recipe: Recipe, window: str, stage: StageConfig | None) ->
     only refuses knowledge: it never changes what trains."""
     settings: dict = {"window": window, "seed": recipe.seed}
     if stage is not None:
-        settings |= {"stage": asdict(stage)}
+        settings |= {"stage": stage_reads(stage, recorded_checksums)}
     return settings
 
 
