@@ -2,8 +2,9 @@
 
 Around a centre cell — the VM serving 16 events of history, trained on its surface's last 7 days,
 knowledge and embeddings from a teacher whose window ends where the VMs' begins — one factor moves
-at a time: the VM's history (0, 64 events), its training days (3: the validation and eval windows
-follow the VMs' window, so they come 4 days earlier and the knowledge is younger at its end), the lag
+at a time: the VM's history (0, 64 events), its training days (3 or 28: the validation and eval windows
+follow the VMs' window, so they move with it and the knowledge's age at its end changes too; 28 days
+need a world 21 days longer, another draw of it at the same density), the lag
 of the teacher's cutoff (3, 7 days: knowledge and embeddings both that much older). In every cell and seed the shipped
 all-techniques recipe runs as four variants — vanilla KD, the combination (aux-head KD +
 representation + sharing), embedding features, embedding features + vanilla KD — beside the
@@ -74,6 +75,9 @@ CELLS = {cell.name: cell for cell in (
     Cell("history 0", "VM history", "0 events", _history(0)),
     Cell("history 64", "VM history", "64 events", _history(64)),
     Cell("days 3", "VM training days", "3 days", {"data.student.days": 3}),
+    # 28 days: the same layout 21 days longer at the same density (another draw of the world), the VMs' window 28 days
+    Cell("days 28", "VM training days", "28 days (a 60-day world)",
+         {"data.synthetic.days": 60, "data.synthetic.rows": round(490_000 * 60 / 39), "data.student.days": 28}),
     Cell("lag 3", "lag", "3 days", {"transfer.staleness_days": 3}),
     Cell("lag 7", "lag", "7 days", {"transfer.staleness_days": 7}),
 )}
