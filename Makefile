@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser screenshot docs quickstart test test-fast bench bench-transfer bench-baseline bench-vm-start bench-teachers bench-knowledge bench-cycle bench-world bench-traffic lint clean
+.PHONY: setup browser screenshot docs quickstart test test-fast bench bench-transfer bench-baseline bench-vm-start bench-teachers bench-knowledge bench-cycle bench-world bench-traffic bench-headroom bench-levers bench-regimes lint clean
 
 setup: $(STAMP)
 
@@ -74,6 +74,12 @@ bench-transfer: setup
 # bound >= 2, >= 5 seeds) on each claim slice? Reads the current transfer-ablation CSVs (seconds).
 bench-headroom: setup
 	$(BIN)/python benchmarks/headroom.py
+
+# The regime map (transfer-regimes-400k and its heatmap): where transfer pays and through which channel — cells around a
+# centre (the VM's history 0/16/64 events, its training days 3/7/28, the teacher's lag 0/3/7 days) × vanilla KD, the
+# combination, embedding features and both × 5 seeds; torch on 2 threads.
+bench-regimes: setup
+	OMP_NUM_THREADS=2 $(BIN)/python benchmarks/regimes.py
 
 # Which teacher-side lever (more epochs with the best kept, knowledge from training traffic, a wide & deep teacher,
 # 1,024 events of history, the larger skeleton) gives the teacher a lead over the baseline VM, gate by gate, on the
