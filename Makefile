@@ -75,7 +75,7 @@ bench-transfer: setup
 bench-headroom: setup
 	$(BIN)/python benchmarks/headroom.py
 
-# The regime map (transfer-regimes-400k and its heatmap): where transfer pays and through which channel — cells around a
+# The regime map (regime-map-400k and its heatmap): where transfer pays and through which channel — cells around a
 # centre (the VM's history 0/16/64 events, its training days 3/7/28, the teacher's lag 0/3/7 days) × vanilla KD, the
 # combination, embedding features and both × 5 seeds; torch on 2 threads.
 bench-regimes: setup

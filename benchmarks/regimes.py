@@ -44,7 +44,7 @@ from transfer.config.recipe import StudentConfig  # noqa: E402
 from transfer.evaluation.intervals import SeedInterval, fieller_interval, holm_adjusted, holm_verdict, seed_interval  # noqa: E402
 from transfer.util.atomic import atomic_path  # noqa: E402
 
-SECTION = "transfer-regimes-400k"
+SECTION = "regime-map-400k"
 CSV = study_dir("regimes") / "regimes_400k.csv"
 PLOT = study_dir("regimes") / "regimes_400k.png"
 RECIPE = REPO / "recipes" / "direct_all_techniques.yaml"

@@ -20,7 +20,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
                                                             "world, knowledge from training traffic"),
     "transfer-ablation-movielens-best-epoch": (CURRENT, "transfer claims on MovieLens-100K"),
     "transfer-ablation-movielens1m-best-epoch-traffic": (CURRENT, "transfer claims on MovieLens-1M, knowledge from training traffic"),
-    "transfer-regimes-400k": (CURRENT, "the regime map: where transfer pays and through which channel (VM history, VM days, the teacher's lag)"),
+    "regime-map-400k": (CURRENT, "the regime map: where transfer pays and through which channel (VM history, VM days, the teacher's lag)"),
     "transfer-embedding-features-400k": (CURRENT, "the teacher's user embeddings as a VM input, with and without vanilla KD "
                                                   "(the quickstart world)"),
     "transfer-ablation-domains-best-epoch": (CURRENT, "hierarchical against direct, near and far domains"),
