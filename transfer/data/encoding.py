@@ -10,6 +10,7 @@ same cache serves a long-history teacher and a short-history VM.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ import polars as pl
 import torch
 
 from transfer.contract import ID_FEATURES, InputSpec
+from transfer.data.cache import cached, checksum_file, sha256
 from transfer.data.counters import counter_features
 from transfer.data.hashing import stable_hash
 from transfer.util.atomic import atomic_path
@@ -107,32 +109,82 @@ def save_encoded(table: pl.DataFrame, meta: dict, path: Path) -> None:
         table.write_parquet(tmp, metadata={"gem_transfer": json.dumps(meta)})
 
 
+# The encoded log's tensors, one uncompressed `.npy` file per block, memory-mapped by every process:
+# block → (its parquet columns' prefix, or one column; its dtype). Blocks with a prefix are [N, k].
+BLOCKS: dict[str, tuple[str, np.dtype]] = {
+    "ts": ("ts", np.dtype(np.int64)),
+    "categorical": ("cat_", np.dtype(np.int64)),
+    "dense": ("dense_", np.dtype(np.float32)),
+    "surface": ("surface", np.dtype(np.int64)),
+    "labels": ("label_", np.dtype(np.float32)),
+    "action": ("action", np.dtype(np.int64)),
+    "hist_start": ("hist_start", np.dtype(np.int64)),
+    "hist_end": ("hist_end", np.dtype(np.int64)),
+}
+CHUNK_ROWS = 1 << 20  # rows read from the parquet at a time while a block is written
+COLUMNS_PREFIX = "columns-"
+
+
 def load_encoded(path: Path) -> EncodedLog:
-    """Read an encoded table back as tensors."""
+    """The encoded table at `path` as tensors that are memory-mapped, not read: each block is an
+    uncompressed `.npy` file in a folder beside the parquet, named by the parquet's checksum
+    (`columns-<sha256>/`), written once (atomically, in bounded memory, with its own checksum) and
+    mapped copy-on-write by every process that loads it, so the processes of one host share one
+    copy in the page cache and a process holds only the pages it touches."""
     meta = json.loads(pl.read_parquet_metadata(path)["gem_transfer"])
-    table = pl.read_parquet(path)
-
-    def stack(prefix: str, count: int, dtype: torch.dtype) -> torch.Tensor:
-        cols = [table[f"{prefix}_{i}"].to_numpy() for i in range(count)]
-        n = table.height
-        return torch.from_numpy(np.stack(cols, axis=1) if cols else np.zeros((n, 0))).to(dtype)
-
-    def col(name: str) -> torch.Tensor:
-        return torch.from_numpy(table[name].to_numpy().copy()).long()
-
+    folder = path.parent / f"{COLUMNS_PREFIX}{_content_digest(path)[:32]}"
+    n = pl.scan_parquet(path).select(pl.len()).collect().item()
+    names = pl.read_parquet_schema(path)
+    blocks = {block: _mapped_block(path, folder, block, [c for c in names if _in_block(c, block)], n) for block in BLOCKS}
     return EncodedLog(
-        example_id=table["example_id"],
-        ts=col("ts"),
-        categorical=stack("cat", len(ID_FEATURES) + len(meta["categorical"]), torch.int64),
-        dense=stack("dense", len(meta["dense"]), torch.float32),
-        surface=col("surface"),
-        labels=stack("label", len(meta["tasks"]), torch.float32),
-        action=col("action"),
-        hist_start=col("hist_start"),
-        hist_end=col("hist_end"),
+        example_id=pl.read_parquet(path, columns=["example_id"])["example_id"],
+        **blocks,
         tasks=meta["tasks"],
         surfaces=meta["surfaces"],
         categorical_names=[*ID_FEATURES, *meta["categorical"]],
         dense_names=meta["dense"],
         hash_buckets=meta["hash_buckets"],
     )
+
+
+def _in_block(column: str, block: str) -> bool:
+    prefix = BLOCKS[block][0]
+    return column.startswith(prefix) if prefix.endswith("_") else column == prefix
+
+
+def _content_digest(path: Path) -> str:
+    """The parquet's sha256: the one recorded beside it by the data cache, else computed."""
+    recorded = checksum_file(path)
+    return recorded.read_text().strip() if recorded.is_file() else sha256(path)
+
+
+def _mapped_block(path: Path, folder: Path, block: str, columns: list[str], n: int) -> torch.Tensor:
+    """One block's tensor ([N] or [N, k], columns in their numbered order), mapped from its `.npy`
+    file, which is written first from the parquet when it is missing or damaged."""
+    prefix, dtype = BLOCKS[block]
+    if prefix.endswith("_"):
+        columns = sorted(columns, key=lambda c: int(c[len(prefix):]))
+    shape = (n, len(columns)) if prefix.endswith("_") else (n,)
+    target = cached(folder / f"{block}.npy", lambda tmp: _write_block(path, columns, shape, dtype, tmp))
+    if math.prod(shape) == 0:
+        return torch.from_numpy(np.zeros(shape, dtype))  # nothing to map (a dataset without dense columns)
+    return torch.from_numpy(np.load(target, mmap_mode="c"))
+
+
+def _write_block(path: Path, columns: list[str], shape: tuple[int, ...], dtype: np.dtype, target: Path) -> None:
+    """Fill a `.npy` file of `shape` from the parquet's `columns`, `CHUNK_ROWS` rows at a time."""
+    if math.prod(shape) == 0:
+        with open(target, "wb") as f:
+            np.save(f, np.zeros(shape, dtype))
+        return
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=dtype, shape=shape)
+    for start in range(0, shape[0], CHUNK_ROWS):
+        chunk = pl.scan_parquet(path).select(columns).slice(start, CHUNK_ROWS).collect()
+        for j, name in enumerate(columns):
+            values = chunk[name].to_numpy().astype(dtype, copy=False)
+            if len(shape) == 1:
+                out[start : start + chunk.height] = values
+            else:
+                out[start : start + chunk.height, j] = values
+    out.flush()
+    del out
