@@ -57,11 +57,12 @@ def _random_log(n: int, seed: int) -> pl.DataFrame:
     }).with_columns(pl.col("conversion").fill_nan(None))
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_every_counter_comes_from_strictly_earlier_impressions_of_its_key(seed):
+@pytest.mark.parametrize(("seed", "chunk_rows"), [(0, 1 << 18), (1, 1 << 18), (0, 1), (1, 13)])
+def test_every_counter_comes_from_strictly_earlier_impressions_of_its_key(seed, chunk_rows):
+    """In one chunk, and in time-ordered chunks down to one instant each (the counts carried across)."""
     frame = _random_log(300, seed)
     tasks = ["click", "conversion"]
-    got = counter_features(frame, ["ad_id", "user_id"], tasks)
+    got = counter_features(frame, ["ad_id", "user_id"], tasks, chunk_rows=chunk_rows)
     for i in range(0, frame.height, 7):
         me = frame.row(i, named=True)
         before = frame.filter(pl.col("ts") < me["ts"])
@@ -103,13 +104,14 @@ def test_the_encoded_log_carries_the_counters_after_the_dense_columns(tmp_path, 
     np.testing.assert_allclose(data.log.dense[:, 1:].numpy(), direct.to_numpy(), rtol=1e-6)
 
 
-def test_a_null_key_is_one_key_value_and_internal_names_never_clash():
+@pytest.mark.parametrize("chunk_rows", [1, 1 << 18])  # the null key's count carried from chunk to chunk, or not
+def test_a_null_key_is_one_key_value_and_internal_names_never_clash(chunk_rows):
     frame = pl.DataFrame({
         "ts": [T0 + timedelta(seconds=s) for s in (0, 1, 2)],
         "impressions": [None, "x", None],  # a key that shares a name the counters use inside
         "click": [1.0, 0.0, 0.0],
     })
-    got = counter_features(frame, ["impressions"], ["click"])
+    got = counter_features(frame, ["impressions"], ["click"], chunk_rows=chunk_rows)
     np.testing.assert_allclose(got["impressions.impressions"].to_numpy(), [0.0, 0.0, math.log(2)], rtol=1e-6)
     prior = (1 + 1) / (2 + 2)  # before ts 2: 2 labelled, 1 positive, Laplace-smoothed
     assert got["impressions.click_rate"][2] == pytest.approx(_logit((1 + PSEUDO_COUNTS * prior) / (1 + PSEUDO_COUNTS)), rel=1e-6)

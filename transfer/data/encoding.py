@@ -9,18 +9,22 @@ same cache serves a long-history teacher and a short-history VM.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import torch
 
 from transfer.contract import ID_FEATURES, InputSpec
 from transfer.data.cache import cached, checksum_file, sha256
+from transfer.data.chunking import run_bounds
 from transfer.data.counters import counter_features
 from transfer.data.hashing import stable_hash
 from transfer.util.atomic import atomic_path
@@ -72,31 +76,82 @@ class EncodedLog:
         return rows[torch.isin(self.surface[rows], wanted)]
 
 
+ENCODE_CHUNK_ROWS = 1 << 18  # about how many rows (whole users) are encoded at a time
+
+
+@dataclass(frozen=True)
+class EncodingSpec:
+    """What the encoded table is made of: the dataset's surfaces, tasks, categorical and dense
+    columns, hash buckets and counter keys, in column order."""
+
+    surfaces: list[str]
+    tasks: list[str]
+    categorical: list[str]
+    dense: list[str]
+    hash_buckets: int
+    counters: list[str] = field(default_factory=list)
+
+
 def encode(frame: pl.DataFrame, surfaces: list[str], tasks: list[str], categorical: list[str], dense: list[str], hash_buckets: int,
            counters: list[str] | None = None) -> pl.DataFrame:
-    """Canonical log → encoded table (one row per impression, sorted by user and time). The dense
-    columns are the dataset's own (signed log1p), then the running counters of `counters`' keys
-    (`transfer.data.counters`)."""
-    frame = frame.sort("user_id", "ts", "example_id").with_row_index("row")
-    counted = counter_features(frame, list(counters or []), tasks)  # [N, C] in the sorted order
-    names = [*ID_FEATURES, *categorical]
-    hashed = {f"cat_{i}": stable_hash(frame[name], name, hash_buckets) for i, name in enumerate(names)}
+    """Canonical log → encoded table (one row per impression, sorted by user and time), whole. The
+    dense columns are the dataset's own (signed log1p), then the running counters of `counters`'
+    keys (`transfer.data.counters`)."""
+    spec = EncodingSpec(surfaces, tasks, categorical, dense, hash_buckets, list(counters or []))
+    return pl.concat(list(encoded_chunks(frame, spec)))
+
+
+def write_encoded(frame: pl.DataFrame, spec: EncodingSpec, meta: dict, target: Path, chunk_rows: int = ENCODE_CHUNK_ROWS) -> None:
+    """The encoded table written to the parquet file `target` chunk by chunk (one row group or more
+    per chunk), with `meta` in its metadata: only one chunk's encoding is in memory at a time."""
+    writer = None
+    try:
+        for chunk in encoded_chunks(frame, spec, chunk_rows):
+            table = chunk.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(target, table.schema.with_metadata({"gem_transfer": json.dumps(meta)}))
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def encoded_chunks(frame: pl.DataFrame, spec: EncodingSpec, chunk_rows: int = ENCODE_CHUNK_ROWS) -> Iterator[pl.DataFrame]:
+    """The encoded table in its row order (user, time, example_id), as chunks of whole users of about
+    `chunk_rows` rows (more when one user has more). The sort runs once over the three columns it
+    reads, the counters (which count across users) in time-ordered chunks of their own; everything
+    else, chunk by chunk."""
+    order = frame.select("user_id", "ts", "example_id").with_row_index("source").sort("user_id", "ts", "example_id")
+    counted = counter_features(frame, spec.counters, spec.tasks)  # [N, C]
+    counted = counted[order["source"]] if counted.width else counted  # in the table's order
+    bounds = run_bounds(order["user_id"], chunk_rows)
+    source = order["source"]
+    del order
+    for begin, end in itertools.pairwise(bounds):
+        yield _encode_rows(frame[source[begin:end]], begin, spec, counted[begin:end])
+
+
+def _encode_rows(rows: pl.DataFrame, offset: int, spec: EncodingSpec, counted: pl.DataFrame) -> pl.DataFrame:
+    """Encode whole users' rows, already in the table's order, that start at row `offset` of it."""
+    frame = rows.with_row_index("row", offset=offset)
+    names = [*ID_FEATURES, *spec.categorical]
+    hashed = {f"cat_{i}": stable_hash(frame[name], name, spec.hash_buckets) for i, name in enumerate(names)}
     positive_task = pl.max_horizontal(
-        *[pl.when(pl.col(t) == 1).then(pl.lit(i + 1)).otherwise(0) for i, t in enumerate(tasks)]
+        *[pl.when(pl.col(t) == 1).then(pl.lit(i + 1)).otherwise(0) for i, t in enumerate(spec.tasks)]
     )
     ts = pl.col("ts").dt.epoch("s")
     user_start = pl.col("row").cast(pl.Int64).min().over("user_id")
     return frame.select(
         "example_id",
         ts.alias("ts"),
-        pl.col("surface").replace_strict(surfaces, list(range(len(surfaces))), return_dtype=pl.Int64),
-        *[pl.col(t).alias(f"label_{i}") for i, t in enumerate(tasks)],
-        *[_signed_log1p(pl.col(d).cast(pl.Float32)).alias(f"dense_{i}") for i, d in enumerate(dense)],
+        pl.col("surface").replace_strict(spec.surfaces, list(range(len(spec.surfaces))), return_dtype=pl.Int64),
+        *[pl.col(t).alias(f"label_{i}") for i, t in enumerate(spec.tasks)],
+        *[_signed_log1p(pl.col(d).cast(pl.Float32)).alias(f"dense_{i}") for i, d in enumerate(spec.dense)],
         positive_task.cast(pl.Int64).alias("action"),
         user_start.alias("hist_start"),
         (user_start + pl.col("ts").rank("min").over("user_id").cast(pl.Int64) - 1).alias("hist_end"),
     ).with_columns(**{k: pl.Series(v) for k, v in hashed.items()},
-                   **{f"dense_{len(dense) + i}": counted[name] for i, name in enumerate(counted.columns)})
+                   **{f"dense_{len(spec.dense) + i}": counted[name] for i, name in enumerate(counted.columns)})
 
 
 def _signed_log1p(x: pl.Expr) -> pl.Expr:

@@ -14,7 +14,7 @@ from transfer.config.dataset import DatasetConfig, dataset_config_path, dense_fe
 from transfer.config.recipe import DataConfig, Recipe, UserSampleConfig, WindowConfig
 from transfer.config.verticals import recipe_verticals
 from transfer.data.cache import cache_path, cached, prepare_cache_dir
-from transfer.data.encoding import EncodedLog, encode, load_encoded, save_encoded
+from transfer.data.encoding import EncodedLog, EncodingSpec, load_encoded, write_encoded
 from transfer.data.hashing import stable_hash
 from transfer.data.impressions import load_impressions
 from transfer.data.synthetic import GENERATOR_VERSION, SyntheticSpec
@@ -158,8 +158,6 @@ def _encode_dataset(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, syn
     if frame.height == 0:
         raise DataError(f"{cfg_path}: dataset '{dataset.name}' has no impressions (0 rows after validation); allowed: at least one")
     tasks, surfaces = list(dataset.labels), list(dataset.surfaces)
-    with step(f"data: encoding {frame.height:,} impressions and their histories"):
-        table = encode(frame, surfaces, tasks, dataset.categorical, dataset.dense, dataset.hash_buckets, dataset.counters)
     meta = {
         "tasks": tasks,
         "surfaces": surfaces,
@@ -167,7 +165,9 @@ def _encode_dataset(dataset: DatasetConfig, cfg_path: Path, cache_dir: Path, syn
         "dense": dense_feature_names(dataset),
         "hash_buckets": dataset.hash_buckets,
     }
-    save_encoded(table, meta, target)
+    spec = EncodingSpec(surfaces, tasks, dataset.categorical, dataset.dense, dataset.hash_buckets, list(dataset.counters))
+    with step(f"data: encoding {frame.height:,} impressions and their histories"):
+        write_encoded(frame, spec, meta, target)
 
 
 def sample_users(frame: pl.DataFrame, users: UserSampleConfig) -> pl.DataFrame:
