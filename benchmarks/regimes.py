@@ -200,18 +200,37 @@ def heatmap(slices: list[CellSlice]) -> None:
     plt.close(fig)
 
 
-def body(frame: pl.DataFrame, minutes: float | None) -> str:
+def body(frame: pl.DataFrame, minutes: float | None, ran: list[str] | None = None) -> str:
     slices = cell_slices(frame)
     heatmap(slices)
     seeds = sorted(set(frame["seed"].to_list()))
     timing = f"{minutes:.0f} min for this run" if minutes is not None else f"analysed again from `{shown(CSV)}`"
+    threads = "; ".join(f"torch on {n} thread(s): {', '.join(f'`{c}`' for c in cells)}" for n, cells in _threads(frame).items())
+    if minutes is not None and ran is not None and set(ran) != set(frame["cell"].to_list()):
+        timing += f" of {', '.join(f'`{name}`' for name in ran)}; the other cells' rows kept from the CSV's earlier run (its `commit` column)"
     cells = "".join(f"- `{c.name}`: {c.axis} — {c.level}\n" for c in CELLS.values() if c.name in set(frame["cell"].to_list()))
     return (f"`{shown(RECIPE)}` on the staleness study's layout (490k impressions over 39 days; the teacher's 21 days end where "
             f"the VMs' 7 begin, validation 1 day, eval 3), knowledge scored in a separate pass; {len(seeds)} seeds (world and models); "
-            f"{timing} (torch on {torch.get_num_threads()} threads). CSV `{shown(CSV)}`. The cells (one factor moved from the centre):\n\n"
+            f"{timing} ({threads}). CSV `{shown(CSV)}`. The cells (one factor moved from the centre):\n\n"
             f"{cells}\n![the regime map]({PLOT.relative_to(RESULTS.parent)})\n\n"
             "**Primary endpoints** (named before the run; one family, Holm over both endpoints, the cells and the slices):\n\n"
             f"{primary_table(slices)}\n\nSecondary: every variant's gain and transfer ratio per cell:\n\n{lift_table(slices)}\n")
+
+
+def _threads(frame: pl.DataFrame) -> dict[int, list[str]]:
+    """Torch threads → the cells run with them (the CSV's `threads` column)."""
+    found: dict[int, list[str]] = {}
+    for cell, n in frame.select("cell", "threads").unique(maintain_order=True).iter_rows():
+        found.setdefault(int(n), []).append(cell)
+    return found
+
+
+def earlier_rows(cells: list[str], variants: list[str]) -> pl.DataFrame | None:
+    """The CSV's rows of every (cell, variant) this run does not train, all their seeds (None: no CSV yet)."""
+    if not CSV.exists():
+        return None
+    earlier = pl.read_csv(CSV, infer_schema_length=None)
+    return earlier.filter(~(pl.col("cell").is_in(cells) & pl.col("variant").is_in(variants)))
 
 
 def main() -> None:
@@ -223,14 +242,18 @@ def main() -> None:
     parser.add_argument("--from-csv", action="store_true", help=f"analyse {shown(CSV)} again instead of running")
     args = parser.parse_args()
     if args.from_csv:
-        frame, minutes = pl.read_csv(CSV, infer_schema_length=None), None
+        frame, minutes, ran = pl.read_csv(CSV, infer_schema_length=None), None, None
     else:
         start = time.perf_counter()
-        fresh = run(args.cells, list(range(args.seeds)), [v for v in VARIANTS if v in args.variants or v == VANILLA])
+        chosen = [v for v in VARIANTS if v in args.variants or v == VANILLA]
+        fresh = run(args.cells, list(range(args.seeds)), chosen).with_columns(pl.lit(torch.get_num_threads()).alias("threads"))
         minutes = (time.perf_counter() - start) / 60
-        write_csv(fresh.select("cell", "variant", "seed", "model", "role", "slice", "NE", "recal NE", "eval positives", "FLOPs vs teacher"), CSV)
+        write_csv(fresh.select("cell", "variant", "seed", "model", "role", "slice", "NE", "recal NE", "eval positives", "FLOPs vs teacher",
+                               "threads"), CSV,
+                  kept=earlier_rows(args.cells, chosen))
+        ran = args.cells
         frame = pl.read_csv(CSV, infer_schema_length=None)
-    text = body(frame, minutes)
+    text = body(frame, minutes, ran)
     print(text)
     write_section(SECTION, command_line(), text)
 

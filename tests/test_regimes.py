@@ -57,3 +57,16 @@ def test_the_primary_endpoints_are_one_holm_family_and_pair_by_seed():
     # and two exact zeros (p = 1): Holm gives 4 × 0.01356 = 0.054, then max(0.054, 3 × 0.01356) = 0.054
     assert primary.count("| 0.054 | not distinguishable |") == 2, primary
     assert primary.count("| 1.000 | not distinguishable |") == 2
+
+
+def test_a_rerun_of_some_cells_keeps_the_other_cells_and_variants_rows(tmp_path, monkeypatch):
+    """Rerunning `--cells "days 28"` with vanilla KD must not drop the centre's rows nor days 28's other variants."""
+    from benchmarks import regimes
+
+    csv = tmp_path / "regimes.csv"
+    pl.DataFrame({"cell": ["centre", "days 28", "days 28"], "variant": [VANILLA, VANILLA, EMBEDDINGS_KD], "seed": [0, 0, 0]}).write_csv(csv)
+    monkeypatch.setattr(regimes, "CSV", csv)
+    kept = regimes.earlier_rows(["days 28"], [VANILLA])
+    assert kept.select("cell", "variant").rows() == [("centre", VANILLA), ("days 28", EMBEDDINGS_KD)]
+    monkeypatch.setattr(regimes, "CSV", tmp_path / "absent.csv")
+    assert regimes.earlier_rows(["days 28"], [VANILLA]) is None
