@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser screenshot docs quickstart test test-fast bench bench-transfer bench-baseline bench-vm-start bench-teachers bench-knowledge bench-cycle bench-world bench-traffic bench-headroom bench-levers bench-regimes lint clean
+.PHONY: setup browser screenshot docs quickstart test test-fast bench bench-scale bench-transfer bench-baseline bench-vm-start bench-teachers bench-knowledge bench-cycle bench-world bench-traffic bench-headroom bench-levers bench-regimes lint clean
 
 setup: $(STAMP)
 
@@ -102,6 +102,12 @@ bench-vm-start: setup
 # Knowledge generation at 1M and 4M impressions: bounded memory, throughput vs a bare forward (~10 min).
 bench-knowledge: setup
 	$(BIN)/python benchmarks/knowledge_generation.py
+
+# Memory (anonymous and proportional, over every process) and time as the log grows: the data build alone at 1M-32M
+# impressions and whole quickstart runs at 1M and 4M in one process and two (DDP on CPU), on a log file, each in a fresh
+# data cache; torch on 1 thread a process (~1 h).
+bench-scale: setup
+	$(BIN)/python benchmarks/data_scale.py
 
 # Knowledge from training traffic vs a separate generation pass: what each costs (~5 min).
 bench-traffic: setup
