@@ -45,7 +45,7 @@ CSV = study_dir("scale") / "data_scale.csv"
 PLOT = study_dir("scale") / "data_scale.png"
 SAMPLE_S = 0.2
 STAGE = re.compile(r"^([▸✓]) ([a-z ]+?): (\w+)")
-BIN = REPO / ".venv" / "bin"
+CLI = [sys.executable, "-m", "transfer.cli"]  # this checkout's code (PYTHONPATH), whichever checkout the venv was installed from
 FIELDS = ("Pss_Anon", "Pss_File", "Pss_Shmem")
 
 
@@ -158,14 +158,17 @@ surfaces: {{fb_feed: facebook, fb_marketplace: facebook, ig_feed: instagram, ig_
 """
 
 
+def _env(threads: int) -> dict[str, str]:
+    return os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+
+
 def make_log(rows: int, folder: Path, threads: int) -> tuple[Path, dict]:
     """The quickstart world's `rows` impressions as a parquet file and a dataset YAML over it; → the
     YAML and the generator's own figures (a row of the CSV)."""
     log = folder / "log.parquet"
-    env = os.environ | {"OMP_NUM_THREADS": str(threads)}
     start = time.perf_counter()
-    seen = watch([str(BIN / "gem-transfer"), "data", "synth", "--rows", str(rows), "--days", "32", "--seed", "0", "--out", str(log)],
-                 env, folder / "synth.log")
+    seen = watch([*CLI, "data", "synth", "--rows", str(rows), "--days", "32", "--seed", "0", "--out", str(log)],
+                 _env(threads), folder / "synth.log")
     (folder / "scale.yaml").write_text(DATASET_YAML.format(log=log.name))
     row = {"command": "data synth", "impressions": rows, "processes": 1, **_whole(seen, time.perf_counter() - start, 1),
            "log MiB": log.stat().st_size / 2**20}
@@ -175,13 +178,13 @@ def make_log(rows: int, folder: Path, threads: int) -> tuple[Path, dict]:
 def measure(command: str, rows: int, processes: int, threads: int, folder: Path, dataset: Path) -> list[dict]:
     """One `data check` or `run` in a fresh data cache and outputs: a row per stage and one for the whole command."""
     work = Path(tempfile.mkdtemp(prefix="run-", dir=folder))
-    args = [str(BIN / "gem-transfer"), *command.split(), "recipes/quickstart.yaml", f"data.dataset={dataset}",
+    args = [*CLI, *command.split(), "recipes/quickstart.yaml", f"data.dataset={dataset}",
             f"data.cache_dir={work / 'cache'}", f"output_dir={work / 'runs'}", f"tracking.uri=sqlite:///{work / 'mlflow.db'}",
             "trainer.progress=false"]
     if processes > 1:
         args += [f"trainer.devices={processes}", "trainer.strategy=ddp"]
     start = time.perf_counter()
-    seen = watch(args, os.environ | {"OMP_NUM_THREADS": str(threads)}, work / "out.log")
+    seen = watch(args, _env(threads), work / "out.log")
     whole = _whole(seen, time.perf_counter() - start, processes)
     cache = sum(p.stat().st_size for p in (work / "cache").rglob("*") if p.is_file()) / 2**20
     shutil.rmtree(work, ignore_errors=True)
