@@ -81,10 +81,8 @@ def knobs(stage) -> list[Knob]:
 def take_earlier_versions(stage, folders: list[str]) -> None:
     """Hand the stage's techniques that read earlier producer versions the knowledge folders of the
     continuous cycle's earlier cycles, newest first (`take_earlier_versions` hooks)."""
-    for technique in enabled(stage):
-        hook = getattr(technique, "take_earlier_versions", None)
-        if hook is not None:
-            hook(stage, folders)
+    for _, hook in _hooks(stage, "take_earlier_versions"):
+        hook(stage, folders)
 
 
 def check_cycle(stage, cycles: int, step_days: float, age_days: float) -> None:
@@ -92,13 +90,11 @@ def check_cycle(stage, cycles: int, step_days: float, age_days: float) -> None:
     enabled technique that reads earlier producer versions checks it can (`check_cycle` hooks; a
     `ValueError` whose message starts with `<KEY>.<field>`). `age_days`: the producer's knowledge's age at
     the end of the consumers' window in one cycle."""
-    for technique in enabled(stage):
-        hook = getattr(technique, "check_cycle", None)
-        if hook is not None:
-            try:
-                hook(stage, cycles, step_days, age_days)
-            except ValueError as exc:
-                raise ValueError(f"{technique.KEY}.{exc}") from None
+    for technique, hook in _hooks(stage, "check_cycle"):
+        try:
+            hook(stage, cycles, step_days, age_days)
+        except ValueError as exc:
+            raise ValueError(f"{technique.KEY}.{exc}") from None
 
 
 def stage_reads(stage, folder_content: Callable[[Path], object]) -> dict:
@@ -108,8 +104,11 @@ def stage_reads(stage, folder_content: Callable[[Path], object]) -> dict:
     from dataclasses import asdict
 
     settings = asdict(stage)
-    for technique in enabled(stage):
-        hook = getattr(technique, "reads", None)
-        if hook is not None:
-            settings[technique.KEY] = hook(stage, settings[technique.KEY], folder_content)
+    for technique, hook in _hooks(stage, "reads"):
+        settings[technique.KEY] = hook(stage, settings[technique.KEY], folder_content)
     return settings
+
+
+def _hooks(stage, name: str) -> list[tuple[ModuleType, Callable]]:
+    """(technique, its hook `name`) for each technique enabled in `stage` that has that optional hook."""
+    return [(technique, hook) for technique in enabled(stage) if (hook := getattr(technique, name, None)) is not None]
