@@ -36,7 +36,7 @@ SPEC = EncodingSpec(["a", "b"], ["click", "buy"], [], ["bid"], 1 << 16, ["ad_id"
 @pytest.mark.parametrize("chunk_rows", [1, 7, 64])
 def test_a_chunked_build_writes_the_table_encoded_in_one_go(tmp_path, chunk_rows):
     frame = _log()
-    whole = encode(frame, SPEC.surfaces, SPEC.tasks, SPEC.categorical, SPEC.dense, SPEC.hash_buckets, SPEC.counters)
+    whole = encode(frame, SPEC)
     write_encoded(frame, SPEC, {"tasks": SPEC.tasks}, tmp_path / "enc.parquet", chunk_rows=chunk_rows)
     chunked = pl.read_parquet(tmp_path / "enc.parquet")
     assert chunked.equals(whole, null_equal=True)

@@ -92,12 +92,10 @@ class EncodingSpec:
     counters: list[str] = field(default_factory=list)
 
 
-def encode(frame: pl.DataFrame, surfaces: list[str], tasks: list[str], categorical: list[str], dense: list[str], hash_buckets: int,
-           counters: list[str] | None = None) -> pl.DataFrame:
+def encode(frame: pl.DataFrame, spec: EncodingSpec) -> pl.DataFrame:
     """Canonical log → encoded table (one row per impression, sorted by user and time), whole. The
-    dense columns are the dataset's own (signed log1p), then the running counters of `counters`'
+    dense columns are the dataset's own (signed log1p), then the running counters of the spec's
     keys (`transfer.data.counters`)."""
-    spec = EncodingSpec(surfaces, tasks, categorical, dense, hash_buckets, list(counters or []))
     return pl.concat(list(encoded_chunks(frame, spec)))
 
 
