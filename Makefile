@@ -105,7 +105,7 @@ bench-knowledge: setup
 
 # Memory (anonymous and proportional, over every process) and time as the log grows: the data build alone at 1M-32M
 # impressions and whole quickstart runs at 1M and 4M in one process and two (DDP on CPU), on a log file, each in a fresh
-# data cache; torch on 1 thread a process (~1 h).
+# data cache; torch and polars on 1 thread a process (~1 h).
 bench-scale: setup
 	$(BIN)/python benchmarks/data_scale.py
 

@@ -159,7 +159,7 @@ surfaces: {{fb_feed: facebook, fb_marketplace: facebook, ig_feed: instagram, ig_
 
 
 def _env(threads: int) -> dict[str, str]:
-    return os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+    return os.environ | {"OMP_NUM_THREADS": str(threads), "POLARS_MAX_THREADS": str(threads), "PYTHONPATH": str(REPO)}
 
 
 def make_log(rows: int, folder: Path, threads: int) -> tuple[Path, dict]:
@@ -196,7 +196,7 @@ def body(frame: pl.DataFrame, minutes: float | None) -> str:
     timing = f"{minutes:.0f} min for this run" if minutes is not None else f"analysed again from `{shown(CSV)}`"
     whole = frame.filter(pl.col("stage") == "whole").sort("command", "processes", "impressions")
     lines = [f"`recipes/quickstart.yaml` on the quickstart world read from a parquet file (`data synth --rows N --days 32`, mapped as "
-             f"the built-in synthetic dataset); every command in a fresh data cache; torch on {frame['threads'][0]} thread(s) a process; {timing}. "
+             f"the built-in synthetic dataset); every command in a fresh data cache; torch and polars on {frame['threads'][0]} thread(s) a process; {timing}. "
              "Memory: the processes' PSS summed (a page shared by k processes counts 1/k in each); *anon* is what the processes hold, "
              "*PSS* adds the file pages they map (the encoded log's `.npy` blocks, libraries: page cache the kernel can drop and "
              f"read again). CSV `{shown(CSV)}`.", "",
@@ -218,16 +218,24 @@ def body(frame: pl.DataFrame, minutes: float | None) -> str:
     return "\n".join(lines)
 
 
+GOAL_SIZES = (1_000_000, 16_000_000)  # the one-process goal: peak at 16M / peak at 1M ≤ 1.5×
+
+
 def verdicts(whole: pl.DataFrame) -> list[str]:
-    """The goals' ratios where both of their rows are in the table."""
+    """The goals' ratios where both of their rows are in the table, and the growth over the sizes run."""
     said = []
     for command in ("data check", "run"):
         peak = {(r["impressions"], r["processes"]): r for r in whole.filter(pl.col("command") == command).iter_rows(named=True)}
         one = sorted(rows for rows, p in peak if p == 1)
-        if len(one) >= 2:
+        if all((size, 1) in peak for size in GOAL_SIZES):
+            small, large = (peak[(size, 1)] for size in GOAL_SIZES)
+            ratio = large["peak anon MiB"] / small["peak anon MiB"]
+            said.append(f"- `{command}`, one process, 16M / 1M impressions: peak anon **{ratio:.2f}×** (goal ≤ 1.5×: "
+                        f"{'met' if ratio <= 1.5 else 'not met'}), peak PSS {large['peak PSS MiB'] / small['peak PSS MiB']:.2f}×.")
+        if len(one) >= 2 and (one[0], one[-1]) != GOAL_SIZES:
             small, large = peak[(one[0], 1)], peak[(one[-1], 1)]
-            said.append(f"- `{command}`, one process, {one[-1]:,} / {one[0]:,} impressions: peak anon **{large['peak anon MiB'] / small['peak anon MiB']:.2f}×**, "
-                        f"peak PSS {large['peak PSS MiB'] / small['peak PSS MiB']:.2f}× (goal at 16M / 1M: ≤ 1.5×).")
+            said.append(f"- `{command}`, one process, {one[-1]:,} / {one[0]:,} impressions: peak anon "
+                        f"{large['peak anon MiB'] / small['peak anon MiB']:.2f}×, peak PSS {large['peak PSS MiB'] / small['peak PSS MiB']:.2f}×.")
         for rows in sorted(r for r, p in peak if p == 2 and (r, 1) in peak):
             two, single = peak[(rows, 2)], peak[(rows, 1)]
             ratio = two["peak PSS MiB"] / single["peak PSS MiB"]
@@ -263,7 +271,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check-rows", type=int, nargs="*", default=[1_000_000, 4_000_000, 16_000_000, 32_000_000])
     parser.add_argument("--run-rows", type=int, nargs="*", default=[1_000_000, 4_000_000])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process (the machine is shared: say so)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and polars threads per process (the machine is shared: say so)")
     parser.add_argument("--from-csv", action="store_true")
     args = parser.parse_args()
     if args.from_csv:

@@ -77,3 +77,15 @@ def test_a_damaged_block_is_written_again_and_a_changed_parquet_gets_its_own_fol
     path.unlink()
     _saved(tmp_path, n=120)  # another log under the same name
     assert len(load_encoded(path).ts) == 120 and len(list(tmp_path.glob("columns-*"))) == 2
+
+
+def test_a_block_of_another_shape_is_written_again_without_hashing_on_reuse(tmp_path, capsys):
+    """A reused block is checked by its layout and size (its parquet was verified): one of another
+    shape, checksum and all, is damaged and written again from the parquet."""
+    path = _saved(tmp_path)
+    good = load_encoded(path).hist_end.clone()
+    (npy,) = tmp_path.glob("columns-*/hist_end.npy")
+    with open(npy, "wb") as f:
+        np.save(f, np.zeros(7, np.int64))
+    assert torch.equal(load_encoded(path).hist_end, good)
+    assert f"rebuilt the data cache: {npy} was damaged" in capsys.readouterr().out

@@ -47,10 +47,14 @@ def cache_path(cache_dir: Path, *parts: str) -> Path:
     return path
 
 
-def cached(path: Path, build: Callable[[Path], None]) -> Path:
+def cached(path: Path, build: Callable[[Path], None], intact: Callable[[Path], bool] | None = None) -> Path:
     """`path` when it is there and matches its checksum; otherwise `build(tmp)` writes it again
-    (to a temporary name, renamed onto `path`), then its checksum is written. → `path`"""
-    problem = damage(path)
+    (to a temporary name, renamed onto `path`), then its checksum is written. → `path`
+
+    `intact(path)`, for a file whose content a verified file already fixes (a derived one), replaces
+    hashing the whole file on every reuse by a cheaper test (its size and layout, say); the checksum
+    is still written, and a file without one is built again."""
+    problem = damage(path, intact)
     if problem is None:
         return path
     checksum_file(path).unlink(missing_ok=True)
@@ -62,13 +66,16 @@ def cached(path: Path, build: Callable[[Path], None]) -> Path:
     return path
 
 
-def damage(path: Path) -> str | None:
-    """Why `path` cannot be reused ('missing', 'was damaged', 'had no checksum'), or None when it can."""
+def damage(path: Path, intact: Callable[[Path], bool] | None = None) -> str | None:
+    """Why `path` cannot be reused ('missing', 'was damaged', 'had no checksum'), or None when it can
+    (its checksum matches, or `intact(path)` says so)."""
     if not path.is_file():
         return "missing"
     expected = checksum_file(path)
     if not expected.is_file():
         return "had no checksum"
+    if intact is not None:
+        return None if intact(path) else "was damaged"
     return None if expected.read_text().strip() == sha256(path) else "was damaged"
 
 

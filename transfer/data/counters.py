@@ -90,7 +90,7 @@ def _earlier_counts(chunk: pl.DataFrame, keys: list[str], tasks: list[str], carr
     ).sort([*keys, "ts"])
     totals = per_instant.group_by(keys).agg(pl.col(counts).sum()) if keys else per_instant.select(pl.col(counts).sum())
     if keys:
-        before = per_instant.join(carried, on=keys, how="left", nulls_equal=True, suffix="__carried")
+        before = per_instant.join(carried, on=keys, how="left", nulls_equal=True, suffix="__carried", maintain_order="left")  # time order within a key
         earlier = [(pl.col(c).cum_sum() - pl.col(c)).over(keys) + pl.col(f"{c}__carried").fill_null(0) for c in counts]
         carried = pl.concat([carried, totals.select(carried.columns).cast(carried.schema)]).group_by(keys).agg(pl.col(counts).sum())
     else:

@@ -9,6 +9,7 @@ same cache serves a long-history teacher and a short-history VM.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -28,6 +29,7 @@ from transfer.data.chunking import run_bounds
 from transfer.data.counters import counter_features
 from transfer.data.hashing import stable_hash
 from transfer.util.atomic import atomic_path
+from transfer.util.progress import step
 
 
 @dataclass
@@ -188,7 +190,9 @@ def load_encoded(path: Path) -> EncodedLog:
     folder = path.parent / f"{COLUMNS_PREFIX}{_content_digest(path)[:32]}"
     n = pl.scan_parquet(path).select(pl.len()).collect().item()
     names = pl.read_parquet_schema(path)
-    blocks = {block: _mapped_block(path, folder, block, [c for c in names if _in_block(c, block)], n) for block in BLOCKS}
+    first_time = not all(checksum_file(folder / f"{block}.npy").is_file() for block in BLOCKS)
+    with step(f"data: mapping {n:,} encoded rows into {folder.name}") if first_time else contextlib.nullcontext():
+        blocks = {block: _mapped_block(path, folder, block, [c for c in names if _in_block(c, block)], n) for block in BLOCKS}
     return EncodedLog(
         example_id=pl.read_parquet(path, columns=["example_id"])["example_id"],
         **blocks,
@@ -213,15 +217,30 @@ def _content_digest(path: Path) -> str:
 
 def _mapped_block(path: Path, folder: Path, block: str, columns: list[str], n: int) -> torch.Tensor:
     """One block's tensor ([N] or [N, k], columns in their numbered order), mapped from its `.npy`
-    file, which is written first from the parquet when it is missing or damaged."""
+    file, which is written first from the parquet when it is missing or damaged (its checksum is
+    written, but a reuse checks only its layout and size: the parquet it comes from was verified)."""
     prefix, dtype = BLOCKS[block]
     if prefix.endswith("_"):
         columns = sorted(columns, key=lambda c: int(c[len(prefix):]))
     shape = (n, len(columns)) if prefix.endswith("_") else (n,)
-    target = cached(folder / f"{block}.npy", lambda tmp: _write_block(path, columns, shape, dtype, tmp))
+    target = cached(folder / f"{block}.npy", lambda tmp: _write_block(path, columns, shape, dtype, tmp),
+                    intact=lambda p: _block_intact(p, shape, dtype))
     if math.prod(shape) == 0:
         return torch.from_numpy(np.zeros(shape, dtype))  # nothing to map (a dataset without dense columns)
     return torch.from_numpy(np.load(target, mmap_mode="c"))
+
+
+def _block_intact(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """The `.npy` file holds an array of `shape` and `dtype`, every byte of it there."""
+    try:
+        with open(path, "rb") as f:
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[np.lib.format.read_magic(f)]
+            found_shape, fortran, found_dtype = read_header(f)
+            header = f.tell()
+    except (OSError, ValueError, KeyError):
+        return False
+    size = header + math.prod(shape) * dtype.itemsize
+    return found_shape == shape and found_dtype == dtype and not fortran and path.stat().st_size == size
 
 
 def _write_block(path: Path, columns: list[str], shape: tuple[int, ...], dtype: np.dtype, target: Path) -> None:
