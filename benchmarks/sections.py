@@ -59,6 +59,7 @@ SECTIONS: dict[str, tuple[str, str]] = {
     "knowledge-generation": (ENGINEERING, "knowledge generation's memory and throughput at 1M and 4M impressions"),
     "continuous-cycle": (ENGINEERING, "the continuous transfer cycle over 4 windows"),
     "multi-process": (ENGINEERING, "several processes and nodes"),
+    "data-scale": (ENGINEERING, "memory and time as the log grows: the data build, and whole runs in one process and two"),
     "traffic-knowledge": (ENGINEERING, "knowledge from training traffic against a separate pass"),
 }
 
