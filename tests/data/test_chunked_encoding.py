@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from transfer.data.chunking import run_bounds
-from transfer.data.encoding import EncodingSpec, encode, write_encoded
+from transfer.data.encoding import EncodingSpec, write_encoded
 
 
 def _log(n: int = 500, seed: int = 1) -> pl.DataFrame:
@@ -36,7 +36,8 @@ SPEC = EncodingSpec(["a", "b"], ["click", "buy"], [], ["bid"], 1 << 16, ["ad_id"
 @pytest.mark.parametrize("chunk_rows", [1, 7, 64])
 def test_a_chunked_build_writes_the_table_encoded_in_one_go(tmp_path, chunk_rows):
     frame = _log()
-    whole = encode(frame, SPEC)
+    write_encoded(frame, SPEC, {}, tmp_path / "whole.parquet", chunk_rows=10**9)
+    whole = pl.read_parquet(tmp_path / "whole.parquet")
     write_encoded(frame, SPEC, {"tasks": SPEC.tasks}, tmp_path / "enc.parquet", chunk_rows=chunk_rows)
     chunked = pl.read_parquet(tmp_path / "enc.parquet")
     assert chunked.equals(whole, null_equal=True)

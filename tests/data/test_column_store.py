@@ -12,7 +12,7 @@ import torch
 
 from transfer.data import encoding
 from transfer.data.cache import checksum_file, sha256
-from transfer.data.encoding import BLOCKS, EncodingSpec, encode, load_encoded, save_encoded
+from transfer.data.encoding import BLOCKS, EncodingSpec, load_encoded, write_encoded
 
 
 def _saved(tmp_path: Path, n: int = 300) -> Path:
@@ -28,9 +28,8 @@ def _saved(tmp_path: Path, n: int = 300) -> Path:
         "bid": rng.random(n),
         "click": pl.Series([None if i % 11 == 0 else float(v) for i, v in enumerate(rng.integers(0, 2, n))], dtype=pl.Float32),
     })
-    table = encode(frame, EncodingSpec(["a", "b"], ["click"], [], ["bid"], hash_buckets=1 << 16))
     meta = {"tasks": ["click"], "surfaces": ["a", "b"], "categorical": [], "dense": ["bid"], "hash_buckets": 1 << 16}
-    save_encoded(table, meta, tmp_path / "enc.parquet")
+    write_encoded(frame, EncodingSpec(["a", "b"], ["click"], [], ["bid"], hash_buckets=1 << 16), meta, tmp_path / "enc.parquet")
     return tmp_path / "enc.parquet"
 
 

@@ -11,7 +11,7 @@ import torch
 
 from transfer.contract import AD_FEATURE
 from transfer.data.batches import WindowBatches
-from transfer.data.encoding import EncodingSpec, encode, load_encoded, save_encoded
+from transfer.data.encoding import EncodingSpec, load_encoded, write_encoded
 
 
 def _log_with_ties(n: int = 400, seed: int = 0) -> pl.DataFrame:
@@ -32,9 +32,8 @@ def _log_with_ties(n: int = 400, seed: int = 0) -> pl.DataFrame:
 
 
 def _encoded(tmp_path, frame: pl.DataFrame):
-    table = encode(frame, EncodingSpec(["a", "b"], ["click"], [], [], hash_buckets=1 << 20))
     meta = {"tasks": ["click"], "surfaces": ["a", "b"], "categorical": [], "dense": [], "hash_buckets": 1 << 20}
-    save_encoded(table, meta, tmp_path / "enc.parquet")
+    write_encoded(frame, EncodingSpec(["a", "b"], ["click"], [], [], hash_buckets=1 << 20), meta, tmp_path / "enc.parquet")
     return load_encoded(tmp_path / "enc.parquet")
 
 

@@ -28,7 +28,6 @@ from transfer.data.cache import cached, checksum_file, sha256
 from transfer.data.chunking import run_bounds
 from transfer.data.counters import counter_features
 from transfer.data.hashing import stable_hash
-from transfer.util.atomic import atomic_path
 from transfer.util.progress import step
 
 
@@ -94,13 +93,6 @@ class EncodingSpec:
     counters: list[str] = field(default_factory=list)
 
 
-def encode(frame: pl.DataFrame, spec: EncodingSpec) -> pl.DataFrame:
-    """Canonical log → encoded table (one row per impression, sorted by user and time), whole. The
-    dense columns are the dataset's own (signed log1p), then the running counters of the spec's
-    keys (`transfer.data.counters`)."""
-    return pl.concat(list(encoded_chunks(frame, spec)))
-
-
 def write_encoded(frame: pl.DataFrame, spec: EncodingSpec, meta: dict, target: Path, chunk_rows: int = ENCODE_CHUNK_ROWS) -> None:
     """The encoded table written to the parquet file `target` chunk by chunk (one row group or more
     per chunk), with `meta` in its metadata: only one chunk's encoding is in memory at a time."""
@@ -156,12 +148,6 @@ def _encode_rows(rows: pl.DataFrame, offset: int, spec: EncodingSpec, counted: p
 
 def _signed_log1p(x: pl.Expr) -> pl.Expr:
     return x.sign() * x.abs().log1p()
-
-
-def save_encoded(table: pl.DataFrame, meta: dict, path: Path) -> None:
-    """Write the encoded table and its metadata (tasks, surfaces, names) atomically."""
-    with atomic_path(path, needed_bytes=table.estimated_size()) as tmp:  # parquet compresses: an upper bound
-        table.write_parquet(tmp, metadata={"gem_transfer": json.dumps(meta)})
 
 
 # The encoded log's tensors, one uncompressed `.npy` file per block, memory-mapped by every process:
