@@ -40,7 +40,7 @@ def _mapped_files() -> set[str]:
 @pytest.mark.parametrize("chunk_rows", [7, 1 << 20])  # many chunks and one: the same tensors
 def test_the_blocks_hold_the_parquets_columns_and_are_mapped_from_files(tmp_path, monkeypatch, chunk_rows):
     path = _saved(tmp_path)
-    monkeypatch.setattr(encoding, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(encoding, "BLOCK_CHUNK_ROWS", chunk_rows)
     log = load_encoded(path)
     table = pl.read_parquet(path)  # the source, read whole by polars
     folder = tmp_path / f"columns-{sha256(path)[:32]}"

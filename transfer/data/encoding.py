@@ -162,7 +162,7 @@ BLOCKS: dict[str, tuple[str, np.dtype]] = {
     "hist_start": ("hist_start", np.dtype(np.int64)),
     "hist_end": ("hist_end", np.dtype(np.int64)),
 }
-CHUNK_ROWS = 1 << 20  # rows read from the parquet at a time while a block is written
+BLOCK_CHUNK_ROWS = 1 << 20  # rows read from the parquet at a time while a block is written
 COLUMNS_PREFIX = "columns-"
 
 
@@ -230,14 +230,14 @@ def _block_intact(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> bool:
 
 
 def _write_block(path: Path, columns: list[str], shape: tuple[int, ...], dtype: np.dtype, target: Path) -> None:
-    """Fill a `.npy` file of `shape` from the parquet's `columns`, `CHUNK_ROWS` rows at a time."""
+    """Fill a `.npy` file of `shape` from the parquet's `columns`, `BLOCK_CHUNK_ROWS` rows at a time."""
     if math.prod(shape) == 0:
         with open(target, "wb") as f:
             np.save(f, np.zeros(shape, dtype))
         return
     out = np.lib.format.open_memmap(target, mode="w+", dtype=dtype, shape=shape)
-    for start in range(0, shape[0], CHUNK_ROWS):
-        chunk = pl.scan_parquet(path).select(columns).slice(start, CHUNK_ROWS).collect()
+    for start in range(0, shape[0], BLOCK_CHUNK_ROWS):
+        chunk = pl.scan_parquet(path).select(columns).slice(start, BLOCK_CHUNK_ROWS).collect()
         for j, name in enumerate(columns):
             values = chunk[name].to_numpy().astype(dtype, copy=False)
             if len(shape) == 1:
